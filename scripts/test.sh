@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: installs what the tests need, then runs pytest.
+# Extra arguments go to pytest (e.g. `bash scripts/test.sh -k signalr`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/bootstrap.sh
+bootstrap_system_packages redis-server nodejs npm chromium
+bootstrap_venv '.[test]'
+bootstrap_node_packages
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,40 @@
+"""Packaging for the Iqra web-session gateway."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="iqra-gateway",
+    version="0.1.0",
+    description=(
+        "Web-session gateway between browser voice widgets and the Iqra AI voice platform: "
+        "admission, rate limits, anonymizer blocking, a Redis-backed queue and a pure-Python SignalR hub."
+    ),
+    license="MIT",
+    python_requires=">=3.11",
+    packages=find_packages(include=["gateway", "gateway.*", "signalr", "signalr.*", "ratelimit", "ratelimit.*", "geo", "geo.*"]),
+    package_data={
+        "gateway": ["lua/*.lua"],
+        "ratelimit": ["lua/*.lua"],
+    },
+    install_requires=[
+        "tornado>=6.4",
+        "redis>=5.0.1",
+        "maxminddb>=2.5",
+        "ujson>=5.8",
+        "msgpack>=1.0.5",
+        # The embedded store runs our Lua scripts in-process; the "lua" extra brings lupa.
+        "fakeredis[lua]>=2.20",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8.0",
+            "pytest-asyncio>=0.23",
+            "hypothesis>=6.90",
+            "mmdb-writer>=0.2.5",
+            "signalrcore>=0.9.5",
+            "pysignalr>=1.0",
+        ],
+        "bench": ["aiosignalr>=0.1"],
+    },
+    entry_points={"console_scripts": ["iqra-gateway=gateway.cli:main"]},
+)
