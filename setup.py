@@ -29,6 +29,7 @@ setup(
         "test": [
             "pytest>=8.0",
             "pytest-asyncio>=0.23",
+            "pytest-timeout>=2.2",
             "hypothesis>=6.90",
             "mmdb-writer>=0.2.5",
             "signalrcore>=0.9.5",

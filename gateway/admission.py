@@ -1,0 +1,343 @@
+"""Admission store: concurrency slot leases and the waiting queue, shared by every gateway process.
+
+Each operation is one Lua script in ``gateway/lua`` (with ``lib_store.lua`` prepended), run with a
+single EVALSHA, so every decision is atomic across processes sharing one Redis. This module only
+builds ``KEYS``/``ARGV`` and turns replies into value objects.
+
+Lifecycle of a request: :meth:`AdmissionStore.admit` gives it a *pending lease* (it may call the
+platform now) or queues it; :meth:`~AdmissionStore.claim` later hands queued entries to a dispatcher
+with pending leases; :meth:`~AdmissionStore.activate` turns a pending lease into an *active lease*
+keyed by the conversation session id once the platform session exists; the session-ended webhook
+calls :meth:`~AdmissionStore.end_session`. Expired leases are reclaimed by every admit and claim.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from gateway.keys import DEFAULT_PREFIX, AdmissionKeys
+
+log = logging.getLogger("gateway.admission")
+
+#: Message of the tombstone left by :meth:`AdmissionStore.remove`.
+LEFT_QUEUE_MESSAGE = "left the queue"
+#: Longest request, lease or conversation id accepted (they become parts of key names).
+MAX_ID_LENGTH = 256
+#: Queue entries an eligibility scan inspects at most per call (see ``lib_store.lua``).
+DEFAULT_SCAN_LIMIT = 1000
+
+_OPERATIONS = ("admit", "claim", "reap", "activate", "release_lease", "end_session", "requeue_front",
+               "set_outcome", "status", "remove")
+_OUTCOME_STATUSES = frozenset({"ready", "failed"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Caps:
+    """Concurrency caps for one decision.
+
+    :param global_cap: most concurrent sessions overall (pending + active leases).
+    :param campaign_caps: optional per-campaign caps; a campaign not listed has no own cap.
+    """
+
+    global_cap: int
+    campaign_caps: Mapping[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.global_cap, int) or self.global_cap < 0:
+            raise ValueError(f"global_cap must be an int >= 0, got {self.global_cap!r}")
+        for campaign, cap in self.campaign_caps.items():
+            if not isinstance(campaign, str) or not isinstance(cap, int) or cap < 0:
+                raise ValueError(f"campaign cap must map str to int >= 0, got {campaign!r}: {cap!r}")
+
+    def campaign_caps_json(self) -> str:
+        return json.dumps(dict(self.campaign_caps), separators=(",", ":"))
+
+
+class Outcome(StrEnum):
+    ADMITTED = "admitted"
+    QUEUED = "queued"
+    FULL = "full"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimedEntry:
+    """A queued entry claimed for dispatch, with its pending lease.
+
+    :param data: exactly what was given to :meth:`AdmissionStore.admit` as ``data``.
+    """
+
+    request_id: str
+    campaign: str
+    lease_id: str
+    data: dict
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdmitResult:
+    """The decision for one request.
+
+    ``claimed`` holds older queued entries that this call claimed before deciding (fairness: a new
+    request never overtakes an eligible older one). The caller must dispatch them whatever
+    ``outcome`` is, ``FULL`` included.
+    """
+
+    outcome: Outcome
+    lease_id: str | None = None
+    position: int | None = None
+    claimed: tuple[ClaimedEntry, ...] = ()
+
+
+class EndResult(StrEnum):
+    RELEASED = "released"
+    ALREADY_ENDED = "already_ended"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestStatus:
+    """Where a request is: "queued" (with position), "dispatching", "ready", "failed" or "expired"."""
+
+    status: str
+    position: int | None = None
+    web_socket_url: str | None = None
+    message: str | None = None
+
+
+class DuplicateRequestError(ValueError):
+    """:meth:`AdmissionStore.admit` was given a request id the store already knows."""
+
+
+@cache
+def _script_source(operation: str) -> str:
+    """The prelude plus one operation's script, read from the package once per process."""
+    lua = resources.files("gateway") / "lua"
+    prelude = (lua / "lib_store.lua").read_text(encoding="utf-8")
+    return prelude + "\n" + (lua / f"{operation}.lua").read_text(encoding="utf-8")
+
+
+def _text(value: Any) -> str:
+    # The client may or may not decode responses; the store works with either.
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    return str(value)
+
+
+def _num(value: float) -> str:
+    # Fixed-point keeps microseconds; repr() could produce exponents Lua's tonumber reads but humans don't.
+    return f"{value:.6f}"
+
+
+def _claimed_entries(flat: list[Any], start: int, count: int) -> tuple[ClaimedEntry, ...]:
+    entries = []
+    for i in range(count):
+        rid, campaign, lease, data = flat[start + 4 * i: start + 4 * i + 4]
+        entries.append(ClaimedEntry(request_id=_text(rid), campaign=_text(campaign), lease_id=_text(lease),
+                                    data=json.loads(_text(data))))
+    return tuple(entries)
+
+
+def _require_id(value: str, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{what} must be a non-empty string")
+    if len(value) > MAX_ID_LENGTH:
+        raise ValueError(f"{what} is longer than {MAX_ID_LENGTH} characters")
+    return value
+
+
+def _require_seconds(value: float, what: str) -> float:
+    if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{what} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+class AdmissionStore:
+    """Async wrapper over the admission scripts; one per Redis client.
+
+    :param redis: a ``redis.asyncio`` client (real or embedded, see :func:`gateway.store.open_redis`).
+    :param key_prefix: prefix of every key (:class:`gateway.keys.AdmissionKeys`).
+    :param clock: wall clock in seconds; its value is passed to the scripts as ``now``.
+    :param scan_limit: most queue entries one eligibility scan inspects. If a scan stops at the limit
+        with room left, the new request is queued rather than risk overtaking an older eligible entry.
+    """
+
+    def __init__(self, redis: aioredis.Redis, *, key_prefix: str = DEFAULT_PREFIX,
+                 clock: Callable[[], float] = time.time, scan_limit: int = DEFAULT_SCAN_LIMIT) -> None:
+        if scan_limit < 1:
+            raise ValueError("scan_limit must be >= 1")
+        self._redis = redis
+        self._keys = AdmissionKeys(prefix=key_prefix)
+        self._clock = clock
+        self._scan_limit = scan_limit
+        # register_script talks to no server: it hashes the text once; EVALSHA reloads on NOSCRIPT.
+        self._scripts = {op: redis.register_script(_script_source(op)) for op in _OPERATIONS}
+
+    @property
+    def keys(self) -> AdmissionKeys:
+        return self._keys
+
+    async def _run(self, operation: str, args: list[Any], extra_keys: list[str] | None = None) -> Any:
+        keys = self._keys.shared() + (extra_keys or [])
+        return await self._scripts[operation](keys=keys, args=[_num(self._clock()), *args])
+
+    def _request_keys(self, request_id: str) -> list[str]:
+        return [self._keys.outcome(request_id), self._keys.tombstone(request_id)]
+
+    async def admit(self, *, request_id: str, campaign: str, data: dict, caps: Caps,
+                    pending_lease_seconds: float, max_queue_length: int) -> AdmitResult:
+        """Admit now (pending lease), queue, or refuse a request — one round trip.
+
+        :param request_id: new unique id of the request.
+        :param campaign: campaign id (for its cap and for FIFO fairness across campaigns).
+        :param data: JSON-serialisable entry data, returned unchanged in :class:`ClaimedEntry`.
+        :param caps: the caps to apply now.
+        :param pending_lease_seconds: how long the pending lease covers the platform call.
+        :param max_queue_length: at this length the request is refused with ``FULL``.
+        :raises DuplicateRequestError: if ``request_id`` is already known.
+        :raises ValueError: on bad arguments (including non-JSON ``data``).
+        """
+        _require_id(request_id, "request_id")
+        if not isinstance(campaign, str):
+            raise ValueError("campaign must be a string")
+        _require_seconds(pending_lease_seconds, "pending_lease_seconds")
+        if not isinstance(max_queue_length, int) or max_queue_length < 0:
+            raise ValueError("max_queue_length must be an int >= 0")
+        try:
+            data_json = json.dumps(data, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"entry data is not JSON-serialisable: {exc}") from exc
+        try:
+            reply = await self._run("admit", [
+                request_id, campaign, data_json, caps.global_cap, caps.campaign_caps_json(),
+                _num(pending_lease_seconds), max_queue_length, secrets.token_hex(8), self._scan_limit,
+            ], self._request_keys(request_id))
+        except ResponseError as exc:
+            if "DUPLICATE" in str(exc):
+                raise DuplicateRequestError(f"request id {request_id!r} is already known") from exc
+            raise
+        outcome = Outcome(_text(reply[0]))
+        claimed = _claimed_entries(reply, 4, int(reply[3]))
+        if outcome is Outcome.ADMITTED:
+            return AdmitResult(outcome=outcome, lease_id=_text(reply[1]), claimed=claimed)
+        if outcome is Outcome.QUEUED:
+            return AdmitResult(outcome=outcome, position=int(reply[2]), claimed=claimed)
+        return AdmitResult(outcome=outcome, claimed=claimed)
+
+    async def activate(self, *, lease_id: str, conversation_session_id: str, request_id: str | None,
+                       session_lease_seconds: float) -> None:
+        """Turn a pending lease into an active lease keyed by the conversation session id.
+
+        Works even after the pending lease was reaped (the platform session exists, so the slot is
+        taken again and a requeued entry leaves the queue). If the end webhook already came, no slot
+        is held.
+
+        :param session_lease_seconds: the active lease is reclaimed after this if no end webhook comes.
+        """
+        _require_id(lease_id, "lease_id")
+        conv = _require_id(conversation_session_id, "conversation_session_id").lower()
+        _require_seconds(session_lease_seconds, "session_lease_seconds")
+        result = _text(await self._run("activate", [lease_id, conv, request_id or "",
+                                                    _num(session_lease_seconds)]))
+        if result != "activated":
+            log.info("activate lease %s for conversation %s: %s", lease_id, conv, result)
+
+    async def release_lease(self, lease_id: str) -> bool:
+        """Give a pending lease's slot back (the platform call failed).
+
+        :returns: ``False`` if the lease was not pending (unknown, released or reaped already).
+        """
+        _require_id(lease_id, "lease_id")
+        return bool(await self._run("release_lease", [lease_id]))
+
+    async def end_session(self, conversation_session_id: str) -> EndResult:
+        """Handle the session-ended webhook; idempotent, case-insensitive ids, remembered 24 h."""
+        conv = _require_id(conversation_session_id, "conversation_session_id").lower()
+        return EndResult(_text(await self._run("end_session", [conv])))
+
+    async def claim(self, *, caps: Caps, pending_lease_seconds: float, limit: int) -> list[ClaimedEntry]:
+        """Reap expired leases, then claim up to ``limit`` oldest eligible entries with pending leases."""
+        _require_seconds(pending_lease_seconds, "pending_lease_seconds")
+        if not isinstance(limit, int) or limit < 0:
+            raise ValueError("limit must be an int >= 0")
+        if limit == 0:
+            return []
+        reply = await self._run("claim", [caps.global_cap, caps.campaign_caps_json(), _num(pending_lease_seconds),
+                                          limit, secrets.token_hex(8), self._scan_limit])
+        return list(_claimed_entries(reply, 1, int(reply[0])))
+
+    async def requeue_front(self, entry: ClaimedEntry) -> int:
+        """Release the entry's pending lease and put the request at the front of the queue.
+
+        Also works for a direct admission (never queued): the entry is created from ``entry``.
+
+        :returns: its position (1), or 0 if it was not requeued because it left the queue, already
+            has an outcome, or is held by another dispatcher now. The lease is released in any case.
+        """
+        _require_id(entry.request_id, "request_id")
+        data_json = json.dumps(entry.data, separators=(",", ":"), allow_nan=False)
+        return int(await self._run("requeue_front", [entry.request_id, entry.lease_id, entry.campaign, data_json],
+                                   self._request_keys(entry.request_id)))
+
+    async def set_outcome(self, request_id: str, *, status: str, web_socket_url: str | None = None,
+                          message: str | None = None, ttl_seconds: float) -> None:
+        """Record "ready" or "failed" for ``ttl_seconds`` (then "expired" for 24 h); removes the entry."""
+        _require_id(request_id, "request_id")
+        if status not in _OUTCOME_STATUSES:
+            raise ValueError(f"status must be one of {sorted(_OUTCOME_STATUSES)}, got {status!r}")
+        _require_seconds(ttl_seconds, "ttl_seconds")
+        await self._run("set_outcome", [request_id, status, web_socket_url or "", message or "",
+                                        _num(ttl_seconds)], self._request_keys(request_id))
+
+    async def status(self, request_id: str) -> RequestStatus | None:
+        """Current status of a request, or ``None`` if it was never seen."""
+        _require_id(request_id, "request_id")
+        reply = await self._run("status", [request_id], self._request_keys(request_id))
+        if not reply:
+            return None
+        status, position, url, message = _text(reply[0]), int(reply[1]), _text(reply[2]), _text(reply[3])
+        return RequestStatus(status=status, position=position or None, web_socket_url=url or None,
+                             message=message or None)
+
+    async def remove(self, request_id: str) -> bool:
+        """Drop a queued (or dispatching) entry because the client left; it then reads "expired"."""
+        _require_id(request_id, "request_id")
+        return bool(await self._run("remove", [request_id, LEFT_QUEUE_MESSAGE], self._request_keys(request_id)))
+
+    async def queue_ids(self) -> list[str]:
+        """Queued request ids, front first (position = index + 1)."""
+        return [_text(v) for v in await self._redis.zrange(self._keys.queue, 0, -1)]
+
+    async def reap(self) -> int:
+        """Reclaim expired leases now; returns how many."""
+        return int(await self._run("reap", []))
+
+    async def counts(self) -> dict:
+        """``{"active": n, "pending": n, "queued": n, "campaigns": {campaign: leases in use}}``.
+
+        One MULTI/EXEC round trip, so the numbers are a consistent snapshot; expired leases that no
+        call has reaped yet are still counted.
+        """
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.zcard(self._keys.active)
+            pipe.zcard(self._keys.pending)
+            pipe.zcard(self._keys.queue)
+            pipe.hgetall(self._keys.in_use)
+            active, pending, queued, in_use = await pipe.execute()
+        return {"active": int(active), "pending": int(pending), "queued": int(queued),
+                "campaigns": {_text(k): int(v) for k, v in in_use.items()}}
+
+    async def ping(self) -> None:
+        """Raise (a ``redis.exceptions.RedisError``) if the store is unreachable."""
+        await self._redis.ping()

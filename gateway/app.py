@@ -1,0 +1,170 @@
+"""The composition root: builds every service from one :class:`Settings` and wires the Tornado app.
+
+Nothing is created at import time. :class:`Gateway` owns the Redis client, the platform client, the
+dispatcher and the HTTP server for one process; tests build one per server with their own settings,
+clock and (optionally) Redis client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
+
+from gateway.admission import AdmissionStore
+from gateway.capacity import CapacityPolicy
+from gateway.cors import CorsPolicy
+from gateway.dispatcher import QueueDispatcher
+from gateway.events import EventHub
+from gateway.handlers import (
+    HealthHandler,
+    NotFoundHandler,
+    ReadyHandler,
+    SessionEndedHandler,
+    SessionRequestHandler,
+    SessionStatusHandler,
+    request_id_of,
+)
+from gateway.platform import PlatformClient
+from gateway.sessions import SessionService
+from gateway.settings import Settings
+from gateway.store import open_redis
+from geo.client_ip import TrustedProxies
+
+log = logging.getLogger("gateway")
+access_log = logging.getLogger("gateway.access")
+
+KEY_PREFIX = "iqra:"
+
+
+def _log_request(handler: tornado.web.RequestHandler) -> None:
+    status = handler.get_status()
+    level = logging.INFO if status < 500 else logging.ERROR
+    access_log.log(level, "%d %s %s %.1fms ip=%s request=%s", status, handler.request.method,
+                   handler.request.uri, 1000.0 * handler.request.request_time(),
+                   handler.request.remote_ip, request_id_of(handler.request))
+
+
+class InflightRequests:
+    """Counts requests being handled, so a graceful shutdown can wait for them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def started(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def finished(self) -> None:
+        self.count -= 1
+        if self.count <= 0:
+            self.count = 0
+            self._idle.set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+
+class Gateway:
+    """One gateway process: services, HTTP app and server."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        redis: aioredis.Redis | None = None,
+        platform: PlatformClient | None = None,
+        clock: Callable[[], float] = time.time,
+        dispatch_interval: float = 1.0,
+    ) -> None:
+        self.settings = settings
+        self.redis = redis if redis is not None else open_redis(settings.redis_url)
+        self._owns_redis = redis is None
+        self.platform = platform if platform is not None else PlatformClient(settings.platform)
+        self.events = EventHub()
+        self.store = AdmissionStore(self.redis, key_prefix=KEY_PREFIX, clock=clock)
+        campaign_caps = {name: c.max_concurrent_sessions for name, c in settings.platform.campaigns.items()
+                         if c.max_concurrent_sessions is not None}
+        self.capacity = CapacityPolicy(global_cap=settings.concurrency.max_concurrent_sessions,
+                                       campaign_caps=campaign_caps)
+        self.dispatcher = QueueDispatcher(store=self.store, platform=self.platform, settings=settings,
+                                          capacity=self.capacity, events=self.events,
+                                          interval=dispatch_interval)
+        self.service = SessionService(settings=settings, store=self.store, platform=self.platform,
+                                      capacity=self.capacity, dispatcher=self.dispatcher, events=self.events)
+        self.trusted_proxies = TrustedProxies.parse(settings.forwarded_headers.known_proxies,
+                                                    settings.forwarded_headers.known_networks)
+        self.cors = CorsPolicy(settings.allowed_origins)
+        self.inflight = InflightRequests()
+        self.server: tornado.httpserver.HTTPServer | None = None
+        self.port: int | None = None
+
+    def routes(self) -> list[tornado.web.URLSpec]:
+        common = {"cors": self.cors}
+        return [
+            tornado.web.url(r"/api/session/request", SessionRequestHandler,
+                            dict(common, service=self.service, campaigns=self.settings.platform.campaigns,
+                                 trusted_proxies=self.trusted_proxies)),
+            tornado.web.url(r"/api/session/status/([^/]+)", SessionStatusHandler, dict(common, service=self.service)),
+            tornado.web.url(r"/api/webhook/session-ended", SessionEndedHandler,
+                            dict(common, service=self.service, webhook_token=self.settings.security.webhook_api_token)),
+            tornado.web.url(r"/healthz", HealthHandler, common),
+            tornado.web.url(r"/readyz", ReadyHandler, dict(common, store=self.store)),
+        ]
+
+    def make_app(self, extra_routes: list[Any] | None = None) -> tornado.web.Application:
+        inflight = self.inflight
+
+        class _Tracked(tornado.web.Application):
+            # Counting here (rather than in each handler) covers every route, including SignalR's.
+            def log_request(self, handler: tornado.web.RequestHandler) -> None:
+                inflight.finished()
+                _log_request(handler)
+
+            def find_handler(self, request, **kwargs):  # type: ignore[no-untyped-def]
+                inflight.started()
+                return super().find_handler(request, **kwargs)
+
+        return _Tracked(
+            [*(extra_routes or []), *self.routes()],
+            default_handler_class=NotFoundHandler,
+            default_handler_args={"cors": self.cors},
+        )
+
+    async def start(self, *, port: int = 0, host: str = "127.0.0.1",
+                    sockets: list[socket.socket] | None = None, extra_routes: list[Any] | None = None) -> int:
+        """Start the dispatcher and listen; returns the bound port."""
+        self.dispatcher.start()
+        app = self.make_app(extra_routes)
+        self.server = tornado.httpserver.HTTPServer(app, xheaders=False, max_body_size=1024 * 1024)
+        if sockets is None:
+            sockets = tornado.netutil.bind_sockets(port, address=host)
+        self.server.add_sockets(sockets)
+        self.port = sockets[0].getsockname()[1]
+        return self.port
+
+    async def stop(self, *, grace: float = 10.0) -> None:
+        """Stop accepting, finish in-flight requests (up to ``grace`` s), then release everything."""
+        if self.server is not None:
+            self.server.stop()
+            if not await self.inflight.wait_idle(grace):
+                log.warning("shutting down with %d request(s) still in flight", self.inflight.count)
+            await self.server.close_all_connections()
+        await self.dispatcher.stop()
+        self.platform.close()
+        if self._owns_redis:
+            await self.redis.aclose()

@@ -1,0 +1,182 @@
+"""The gateway's typed, immutable settings, with their defaults. No I/O here: ``gateway.config`` loads them.
+
+Each class mirrors one section of ``appsettings.json``; the docstrings name the JSON key of each field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+DEFAULT_BASE_URL = "https://app.iqra.bot/api/v1/"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CampaignSettings:
+    """One public campaign (``VoiceAiPlatform.Campaigns.<name>``).
+
+    :param name: the public name browsers send as ``campaignId``.
+    :param business_id: ``BusinessId``, the platform business the session is billed to.
+    :param web_campaign_id: ``WebCampaignId``, the platform's web campaign.
+    :param allowed_region_ids: ``AllowedRegionIds``, regions a request may name (exact, case-sensitive).
+    :param max_concurrent_sessions: ``MaxConcurrentSessions``, this campaign's own cap; ``None`` = no own cap.
+    """
+
+    name: str
+    business_id: str
+    web_campaign_id: str
+    allowed_region_ids: tuple[str, ...]
+    max_concurrent_sessions: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlatformSettings:
+    """How to reach the Iqra platform (``VoiceAiPlatform``).
+
+    :param api_secret_token: ``ApiSecretToken``, sent as ``Authorization: Token <value>``.
+    :param base_url: ``BaseUrl``, always ending in ``/`` so relative paths join under it.
+    :param campaigns: ``Campaigns``, keyed by public campaign name (case-sensitive, as the original).
+    :param connect_timeout_seconds: ``ConnectTimeoutSeconds``.
+    :param request_timeout_seconds: ``RequestTimeoutSeconds``, for a whole platform request.
+    """
+
+    api_secret_token: str
+    base_url: str
+    campaigns: Mapping[str, CampaignSettings]
+    connect_timeout_seconds: float = 5.0
+    request_timeout_seconds: float = 15.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConcurrencySettings:
+    """Global session admission (``Concurrency``).
+
+    :param max_concurrent_sessions: ``MaxConcurrentSessions``, the global cap; ``None`` = learned from
+        the platform's billing endpoints.
+    :param session_lease_seconds: ``SessionLeaseSeconds``, how long an admitted session holds its slot
+        without a session-ended webhook.
+    :param pending_lease_seconds: ``PendingLeaseSeconds``, how long a slot is held while the platform call
+        that fills it is in flight.
+    :param sync_from_platform: ``SyncFromPlatform``, poll the billing endpoints for the account's cap and
+        usage. Defaults to true when no global cap is configured.
+    :param sync_interval_seconds: ``SyncIntervalSeconds``, the poll period (the original's 15 s).
+    """
+
+    max_concurrent_sessions: int | None = None
+    session_lease_seconds: int = 900
+    pending_lease_seconds: int = 30
+    sync_from_platform: bool = False
+    sync_interval_seconds: float = 15.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueueSettings:
+    """The waiting queue (``Queue``).
+
+    :param max_length: ``MaxLength``, entries beyond which requests are refused instead of queued.
+    :param ready_ttl_seconds: ``ReadyTtlSeconds``, how long a ready WebSocket URL is kept for a late
+        ``Register`` (the platform's token expires 5 minutes after initiate).
+    :param register_timeout_seconds: ``RegisterTimeoutSeconds``, time allowed between the 202 and ``Register``.
+    :param disconnect_grace_seconds: ``DisconnectGraceSeconds``, how long a queued client may be gone
+        from the hub (e.g. reconnecting) before its entry is dropped.
+    """
+
+    max_length: int = 10000
+    ready_ttl_seconds: int = 300
+    register_timeout_seconds: int = 60
+    disconnect_grace_seconds: int = 45
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SecuritySettings:
+    """Rate limits and anonymizer blocking (``Security``). Every limit uses 0 for "unlimited".
+
+    :param rate_limit_hourly: ``RateLimitHourly``, requests per client per sliding hour.
+    :param rate_limit_daily: ``RateLimitDaily``, requests per client per sliding day.
+    :param rate_limit_concurrency: ``RateLimitConcurrency``, live sessions per client.
+    :param per_ip_rate_limit_hourly: ``PerIpRateLimitHourly``, requests per IP per sliding hour.
+    :param per_ip_rate_limit_daily: ``PerIpRateLimitDaily``.
+    :param per_ip_rate_limit_concurrency: ``PerIpRateLimitConcurrency``.
+    :param webhook_api_token: ``WebhookApiToken``; empty means the webhook always answers 401.
+    :param block_vpn: ``BlockVpn``.
+    :param block_proxy: ``BlockProxy``.
+    :param block_datacenter: ``BlockDatacenter``.
+    :param block_tor: ``BlockTor``.
+    """
+
+    rate_limit_hourly: int = 0
+    rate_limit_daily: int = 0
+    rate_limit_concurrency: int = 0
+    per_ip_rate_limit_hourly: int = 0
+    per_ip_rate_limit_daily: int = 0
+    per_ip_rate_limit_concurrency: int = 0
+    webhook_api_token: str = ""
+    block_vpn: bool = False
+    block_proxy: bool = False
+    block_datacenter: bool = False
+    block_tor: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ForwardedHeadersSettings:
+    """Which peers may set ``X-Forwarded-For`` (``ForwardedHeaders``).
+
+    :param known_proxies: ``KnownProxies``, single addresses (normalised text form).
+    :param known_networks: ``KnownNetworks``, CIDR networks (normalised, e.g. ``10.0.0.0/8``).
+    """
+
+    known_proxies: tuple[str, ...] = ()
+    known_networks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GeoIpSettings:
+    """Local MaxMind lookups that replace the original's ipapi.is calls (``GeoIp``).
+
+    :param anonymous_ip_database: ``AnonymousIpDatabase``, path to a GeoIP2 Anonymous IP ``.mmdb``.
+    :param asn_database: ``AsnDatabase``, path to a GeoLite2/GeoIP2 ASN ``.mmdb``.
+    :param hosting_asns: ``HostingAsns``, autonomous systems treated as datacenters.
+    :param allowed_networks: ``AllowedNetworks``, CIDRs never blocked (normalised).
+    :param blocked_networks: ``BlockedNetworks``, CIDRs always blocked (normalised).
+    """
+
+    anonymous_ip_database: str | None = None
+    asn_database: str | None = None
+    hosting_asns: tuple[int, ...] = ()
+    allowed_networks: tuple[str, ...] = ()
+    blocked_networks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Everything the gateway is configured with.
+
+    :param allowed_origins: ``AllowedOrigins``, CORS origins (``*`` allows any).
+    :param forwarded_headers: ``ForwardedHeaders``.
+    :param redis_url: from ``RedisConnectionString``, as a ``redis://``/``rediss://``/``unix://`` URL;
+        ``None`` selects the embedded store.
+    :param platform: ``VoiceAiPlatform``.
+    :param concurrency: ``Concurrency``.
+    :param queue: ``Queue``.
+    :param security: ``Security``.
+    :param geoip: ``GeoIp``.
+    """
+
+    platform: PlatformSettings
+    allowed_origins: tuple[str, ...] = ()
+    forwarded_headers: ForwardedHeadersSettings = field(default_factory=ForwardedHeadersSettings)
+    redis_url: str | None = None
+    concurrency: ConcurrencySettings = field(default_factory=ConcurrencySettings)
+    queue: QueueSettings = field(default_factory=QueueSettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
+    geoip: GeoIpSettings = field(default_factory=GeoIpSettings)
+
+
+def frozen_campaigns(campaigns: Mapping[str, CampaignSettings]) -> Mapping[str, CampaignSettings]:
+    """A read-only copy of a campaign table, so a shared ``Settings`` cannot be changed through it.
+
+    :param campaigns: campaigns keyed by public name.
+    :return: a read-only mapping with the same items.
+    """
+    return MappingProxyType(dict(campaigns))

@@ -1,0 +1,98 @@
+-- acquire_units.lua: check every rate-limit rule of one request and, only if all admit, consume one
+-- unit of each (all-or-nothing in one atomic call; when any rule refuses nothing is written).
+--
+-- Each rule has one ZSET whose members are unit ids (one per request, so a refund can find its hits):
+--   window rule (hourly/daily): score = hit time in ms; a hit counts while hit > now - window
+--     (exact sliding window, no burst at an edge: a hit at t counts at t+window-1ms, not at t+window);
+--   concurrent rule: score = the unit's expiry in ms; a unit counts while expiry > now, so a unit whose
+--     release was lost leaves by itself and the count cannot leak.
+-- Expired members are dropped on every call. A key expires (PEXPIRE) when its last member stops mattering,
+-- plus a slack (ARGV[4]): Redis counts a key's TTL on its own clock, and a node whose clock lags Redis's
+-- must not see a key vanish while, by its clock, a member still counts.
+--
+-- Time is the caller's clock (ARGV[1]), not Redis TIME: it keeps the limiter testable with an injected
+-- clock, and gateway nodes sharing this Redis are expected to run NTP (skew of a few ms is irrelevant to
+-- hour-long windows and session-long holds).
+--
+-- KEYS[i]          the ZSET of rule i, i = 1..n (any number of rules; no two rules share a key)
+-- ARGV[1]          now, integer ms since the epoch
+-- ARGV[2]          unit id (unique per request)
+-- ARGV[3]          hold, integer ms > 0: how long a new concurrent unit lives before it expires by itself
+-- ARGV[4]          slack, integer ms >= 0, added to every key expiry (see above)
+-- ARGV[3+2i]       limit of rule i, integer > 0
+-- ARGV[4+2i]       window of rule i in integer ms, or 0 for a concurrent rule
+--
+-- Returns a flat array of 1 + 3n integers:
+--   [1]            1 if every rule admitted and a unit was consumed from each, else 0
+--   [3i-1]         used_i: members counting now (after consuming, when admitted)
+--   [3i]           wait_i: ms until rule i's room grows (a full rule: until it admits again), i.e. until member
+--                  number max(0, used_i - limit_i) (0-based, soonest to leave first) leaves the set; for an empty
+--                  window the window itself (a hit made now stays that long), for an empty concurrent set 0
+--   [3i+1]         1 if rule i refused, else 0
+-- A unit id already present in a rule's set (a repeated acquire) is not counted twice.
+
+local now = tonumber(ARGV[1])
+local unit = ARGV[2]
+local hold = tonumber(ARGV[3])
+local slack = tonumber(ARGV[4])
+local n = #KEYS
+
+local function drop_expired(key, window)
+  -- For a window the score is the hit time, for a concurrent set it is the expiry.
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+end
+
+local function expire_after_last(key, window)
+  local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  if last[1] then
+    redis.call('PEXPIRE', key, tonumber(last[2]) + window - now + slack)
+  end
+end
+
+local refused = {}
+local allowed = 1
+for i = 1, n do
+  local key = KEYS[i]
+  local limit = tonumber(ARGV[3 + 2 * i])
+  local window = tonumber(ARGV[4 + 2 * i])
+  drop_expired(key, window)
+  refused[i] = 0
+  if not redis.call('ZSCORE', key, unit) and redis.call('ZCARD', key) >= limit then
+    refused[i] = 1
+    allowed = 0
+  end
+end
+
+if allowed == 1 then
+  for i = 1, n do
+    local key = KEYS[i]
+    local window = tonumber(ARGV[4 + 2 * i])
+    if window > 0 then
+      redis.call('ZADD', key, now, unit)
+    else
+      redis.call('ZADD', key, now + hold, unit)
+    end
+    expire_after_last(key, window)
+  end
+end
+
+local result = {allowed}
+for i = 1, n do
+  local key = KEYS[i]
+  local limit = tonumber(ARGV[3 + 2 * i])
+  local window = tonumber(ARGV[4 + 2 * i])
+  local used = redis.call('ZCARD', key)
+  local wait = window
+  if used > 0 then
+    local index = used - limit
+    if index < 0 then
+      index = 0
+    end
+    local member = redis.call('ZRANGE', key, index, index, 'WITHSCORES')
+    wait = tonumber(member[2]) + window - now
+  end
+  result[#result + 1] = used
+  result[#result + 1] = wait
+  result[#result + 1] = refused[i]
+end
+return result

@@ -1,0 +1,29 @@
+-- remove_units.lua: take one unit id out of rule sets. Used for release (only the concurrent sets: the
+-- windows keep their hits) and for refund (every set: the request never happened). Idempotent.
+--
+-- Same layout and clock choice as acquire_units.lua. Expired members are dropped too, and each key's
+-- expiry is recomputed from its last member (Redis deletes a set that becomes empty).
+--
+-- KEYS[i]     the ZSET of rule i, i = 1..n
+-- ARGV[1]     now, integer ms since the epoch (caller's clock)
+-- ARGV[2]     unit id
+-- ARGV[3]     slack, integer ms >= 0, added to every key expiry (clock-skew allowance, see acquire_units.lua)
+-- ARGV[3+i]   window of rule i in integer ms, or 0 for a concurrent rule
+--
+-- Returns an integer: how many sets held the unit.
+
+local now = tonumber(ARGV[1])
+local unit = ARGV[2]
+local slack = tonumber(ARGV[3])
+local removed = 0
+for i = 1, #KEYS do
+  local key = KEYS[i]
+  local window = tonumber(ARGV[3 + i])
+  removed = removed + redis.call('ZREM', key, unit)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  if last[1] then
+    redis.call('PEXPIRE', key, tonumber(last[2]) + window - now + slack)
+  end
+end
+return removed

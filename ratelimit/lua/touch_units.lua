@@ -1,0 +1,29 @@
+-- touch_units.lua: give a held concurrent unit a new expiry (now + hold), e.g. when its session moves from
+-- queued to active. A unit that was released or has already expired is NOT brought back.
+--
+-- Same layout and clock choice as acquire_units.lua: ZSET of unit ids scored by expiry in ms.
+--
+-- KEYS[i]   the concurrent ZSET of rule i, i = 1..n
+-- ARGV[1]   now, integer ms since the epoch (caller's clock)
+-- ARGV[2]   unit id
+-- ARGV[3]   hold, integer ms > 0: the unit's new expiry is now + hold
+-- ARGV[4]   slack, integer ms >= 0, added to the key expiry (clock-skew allowance, see acquire_units.lua)
+--
+-- Returns an integer: how many of the sets held the unit (and so were extended).
+
+local now = tonumber(ARGV[1])
+local unit = ARGV[2]
+local hold = tonumber(ARGV[3])
+local slack = tonumber(ARGV[4])
+local found = 0
+for i = 1, #KEYS do
+  local key = KEYS[i]
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  if redis.call('ZSCORE', key, unit) then
+    redis.call('ZADD', key, 'XX', now + hold, unit)
+    found = found + 1
+    local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+    redis.call('PEXPIRE', key, tonumber(last[2]) - now + slack)
+  end
+end
+return found

@@ -1,0 +1,246 @@
+"""Transport-level connection state: one inbound byte queue and ONE outbound frame queue.
+
+The hub layer only ever enqueues whole serialized hub messages on :class:`Outbox`; every transport
+(WebSocket writer, SSE stream, each long poll) drains that same queue, so ordering and "whole
+messages per unit" hold no matter which transport is attached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from signalr.options import TransportType
+
+log = logging.getLogger("signalr.transport")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Frame:
+    """One complete serialized hub message (or several) and whether it must go out as binary."""
+
+    data: bytes
+    binary: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestInfo:
+    """The parts of the HTTP request that started the connection, exposed to hubs.
+
+    Framework-neutral so that no Tornado object reaches hub code.
+    """
+
+    headers: Mapping[str, str] = field(default_factory=dict)
+    remote_ip: str | None = None
+    query: Mapping[str, str] = field(default_factory=dict)
+    access_token: str | None = None
+
+
+class Outbox:
+    """FIFO of outgoing frames shared by all transports of one connection."""
+
+    def __init__(self) -> None:
+        self._frames: deque[Frame] = deque()
+        self._ready = asyncio.Event()
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called (remaining frames may still be drained)."""
+        return self._closed
+
+    def put(self, data: bytes, *, binary: bool) -> bool:
+        """Enqueue one frame; never blocks. Returns False (and drops) after :meth:`close`."""
+        if self._closed:
+            return False
+        self._frames.append(Frame(data=data, binary=binary))
+        self._ready.set()
+        return True
+
+    def close(self) -> None:
+        """No more frames; drainers get what is left, then ``None``."""
+        self._closed = True
+        self._ready.set()
+
+    def clear(self) -> None:
+        """Drop queued frames (stateful reconnect replays them from its own buffer)."""
+        self._frames.clear()
+        if not self._closed:
+            self._ready.clear()
+
+    def take_batch(self) -> list[Frame]:
+        """Remove and return the queued frames, merged per frame kind, without waiting.
+
+        Consecutive frames of the same kind are concatenated: several complete messages in one
+        transport unit are allowed, split messages are not, and both hold here.
+        """
+        batch: list[Frame] = []
+        while self._frames:
+            frame = self._frames.popleft()
+            if batch and batch[-1].binary == frame.binary:
+                batch[-1] = Frame(data=batch[-1].data + frame.data, binary=frame.binary)
+            else:
+                batch.append(frame)
+        if not self._closed:
+            self._ready.clear()
+        return batch
+
+    async def next_batch(self, timeout: float | None = None) -> list[Frame] | None:
+        """Wait for frames. Returns them, ``[]`` on timeout, or ``None`` once closed and empty."""
+        if not self._frames and not self._closed:
+            try:
+                await asyncio.wait_for(self._ready.wait(), timeout)
+            except TimeoutError:
+                return []
+        if self._frames:
+            return self.take_batch()
+        return None if self._closed else []
+
+
+class Inbox:
+    """Bytes received from the client, in arrival order; ``None`` marks end of input."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._ended = False
+
+    def feed(self, data: bytes) -> None:
+        """Hand received bytes to the application (ignored after end of input)."""
+        if not self._ended and data:
+            self._queue.put_nowait(data)
+
+    def feed_eof(self) -> None:
+        """Signal that the client will send nothing more."""
+        if not self._ended:
+            self._ended = True
+            self._queue.put_nowait(None)
+
+    async def receive(self) -> bytes | None:
+        """Next chunk of bytes, or ``None`` at end of input."""
+        return await self._queue.get()
+
+
+class ConnectionStatus(enum.Enum):
+    """ASP.NET's three states: a transport request attached or not, or gone for good."""
+
+    INACTIVE = "inactive"
+    ACTIVE = "active"
+    DISPOSED = "disposed"
+
+
+class Activation(enum.Enum):
+    """Outcome of a transport request trying to attach to a connection."""
+
+    STARTED = "started"  # first attach: the application must be started
+    RESUMED = "resumed"  # a later long poll
+    REATTACHED = "reattached"  # stateful reconnect: replay then continue
+    CONFLICT = "conflict"  # 409
+    WRONG_TRANSPORT = "wrong_transport"  # 400
+    GONE = "gone"  # 404
+
+
+class HttpConnection:
+    """One logical SignalR connection at the transport layer.
+
+    :param connection_id: public id (what hubs and other clients see).
+    :param token: private token accepted in ``id=``.
+    :param negotiate_version: 0 or 1; ``None`` for skip-negotiation WebSockets.
+    :param stateful_reconnect: negotiated with ``useStatefulReconnect`` (the hub layer may still
+        turn it off when the handshake version is < 2).
+    :param now: creation time from the server clock.
+    """
+
+    def __init__(
+        self,
+        *,
+        connection_id: str,
+        token: str,
+        negotiate_version: int | None,
+        stateful_reconnect: bool,
+        now: float,
+    ) -> None:
+        self.connection_id = connection_id
+        self.token = token
+        self.negotiate_version = negotiate_version
+        self.stateful_reconnect = stateful_reconnect
+        self.transport: TransportType | None = None
+        self.status = ConnectionStatus.INACTIVE
+        self.inactive_since: float | None = now
+        self.outbox = Outbox()
+        self.inbox = Inbox()
+        self.request = RequestInfo()
+        self.started = False
+        # Set by the hub layer: periodic tick and stateful-reconnect replay hook.
+        self.on_tick: Callable[[float], None] | None = None
+        self.on_reattach: Callable[[], None] | None = None
+        # Set by the attached transport: aborts it (e.g. a newer stateful socket replaces it).
+        self.abort_transport: Callable[[], None] | None = None
+        self.post_lock = asyncio.Lock()
+        self._attach_serial = 0
+
+    def __repr__(self) -> str:
+        return f"<HttpConnection {self.connection_id} {self.transport} {self.status.value}>"
+
+    @property
+    def disposed(self) -> bool:
+        return self.status is ConnectionStatus.DISPOSED
+
+    @property
+    def reconnect_expected(self) -> bool:
+        """True when a dropped WebSocket may come back with the same token (stateful reconnect)."""
+        return self.stateful_reconnect and self.transport is TransportType.WEBSOCKETS
+
+    def activate(self, transport: TransportType) -> tuple[Activation, int]:
+        """Attach a transport request; returns the outcome and an attachment serial.
+
+        The serial lets a finishing request tell whether it is still the current one.
+        """
+        if self.disposed:
+            return Activation.GONE, 0
+        if self.transport is not None and self.transport is not transport:
+            return Activation.WRONG_TRANSPORT, 0
+        # A second WS/SSE is a conflict, except a stateful client replacing its dropped socket;
+        # for long polling the newer poll simply wins.
+        persistent = transport is not TransportType.LONG_POLLING
+        if persistent and self.status is ConnectionStatus.ACTIVE and not (self.reconnect_expected and self.started):
+            return Activation.CONFLICT, 0
+        self._attach_serial += 1
+        previous_abort, self.abort_transport = self.abort_transport, None
+        if previous_abort is not None:
+            # A newer poll / reconnecting socket wins over the one still attached.
+            previous_abort()
+        self.transport = transport
+        self.status = ConnectionStatus.ACTIVE
+        self.inactive_since = None
+        if not self.started:
+            self.started = True
+            return Activation.STARTED, self._attach_serial
+        if transport is TransportType.WEBSOCKETS:
+            return Activation.REATTACHED, self._attach_serial
+        return Activation.RESUMED, self._attach_serial
+
+    def is_current(self, serial: int) -> bool:
+        """Whether the attachment ``serial`` is still the latest one."""
+        return serial == self._attach_serial and not self.disposed
+
+    def deactivate(self, serial: int, now: float) -> None:
+        """The transport request ``serial`` ended without ending the connection."""
+        if self.is_current(serial):
+            self.status = ConnectionStatus.INACTIVE
+            self.inactive_since = now
+            self.abort_transport = None
+
+    def dispose(self) -> None:
+        """End the connection for good: the application sees end of input, drains see close."""
+        if self.disposed:
+            return
+        self.status = ConnectionStatus.DISPOSED
+        self.inbox.feed_eof()
+        self.outbox.close()
+        abort, self.abort_transport = self.abort_transport, None
+        if abort is not None:
+            abort()

@@ -1,0 +1,79 @@
+"""Server options for a SignalR hub endpoint (the Python mirror of ASP.NET's ``HubOptions``).
+
+Defaults follow the .NET server (reference §17) so that every official client's timers line up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class TransportType(StrEnum):
+    """Transport names exactly as they appear in the negotiate payload (case-sensitive on the wire)."""
+
+    WEBSOCKETS = "WebSockets"
+    SERVER_SENT_EVENTS = "ServerSentEvents"
+    LONG_POLLING = "LongPolling"
+
+
+ALL_TRANSPORTS: tuple[TransportType, ...] = (
+    TransportType.WEBSOCKETS,
+    TransportType.SERVER_SENT_EVENTS,
+    TransportType.LONG_POLLING,
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HubOptions:
+    """Per-endpoint settings; all durations are seconds.
+
+    :param keep_alive_interval: how often an idle WS/SSE connection gets a hub Ping.
+    :param client_timeout_interval: silence allowed after the client's first Ping before the server
+        closes the connection.
+    :param handshake_timeout: time allowed for the handshake request to arrive.
+    :param maximum_receive_message_size: largest single hub message accepted (handshake included);
+        ``None`` means unlimited.
+    :param enable_detailed_errors: append exception type and text to client-visible errors.
+    :param stream_buffer_capacity: items buffered per client-to-server stream before back-pressure.
+    :param transports: enabled transports, in the order advertised by negotiate.
+    :param protocols: enabled hub protocol names.
+    :param allow_stateful_reconnects: honour ``useStatefulReconnect=true`` on negotiate.
+    :param stateful_reconnect_buffer_size: unacknowledged bytes kept for replay before sends wait.
+    :param disconnect_timeout: how long an inactive (never attached / between polls / dropped
+        stateful) connection lives before it is disposed.
+    :param long_poll_timeout: an idle poll is answered with an empty 200 after this long; must stay
+        below the JS client's fixed 100 s request timeout.
+    :param heartbeat_interval: period of the scan driving reaping, keep-alive and client timeouts.
+    :param allowed_origins: browser origins allowed for CORS and WebSocket upgrades.
+    :param close_timeout: how long graceful shutdown waits for connections to finish.
+    """
+
+    keep_alive_interval: float = 15.0
+    client_timeout_interval: float = 30.0
+    handshake_timeout: float = 15.0
+    maximum_receive_message_size: int | None = 32 * 1024
+    enable_detailed_errors: bool = False
+    stream_buffer_capacity: int = 10
+    transports: tuple[TransportType, ...] = ALL_TRANSPORTS
+    protocols: tuple[str, ...] = ("json", "messagepack")
+    allow_stateful_reconnects: bool = False
+    stateful_reconnect_buffer_size: int = 100_000
+    disconnect_timeout: float = 15.0
+    long_poll_timeout: float = 90.0
+    heartbeat_interval: float = 1.0
+    allowed_origins: tuple[str, ...] = ()
+    close_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, float | int) and not isinstance(value, bool) and value <= 0:
+                raise ValueError(f"HubOptions.{field.name} must be positive, got {value!r}")
+        if not self.transports:
+            raise ValueError("HubOptions.transports must enable at least one transport")
+        for transport in self.transports:
+            TransportType(transport)
+        if not self.protocols:
+            raise ValueError("HubOptions.protocols must enable at least one protocol")

@@ -1,0 +1,92 @@
+"""The hub protocol interface shared by the JSON and MessagePack encodings, and the protocol registry."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from .messages import HubMessage, TransferFormat
+
+__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "HubProtocol", "get_protocol", "protocol_names"]
+
+# .NET's HubOptions.MaximumReceiveMessageSize default; the hub layer passes its own configured value.
+DEFAULT_MAX_MESSAGE_SIZE = 32 * 1024
+
+
+class HubProtocol(ABC):
+    """Encodes and decodes hub messages for one wire format. Pure: no I/O, no clock, no shared state.
+
+    :param max_message_size: longest accepted incoming frame (separator/prefix included); defaults to .NET's
+        32 KiB so an unconfigured parser cannot be made to buffer without bound. ``None`` disables the limit.
+        :meth:`parse_messages` may override it per call.
+    """
+
+    name: str
+    version: int
+    transfer_format: TransferFormat
+
+    def __init__(self, *, max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+        self.max_message_size = max_message_size
+
+    @abstractmethod
+    def parse_messages(
+        self, buffer: bytes | str, *, max_message_size: int | None = None
+    ) -> tuple[list[HubMessage], bytes]:
+        """Decode every complete message in ``buffer``.
+
+        Messages of unknown type are skipped (forward compatibility), as .NET does.
+
+        :param buffer: the leftover of the previous call followed by newly received bytes (a ``str`` from a
+            WebSocket text frame is encoded as UTF-8 first).
+        :param max_message_size: overrides the instance limit for this call.
+        :returns: the decoded messages in order and the trailing partial frame to keep for next time.
+        :raises ProtocolError: malformed input (``MessageTooLargeError`` for oversized frames); it is the
+            only exception this method raises, whatever the input.
+        """
+
+    @abstractmethod
+    def write_message(self, message: HubMessage) -> bytes:
+        """Encode one message as a complete frame (separator or length prefix included).
+
+        :param message: the message to send.
+        :raises SerializationError: the message holds a value this encoding cannot represent.
+        """
+
+    def is_version_supported(self, version: int) -> bool:
+        """Whether a client asking for ``version`` in its handshake may use this protocol.
+
+        .NET accepts every version up to its own (2: stateful reconnect), older clients send 1.
+
+        :param version: the version from the handshake request.
+        """
+        return version <= self.version
+
+    def _limit(self, override: int | None) -> int | None:
+        return override if override is not None else self.max_message_size
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(max_message_size={self.max_message_size!r})"
+
+
+def protocol_names() -> tuple[str, ...]:
+    """Names accepted by :func:`get_protocol`, in preference order."""
+    return ("json", "messagepack")
+
+
+def get_protocol(name: str, *, max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE) -> HubProtocol | None:
+    """A fresh protocol instance for a handshake protocol name.
+
+    :param name: ``"json"`` or ``"messagepack"``, compared ignoring case like .NET's protocol resolver.
+    :param max_message_size: see :class:`HubProtocol`.
+    :returns: the protocol, or ``None`` for an unknown name.
+    """
+    # Imported here because both implementations import this module.
+    name = name.lower()
+    if name == "json":
+        from .json_protocol import JsonHubProtocol
+
+        return JsonHubProtocol(max_message_size=max_message_size)
+    if name == "messagepack":
+        from .msgpack_protocol import MessagePackHubProtocol
+
+        return MessagePackHubProtocol(max_message_size=max_message_size)
+    return None

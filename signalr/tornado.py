@@ -1,0 +1,501 @@
+"""Tornado adapter: the only module of :mod:`signalr` that imports Tornado.
+
+It turns Tornado requests into calls on the framework-neutral layers (negotiate, connection
+manager, transports) and maps outcomes to the status codes of the reference §1::
+
+    routes, server = hub_routes("/chat", ChatHub, options=HubOptions(allowed_origins=(...)))
+    app = tornado.web.Application(routes)
+    await server.start()
+    ...
+    await server.shutdown()   # Close with allowReconnect to every client
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import tornado.web
+import tornado.websocket
+from tornado.iostream import StreamClosedError
+from tornado.routing import URLSpec
+
+from signalr.clients import HubContext
+from signalr.connection import Activation, HttpConnection, RequestInfo
+from signalr.connection_manager import ConnectionManager
+from signalr.hub import Hub, HubMethodTable
+from signalr.hub_connection import HubConnection
+from signalr.lifetime import HubLifetimeManager, InMemoryHubLifetimeManager
+from signalr.negotiate import (
+    NegotiateResult,
+    NegotiateVersionError,
+    advertised_transports,
+    negotiate_error_payload,
+    negotiate_payload,
+    parse_bool_query,
+    select_version,
+)
+from signalr.options import HubOptions, TransportType
+from signalr.transports import long_polling, sse, websocket
+
+log = logging.getLogger("signalr.transport")
+
+UserProvider = Callable[[RequestInfo], Any]
+
+_ALLOWED_HEADERS = "x-requested-with, x-signalr-user-agent, authorization, content-type"
+_ALLOWED_METHODS = "GET, POST, DELETE, OPTIONS"
+
+
+class HubServer:
+    """One hub endpoint: options, connections, lifetime manager and running hub sessions.
+
+    :param hub_class: the :class:`~signalr.hub.Hub` subclass to serve.
+    :param options: endpoint options (defaults mirror ASP.NET).
+    :param lifetime_manager: in-memory by default; pass a Redis one to scale out.
+    :param user_provider: maps the connecting request to a user (``context.user``); may be async;
+        raising :class:`PermissionError` refuses the request with 401.
+    :param clock: monotonic time source for reaping, keep-alive and timeouts.
+    """
+
+    def __init__(
+        self,
+        hub_class: type[Hub],
+        *,
+        options: HubOptions | None = None,
+        lifetime_manager: HubLifetimeManager | None = None,
+        user_provider: UserProvider | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.hub_class = hub_class
+        self.options = options or HubOptions()
+        self.lifetime = lifetime_manager or InMemoryHubLifetimeManager()
+        self.methods = HubMethodTable(hub_class)
+        self.clock = clock
+        self.user_provider = user_provider
+        self.connections = ConnectionManager(
+            disconnect_timeout=self.options.disconnect_timeout,
+            heartbeat_interval=self.options.heartbeat_interval,
+            clock=clock,
+        )
+        self.context = HubContext(self.lifetime)
+        self.sessions: dict[str, HubConnection] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> None:
+        """Start the lifetime manager and the heartbeat."""
+        await self.lifetime.start()
+        self.connections.start()
+
+    async def shutdown(self) -> None:
+        """Graceful stop: Close with ``allowReconnect`` to every client, then dispose everything."""
+        sessions = list(self.sessions.values())
+        for session in sessions:
+            session.abort(error=None, allow_reconnect=True)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=self.options.close_timeout)
+        await self.connections.stop()
+        await self.lifetime.close()
+
+    def negotiate(self, query: Mapping[str, str]) -> bytes:
+        """Create a connection for a negotiate request and return the response body."""
+        try:
+            version = select_version(query.get("negotiateversion"))
+        except NegotiateVersionError as exc:
+            return negotiate_error_payload(str(exc))
+        stateful = self.options.allow_stateful_reconnects and parse_bool_query(query.get("usestatefulreconnect"))
+        connection = self.connections.create(negotiate_version=version, stateful_reconnect=stateful)
+        return negotiate_payload(
+            NegotiateResult(
+                version=version,
+                connection_id=connection.connection_id,
+                connection_token=connection.token,
+                transports=advertised_transports(self.options.transports),
+                use_stateful_reconnect=stateful,
+            )
+        )
+
+    async def authenticate(self, request: RequestInfo) -> Any:
+        """Run the user provider; :class:`PermissionError` propagates (→ 401)."""
+        if self.user_provider is None:
+            return None
+        user = self.user_provider(request)
+        return await user if inspect.isawaitable(user) else user
+
+    def start_application(self, connection: HttpConnection, request: RequestInfo, user: Any) -> None:
+        """Start the hub session of ``connection`` (first transport attach)."""
+        connection.request = request
+        session = HubConnection(
+            connection=connection,
+            hub_class=self.hub_class,
+            methods=self.methods,
+            options=self.options,
+            lifetime=self.lifetime,
+            user=user,
+            clock=self.clock,
+        )
+        self.sessions[connection.connection_id] = session
+        task = asyncio.get_running_loop().create_task(session.run())
+        task.add_done_callback(lambda _: self.sessions.pop(connection.connection_id, None))
+        self.track(task)
+
+    def track(self, task: asyncio.Task[Any]) -> None:
+        """Keep a reference to a background task and log its failure."""
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("connection task failed", exc_info=task.exception())
+
+    def origin_allowed(self, origin: str) -> bool:
+        return origin in self.options.allowed_origins
+
+
+def _query(handler: tornado.web.RequestHandler) -> dict[str, str]:
+    # ASP.NET matches query keys case-insensitively; unknown keys (``_=``, ``hub=``) are ignored.
+    return {k.lower(): v[-1].decode("utf-8", "replace") for k, v in handler.request.query_arguments.items() if v}
+
+
+def _request_info(handler: tornado.web.RequestHandler, query: Mapping[str, str]) -> RequestInfo:
+    headers = {k.lower(): v for k, v in handler.request.headers.get_all()}
+    token = query.get("access_token")
+    authorization = headers.get("authorization", "")
+    if token is None and authorization.lower().startswith("bearer "):
+        token = authorization[7:].strip()
+    return RequestInfo(headers=headers, remote_ip=handler.request.remote_ip, query=dict(query), access_token=token)
+
+
+class _HubRequestMixin(tornado.web.RequestHandler):
+    """CORS on every response (errors included), preflights, and no XSRF for hub endpoints."""
+
+    server: HubServer
+
+    def initialize(self, server: HubServer) -> None:  # type: ignore[override]
+        self.server = server
+        # Tornado applies default headers before initialize() runs; redo them now that we know
+        # the allowed origins (error responses call them again via clear()).
+        self.set_default_headers()
+
+    def set_default_headers(self) -> None:
+        server = getattr(self, "server", None)
+        if server is None:
+            return
+        origin = self.request.headers.get("Origin")
+        self.set_header("Vary", "Origin")
+        if origin and server.origin_allowed(origin):
+            self.set_header("Access-Control-Allow-Origin", origin)
+            self.set_header("Access-Control-Allow-Credentials", "true")
+
+    def check_xsrf_cookie(self) -> None:
+        """SignalR clients never send XSRF tokens."""
+
+    def check_trusted_origin(self, origin: str) -> bool:
+        return self.server.origin_allowed(origin)
+
+    def options(self, *args: Any) -> None:
+        origin = self.request.headers.get("Origin")
+        if origin and self.server.origin_allowed(origin):
+            self.set_header("Access-Control-Allow-Methods", _ALLOWED_METHODS)
+            requested = self.request.headers.get("Access-Control-Request-Headers")
+            self.set_header("Access-Control-Allow-Headers", requested or _ALLOWED_HEADERS)
+            self.set_header("Access-Control-Max-Age", "600")
+        self.set_status(204)
+
+    def _text(self, status: int, text: str) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish(text)
+
+    async def _user_or_401(self, info: RequestInfo) -> tuple[bool, Any]:
+        try:
+            return True, await self.server.authenticate(info)
+        except PermissionError:
+            self._text(401, "Unauthorized")
+            return False, None
+
+
+class NegotiateHandler(_HubRequestMixin):
+    """``POST {hub}/negotiate``; any other method is 405."""
+
+    async def post(self) -> None:
+        query = _query(self)
+        ok, _ = await self._user_or_401(_request_info(self, query))
+        if not ok:
+            return
+        body = self.server.negotiate(query)
+        self.set_header("Content-Type", "application/json")
+        self.finish(body)
+
+
+class _WebSocketPeer:
+    def __init__(self, handler: tornado.websocket.WebSocketHandler) -> None:
+        self._handler = handler
+
+    async def send(self, data: bytes | str, *, binary: bool) -> None:
+        await self._handler.write_message(data, binary=binary)
+
+    def close(self, code: int) -> None:
+        self._handler.close(code)
+
+
+class HubHandler(_HubRequestMixin, tornado.websocket.WebSocketHandler):
+    """``{hub}``: WebSocket upgrade, SSE stream, long poll (GET), send (POST), stop (DELETE)."""
+
+    _connection: HttpConnection | None = None
+    _serial = 0
+    _mode: TransportType | None = None
+    _activation: Activation | None = None
+    _user: Any = None
+    _info: RequestInfo | None = None
+    _gone: asyncio.Event | None = None
+    _writer: asyncio.Task[None] | None = None
+
+    def check_origin(self, origin: str) -> bool:
+        return self.server.origin_allowed(origin)
+
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        # SSE detection comes before WebSocket detection, as in ASP.NET.
+        if "text/event-stream" in self.request.headers.get("Accept", ""):
+            await self._server_sent_events()
+        elif self.request.headers.get("Upgrade", "").lower() == "websocket":
+            await self._websocket(*args, **kwargs)
+        else:
+            await self._long_poll()
+
+    # -- shared --------------------------------------------------------------------------------
+
+    def _lookup(self, query: Mapping[str, str], transport: TransportType) -> HttpConnection | None:
+        """Find the connection for ``id=`` and attach ``transport``; on failure answer and return None."""
+        token = query.get("id")
+        if token is None:
+            self._text(400, "Connection ID required")
+            return None
+        connection = self.server.connections.get(token)
+        if connection is None:
+            self._text(404, "No Connection with that ID")
+            return None
+        if transport not in self.server.options.transports:
+            self._text(404, f"{transport} transport not supported by this end point type")
+            return None
+        return self._activate(connection, transport)
+
+    def _activate(self, connection: HttpConnection, transport: TransportType) -> HttpConnection | None:
+        activation, serial = connection.activate(transport)
+        if activation is Activation.CONFLICT:
+            self._text(409, "Connection already active")
+            return None
+        if activation is Activation.WRONG_TRANSPORT:
+            self._text(400, "Cannot change transports mid-connection")
+            return None
+        if activation is Activation.GONE:
+            self._text(404, "No Connection with that ID")
+            return None
+        self._connection, self._serial, self._activation, self._mode = connection, serial, activation, transport
+        return connection
+
+    def _start_if_first(self) -> None:
+        assert self._connection is not None and self._info is not None
+        if self._activation is Activation.STARTED:
+            self.server.start_application(self._connection, self._info, self._user)
+        elif self._activation is Activation.REATTACHED and self._connection.on_reattach is not None:
+            self._connection.on_reattach()
+
+    def on_close(self) -> None:
+        connection = self._connection
+        if self._gone is not None:
+            self._gone.set()
+        if connection is None or not connection.is_current(self._serial):
+            return
+        if self._mode is TransportType.WEBSOCKETS:
+            if self._writer is not None:
+                self._writer.cancel()
+            # Only an abrupt drop (no close frame) of a stateful connection may be resumed.
+            if connection.reconnect_expected and self.close_code is None and not connection.outbox.closed:
+                log.info("websocket of %s dropped; awaiting reconnect", connection.connection_id)
+                connection.deactivate(self._serial, self.server.clock())
+                return
+            self.server.connections.remove(connection)
+        elif self._mode is TransportType.SERVER_SENT_EVENTS:
+            self.server.connections.remove(connection)
+
+    # -- WebSockets ------------------------------------------------------------------------------
+
+    async def _websocket(self, *args: Any, **kwargs: Any) -> None:
+        origin = self.request.headers.get("Origin")
+        if origin and not self.server.origin_allowed(origin) and not _same_host(origin, self.request.host):
+            self._text(403, "Cross origin websockets not allowed")
+            return
+        query = _query(self)
+        self._info = _request_info(self, query)
+        ok, self._user = await self._user_or_401(self._info)
+        if not ok:
+            return
+        if "id" not in query:
+            if TransportType.WEBSOCKETS not in self.server.options.transports:
+                self._text(404, "WebSockets transport not supported by this end point type")
+                return
+            # Skip negotiation: the connection is born here (signalrcore's ``connectionId=`` is ignored).
+            connection = self.server.connections.create(negotiate_version=None, stateful_reconnect=False)
+            if self._activate(connection, TransportType.WEBSOCKETS) is None:
+                return
+        elif self._lookup(query, TransportType.WEBSOCKETS) is None:
+            return
+        await super().get(*args, **kwargs)
+        connection = self._connection
+        if connection is not None and self.get_status() != 101 and connection.is_current(self._serial):
+            # The upgrade itself failed (bad headers): do not leave the connection attached.
+            if self._activation is Activation.STARTED:
+                self.server.connections.remove(connection)
+            else:
+                connection.deactivate(self._serial, self.server.clock())
+
+    def open(self, *args: Any, **kwargs: Any) -> None:
+        connection = self._connection
+        assert connection is not None
+        self.set_nodelay(True)
+        peer = _WebSocketPeer(self)
+        self._writer = asyncio.get_running_loop().create_task(websocket.run_writer(connection, peer, self._serial))
+        self.server.track(self._writer)
+
+        def abort() -> None:
+            if self._writer is not None:
+                self._writer.cancel()
+            self.close(websocket.CLOSE_NORMAL)
+
+        connection.abort_transport = abort
+        self._start_if_first()
+
+    def on_message(self, message: str | bytes) -> None:
+        connection = self._connection
+        if connection is not None and connection.is_current(self._serial):
+            connection.inbox.feed(message.encode("utf-8") if isinstance(message, str) else message)
+
+    # -- Server-Sent Events ----------------------------------------------------------------------
+
+    async def _server_sent_events(self) -> None:
+        query = _query(self)
+        self._info = _request_info(self, query)
+        ok, self._user = await self._user_or_401(self._info)
+        if not ok or (connection := self._lookup(query, TransportType.SERVER_SENT_EVENTS)) is None:
+            return
+        for name, value in sse.SSE_HEADERS:
+            self.set_header(name, value)
+        self._gone = asyncio.Event()
+        stream = asyncio.ensure_future(sse.run_stream(connection, self._write_flush, self._serial))
+        connection.abort_transport = stream.cancel
+        self._start_if_first()
+        gone = asyncio.ensure_future(self._gone.wait())
+        try:
+            await asyncio.wait({stream, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            stream.cancel()
+        if stream.done() and not stream.cancelled() and stream.exception() is not None:
+            log.debug("sse stream of %s ended: %r", connection.connection_id, stream.exception())
+        if connection.is_current(self._serial):
+            self.server.connections.remove(connection)
+        if not self._gone.is_set():
+            with contextlib.suppress(StreamClosedError):
+                self.finish()
+
+    async def _write_flush(self, data: bytes) -> None:
+        self.write(data)
+        await self.flush()
+
+    # -- Long Polling ------------------------------------------------------------------------------
+
+    async def _long_poll(self) -> None:
+        query = _query(self)
+        self._info = _request_info(self, query)
+        ok, self._user = await self._user_or_401(self._info)
+        if not ok or (connection := self._lookup(query, TransportType.LONG_POLLING)) is None:
+            return
+        for name, value in long_polling.NO_CACHE_HEADERS:
+            self.set_header(name, value)
+        self._gone = asyncio.Event()
+        connection.abort_transport = self._gone.set
+        first = self._activation is Activation.STARTED
+        self._start_if_first()
+        response = await long_polling.poll(
+            connection, first=first, timeout=self.server.options.long_poll_timeout, superseded=self._gone
+        )
+        if response.closed:
+            self.server.connections.remove(connection)
+        else:
+            connection.deactivate(self._serial, self.server.clock())
+        self.set_status(response.status)
+        if response.status != 204:
+            self.set_header("Content-Type", response.content_type)
+            self.write(response.body)
+        with contextlib.suppress(StreamClosedError):
+            self.finish()
+
+    # -- send and stop ------------------------------------------------------------------------------
+
+    async def post(self, *args: Any) -> None:
+        query = _query(self)
+        token = query.get("id")
+        if token is None:
+            return self._text(400, "Connection ID required")
+        connection = self.server.connections.get(token)
+        if connection is None:
+            return self._text(404, "No Connection with that ID")
+        if connection.transport is TransportType.WEBSOCKETS:
+            return self._text(405, "POST requests are not allowed for WebSocket connections.")
+        async with connection.post_lock:
+            connection.inbox.feed(self.request.body)
+        self.set_status(200)
+        self.finish()
+
+    def delete(self, *args: Any) -> None:
+        query = _query(self)
+        token = query.get("id")
+        if token is None:
+            return self._text(400, "Connection ID required")
+        connection = self.server.connections.get(token)
+        if connection is None:
+            return self._text(404, "No Connection with that ID")
+        if connection.transport is not TransportType.LONG_POLLING:
+            return self._text(400, "Cannot terminate this connection using the DELETE endpoint.")
+        log.debug("DELETE terminates connection %s", connection.connection_id)
+        self.server.connections.remove(connection)
+        self.set_status(202)
+        self.finish()
+
+
+def _same_host(origin: str, host: str) -> bool:
+    return urlsplit(origin).netloc.lower() == host.lower()
+
+
+def hub_routes(
+    path: str,
+    hub_class: type[Hub],
+    *,
+    options: HubOptions | None = None,
+    lifetime_manager: HubLifetimeManager | None = None,
+    user_provider: UserProvider | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> tuple[list[URLSpec], HubServer]:
+    """URL specs for ``{path}/negotiate`` and ``{path}``, plus the :class:`HubServer` behind them.
+
+    Call ``await server.start()`` once the loop runs and ``await server.shutdown()`` on exit.
+    """
+    server = HubServer(
+        hub_class, options=options, lifetime_manager=lifetime_manager, user_provider=user_provider, clock=clock
+    )
+    path = path.rstrip("/")
+    routes = [
+        URLSpec(f"{path}/negotiate", NegotiateHandler, {"server": server}),
+        URLSpec(path, HubHandler, {"server": server}),
+    ]
+    return routes, server
+
+
+__all__ = ["HubHandler", "HubServer", "NegotiateHandler", "UserProvider", "hub_routes"]

@@ -1,0 +1,1 @@
+"""Framework-neutral transports: each one only moves bytes between HTTP and a connection."""
