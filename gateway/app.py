@@ -11,7 +11,7 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -112,6 +112,24 @@ class Gateway:
         self.inflight = InflightRequests()
         self.server: tornado.httpserver.HTTPServer | None = None
         self.port: int | None = None
+        # Extension points for features mounted on the gateway (the SignalR session hub, the demo page):
+        # they add routes and lifecycle steps without the composition root knowing their internals.
+        self._extra_routes: list[Any] = []
+        self._on_start: list[Callable[[], Awaitable[None]]] = []
+        self._on_stop: list[Callable[[], Awaitable[None]]] = []
+
+    def add_routes(self, routes: list[Any]) -> None:
+        """Mount more routes (before :meth:`start`); they take precedence over the REST routes."""
+        self._extra_routes.extend(routes)
+
+    def on_start(self, step: Callable[[], Awaitable[None]]) -> None:
+        """Run ``step`` at start-up, before the server accepts connections."""
+        self._on_start.append(step)
+
+    def on_stop(self, step: Callable[[], Awaitable[None]]) -> None:
+        """Run ``step`` at shutdown, after the server stopped accepting and before in-flight requests are
+        awaited (a SignalR hub closes its long-lived connections here)."""
+        self._on_stop.append(step)
 
     def routes(self) -> list[tornado.web.URLSpec]:
         common = {"cors": self.cors}
@@ -140,7 +158,7 @@ class Gateway:
                 return super().find_handler(request, **kwargs)
 
         return _Tracked(
-            [*(extra_routes or []), *self.routes()],
+            [*(extra_routes or []), *self._extra_routes, *self.routes()],
             default_handler_class=NotFoundHandler,
             default_handler_args={"cors": self.cors},
         )
@@ -148,6 +166,8 @@ class Gateway:
     async def start(self, *, port: int = 0, host: str = "127.0.0.1",
                     sockets: list[socket.socket] | None = None, extra_routes: list[Any] | None = None) -> int:
         """Start the dispatcher and listen; returns the bound port."""
+        for step in self._on_start:
+            await step()
         self.dispatcher.start()
         app = self.make_app(extra_routes)
         self.server = tornado.httpserver.HTTPServer(app, xheaders=False, max_body_size=1024 * 1024)
@@ -161,6 +181,12 @@ class Gateway:
         """Stop accepting, finish in-flight requests (up to ``grace`` s), then release everything."""
         if self.server is not None:
             self.server.stop()
+        for step in reversed(self._on_stop):
+            try:
+                await step()
+            except Exception:  # one failing step must not keep the rest from releasing resources
+                log.exception("shutdown step %r failed", step)
+        if self.server is not None:
             if not await self.inflight.wait_idle(grace):
                 log.warning("shutting down with %d request(s) still in flight", self.inflight.count)
             await self.server.close_all_connections()

@@ -160,6 +160,15 @@ class SessionService:
             self._dispatcher.kick()
         return result
 
+    async def leave(self, request_id: str, *, reason: str = "left") -> bool:
+        """Take a waiting request out of the queue (the client left, or abandoned it); the places behind
+        it move up. Returns False when it was not waiting (already served, failed or unknown)."""
+        removed = await self._store_or_unavailable(self._store.remove(request_id))
+        if removed:
+            log.info("request %s left the queue (%s)", request_id, reason)
+            self._events.publish(QueueChanged(reason=reason))
+        return removed
+
     async def _release_quietly(self, lease_id: str) -> None:
         try:
             await self._store.release_lease(lease_id)
