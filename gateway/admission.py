@@ -315,6 +315,12 @@ class AdmissionStore:
         _require_id(request_id, "request_id")
         return bool(await self._run("remove", [request_id, LEFT_QUEUE_MESSAGE], self._request_keys(request_id)))
 
+    async def entry_data(self, request_id: str) -> dict | None:
+        """The ``data`` a queued or dispatching entry was admitted with, or None when it is not waiting."""
+        _require_id(request_id, "request_id")
+        raw = await self._redis.hget(self._keys.entries, request_id)
+        return json.loads(raw) if raw else None
+
     async def queue_ids(self) -> list[str]:
         """Queued request ids, front first (position = index + 1)."""
         return [_text(v) for v in await self._redis.zrange(self._keys.queue, 0, -1)]

@@ -34,6 +34,7 @@ from gateway.handlers import (
     request_id_of,
 )
 from gateway.platform import PlatformClient
+from gateway.protection import ClientProtection
 from gateway.sessions import SessionService
 from gateway.settings import Settings
 from gateway.store import open_redis
@@ -43,6 +44,8 @@ log = logging.getLogger("gateway")
 access_log = logging.getLogger("gateway.access")
 
 KEY_PREFIX = "iqra:"
+#: How often the MaxMind database files are checked for replacement.
+GEO_RELOAD_SECONDS = 5.0
 
 
 def _log_request(handler: tornado.web.RequestHandler) -> None:
@@ -101,11 +104,14 @@ class Gateway:
                          if c.max_concurrent_sessions is not None}
         self.capacity = CapacityPolicy(global_cap=settings.concurrency.max_concurrent_sessions,
                                        campaign_caps=campaign_caps)
+        self.protection = ClientProtection(settings, self.redis, clock=clock)
         self.dispatcher = QueueDispatcher(store=self.store, platform=self.platform, settings=settings,
                                           capacity=self.capacity, events=self.events,
-                                          interval=dispatch_interval)
+                                          interval=dispatch_interval, protection=self.protection)
         self.service = SessionService(settings=settings, store=self.store, platform=self.platform,
-                                      capacity=self.capacity, dispatcher=self.dispatcher, events=self.events)
+                                      capacity=self.capacity, dispatcher=self.dispatcher, events=self.events,
+                                      protection=self.protection)
+        self._geo_reload_task: asyncio.Task[None] | None = None
         self.trusted_proxies = TrustedProxies.parse(settings.forwarded_headers.known_proxies,
                                                     settings.forwarded_headers.known_networks)
         self.cors = CorsPolicy(settings.allowed_origins)
@@ -169,6 +175,8 @@ class Gateway:
         for step in self._on_start:
             await step()
         self.dispatcher.start()
+        if self.protection.checker is not None:
+            self._geo_reload_task = asyncio.create_task(self._reload_geo_databases(), name="geo-reload")
         app = self.make_app(extra_routes)
         self.server = tornado.httpserver.HTTPServer(app, xheaders=False, max_body_size=1024 * 1024)
         if sockets is None:
@@ -191,6 +199,21 @@ class Gateway:
                 log.warning("shutting down with %d request(s) still in flight", self.inflight.count)
             await self.server.close_all_connections()
         await self.dispatcher.stop()
+        if self._geo_reload_task is not None:
+            self._geo_reload_task.cancel()
+        self.protection.close()
         self.platform.close()
         if self._owns_redis:
             await self.redis.aclose()
+
+    async def _reload_geo_databases(self, interval: float = GEO_RELOAD_SECONDS) -> None:
+        """Pick up MaxMind databases replaced on disk (renamed into place) without a restart."""
+        checker = self.protection.checker
+        assert checker is not None
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if checker.maybe_reload():
+                    log.info("reloaded the MaxMind database(s)")
+            except Exception:  # a bad new file keeps the old one in use; say so and try again later
+                log.exception("could not reload the MaxMind database(s)")

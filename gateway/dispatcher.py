@@ -22,6 +22,7 @@ from gateway.capacity import CapacityPolicy, PlatformUsage
 from gateway.events import EventHub, QueueChanged, SessionFailed, SessionReady
 from gateway.payload import SessionRequest
 from gateway.platform import PlatformClient, PlatformError
+from gateway.protection import ClientProtection, ProtectionUnavailable, subject_of
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway.dispatcher")
@@ -51,7 +52,9 @@ class QueueDispatcher:
         interval: float = 1.0,
         batch: int = 32,
         monotonic: Callable[[], float] = time.monotonic,
+        protection: ClientProtection | None = None,
     ) -> None:
+        self._protection = protection
         self._store = store
         self._platform = platform
         self._settings = settings
@@ -173,6 +176,12 @@ class QueueDispatcher:
             entry.request_id, status="ready", web_socket_url=session.web_socket_url,
             ttl_seconds=self._settings.queue.ready_ttl_seconds,
         ))
+        if self._protection is not None:
+            try:
+                await self._protection.session_started(entry.request_id, subject_of(entry.data),
+                                                       session.conversation_session_id)
+            except ProtectionUnavailable as exc:
+                log.error("could not re-arm the rate-limit unit of %s: %s", entry.request_id, exc)
         log.info("queued request %s is ready (conversation %s)", entry.request_id, session.conversation_session_id)
         self._events.publish(SessionReady(request_id=entry.request_id, web_socket_url=session.web_socket_url))
 
@@ -182,6 +191,12 @@ class QueueDispatcher:
             entry.request_id, status="failed", message=SESSION_FAILED_MESSAGE,
             ttl_seconds=self._settings.queue.ready_ttl_seconds,
         ))
+        if self._protection is not None:
+            try:
+                # The client never got a session: it may try again without this request counting.
+                await self._protection.refund(entry.request_id, subject_of(entry.data))
+            except ProtectionUnavailable as exc:
+                log.warning("could not refund the rate limits of %s: %s", entry.request_id, exc)
         self._events.publish(SessionFailed(request_id=entry.request_id, message=SESSION_FAILED_MESSAGE))
         self.kick()  # the slot is free again
 

@@ -27,6 +27,7 @@ from gateway.sessions import (
     PlatformUnavailable,
     QueueFull,
     Queued,
+    Refused,
     ServiceUnavailable,
     SessionService,
 )
@@ -197,12 +198,15 @@ class SessionRequestHandler(LimitedBodyHandler):
         except PlatformUnavailable as exc:
             self.send_message(502, exc.message)
             return
+        except Refused as exc:
+            self.send_message(exc.status, exc.message, headers=exc.headers)
+            return
         if isinstance(outcome, Admitted):
-            self.send_json(200, {"webSocketUrl": outcome.web_socket_url})
+            self.send_json(200, {"webSocketUrl": outcome.web_socket_url}, headers=outcome.headers)
         else:
             assert isinstance(outcome, Queued)
             self.send_json(202, {"status": "queued", "uniqueRequestId": outcome.request_id,
-                                 "queuePosition": outcome.position})
+                                 "queuePosition": outcome.position}, headers=outcome.headers)
 
 
 class SessionStatusHandler(JsonHandler):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
 
@@ -20,6 +20,7 @@ from gateway.dispatcher import QueueDispatcher
 from gateway.events import EventHub, QueueChanged
 from gateway.payload import SessionRequest
 from gateway.platform import PlatformClient, PlatformError
+from gateway.protection import ClientProtection, ProtectionUnavailable, Refusal, Subject, subject_of
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway.sessions")
@@ -41,6 +42,16 @@ class QueueFull(ServiceUnavailable):
     """``Queue.MaxLength`` entries are already waiting."""
 
 
+class Refused(Exception):
+    """IP security (403) or a rate limit (429) refused the request; nothing was consumed."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.message)
+        self.status = refusal.status
+        self.message = refusal.message
+        self.headers = refusal.headers
+
+
 class PlatformUnavailable(Exception):
     """The platform refused or failed for a reason other than its concurrency limit."""
 
@@ -53,12 +64,14 @@ class PlatformUnavailable(Exception):
 class Admitted:
     web_socket_url: str
     conversation_session_id: str
+    headers: dict[str, str] = field(default_factory=dict)  # RateLimit headers
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Queued:
     request_id: str
     position: int
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 STORE_DOWN_MESSAGE = "The session service is temporarily unavailable. Please try again shortly."
@@ -77,7 +90,9 @@ class SessionService:
         capacity: CapacityPolicy,
         dispatcher: QueueDispatcher,
         events: EventHub,
+        protection: ClientProtection,
     ) -> None:
+        self._protection = protection
         self._settings = settings
         self._store = store
         self._platform = platform
@@ -91,8 +106,29 @@ class SessionService:
         :raises ServiceUnavailable: the store is down (503).
         :raises QueueFull: the queue is at ``Queue.MaxLength`` (503).
         :raises PlatformUnavailable: the platform failed (502); the slot was given back.
+        :raises Refused: IP security (403) or a rate limit (429) said no.
         """
+        refusal = self._protection.check_ip(client_ip)
+        if refusal is not None:
+            raise Refused(refusal)
         request_id = str(uuid.uuid4())
+        subject = Subject(client_identifier=request.client_identifier, ip=client_ip)
+        try:
+            refusal, limit_headers = await self._protection.acquire(request_id, subject)
+        except ProtectionUnavailable as exc:
+            log.warning("rate limits unavailable, store unreachable: %s", exc)
+            raise ServiceUnavailable(STORE_DOWN_MESSAGE, retry_after=5) from exc
+        if refusal is not None:
+            raise Refused(refusal)
+        try:
+            return await self._admit(request, request_id, subject, client_ip, limit_headers)
+        except (ServiceUnavailable, PlatformUnavailable):
+            # The request never happened: the client may try again without it counting.
+            await self._refund_quietly(request_id, subject)
+            raise
+
+    async def _admit(self, request: SessionRequest, request_id: str, subject: Subject, client_ip: str,
+                     limit_headers: dict[str, str]) -> Admitted | Queued:
         campaign = self._settings.platform.campaigns[request.campaign_id]
         data = {"request": request.to_dict(), "ip": client_ip}
         try:
@@ -115,7 +151,7 @@ class SessionService:
         if result.outcome is Outcome.QUEUED:
             assert result.position is not None
             self._events.publish(QueueChanged(reason="joined"))
-            return Queued(request_id=request_id, position=result.position)
+            return Queued(request_id=request_id, position=result.position, headers=limit_headers)
 
         assert result.lease_id is not None
         try:
@@ -128,7 +164,7 @@ class SessionService:
                 position = await self._store_or_unavailable(self._store.requeue_front(entry))
                 log.info("platform at its concurrency limit; request %s queued at %d", request_id, position)
                 self._events.publish(QueueChanged(reason="joined"))
-                return Queued(request_id=request_id, position=position)
+                return Queued(request_id=request_id, position=position, headers=limit_headers)
             log.warning("platform refused request %s: %s", request_id, exc)
             await self._release_quietly(result.lease_id)
             raise PlatformUnavailable(INITIATE_FAILED_MESSAGE) from exc
@@ -147,8 +183,13 @@ class SessionService:
             # until the call ends the gateway undercounts by one, which the log makes visible.
             log.error("could not record session %s (store unavailable: %s); serving it anyway",
                       session.conversation_session_id, exc)
+        try:
+            await self._protection.session_started(request_id, subject, session.conversation_session_id)
+        except ProtectionUnavailable as exc:
+            # The unit stays held for its queued hold time and then expires; the call goes ahead.
+            log.error("could not re-arm the rate-limit unit of %s: %s", request_id, exc)
         return Admitted(web_socket_url=session.web_socket_url,
-                        conversation_session_id=session.conversation_session_id)
+                        conversation_session_id=session.conversation_session_id, headers=limit_headers)
 
     async def status(self, request_id: str) -> RequestStatus | None:
         return await self._store_or_unavailable(self._store.status(request_id))
@@ -158,16 +199,34 @@ class SessionService:
         result = await self._store_or_unavailable(self._store.end_session(conversation_session_id))
         if result is EndResult.RELEASED:
             self._dispatcher.kick()
+        if result is not EndResult.UNKNOWN:
+            try:
+                await self._protection.session_ended(conversation_session_id)
+            except ProtectionUnavailable as exc:
+                # The unit expires with the session lease anyway; the slot is already free.
+                log.warning("could not give back the rate-limit unit of %s now: %s", conversation_session_id, exc)
         return result
 
     async def leave(self, request_id: str, *, reason: str = "left") -> bool:
         """Take a waiting request out of the queue (the client left, or abandoned it); the places behind
         it move up. Returns False when it was not waiting (already served, failed or unknown)."""
+        data = await self._store_or_unavailable(self._store.entry_data(request_id))
         removed = await self._store_or_unavailable(self._store.remove(request_id))
+        if removed and data is not None:
+            try:
+                await self._protection.left(request_id, subject_of(data))
+            except ProtectionUnavailable as exc:
+                log.warning("could not give back the rate-limit unit of %s now: %s", request_id, exc)
         if removed:
             log.info("request %s left the queue (%s)", request_id, reason)
             self._events.publish(QueueChanged(reason=reason))
         return removed
+
+    async def _refund_quietly(self, request_id: str, subject: Subject) -> None:
+        try:
+            await self._protection.refund(request_id, subject)
+        except ProtectionUnavailable as exc:
+            log.warning("could not refund the rate limits of %s (%s); they expire by themselves", request_id, exc)
 
     async def _release_quietly(self, lease_id: str) -> None:
         try:
