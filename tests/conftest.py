@@ -15,6 +15,11 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from redis_process import RedisProcess  # noqa: E402
+from fake_clock import FakeClock  # noqa: E402
+
+import fakeredis  # noqa: E402
+
+from gateway.store import open_redis  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -33,3 +38,37 @@ def redis_url(redis_server: RedisProcess) -> str:
     finally:
         client.close()
     return redis_server.url
+
+
+@pytest.fixture(params=[pytest.param("redis", marks=pytest.mark.redis), "embedded"])
+async def make_client(request):
+    """Factory of store clients that all see one store: the real server, or one embedded store.
+
+    Tests that run once per backend use it; several clients play several gateway processes.
+    """
+    url = request.getfixturevalue("redis_url") if request.param == "redis" else None
+    clients = []
+
+    def make():
+        if url is not None or not clients:
+            client = open_redis(url)
+        else:
+            server = clients[0].connection_pool.connection_kwargs["server"]
+            client = fakeredis.FakeAsyncRedis(server=server)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.aclose()
+
+
+@pytest.fixture
+def store_client(make_client):
+    """One store client, on each backend."""
+    return make_client()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()

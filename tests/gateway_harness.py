@@ -24,6 +24,7 @@ from gateway.app import Gateway
 from gateway.config import load_settings
 from gateway.events import SessionFailed, SessionReady
 from gateway.simulator import PlatformSimulator, make_simulator_app
+from fake_clock import FakeClock
 
 API_TOKEN = "iqra_sk_test"
 WEBHOOK_TOKEN = "webhook-secret"
@@ -147,14 +148,51 @@ async def start_stack(redis_client: aioredis.Redis, *, config: dict[str, Any] | 
     return stack
 
 
-class FakeClock:
-    """Wall-clock seconds that only move when the test says so."""
 
-    def __init__(self, start: float = 1_800_000_000.0) -> None:
-        self.now = start
 
-    def __call__(self) -> float:
-        return self.now
+async def start_hub_stack(redis_client: aioredis.Redis, *, hub_tuning: Any = None, config: dict[str, Any] | None = None,
+                          clock: Callable[[], float] | None = None, call_seconds: float | None = None,
+                          concurrency_limit: int = 1000, dispatch_interval: float = 0.2,
+                          sim: PlatformSimulator | None = None, sim_url: str | None = None) -> Stack:
+    """Like :func:`start_stack`, with session-hub timers (``gateway.session_hub.HubTuning``), and optionally
+    sharing another stack's simulator (``sim``/``sim_url``) so two gateways can serve one platform."""
+    gw_sockets = bind_sockets(0, "127.0.0.1")
+    gw_port = gw_sockets[0].getsockname()[1]
+    own_sim = sim is None
+    if sim is None:
+        sim = PlatformSimulator(api_token=API_TOKEN,
+                                webhook_url=f"http://127.0.0.1:{gw_port}/api/webhook/session-ended",
+                                webhook_token=WEBHOOK_TOKEN, call_seconds=call_seconds,
+                                concurrency_limit=concurrency_limit, webhook_retry_delays=(0.05, 0.1))
+        sim_sockets = bind_sockets(0, "127.0.0.1")
+        sim_port = sim_sockets[0].getsockname()[1]
+        sim_server = HTTPServer(make_simulator_app(sim))
+        sim_server.add_sockets(sim_sockets)
+        sim_url = f"http://127.0.0.1:{sim_port}"
+    else:
+        assert sim_url is not None
+        sim_server = HTTPServer(make_simulator_app(sim))  # never listens: Stack.close() stops it harmlessly
+    config = copy.deepcopy(config or base_config())
+    config["VoiceAiPlatform"]["BaseUrl"] = f"{sim_url}/api/v1/"
+    settings = load_settings(data=config, environ={}).settings
+    kwargs: dict[str, Any] = {"redis": redis_client, "dispatch_interval": dispatch_interval, "hub_tuning": hub_tuning}
+    if clock is not None:
+        kwargs["clock"] = clock
+    gateway = Gateway(settings, **kwargs)
+    await gateway.start(sockets=gw_sockets)
+    http = AsyncHTTPClient(force_instance=True, max_clients=256)
+    stack = Stack(gateway=gateway, sim=sim, sim_server=sim_server, base_url=f"http://127.0.0.1:{gw_port}",
+                  sim_url=sim_url, http=http)
+    if not own_sim:
+        async def _keep_sim() -> None:  # the owning stack closes the shared simulator
+            return None
+        stack.sim = type("SharedSim", (), {"aclose": staticmethod(_keep_sim)})()  # type: ignore[assignment]
 
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+    def on_event(event: Any) -> None:
+        if isinstance(event, (SessionReady, SessionFailed)):
+            future = stack.outcome(event.request_id)
+            if not future.done():
+                future.set_result(event)
+
+    gateway.events.subscribe(on_event)
+    return stack

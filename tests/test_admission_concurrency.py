@@ -13,46 +13,9 @@ import pytest
 
 from gateway.admission import AdmissionStore, Caps, Outcome
 from gateway.store import open_redis
+from fake_clock import FakeClock
 
 TIMEOUT = 30.0
-
-
-class FakeClock:
-    """A wall clock the test moves by hand."""
-
-    def __init__(self, start: float = 1_750_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture(params=[pytest.param("redis", marks=pytest.mark.redis), "embedded"])
-async def make_client(request):
-    """Factory of clients that all see one store: the real server, or one embedded store."""
-    url = request.getfixturevalue("redis_url") if request.param == "redis" else None
-    clients = []
-
-    def make():
-        if url is not None or not clients:
-            client = open_redis(url)
-        else:
-            server = clients[0].connection_pool.connection_kwargs["server"]
-            client = fakeredis.FakeAsyncRedis(server=server)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        await client.aclose()
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture

@@ -17,19 +17,12 @@ import redis.exceptions
 from gateway.admission import AdmissionStore, Caps, Outcome
 from gateway.store import open_redis, redact_url
 from redis_process import RedisProcess, free_port
+from fake_clock import FakeClock
 
 LUA_DIR = resources.files("gateway") / "lua"
 OPERATIONS = ["activate", "admit", "claim", "end_session", "reap", "release_lease", "remove",
               "requeue_front", "set_outcome", "status"]
 SHARED_KEYS = 13
-
-
-class FakeClock:
-    def __init__(self, start: float = 1_750_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(params=[pytest.param("redis", marks=pytest.mark.redis), "embedded"])

@@ -12,7 +12,6 @@ import pytest
 import ujson
 
 from gateway.events import SessionFailed, SessionReady
-from gateway.store import open_redis
 from gateway_harness import (
     WEBHOOK_TOKEN,
     FakeClock,
@@ -23,16 +22,6 @@ from gateway_harness import (
 )
 
 TIMEOUT = 10
-
-
-@pytest.fixture(params=["redis", "embedded"])
-async def store_client(request):
-    if request.param == "redis":
-        client = open_redis(request.getfixturevalue("redis_url"))
-    else:
-        client = open_redis(None)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture

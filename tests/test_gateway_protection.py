@@ -12,20 +12,11 @@ import asyncio
 import pytest
 import ujson
 
-from gateway.store import open_redis
 from gateway_harness import FakeClock, base_config, conversation_id_of, session_body, start_stack
 from geo_mmdb import ANONYMOUS_IP_TYPE, anonymous_record, write_database
 
 VPN, PUBLIC_PROXY, RESIDENTIAL, HOSTING, TOR, CLEAN = (
     "198.51.100.1", "198.51.100.2", "198.51.100.3", "198.51.100.4", "198.51.100.5", "203.0.113.9")
-
-
-@pytest.fixture(params=["redis", "embedded"])
-async def store_client(request):
-    url = request.getfixturevalue("redis_url") if request.param == "redis" else None
-    client = open_redis(url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+from ..errors import ProtocolError
 from .messages import HubMessage, TransferFormat
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "HubProtocol", "get_protocol", "protocol_names"]
@@ -27,7 +28,9 @@ class HubProtocol(ABC):
     def __init__(self, *, max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE) -> None:
         self.max_message_size = max_message_size
 
-    @abstractmethod
+    #: The ProtocolError text for a buffer that cannot even be split into frames.
+    unreadable_message: str = "Error reading hub message."
+
     def parse_messages(
         self, buffer: bytes | str, *, max_message_size: int | None = None
     ) -> tuple[list[HubMessage], bytes]:
@@ -42,6 +45,26 @@ class HubProtocol(ABC):
         :raises ProtocolError: malformed input (``MessageTooLargeError`` for oversized frames); it is the
             only exception this method raises, whatever the input.
         """
+        try:
+            frames, rest = self._split_frames(buffer, self._limit(max_message_size))
+        except ProtocolError:
+            raise
+        except Exception:  # e.g. a buffer object that cannot be converted to bytes
+            raise ProtocolError(self.unreadable_message) from None
+        messages: list[HubMessage] = []
+        for frame in frames:
+            message = self._parse_frame(frame)
+            if message is not None:
+                messages.append(message)
+        return messages, rest
+
+    @abstractmethod
+    def _split_frames(self, buffer: bytes | str, limit: int | None) -> tuple[list[bytes], bytes]:
+        """Split ``buffer`` into complete frame payloads and the trailing partial frame."""
+
+    @abstractmethod
+    def _parse_frame(self, frame: bytes) -> HubMessage | None:
+        """Decode one frame payload; None for a message of unknown type. Raises only ProtocolError."""
 
     @abstractmethod
     def write_message(self, message: HubMessage) -> bytes:

@@ -325,22 +325,13 @@ class JsonHubProtocol(HubProtocol):
     version = 2
     transfer_format = TransferFormat.TEXT
 
-    def parse_messages(
-        self, buffer: bytes | str, *, max_message_size: int | None = None
-    ) -> tuple[list[HubMessage], bytes]:
-        """See :meth:`HubProtocol.parse_messages`."""
-        try:
-            records, rest = split_records(buffer, max_message_size=self._limit(max_message_size))
-        except ProtocolError:
-            raise
-        except Exception:  # e.g. a buffer object that cannot be converted to bytes
-            raise ProtocolError("Error reading JSON.") from None
-        messages: list[HubMessage] = []
-        for record in records:
-            message = _parse_record(record)
-            if message is not None:
-                messages.append(message)
-        return messages, rest
+    unreadable_message = "Error reading JSON."
+
+    def _split_frames(self, buffer: bytes | str, limit: int | None) -> tuple[list[bytes], bytes]:
+        return split_records(buffer, max_message_size=limit)
+
+    def _parse_frame(self, frame: bytes) -> HubMessage | None:
+        return _parse_record(frame)
 
     def write_message(self, message: HubMessage) -> bytes:
         """See :meth:`HubProtocol.write_message`."""

@@ -290,22 +290,13 @@ class MessagePackHubProtocol(HubProtocol):
     version = 2
     transfer_format = TransferFormat.BINARY
 
-    def parse_messages(
-        self, buffer: bytes | str, *, max_message_size: int | None = None
-    ) -> tuple[list[HubMessage], bytes]:
-        """See :meth:`HubProtocol.parse_messages`."""
-        try:
-            payloads, rest = split_length_prefixed(buffer, max_message_size=self._limit(max_message_size))
-        except ProtocolError:
-            raise
-        except Exception:  # e.g. a buffer object that cannot be converted to bytes
-            raise ProtocolError("Error reading MessagePack data.") from None
-        messages: list[HubMessage] = []
-        for payload in payloads:
-            message = _parse_payload(payload)
-            if message is not None:
-                messages.append(message)
-        return messages, rest
+    unreadable_message = "Error reading MessagePack data."
+
+    def _split_frames(self, buffer: bytes | str, limit: int | None) -> tuple[list[bytes], bytes]:
+        return split_length_prefixed(buffer, max_message_size=limit)
+
+    def _parse_frame(self, frame: bytes) -> HubMessage | None:
+        return _parse_payload(frame)
 
     def write_message(self, message: HubMessage) -> bytes:
         """See :meth:`HubProtocol.write_message`."""
