@@ -16,13 +16,13 @@ from collections.abc import Sequence
 
 from gateway.config import load_settings
 from gateway.errors import ConfigError
+from gateway.logcontext import configure_logging
 
 log = logging.getLogger("gateway")
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    configure_logging(getattr(logging, level.upper(), logging.INFO))
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -21,6 +21,7 @@ from gateway import jsonutil
 from gateway.admission import EndResult
 from gateway.cors import CorsPolicy
 from gateway.errors import PayloadError
+from gateway.logcontext import current_request_id
 from gateway.payload import MAX_BODY_BYTES, parse_session_request
 from gateway.sessions import (
     Admitted,
@@ -72,6 +73,9 @@ class JsonHandler(tornado.web.RequestHandler):
         self.set_header("X-Request-Id", request_id_of(self.request))
 
     def prepare(self) -> None:
+        # Set for each request before anything else runs: everything the request awaits, and the tasks
+        # it starts (a dispatch it triggers), log under its id.
+        current_request_id.set(request_id_of(self.request))
         origin = self.request.headers.get("Origin")
         if origin:
             self.add_header("Vary", "Origin")
