@@ -11,10 +11,17 @@ setup(
     ),
     license="MIT",
     python_requires=">=3.11",
-    packages=find_packages(include=["gateway", "gateway.*", "signalr", "signalr.*", "ratelimit", "ratelimit.*", "geo", "geo.*"]),
+    packages=[
+        *find_packages(include=["gateway", "gateway.*", "signalr", "signalr.*", "ratelimit", "ratelimit.*", "geo", "geo.*"]),
+        "gateway.static",
+    ],
+    # The widget and demo page live in static/ at the top of the repository; in a wheel they ship as
+    # gateway.static so an installed gateway can serve them.
+    package_dir={"gateway.static": "static"},
     package_data={
         "gateway": ["lua/*.lua"],
         "ratelimit": ["lua/*.lua"],
+        "gateway.static": ["*.js", "*.css", "*.html", "node_modules/@microsoft/signalr/dist/browser/signalr.min.js"],
     },
     install_requires=[
         "tornado>=6.4",
@@ -32,8 +39,10 @@ setup(
             "pytest-timeout>=2.2",
             "hypothesis>=6.90",
             "mmdb-writer>=0.2.5",
-            "signalrcore>=0.9.5",
-            "pysignalr>=1.0",
+            "signalrcore>=1.0.2",
+            "pysignalr>=1.3.3",
+            # Drives Debian's Chromium in the browser tests; its own browser download is never used.
+            "playwright>=1.40",
         ],
         "bench": ["aiosignalr>=0.1"],
     },
