@@ -1,13 +1,17 @@
 """A real ``redis-server`` child process for tests.
 
 Tests talk to a real Redis (never a mock) for anything involving Lua or pub/sub. Each
-:class:`RedisProcess` owns one server on a free loopback port with nothing persisted, and can be
-stopped and started again on the same port to simulate an outage.
+:class:`RedisProcess` owns one server on a free loopback port and can be stopped and started again on
+the same port to simulate an outage, or frozen (:meth:`RedisProcess.pause`) to simulate a hung server.
+By default nothing is persisted, so a restart is a clean server; with ``persistent=True`` every write
+goes to an append-only file synced on each command, so a restart keeps everything acknowledged before
+the stop (what a production Redis with ``appendfsync always`` guarantees).
 """
 
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -22,28 +26,46 @@ def free_port() -> int:
 
 
 class RedisProcess:
-    """One ``redis-server`` on 127.0.0.1 with persistence switched off."""
+    """One ``redis-server`` on 127.0.0.1.
 
-    def __init__(self, port: int | None = None) -> None:
+    :param port: the port to listen on; a free one when ``None``.
+    :param persistent: keep data across :meth:`stop`/:meth:`start` (AOF, ``appendfsync always``) in this
+        object's private directory; ``False`` (the default) switches all persistence off.
+    """
+
+    def __init__(self, port: int | None = None, *, persistent: bool = False) -> None:
         self.port = port or free_port()
+        self.persistent = persistent
         self._dir = tempfile.mkdtemp(prefix="iqra-redis-")
         self._proc: subprocess.Popen[bytes] | None = None
+        self._paused = False
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs."""
+        return self._proc.pid if self._proc is not None else None
+
+    def _persistence_args(self) -> list[str]:
+        if self.persistent:
+            return ["--save", "", "--appendonly", "yes", "--appendfsync", "always"]
+        return ["--save", "", "--appendonly", "no"]
 
     def start(self, timeout: float = 10.0) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed; run the README's test command, which installs it")
         self._proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", *self._persistence_args(),
              "--dir", self._dir, "--loglevel", "warning"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        # Wait until the port answers PING; a process poll, not a fixed sleep.
+        # Wait until the port answers PING (after loading the AOF, when persistent); a process poll,
+        # not a fixed sleep.
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -57,8 +79,22 @@ class RedisProcess:
                 time.sleep(0.02)
         raise RuntimeError(f"redis-server did not answer on port {self.port} within {timeout} s")
 
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connections stay open but nothing is answered, like a hung host."""
+        if self._proc is None or self._proc.poll() is not None:
+            raise RuntimeError("redis-server is not running")
+        self._proc.send_signal(signal.SIGSTOP)
+        self._paused = True
+
+    def resume(self) -> None:
+        """Let a paused server run again (SIGCONT); it answers what was sent meanwhile."""
+        if self._proc is not None and self._paused:
+            self._proc.send_signal(signal.SIGCONT)
+        self._paused = False
+
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
+            self.resume()  # a stopped process would not act on SIGTERM
             self._proc.terminate()
             try:
                 self._proc.wait(timeout=10)
@@ -66,6 +102,7 @@ class RedisProcess:
                 self._proc.kill()
                 self._proc.wait()
         self._proc = None
+        self._paused = False
 
     def close(self) -> None:
         self.stop()

@@ -109,9 +109,11 @@ async def test_the_demo_command_serves_a_session_end_to_end():
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     try:
         loop = asyncio.get_running_loop()
+        seen = []
         while True:
             line = await asyncio.wait_for(loop.run_in_executor(None, proc.stdout.readline), 30)
-            assert line, "the demo exited before it was ready"
+            seen.append(line)
+            assert line, "the demo exited before it was ready:\n" + "".join(seen)
             if "Press Ctrl+C" in line:
                 break
         http = AsyncHTTPClient(force_instance=True)
