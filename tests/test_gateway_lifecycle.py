@@ -103,8 +103,23 @@ def test_serve_refuses_to_start_on_a_broken_configuration(tmp_path):
 
 
 @pytest.mark.slow
+def _two_free_ports() -> int:
+    """A port P with P+1 also free: the demo puts its simulator on the next port."""
+    import socket
+
+    for _ in range(50):
+        port = free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError("no two adjacent free ports")
+
+
 async def test_the_demo_command_serves_a_session_end_to_end():
-    port = free_port()
+    port = _two_free_ports()
     proc = subprocess.Popen([sys.executable, "-m", "gateway", "demo", "--port", str(port), "--call-seconds", "30"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     try:
