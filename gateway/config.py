@@ -600,17 +600,21 @@ class _Binder:
         if not result.webhook_api_token and not _failed(self.problems, token_path):
             self.warn(token_path, "is empty: the session-ended webhook will answer 401 to every call; set a long random token")
         anonymous_flags = [("BlockVpn", result.block_vpn), ("BlockProxy", result.block_proxy), ("BlockTor", result.block_tor)]
+        # A Block* flag that cannot block is a start-up error, not a warning: an operator who asked for
+        # blocking must not get a gateway that silently lets everyone through (the original's file sets
+        # BlockVpn for its paid lookup service, which MaxMind databases replace).
         for name, on in anonymous_flags:
             if on and geoip.anonymous_ip_database is None:
-                self.warn(
+                self.problem(
                     section.child_path(name),
-                    "is true but GeoIp.AnonymousIpDatabase is not set, so nothing can be detected or blocked; "
-                    "set it to a GeoIP2 Anonymous IP .mmdb file",
+                    "is true but GeoIp.AnonymousIpDatabase is not set, so nothing could be detected or blocked; "
+                    "set it to a GeoIP2-Anonymous-IP .mmdb file, or set this flag to false",
                 )
         if result.block_datacenter and geoip.anonymous_ip_database is None and geoip.asn_database is None and not geoip.blocked_networks:
-            self.warn(
+            self.problem(
                 section.child_path("BlockDatacenter"),
-                "is true but neither GeoIp.AnonymousIpDatabase nor GeoIp.AsnDatabase is set, so datacenters cannot be detected",
+                "is true but neither GeoIp.AnonymousIpDatabase nor GeoIp.AsnDatabase is set, so datacenters could not "
+                "be detected; set one of them, or set this flag to false",
             )
         self.warn_unknown(section)
         return result

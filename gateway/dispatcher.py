@@ -140,8 +140,10 @@ class QueueDispatcher:
         try:
             await self._serve(entry)
         except Exception:
-            # The pending lease expires by itself and the reaper puts the entry back at the front,
-            # so a crash here delays the client but loses nothing.
+            # The pending lease expires by itself and the reaper puts the entry back at the front, so
+            # the client is served later. If the platform session had already been created (the store
+            # was down for longer than the pending lease), that session is lost and the client gets a
+            # second one; we log it, since its slot is not counted until its webhook comes.
             log.exception("dispatch of request %s failed; it will be retried after its lease expires", entry.request_id)
 
     async def _serve(self, entry: ClaimedEntry) -> None:
@@ -172,16 +174,16 @@ class QueueDispatcher:
             request_id=entry.request_id,
             session_lease_seconds=self._settings.concurrency.session_lease_seconds,
         ))
-        await self._retry_store(lambda: self._store.set_outcome(
-            entry.request_id, status="ready", web_socket_url=session.web_socket_url,
-            ttl_seconds=self._settings.queue.ready_ttl_seconds,
-        ))
         if self._protection is not None:
             try:
                 await self._protection.session_started(entry.request_id, subject_of(entry.data),
                                                        session.conversation_session_id)
             except ProtectionUnavailable as exc:
                 log.error("could not re-arm the rate-limit unit of %s: %s", entry.request_id, exc)
+        await self._retry_store(lambda: self._store.set_outcome(
+            entry.request_id, status="ready", web_socket_url=session.web_socket_url,
+            ttl_seconds=self._settings.queue.ready_ttl_seconds,
+        ))
         log.info("queued request %s is ready (conversation %s)", entry.request_id, session.conversation_session_id)
         self._events.publish(SessionReady(request_id=entry.request_id, web_socket_url=session.web_socket_url))
 

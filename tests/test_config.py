@@ -55,8 +55,24 @@ def with_(path: str, value: Any, base: dict[str, Any] | None = None) -> dict[str
 # ------------------------------------------------------------------------------ the original's file
 
 
-def test_original_example_file_loads_unchanged() -> None:
-    loaded = load_settings(ORIGINAL, environ={})
+@pytest.fixture
+def anonymous_db_env(tmp_path: Path) -> dict[str, str]:
+    """The one key the original's file lacks for its Block* flags: a MaxMind database (existence is checked)."""
+    database = tmp_path / "anonymous-ip.mmdb"
+    database.write_bytes(b"")
+    return {"GeoIp__AnonymousIpDatabase": str(database)}
+
+
+def test_original_example_file_needs_a_database_for_its_block_flags() -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(ORIGINAL, environ={})
+    paths = [p.split(":", 1)[0] for p in raised.value.problems]
+    assert paths == ["Security.BlockVpn", "Security.BlockProxy"]
+    assert all("GeoIp.AnonymousIpDatabase" in p for p in raised.value.problems)
+
+
+def test_original_example_file_loads_unchanged(anonymous_db_env: dict[str, str]) -> None:
+    loaded = load_settings(ORIGINAL, environ=anonymous_db_env)
     s = loaded.settings
     assert s.allowed_origins == ("https://widget-host.example", "http://localhost:5173")
     assert s.forwarded_headers.known_proxies == () and s.forwarded_headers.known_networks == ()
@@ -79,14 +95,13 @@ def test_original_example_file_loads_unchanged() -> None:
     )
 
 
-def test_original_example_file_warns_about_ipapi_and_undetectable_blocks() -> None:
-    warnings = load_settings(ORIGINAL, environ={}).warnings
+def test_original_example_file_warns_about_ipapi(anonymous_db_env: dict[str, str]) -> None:
+    warnings = load_settings(ORIGINAL, environ=anonymous_db_env).warnings
     paths = [w.split(":", 1)[0] for w in warnings]
     for path in ("IpApi", "Security.EnableIpApiCheck", "Security.EnableIpApiCache", "Security.IpApiCacheDurationDays"):
         assert path in paths
         assert "GeoIp.AnonymousIpDatabase" in warnings[paths.index(path)]
-    assert "Security.BlockVpn" in paths and "Security.BlockProxy" in paths
-    assert not any(p.startswith(("Logging", "AllowedHosts")) for p in paths)
+    assert not any(p.startswith(("Logging", "AllowedHosts", "Security.Block")) for p in paths)
 
 
 def test_full_file_sets_every_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -172,9 +187,10 @@ def test_keys_given_twice_in_different_casing_are_an_error() -> None:
 # ------------------------------------------------------------------------------ environment overrides
 
 
-def test_environment_overrides_scalars_arrays_and_nested_campaign_keys() -> None:
+def test_environment_overrides_scalars_arrays_and_nested_campaign_keys(anonymous_db_env: dict[str, str]) -> None:
     base = with_("AllowedOrigins", ["https://a.example", "https://b.example"])
     environ = {
+        **anonymous_db_env,
         "VoiceAiPlatform__ApiSecretToken": "from-env",
         "AllowedOrigins__0": "https://override.example",
         "AllowedOrigins__2": "https://added.example",
@@ -194,7 +210,7 @@ def test_environment_overrides_scalars_arrays_and_nested_campaign_keys() -> None
         "Logging__LogLevel__Default": "Debug",
     }
     loaded = load(base, environ)
-    assert [w.split(":", 1)[0] for w in loaded.warnings] == ["Security.BlockVpn"]  # no database; nothing about PATH etc.
+    assert loaded.warnings == ()  # nothing about PATH, Unrelated__Key or Logging
     s = loaded.settings
     assert type(s.platform.api_secret_token) is str
     assert s.platform.api_secret_token == "from-env"
@@ -228,8 +244,8 @@ def test_environment_value_on_a_section_is_ignored_with_a_warning() -> None:
     assert loaded.warnings == ("VoiceAiPlatform: sets a value on the section 'VoiceAiPlatform', which has keys of its own; ignored",)
 
 
-def test_numbers_written_as_strings_bind_as_in_aspnet() -> None:
-    s = load(with_("Security", {"WebhookApiToken": "h", "RateLimitHourly": "5", "BlockVpn": "true"})).settings
+def test_numbers_written_as_strings_bind_as_in_aspnet(anonymous_db_env: dict[str, str]) -> None:
+    s = load(with_("Security", {"WebhookApiToken": "h", "RateLimitHourly": "5", "BlockVpn": "true"}), anonymous_db_env).settings
     assert (s.security.rate_limit_hourly, s.security.block_vpn) == (5, True)
 
 

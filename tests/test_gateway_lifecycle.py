@@ -33,9 +33,12 @@ async def test_shutdown_finishes_in_flight_requests_and_accepts_no_new_ones(stor
         stack.sim.hang_seconds = 1.0  # the platform answers (with an error) after a second
         await stack.sim_call("POST", "/_sim/fail", {"count": 1, "mode": "timeout"})
         in_flight = asyncio.ensure_future(stack.request_session())
-        # Wait until the gateway is really inside that request (the simulator has it).
-        while not any(r.path.endswith("/initiate") for r in stack.sim.requests):
-            await asyncio.sleep(0.01)
+        # Wait (bounded) until the gateway is really inside that request: the simulator has received it.
+        async def platform_has_the_request():
+            while not any(r.path.endswith("/initiate") for r in stack.sim.requests):
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(platform_has_the_request(), 10)
         stopping = asyncio.ensure_future(stack.gateway.stop(grace=5))
         await asyncio.sleep(0)  # let stop() close the listening socket
         late_client = AsyncHTTPClient(force_instance=True)
@@ -68,14 +71,21 @@ async def test_expired_leases_are_reclaimed_on_the_timer_without_any_traffic(sto
         await stack.close()
 
 
-def _cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+def _cli(*args: str, timeout: float = 30, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if "__" not in k}
     return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT, env={k: v for k, v in os.environ.items()
-                                                          if "__" not in k})
+                          timeout=timeout, cwd=ROOT, env={**clean, **(env or {})})
 
 
 def test_check_config_accepts_the_originals_file_and_reports_every_problem_of_a_bad_one(tmp_path):
-    good = _cli("check-config", "--config", str(DATA / "appsettings.original.json"))
+    original = str(DATA / "appsettings.original.json")
+    # Its BlockVpn/BlockProxy need a MaxMind database now (the paid lookup service is gone): said plainly.
+    without_db = _cli("check-config", "--config", original)
+    assert without_db.returncode == 1
+    assert "Security.BlockVpn" in without_db.stdout and "GeoIp.AnonymousIpDatabase" in without_db.stdout
+    database = tmp_path / "anonymous.mmdb"
+    database.write_bytes(b"")
+    good = _cli("check-config", "--config", original, env={"GeoIp__AnonymousIpDatabase": str(database)})
     assert good.returncode == 0, good.stdout + good.stderr
     assert good.stdout.strip().splitlines()[-1] == "OK"
     assert "IpApi" in good.stdout  # the replaced lookup service is explained in a warning
