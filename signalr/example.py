@@ -14,11 +14,10 @@ import asyncio
 import signal
 from collections.abc import AsyncIterator
 
-import tornado.web
 
 from signalr import Hub, HubError, HubOptions
 from signalr.lifetime import HubLifetimeManager
-from signalr.tornado import hub_routes
+from signalr.tornado import hub_routes, listen
 
 
 class ChatHub(Hub):
@@ -82,8 +81,7 @@ async def serve(port: int, redis_url: str | None, origins: tuple[str, ...]) -> N
         options=HubOptions(allowed_origins=origins, allow_stateful_reconnects=True),
         lifetime_manager=make_lifetime(redis_url),
     )
-    app = tornado.web.Application(routes)
-    http = app.listen(port, address="127.0.0.1")
+    stop_listening = listen(routes, port)
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -93,7 +91,7 @@ async def serve(port: int, redis_url: str | None, origins: tuple[str, ...]) -> N
     await stop.wait()
     # Clients get Close with allowReconnect, so JS clients reconnect to the next instance.
     await server.shutdown()
-    http.stop()
+    stop_listening()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -499,3 +499,13 @@ def hub_routes(
 
 
 __all__ = ["HubHandler", "HubServer", "NegotiateHandler", "UserProvider", "hub_routes"]
+
+
+def listen(routes: list[Any], port: int, *, address: str = "127.0.0.1") -> Callable[[], None]:
+    """Serve ``routes`` (from :func:`hub_routes`, plus any of the caller's) on ``address:port``.
+
+    For programs whose only web surface is a hub (the example): they get a server without importing
+    Tornado themselves. Returns a function that stops listening.
+    """
+    server = tornado.web.Application(routes).listen(port, address=address)
+    return server.stop
