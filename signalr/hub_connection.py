@@ -103,7 +103,9 @@ class HubConnection:
         self._last_received = now
         self._ping_received = False
         self._busy = 0
-        self._invocations: asyncio.Queue[tuple[HubMethod, InvocationMessage, list[Any]]] = asyncio.Queue()
+        # Created on the first plain invocation: an idle connection then carries no Queue and no task.
+        self._invocations: asyncio.Queue[tuple[HubMethod, InvocationMessage, list[Any]]] | None = None
+        self._worker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._streams: dict[str, asyncio.Task[None]] = {}
         self._cancelled_streams: set[str] = set()
@@ -236,7 +238,6 @@ class HubConnection:
             self._write(CloseMessage(error=hub_module.CONNECTION_ERROR, allow_reconnect=True))
             return
         exception: BaseException | None = None
-        worker = asyncio.get_running_loop().create_task(self._invocation_worker())
         try:
             try:
                 await self._new_hub().on_connected()
@@ -247,12 +248,12 @@ class HubConnection:
             else:
                 exception = await self._receive_loop(leftover)
         finally:
-            worker.cancel()
-            for task in list(self._tasks):
+            workers = [self._worker] if self._worker is not None else []
+            for task in [*workers, *self._tasks]:
                 task.cancel()
             for upload in self._uploads.values():
                 upload.complete()
-            await asyncio.gather(worker, *self._tasks, return_exceptions=True)
+            await asyncio.gather(*workers, *self._tasks, return_exceptions=True)
             request = self._close_request
             if request is not None and self.protocol is not None:
                 self._write(CloseMessage(error=request.error, allow_reconnect=request.allow_reconnect))
@@ -379,6 +380,9 @@ class HubConnection:
             self._track(loop.create_task(self._run_invocation(method, message, arguments, uploads)))
         else:
             # One non-streaming invocation at a time per connection, in arrival order.
+            if self._invocations is None:
+                self._invocations = asyncio.Queue()
+                self._worker = loop.create_task(self._invocation_worker())
             self._invocations.put_nowait((method, message, arguments))
 
     def _track(self, task: asyncio.Task[Any]) -> None:
@@ -390,6 +394,7 @@ class HubConnection:
             await self._send(CompletionMessage.with_error(invocation_id, error))
 
     async def _invocation_worker(self) -> None:
+        assert self._invocations is not None
         while True:
             method, message, arguments = await self._invocations.get()
             await self._run_invocation(method, message, arguments, [])

@@ -238,11 +238,19 @@ class _WebSocketPeer:
     def __init__(self, handler: tornado.websocket.WebSocketHandler) -> None:
         self._handler = handler
 
-    async def send(self, data: bytes | str, *, binary: bool) -> None:
-        await self._handler.write_message(data, binary=binary)
+    def send(self, data: bytes, *, binary: bool) -> None:
+        # Tornado buffers the frame at once; awaiting its flush future costs a Task and two loop turns
+        # per message and bounds nothing, since the outbox in front of it is unbounded anyway.
+        self._handler.write_message(data, binary=binary).add_done_callback(_consume_write_result)
 
     def close(self, code: int) -> None:
         self._handler.close(code)
+
+
+def _consume_write_result(future: asyncio.Future[None]) -> None:
+    # A failed write surfaces as on_close; reading the exception keeps asyncio from logging it.
+    if not future.cancelled():
+        future.exception()
 
 
 class HubHandler(_HubRequestMixin, tornado.websocket.WebSocketHandler):

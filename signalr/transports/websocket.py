@@ -21,8 +21,8 @@ CLOSE_INTERNAL_ERROR = 1011
 class WebSocketPeer(Protocol):
     """The adapter's view of an accepted WebSocket."""
 
-    async def send(self, data: bytes | str, *, binary: bool) -> None:
-        """Send one WebSocket message; raises if the socket is gone."""
+    def send(self, data: bytes, *, binary: bool) -> None:
+        """Queue one WebSocket message without waiting for it to be flushed; raises if the socket is gone."""
 
     def close(self, code: int) -> None:
         """Start the closing handshake."""
@@ -36,6 +36,13 @@ async def run_writer(connection: HttpConnection, peer: WebSocketPeer, serial: in
     :param serial: the attachment serial returned by :meth:`HttpConnection.activate`.
     """
     code = CLOSE_NORMAL
+    outbox = connection.outbox
+
+    def direct(data: bytes, binary: bool) -> None:
+        if not connection.is_current(serial):
+            raise RuntimeError("superseded")
+        peer.send(data, binary=binary)
+
     try:
         while connection.is_current(serial) or connection.disposed:
             batch = await connection.outbox.next_batch()
@@ -45,11 +52,14 @@ async def run_writer(connection: HttpConnection, peer: WebSocketPeer, serial: in
                 # Superseded while waiting: leave the frames to the stateful replay.
                 return
             for frame in batch:
-                if frame.binary:
-                    await peer.send(frame.data, binary=True)
-                else:
-                    await peer.send(frame.data.decode("utf-8"), binary=False)
+                # Bytes go out as a text frame when binary is False: no decode/re-encode round trip.
+                peer.send(frame.data, binary=frame.binary)
+            if connection.is_current(serial):
+                outbox.direct = direct
     except Exception as exc:  # noqa: BLE001 - any write failure ends just this connection
         log.debug("websocket write failed for %s: %r", connection.connection_id, exc)
         code = CLOSE_INTERNAL_ERROR
+    finally:
+        if outbox.direct is direct:
+            outbox.direct = None
     peer.close(code)
