@@ -16,6 +16,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import tornado.httpserver
+import tornado.iostream
 import tornado.netutil
 import tornado.web
 
@@ -35,6 +36,7 @@ from gateway.handlers import (
 )
 from gateway.platform import PlatformClient
 from gateway.protection import ClientProtection
+from gateway.session_hub import HUB_PATH, HubTuning, install_session_hub
 from gateway.sessions import SessionService
 from gateway.settings import Settings
 from gateway.store import open_redis
@@ -83,7 +85,12 @@ class InflightRequests:
 
 
 class Gateway:
-    """One gateway process: services, HTTP app and server."""
+    """One gateway process: services, HTTP app and server.
+
+    :param hub_tuning: timers of the ``/sessionHub`` live queue (:class:`gateway.session_hub.HubTuning`).
+    :param one_request_per_hub_connection: close the TCP connection after each hub HTTP request; set by
+        the ``--processes`` workers, whose front routes each new connection by its connection token.
+    """
 
     def __init__(
         self,
@@ -93,8 +100,13 @@ class Gateway:
         platform: PlatformClient | None = None,
         clock: Callable[[], float] = time.time,
         dispatch_interval: float = 1.0,
+        hub_tuning: HubTuning | None = None,
+        one_request_per_hub_connection: bool = False,
     ) -> None:
         self.settings = settings
+        self.clock = clock
+        self.key_prefix = KEY_PREFIX
+        self.one_request_per_hub_connection = one_request_per_hub_connection
         self.redis = redis if redis is not None else open_redis(settings.redis_url)
         self._owns_redis = redis is None
         self.platform = platform if platform is not None else PlatformClient(settings.platform)
@@ -123,6 +135,7 @@ class Gateway:
         self._extra_routes: list[Any] = []
         self._on_start: list[Callable[[], Awaitable[None]]] = []
         self._on_stop: list[Callable[[], Awaitable[None]]] = []
+        self.session_hub = install_session_hub(self, tuning=hub_tuning)
 
     def add_routes(self, routes: list[Any]) -> None:
         """Mount more routes (before :meth:`start`); they take precedence over the REST routes."""
@@ -152,6 +165,7 @@ class Gateway:
 
     def make_app(self, extra_routes: list[Any] | None = None) -> tornado.web.Application:
         inflight = self.inflight
+        one_request_per_hub_connection = self.one_request_per_hub_connection
 
         class _Tracked(tornado.web.Application):
             # Counting here (rather than in each handler) covers every route, including SignalR's.
@@ -161,6 +175,12 @@ class Gateway:
 
             def find_handler(self, request, **kwargs):  # type: ignore[no-untyped-def]
                 inflight.started()
+                if (one_request_per_hub_connection and request.path.startswith(HUB_PATH)
+                        and request.headers.get("Upgrade", "").lower() != "websocket"):
+                    # Behind the --processes front, the next request on this TCP connection could
+                    # belong to another worker's hub connection: make the browser open a new one.
+                    # (Tornado has no public switch for this; it is the flag its own keep-alive logic sets.)
+                    request.connection._disconnect_on_finish = True
                 return super().find_handler(request, **kwargs)
 
         return _Tracked(
@@ -182,8 +202,20 @@ class Gateway:
         if sockets is None:
             sockets = tornado.netutil.bind_sockets(port, address=host)
         self.server.add_sockets(sockets)
-        self.port = sockets[0].getsockname()[1]
-        return self.port
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+        return self.port if self.port is not None else port
+
+    def accept_socket(self, sock: socket.socket) -> None:
+        """Serve a client connection accepted elsewhere (the ``--processes`` front hands them over)."""
+        assert self.server is not None, "start() first"
+        sock.setblocking(False)
+        try:
+            address = sock.getpeername()
+        except OSError:
+            sock.close()
+            return
+        self.server.handle_stream(tornado.iostream.IOStream(sock), address)
 
     async def stop(self, *, grace: float = 10.0) -> None:
         """Stop accepting, finish in-flight requests (up to ``grace`` s), then release everything."""

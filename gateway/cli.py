@@ -34,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", required=True, help="path to appsettings.json")
     serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default: 0.0.0.0)")
     serve.add_argument("--port", type=int, default=8080, help="port to listen on (default: 8080)")
+    serve.add_argument("--processes", type=int, default=1,
+                       help="worker processes sharing the port (default: 1); more than 1 needs RedisConnectionString")
 
     check = commands.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("--config", required=True, help="path to appsettings.json")
@@ -59,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         return _check_config(args.config)
     if args.command == "serve":
+        if args.processes != 1:
+            return _serve_processes(args)
         return _run(_serve(args))
     if args.command == "simulate-platform":
         return _run(_simulate(args))
@@ -95,25 +99,119 @@ async def _wait_for_signal() -> None:
     await stop.wait()
 
 
-async def _serve(args: argparse.Namespace) -> int:
-    from gateway.app import Gateway
-
+def _load_for_serve(path: str):  # type: ignore[no-untyped-def]
     try:
-        loaded = load_settings(args.config)
+        loaded = load_settings(path)
     except ConfigError as exc:
         print("The configuration has problems:", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
-        return 1
+        return None
     for warning in loaded.warnings:
         log.warning("config: %s", warning)
-    gateway = Gateway(loaded.settings)
-    port = await gateway.start(port=args.port, host=args.host)
-    log.info("iqra-gateway listening on http://%s:%d", args.host, port)
+    return loaded.settings
+
+
+#: Why --processes needs Redis, as printed at start-up.
+EMBEDDED_MULTI_PROCESS_ERROR = (
+    "--processes {n} needs a shared Redis: the embedded store lives inside one process, so {n} workers "
+    "would each have their own queue and slots. Set RedisConnectionString, or use --processes 1.")
+
+
+def _serve_processes(args: argparse.Namespace) -> int:
+    import socket as _socket
+
+    import tornado.netutil
+
+    from gateway.processes import Supervisor
+
+    if args.processes < 1:
+        print("--processes must be at least 1", file=sys.stderr)
+        return 2
+    settings = _load_for_serve(args.config)
+    if settings is None:
+        return 1
+    if not settings.redis_url:
+        print(EMBEDDED_MULTI_PROCESS_ERROR.format(n=args.processes), file=sys.stderr)
+        return 2
+    family = _socket.AF_INET6 if ":" in args.host else _socket.AF_INET
+    listener = tornado.netutil.bind_sockets(args.port, address=args.host, family=family)[0]
+    log.info("iqra-gateway listening on http://%s:%d with %d worker processes",
+             args.host, listener.getsockname()[1], args.processes)
+
+    def worker(index: int, channel: _socket.socket) -> int:
+        return _run(_serve_worker(settings, index, channel))
+
+    return Supervisor(listener, args.processes, worker).run()
+
+
+async def _serve_worker(settings, index: int, channel) -> int:  # type: ignore[no-untyped-def]
+    from gateway.app import Gateway
+    from gateway.processes import receive_socket, token_prefix
+    from signalr.ids import set_token_prefix
+
+    set_token_prefix(token_prefix(index))
+    gateway = _build_gateway(settings, one_request_per_hub_connection=True)
+    if gateway is None:
+        return 1
+    await gateway.start(sockets=[])
+    loop = asyncio.get_running_loop()
+    channel.setblocking(False)
+    closed = asyncio.Event()
+
+    def on_readable() -> None:
+        try:
+            for sock in receive_socket(channel):
+                gateway.accept_socket(sock)
+        except EOFError:  # the supervisor is gone: shut down
+            loop.remove_reader(channel.fileno())
+            closed.set()
+
+    loop.add_reader(channel.fileno(), on_readable)
+    waits = {asyncio.ensure_future(_wait_for_signal()), asyncio.ensure_future(closed.wait())}
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for waiting in waits:
+        waiting.cancel()
+    loop.remove_reader(channel.fileno())
+    log.info("worker %d shutting down", index)
+    await gateway.stop()
+    return 0
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    settings = _load_for_serve(args.config)
+    if settings is None:
+        return 1
+    gateway = _build_gateway(settings)
+    if gateway is None:
+        return 1
+    try:
+        port = await gateway.start(port=args.port, host=args.host)
+    except OSError as exc:
+        print(f"cannot listen on {args.host}:{args.port}: {exc.strerror}; choose another --port", file=sys.stderr)
+        return 1
+    # On stdout as well as in the log, so scripts and supervisors can wait for it.
+    print(f"iqra-gateway listening on http://{args.host}:{port}", flush=True)
     await _wait_for_signal()
     log.info("shutting down: no new connections, finishing in-flight requests")
     await gateway.stop()
     return 0
+
+
+def _build_gateway(settings, **kwargs):  # type: ignore[no-untyped-def]
+    """The composition root plus the widget's static files; None (after saying why) when a MaxMind
+    database named in the settings cannot be opened."""
+    from gateway.app import Gateway
+    from gateway.static_site import static_routes
+    from geo.errors import GeoDatabaseError
+
+    try:
+        gateway = Gateway(settings, **kwargs)
+    except GeoDatabaseError as exc:
+        print(f"cannot start: {exc}", file=sys.stderr)
+        return None
+    gateway.add_routes(static_routes(demo=False))
+    return gateway
 
 
 async def _simulate(args: argparse.Namespace) -> int:
@@ -156,21 +254,35 @@ def demo_settings(*, gateway_port: int, simulator_port: int, api_token: str, web
 
 async def _demo(args: argparse.Namespace) -> int:
     from gateway.app import Gateway
+    from gateway.demo import demo_routes
     from gateway.simulator import serve_simulator
+    from gateway.static_site import static_routes
 
     api_token = "demo-" + secrets.token_urlsafe(12)
     webhook_token = "demo-" + secrets.token_urlsafe(12)
-    sim_port = args.port + 1
+    webhook_url = f"http://{args.host}:{args.port}/api/webhook/session-ended"
+    try:
+        runner = await serve_simulator(port=args.port + 1, host=args.host, webhook_url=webhook_url,
+                                       webhook_token=webhook_token, call_seconds=args.call_seconds, api_token=api_token)
+    except OSError:
+        # The next port is taken: any free one will do, the gateway is told which.
+        runner = await serve_simulator(port=0, host=args.host, webhook_url=webhook_url,
+                                       webhook_token=webhook_token, call_seconds=args.call_seconds, api_token=api_token)
+    sim_port = runner.port
     settings = demo_settings(gateway_port=args.port, simulator_port=sim_port, api_token=api_token,
                              webhook_token=webhook_token)
-    runner = await serve_simulator(port=sim_port, host=args.host,
-                                   webhook_url=f"http://{args.host}:{args.port}/api/webhook/session-ended",
-                                   webhook_token=webhook_token, call_seconds=args.call_seconds, api_token=api_token)
     gateway = Gateway(settings)
-    await gateway.start(port=args.port, host=args.host)
+    gateway.add_routes([*static_routes(demo=True),
+                        *demo_routes(gateway, simulator_url=f"http://{args.host}:{sim_port}")])
+    try:
+        await gateway.start(port=args.port, host=args.host)
+    except OSError as exc:
+        print(f"cannot listen on {args.host}:{args.port}: {exc.strerror}; choose another --port", file=sys.stderr)
+        await _maybe_close(runner)
+        return 1
     base = f"http://{args.host}:{args.port}"
     print(f"iqra-gateway demo (embedded store, simulated platform; campaign DemoCampaign, region local, cap 2)")
-    print(f"  gateway:            {base}/")
+    print(f"  demo page:          {base}/   (open it in a browser and press Call)")
     print(f"  session request:    POST {base}/api/session/request")
     print(f"  queue status:       GET  {base}/api/session/status/<uniqueRequestId>")
     print(f"  webhook:            POST {base}/api/webhook/session-ended")

@@ -10,6 +10,19 @@ import secrets
 
 ID_BYTES = 16
 
+# A per-process prefix of connection tokens (see :func:`set_token_prefix`); empty by default.
+_token_prefix = ""
+
+
+def set_token_prefix(prefix: str) -> None:
+    """Start every connection token of this process with ``prefix`` (URL-safe, e.g. ``"3."``).
+
+    A front process that shares one port between several worker processes reads it from ``id=`` to
+    send each request of a connection to the worker that holds it.
+    """
+    global _token_prefix
+    _token_prefix = prefix
+
 
 def new_connection_id() -> str:
     """Return a fresh public connection id."""
@@ -18,4 +31,4 @@ def new_connection_id() -> str:
 
 def new_connection_token() -> str:
     """Return a fresh private connection token (what clients put in ``id=``)."""
-    return secrets.token_urlsafe(ID_BYTES)
+    return _token_prefix + secrets.token_urlsafe(ID_BYTES)

@@ -628,8 +628,10 @@
           self.hub = null;
           if (self.current(attempt) && self.state === STATES.QUEUED) self.fail(attempt, self.texts.queueLost);
         });
-        return hub
-          .start()
+        var started = hub.start();
+        // Leave() may come while the connection is still starting: it waits for this, then says Leave.
+        self.hubStarted = started;
+        return started
           .then(function () {
             if (!self.current(attempt)) {
               // Abandoned while connecting: give the place back instead of leaving it to be served.
@@ -694,7 +696,12 @@
     this.releaseAudio();
     this.setState(STATES.IDLE, { message: this.texts.leftQueue });
     if (!hub) return Promise.resolve(true);
-    var told = hub.state === "Connected" ? hub.invoke("Leave", requestId) : Promise.resolve();
+    // A hub still connecting cannot carry Leave yet: wait for it (a failed start means nothing to leave).
+    var starting = this.hubStarted || Promise.resolve();
+    this.hubStarted = null;
+    var told = starting.catch(function () {}).then(function () {
+      return hub.state === "Connected" ? hub.invoke("Leave", requestId) : null;
+    });
     return told
       .catch(function (err) {
         console.warn("IqraWidget: Leave failed", err);

@@ -54,7 +54,9 @@ def documented(pattern: str, header: str) -> set[int]:
 
 
 def test_every_operation_has_a_script_and_nothing_else_is_shipped():
-    shipped = sorted(p.name[:-4] for p in LUA_DIR.iterdir() if p.name.endswith(".lua"))
+    # The session hub's presence scripts share the folder; they have their own header test.
+    shipped = sorted(p.name[:-4] for p in LUA_DIR.iterdir()
+                     if p.name.endswith(".lua") and not p.name.startswith("presence_"))
     assert shipped == sorted(OPERATIONS + ["lib_store"])
 
 

@@ -1,0 +1,309 @@
+"""``/sessionHub``: the live queue over SignalR, across any number of gateway processes.
+
+Clients call ``Register(uniqueRequestId)`` after a 202 and receive ``SessionReady {webSocketUrl}``,
+``SessionFailed {message}`` and ``QueuePositionUpdated {queuePosition, estimatedWaitSeconds}``.
+Each request id is a SignalR group, so an outcome produced by the dispatcher of any process reaches
+the client through the lifetime manager: the Redis backplane when ``RedisConnectionString`` is set,
+the in-memory manager with the embedded store (one process only).
+
+This module wires the pieces: presence in Redis (:mod:`gateway.presence`), coalesced per-process
+position rounds (:mod:`gateway.positions`) and the abandonment reaper (:mod:`gateway.abandonment`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from redis.exceptions import RedisError
+
+from gateway.abandonment import AbandonmentReaper
+from gateway.admission import MAX_ID_LENGTH
+from gateway.events import Event, QueueChanged, SessionFailed, SessionReady
+from gateway.positions import PositionBroadcaster
+from gateway.presence import PresenceStore
+from gateway.sessions import ServiceUnavailable
+from signalr import Hub, HubError, HubOptions
+from signalr.lifetime import HubLifetimeManager, invocation
+from signalr.tornado import hub_routes
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+log = logging.getLogger("gateway.session_hub")
+
+HUB_PATH = "/sessionHub"
+
+UNKNOWN_ID_MESSAGE = "Unknown uniqueRequestId: no session request with this id exists."
+EXPIRED_ID_MESSAGE = ("This uniqueRequestId has expired: its session was already served, it left the queue, "
+                      "or it waited without a connection for too long. Please request a new session.")
+BAD_ID_MESSAGE = f"uniqueRequestId must be a non-empty string of at most {MAX_ID_LENGTH} characters."
+UNAVAILABLE_MESSAGE = "The waiting queue is temporarily unavailable. Please try again shortly."
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HubTuning:
+    """Timers of the session hub (the queue's own limits are in ``Settings.queue``).
+
+    :param position_interval: least seconds between two position rounds (one update per client per second).
+    :param poll_interval: most seconds between position rounds while clients wait (catches other processes' changes).
+    :param reap_interval: seconds between abandonment reaper rounds.
+    :param heartbeat_interval: seconds between presence heartbeats; capped at a third of the grace.
+    :param hub_options: SignalR endpoint options; ``allowed_origins`` is replaced by the gateway's CORS policy.
+    """
+
+    position_interval: float = 1.0
+    poll_interval: float = 1.0
+    reap_interval: float = 2.0
+    heartbeat_interval: float = 5.0
+    hub_options: HubOptions | None = None
+
+
+class SessionHub(Hub):
+    """The client-callable methods; a subclass made by :class:`SessionHubService` binds ``_service``."""
+
+    _service: ClassVar[SessionHubService]
+
+    async def register(self, uniqueRequestId: str) -> dict[str, Any]:  # noqa: N803 - the wire name
+        """Join the request's group; returns ``{status, queuePosition}`` and replays a known outcome."""
+        return await self._service.register(self.context.connection_id, uniqueRequestId)
+
+    async def leave(self, uniqueRequestId: str) -> None:  # noqa: N803
+        """Leave the queue; the places behind move up."""
+        await self._service.leave(self.context.connection_id, uniqueRequestId)
+
+    async def on_disconnected(self, exception: BaseException | None) -> None:
+        await self._service.connection_closed(self.context.connection_id)
+
+
+def _check_id(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_ID_LENGTH:
+        raise HubError(BAD_ID_MESSAGE)
+    return value
+
+
+class SessionHubService:
+    """The session hub of one gateway process.
+
+    :param gateway: the composition root (settings, store, service, events, clock, Redis client).
+    :param tuning: timers; defaults suit production.
+    :param lifetime: override the lifetime manager (default: Redis backplane iff ``redis_url`` is set).
+    """
+
+    def __init__(self, gateway: Gateway, *, tuning: HubTuning | None = None,
+                 lifetime: HubLifetimeManager | None = None) -> None:
+        self.tuning = tuning or HubTuning()
+        settings = gateway.settings
+        self._settings = settings
+        self._store = gateway.store
+        self._sessions = gateway.service
+        self._clock: Callable[[], float] = gateway.clock
+        if lifetime is None and settings.redis_url:
+            from signalr.redis_lifetime import RedisHubLifetimeManager
+
+            lifetime = RedisHubLifetimeManager(settings.redis_url, prefix=f"{gateway.key_prefix}signalr",
+                                               hub_name="sessionHub")
+        options = self.tuning.hub_options or HubOptions()
+        options = replace(options, allowed_origins=tuple(settings.allowed_origins))
+        hub_class = type("SessionHub", (SessionHub,), {"_service": self})
+        self.routes, self.server = hub_routes(HUB_PATH, hub_class, options=options, lifetime_manager=lifetime)
+        # The gateway's CORS policy (with "*" and case-insensitive matching) is the one source of truth.
+        self.server.origin_allowed = gateway.cors.allows  # type: ignore[method-assign]
+        self.lifetime = self.server.lifetime
+        self.presence = PresenceStore(gateway.redis, admission=gateway.store, key_prefix=gateway.key_prefix,
+                                      clock=self._clock)
+        self.positions = PositionBroadcaster(
+            queue_ids=self._store.queue_ids, served_times=self.presence.served_times,
+            local_requests=lambda: self._by_request.keys(), send=self._send_position,
+            clock=self._clock, monotonic=time.monotonic,
+            min_interval=self.tuning.position_interval, poll_interval=self.tuning.poll_interval)
+        self.reaper = AbandonmentReaper(
+            presence=self.presence, leave=self._sessions.leave, clock=self._clock,
+            register_timeout=settings.queue.register_timeout_seconds,
+            disconnect_grace=settings.queue.disconnect_grace_seconds, interval=self.tuning.reap_interval)
+        # Local bookkeeping: request id -> connection ids of this process that registered it, and back.
+        self._by_request: dict[str, set[str]] = {}
+        self._by_connection: dict[str, set[str]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._touch_failing_since: float | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.server.start()
+        self.positions.start()
+        self.reaper.start()
+        self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="session-hub-heartbeat")
+
+    async def stop(self) -> None:
+        """Stop timers, record that our clients left now (so their grace starts), and send every
+        client Close with ``allowReconnect`` so it reconnects to another process."""
+        self._stopping = True
+        await self.positions.stop()
+        await self.reaper.stop()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+        await self._touch(list(self._by_request))
+        await self.server.shutdown()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=2)
+
+    # -- hub methods -----------------------------------------------------------------------------
+
+    async def register(self, connection_id: str, request_id: Any) -> dict[str, Any]:
+        request_id = _check_id(request_id)
+        # Join first, read the status second: an outcome published in between reaches the group, and
+        # one published before is in the status. (Both may happen; the client then hears it twice.)
+        # A repeated Register that fails (say, during a Redis outage) must not undo the earlier one.
+        already = request_id in self._by_connection.get(connection_id, ())
+        await self.server.context.groups.add(connection_id, request_id)
+        self._by_request.setdefault(request_id, set()).add(connection_id)
+        self._by_connection.setdefault(connection_id, set()).add(request_id)
+        try:
+            status = await self._sessions.status(request_id)
+            if status is None or status.status == "expired":
+                raise HubError(UNKNOWN_ID_MESSAGE if status is None else EXPIRED_ID_MESSAGE)
+            if status.status in ("queued", "dispatching") and not await self.presence.register(request_id):
+                raise HubError(EXPIRED_ID_MESSAGE)
+        except HubError:
+            await self._forget(connection_id, request_id)
+            raise
+        except (ServiceUnavailable, RedisError) as exc:
+            if not already:
+                await self._forget(connection_id, request_id)
+            log.warning("Register(%s) failed, store unavailable: %s", request_id, exc)
+            raise HubError(UNAVAILABLE_MESSAGE) from exc
+        if status.status == "queued" and status.position is not None:
+            self.positions.tracker.told(request_id, status.position)
+        elif status.status == "ready":
+            # After the completion: the widget stops the connection on SessionReady, which would
+            # otherwise cancel its own pending Register call.
+            self._after_completion(connection_id, "SessionReady", {"webSocketUrl": status.web_socket_url})
+        elif status.status == "failed":
+            self._after_completion(connection_id, "SessionFailed", {"message": status.message})
+        return {"status": status.status, "queuePosition": status.position}
+
+    async def leave(self, connection_id: str, request_id: Any) -> None:
+        request_id = _check_id(request_id)
+        try:
+            await self._sessions.leave(request_id, reason="left")
+        except ServiceUnavailable as exc:
+            raise HubError(UNAVAILABLE_MESSAGE) from exc
+        await self._forget(connection_id, request_id)
+
+    async def connection_closed(self, connection_id: str) -> None:
+        gone = []
+        for request_id in self._by_connection.pop(connection_id, ()):
+            holders = self._by_request.get(request_id)
+            if holders is not None:
+                holders.discard(connection_id)
+                if not holders:
+                    del self._by_request[request_id]
+                    self.positions.tracker.forget(request_id)
+                    gone.append(request_id)
+        # The last local connection of these requests left: their grace period starts now (unless a
+        # connection elsewhere keeps heartbeating them). At shutdown stop() touched them all at once.
+        if not self._stopping:
+            await self._touch(gone)
+
+    # -- events ----------------------------------------------------------------------------------
+
+    def on_event(self, event: Event) -> None:
+        """EventHub subscriber: synchronous, so I/O is scheduled, never awaited here."""
+        if isinstance(event, SessionReady):
+            self._spawn(self._outcome(event.request_id, "SessionReady", {"webSocketUrl": event.web_socket_url}))
+        elif isinstance(event, SessionFailed):
+            self._spawn(self._outcome(event.request_id, "SessionFailed", {"message": event.message}))
+        elif isinstance(event, QueueChanged):
+            self.positions.changed()
+
+    async def _outcome(self, request_id: str, method: str, payload: Mapping[str, Any]) -> None:
+        await self.server.context.clients.group(request_id).send(method, payload)
+        self.positions.changed()
+        try:
+            await self.presence.record_served(request_id)
+        except RedisError as exc:
+            log.warning("could not record the service of %s for the wait estimate: %s", request_id, exc)
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def local_request_ids(self) -> list[str]:
+        """Request ids registered by connections of this process."""
+        return list(self._by_request)
+
+    def _send_position(self, request_id: str, payload: Mapping[str, Any]) -> None:
+        message = invocation("QueuePositionUpdated", (dict(payload),))
+        for connection_id in tuple(self._by_request.get(request_id, ())):
+            sink = self.lifetime.local_connection(connection_id)
+            if sink is not None:
+                sink.send_serialized(message)
+
+    def _after_completion(self, connection_id: str, method: str, payload: Mapping[str, Any]) -> None:
+        def deliver() -> None:
+            sink = self.lifetime.local_connection(connection_id)
+            if sink is not None:
+                sink.send_serialized(invocation(method, (dict(payload),)))
+
+        asyncio.get_running_loop().call_soon(deliver)
+
+    async def _forget(self, connection_id: str, request_id: str) -> None:
+        holders = self._by_request.get(request_id)
+        if holders is not None:
+            holders.discard(connection_id)
+            if not holders:
+                del self._by_request[request_id]
+                self.positions.tracker.forget(request_id)
+        self._by_connection.get(connection_id, set()).discard(request_id)
+        try:
+            await self.server.context.groups.remove(connection_id, request_id)
+        except Exception as exc:  # the connection may be gone already; nothing to undo then
+            log.debug("could not remove %s from group %s: %s", connection_id, request_id, exc)
+
+    async def _touch(self, request_ids: list[str]) -> None:
+        if not request_ids:
+            return
+        try:
+            await self.presence.touch(request_ids)
+            self._touch_failing_since = None
+        except RedisError as exc:
+            # Once per outage, not once per disconnecting client.
+            if self._touch_failing_since is None:
+                self._touch_failing_since = self._clock()
+                log.warning("presence heartbeat failed (%s); the reaper's grace covers a short outage", exc)
+
+    async def _heartbeat_loop(self) -> None:
+        grace = max(1.0, float(self._settings.queue.disconnect_grace_seconds))
+        interval = min(self.tuning.heartbeat_interval, grace / 3)
+        while True:
+            await asyncio.sleep(interval)
+            await self._touch(list(self._by_request))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("session hub task failed", exc_info=task.exception())
+
+
+def install_session_hub(gateway: Gateway, *, tuning: HubTuning | None = None) -> SessionHubService:
+    """Mount ``/sessionHub`` on ``gateway`` and subscribe it to the gateway's events."""
+    service = SessionHubService(gateway, tuning=tuning)
+    gateway.add_routes(service.routes)
+    gateway.on_start(service.start)
+    gateway.on_stop(service.stop)
+    gateway.events.subscribe(service.on_event)
+    return service
+
+
+__all__ = ["HUB_PATH", "HubTuning", "SessionHub", "SessionHubService", "install_session_hub"]
