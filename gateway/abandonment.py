@@ -7,9 +7,13 @@ client that reconnects and registers again keeps its place). The decision is the
 :func:`decide`; :class:`AbandonmentReaper` runs it on a timer against :mod:`gateway.presence` and
 frees what a removed entry held through ``SessionService.leave``.
 
-"First seen" is recorded by the reaper's scan, so the register timeout is measured from at most one
-reaper interval after the 202; that slack is two seconds by default, well inside a 60 s timeout. A scan
-returns only the requests past a limit, so thousands of live clients cost Redis a few milliseconds a round.
+"First seen" is recorded by the reaper's scan when it first notices a new queue member: new members
+have queue scores above a cursor the scan keeps, so noticing them costs O(new members), not O(queue).
+The register timeout is therefore measured from at most one reaper interval after the 202 (two seconds
+by default, well inside a 60 s timeout); the hub cannot record it itself because admission happens
+outside it, in whichever process took the POST. Presence is indexed by first-seen and last-seen time,
+so a round reads only the entries that are due: thousands of live clients cost Redis a few O(log N)
+commands a round (see :mod:`gateway.presence`).
 """
 
 from __future__ import annotations
@@ -43,20 +47,20 @@ class PresenceRecord:
     :param request_id: the queued request.
     :param registered_at: time of its first ``Register``, or ``None`` if it never registered.
     :param last_seen: last time a live hub connection was confirmed for it (or the last one left).
-    :param first_seen: when the reaper first saw it waiting.
+    :param first_seen: when the reaper first saw it waiting; ``None`` once it registered (no longer needed).
     """
 
     request_id: str
     registered_at: float | None
     last_seen: float | None
-    first_seen: float
+    first_seen: float | None
 
 
 def verdict_for(record: PresenceRecord, *, now: float, register_timeout: float,
                 disconnect_grace: float) -> Verdict | None:
     """The verdict for one record, or ``None`` if someone may still be waiting for it."""
     if record.registered_at is None:
-        if now - record.first_seen >= register_timeout:
+        if record.first_seen is not None and now - record.first_seen >= register_timeout:
             return Verdict.UNREGISTERED
         return None
     last = record.last_seen if record.last_seen is not None else record.registered_at

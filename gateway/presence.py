@@ -7,6 +7,14 @@ a live connection or the moment the last one left; a process that dies simply st
 its clients count as gone from their last heartbeat on. Every operation that must be atomic is one
 Lua script in ``gateway/lua/presence_*.lua``.
 
+Presence is indexed by time so that a reaper round reads only what is due: a never-registered request
+sits in the ``waiting`` ZSET scored by when the reaper first saw it queued, a registered one in the
+``last_seen`` ZSET scored by its last heartbeat. Its deadline is that score plus the register timeout
+or the disconnect grace; the limits are applied when reading, so heartbeats need no configuration and
+a changed limit applies to entries already waiting. :meth:`PresenceStore.scan` tracks new queue
+members incrementally (see ``presence_scan.lua``) and forgets the presence of finished requests when
+they come due, so no round walks the queue or a whole presence key.
+
 The store also keeps the times at which queued requests were served (:meth:`record_served`), from
 which :func:`gateway.positions.estimate_wait_seconds` derives the rate at which the queue moves.
 """
@@ -28,6 +36,12 @@ from gateway.admission import AdmissionStore
 
 #: Request ids per heartbeat script call: bounds the time one EVALSHA holds Redis.
 TOUCH_CHUNK = 500
+#: Most new queue members tracked, and most due ids read per index, in one reaper round.
+SCAN_LIMIT = 1000
+#: Queue entries checked from the front when the front entry changed (entries put back by requeue_front).
+FRONT_WINDOW = 100
+#: Seconds after which a due entry that was being dispatched (so not queued) is looked at again.
+DISPATCH_RECHECK = 5.0
 
 _SCRIPTS = ("register", "touch", "scan", "abandon")
 
@@ -63,19 +77,24 @@ class PresenceKeys:
         return self._name("registered")
 
     @property
-    def seen(self) -> str:
-        """HASH request id -> last time a live hub connection was confirmed for it."""
-        return self._name("seen")
+    def last_seen(self) -> str:
+        """ZSET request id -> last time a live hub connection was confirmed (registered ids only)."""
+        return self._name("last_seen")
 
     @property
-    def first_seen(self) -> str:
-        """HASH request id -> time a reaper scan first saw the entry waiting."""
-        return self._name("first_seen")
+    def waiting(self) -> str:
+        """ZSET request id -> time the reaper first saw it queued (never-registered ids only)."""
+        return self._name("waiting")
 
     @property
     def abandoned(self) -> str:
         """HASH request id -> time the reaper took it out of the queue."""
         return self._name("abandoned")
+
+    @property
+    def cursor(self) -> str:
+        """HASH of the reaper's incremental tracking: highest queue score tracked, last front entry."""
+        return self._name("cursor")
 
     @property
     def reaper_lock(self) -> str:
@@ -111,7 +130,7 @@ class PresenceStore:
     async def register(self, request_id: str) -> bool:
         """Record a Register; ``False`` when the reaper already abandoned the request."""
         k = self.keys
-        reply = await self._scripts["register"](keys=[k.registered, k.seen, k.abandoned],
+        reply = await self._scripts["register"](keys=[k.registered, k.last_seen, k.waiting, k.abandoned],
                                                 args=[_num(self._clock()), request_id])
         return bool(int(reply))
 
@@ -122,29 +141,44 @@ class PresenceStore:
         now = _num(self._clock())
         for start in range(0, len(ids), TOUCH_CHUNK):
             chunk = ids[start:start + TOUCH_CHUNK]
-            touched += int(await self._scripts["touch"](keys=[self.keys.registered, self.keys.seen],
+            touched += int(await self._scripts["touch"](keys=[self.keys.registered, self.keys.last_seen],
                                                         args=[now, *chunk]))
         return touched
 
-    async def scan(self, *, register_timeout: float, disconnect_grace: float) -> list[PresenceRecord]:
-        """The presence of the queued requests past either limit, front first (and housekeeping, see
-        the script)."""
+    async def scan(self, *, register_timeout: float, disconnect_grace: float, limit: int = SCAN_LIMIT,
+                   window: int = FRONT_WINDOW, recheck: float = DISPATCH_RECHECK) -> list[PresenceRecord]:
+        """The presence of the queued requests past either limit, front first.
+
+        Also tracks queue members new since the last call and forgets the presence of finished
+        requests that came due (see ``presence_scan.lua``); the work is bounded by the arguments, not
+        by the length of the queue.
+
+        :param register_timeout: seconds allowed between first being seen queued and the first Register.
+        :param disconnect_grace: seconds a registered request may have no live hub connection.
+        :param limit: most new queue members tracked, and most due ids read per index, in this call.
+        :param window: queue entries checked from the front when the front entry changed.
+        :param recheck: seconds after which a due entry being dispatched is looked at again.
+        """
+        if limit < 1 or window < 1 or not recheck > 0:
+            raise ValueError("limit and window must be >= 1 and recheck > 0")
         k, a = self.keys, self._admission.keys
         flat = await self._scripts["scan"](
-            keys=[k.registered, k.seen, k.first_seen, k.abandoned, a.queue, a.entries],
-            args=[_num(self._clock()), _num(register_timeout), _num(disconnect_grace)])
+            keys=[k.registered, k.last_seen, k.waiting, k.abandoned, k.cursor, a.queue, a.entries, a.seq],
+            args=[_num(self._clock()), _num(register_timeout), _num(disconnect_grace), limit, window,
+                  _num(recheck)])
         records = []
         for i in range(0, len(flat), 4):
             rid, registered, seen, first = (_text(v) for v in flat[i:i + 4])
             records.append(PresenceRecord(request_id=rid, registered_at=float(registered) if registered else None,
-                                          last_seen=float(seen) if seen else None, first_seen=float(first)))
+                                          last_seen=float(seen) if seen else None,
+                                          first_seen=float(first) if first else None))
         return records
 
     async def abandon(self, request_id: str, *, register_timeout: float, disconnect_grace: float) -> Verdict | None:
         """Atomically confirm and mark an abandonment; ``None`` if the request is no longer abandoned."""
         k = self.keys
         reply = _text(await self._scripts["abandon"](
-            keys=[k.registered, k.seen, k.first_seen, k.abandoned, self._admission.keys.queue],
+            keys=[k.registered, k.last_seen, k.waiting, k.abandoned, self._admission.keys.queue],
             args=[_num(self._clock()), request_id, _num(register_timeout), _num(disconnect_grace)]))
         return Verdict(reply) if reply else None
 

@@ -1,7 +1,7 @@
 -- presence_abandon.lua: atomically confirm that a queued request is abandoned and mark it so.
 -- KEYS[1] registered HASH request id -> time of its first Register
--- KEYS[2] seen       HASH request id -> last time a live hub connection was confirmed for it
--- KEYS[3] first_seen HASH request id -> time a scan first saw the entry waiting
+-- KEYS[2] last_seen  ZSET request id -> last time a live hub connection was confirmed (registered ids only)
+-- KEYS[3] waiting    ZSET request id -> time the reaper first saw it queued (never-registered ids only)
 -- KEYS[4] abandoned  HASH request id -> time the reaper took it out of the queue
 -- KEYS[5] the admission queue ZSET
 -- ARGV[1] now (caller clock, seconds)
@@ -11,6 +11,7 @@
 -- Returns "disconnected" or "unregistered" when the mark was set (the caller then removes the entry),
 -- or "" when the request is no longer abandoned (a client came back) or no longer queued. The Python
 -- side chose the candidate from a snapshot; this re-check closes the race with a concurrent Register.
+-- Complexity: O(log N).
 local now, rid = tonumber(ARGV[1]), ARGV[2]
 local timeout, grace = tonumber(ARGV[3]), tonumber(ARGV[4])
 if redis.call('ZSCORE', KEYS[5], rid) == false then
@@ -19,12 +20,12 @@ end
 local verdict = ''
 local registered = redis.call('HGET', KEYS[1], rid)
 if registered then
-  local seen = tonumber(redis.call('HGET', KEYS[2], rid) or registered)
+  local seen = tonumber(redis.call('ZSCORE', KEYS[2], rid) or registered)
   if now - seen >= grace then
     verdict = 'disconnected'
   end
 else
-  local first = redis.call('HGET', KEYS[3], rid)
+  local first = redis.call('ZSCORE', KEYS[3], rid)
   if first and now - tonumber(first) >= timeout then
     verdict = 'unregistered'
   end
