@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from tornado.httpclient import AsyncHTTPClient
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
@@ -91,7 +91,7 @@ async def _wait_healthy(http: AsyncHTTPClient, url: str, proc: subprocess.Popen)
             response = await http.fetch(url + "/healthz", raise_error=False, request_timeout=1)
             if response.code == 200:
                 return
-        except OSError:
+        except (OSError, HTTPClientError):  # refused, or too slow to answer yet on a busy machine
             pass
         await asyncio.sleep(0.05)  # polling a starting subprocess: there is no event to wait on
     raise AssertionError("the gateway did not become healthy")
