@@ -26,7 +26,9 @@ setup(
     install_requires=[
         "tornado>=6.4",
         # hiredis parses Redis replies in C: about a tenth of the admission path's CPU otherwise.
-        "redis[hiredis]>=5.0.1",
+        # gateway/store.py tunes the asyncio connection of redis-py 8 (C packing, no timer on writes that
+        # cannot block); it is tested against 8.x only.
+        "redis[hiredis]>=8.0,<9",
         "maxminddb>=2.5",
         "ujson>=5.8",
         "msgpack>=1.0.5",

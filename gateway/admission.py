@@ -42,6 +42,8 @@ DEFAULT_SCAN_LIMIT = 1000
 _OPERATIONS = ("admit", "claim", "reap", "activate", "release_lease", "end_session", "requeue_front",
                "set_outcome", "status", "remove")
 _OUTCOME_STATUSES = frozenset({"ready", "failed"})
+#: Entry data as compact JSON; one encoder for every call (``json.dumps`` with options builds one each time).
+_DATA_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -63,13 +65,19 @@ class Caps:
                 raise ValueError(f"campaign cap must map str to int >= 0, got {campaign!r}: {cap!r}")
 
     def campaign_caps_json(self) -> str:
-        return json.dumps(dict(self.campaign_caps), separators=(",", ":"))
+        if not self.campaign_caps:
+            return "{}"  # the common configuration: no campaign has its own cap
+        return _DATA_ENCODER.encode(dict(self.campaign_caps))
 
 
 class Outcome(StrEnum):
     ADMITTED = "admitted"
     QUEUED = "queued"
     FULL = "full"
+
+
+#: An admit reply's outcome field (bytes, or text from a decoding client) -> Outcome, without Enum.__call__.
+_OUTCOMES: dict[bytes | str, Outcome] = {**{o.value.encode(): o for o in Outcome}, **{o.value: o for o in Outcome}}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -179,6 +187,7 @@ class AdmissionStore:
             raise ValueError("scan_limit must be >= 1")
         self._redis = redis
         self._keys = AdmissionKeys(prefix=key_prefix)
+        self._shared_keys = tuple(self._keys.shared())
         self._clock = clock
         self._scan_limit = scan_limit
         # register_script talks to no server: it hashes the text once; EVALSHA reloads on NOSCRIPT.
@@ -189,8 +198,8 @@ class AdmissionStore:
         return self._keys
 
     async def _run(self, operation: str, args: list[Any], extra_keys: list[str] | None = None) -> Any:
-        keys = self._keys.shared() + (extra_keys or [])
-        return await self._scripts[operation](keys=keys, args=[_num(self._clock()), *args])
+        keys = self._shared_keys + tuple(extra_keys) if extra_keys else self._shared_keys
+        return await self._scripts[operation](keys=keys, args=(_num(self._clock()), *args))
 
     def _request_keys(self, request_id: str) -> list[str]:
         return [self._keys.outcome(request_id), self._keys.tombstone(request_id)]
@@ -215,7 +224,7 @@ class AdmissionStore:
         if not isinstance(max_queue_length, int) or max_queue_length < 0:
             raise ValueError("max_queue_length must be an int >= 0")
         try:
-            data_json = json.dumps(data, separators=(",", ":"), allow_nan=False)
+            data_json = _DATA_ENCODER.encode(data)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"entry data is not JSON-serialisable: {exc}") from exc
         try:
@@ -227,8 +236,8 @@ class AdmissionStore:
             if "DUPLICATE" in str(exc):
                 raise DuplicateRequestError(f"request id {request_id!r} is already known") from exc
             raise
-        outcome = Outcome(_text(reply[0]))
-        claimed = _claimed_entries(reply, 4, int(reply[3]))
+        outcome = _OUTCOMES[reply[0]]
+        claimed = _claimed_entries(reply, 4, int(reply[3])) if reply[3] else ()
         if outcome is Outcome.ADMITTED:
             return AdmitResult(outcome=outcome, lease_id=_text(reply[1]), claimed=claimed)
         if outcome is Outcome.QUEUED:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 import re
-import uuid
 from typing import Any
 
 import tornado.web
@@ -52,7 +52,7 @@ def request_id_of(request: HTTPServerRequest) -> str:
     if existing:
         return existing
     supplied = request.headers.get("X-Request-Id", "")
-    rid = supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex[:16]
+    rid = supplied if _REQUEST_ID.match(supplied) else os.urandom(8).hex()
     request._iqra_request_id = rid  # type: ignore[attr-defined]
     return rid
 
@@ -182,11 +182,14 @@ class SessionRequestHandler(LimitedBodyHandler):
         except PayloadError as exc:
             self.send_message(400, exc.message)
             return
+        proxies = self.trusted_proxies
+        headers = self.request.headers
+        # Forwarded headers only count when proxies are configured; without any they are not even read.
         address = resolve_client_address(
             self.request.remote_ip or "",
-            self.request.headers.get_list("X-Forwarded-For"),
-            self.request.headers.get_list("X-Forwarded-Proto"),
-            self.trusted_proxies,
+            headers.get_list("X-Forwarded-For") if proxies.enabled else (),
+            headers.get_list("X-Forwarded-Proto") if proxies.enabled else (),
+            proxies,
         )
         if not address.ip:
             self.send_message(400, NO_CLIENT_IP_MESSAGE)

@@ -67,6 +67,11 @@ class ClientProtection:
     def __init__(self, settings: Settings, redis: aioredis.Redis, *, clock: Callable[[], float],
                  checker: AnonymizerChecker | None = None) -> None:
         self._security = settings.security
+        s = settings.security
+        # With every limit at 0 (unlimited, the default) there are no rules for anyone: skip building them.
+        self._any_limit = any((s.rate_limit_hourly, s.rate_limit_daily, s.rate_limit_concurrency,
+                               s.per_ip_rate_limit_hourly, s.per_ip_rate_limit_daily,
+                               s.per_ip_rate_limit_concurrency))
         self._session_lease = settings.concurrency.session_lease_seconds
         self._redis = redis
         self._limiter = RateLimiter(redis, clock=clock)
@@ -86,6 +91,8 @@ class ClientProtection:
     # -- rate limits ---------------------------------------------------------------------------------
 
     def rules(self, subject: Subject) -> tuple[Rule, ...]:
+        if not self._any_limit:
+            return ()
         s = self._security
         return rules_for(client_key=subject.client_key, ip=subject.ip, hourly=s.rate_limit_hourly,
                          daily=s.rate_limit_daily, concurrency=s.rate_limit_concurrency,

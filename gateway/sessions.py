@@ -9,7 +9,7 @@ on any failure path, and the platform's own concurrency refusal sending the clie
 from __future__ import annotations
 
 import logging
-import uuid
+import os
 from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
@@ -75,6 +75,21 @@ class Queued:
 
 
 STORE_DOWN_MESSAGE = "The session service is temporarily unavailable. Please try again shortly."
+#: Published for every request that joins the queue (events are immutable, so one instance serves all).
+_JOINED = QueueChanged(reason="joined")
+
+
+def new_request_id() -> str:
+    """A random (version 4) UUID in its canonical text form.
+
+    What ``str(uuid.uuid4())`` returns, for a third of its cost: ``uuid.UUID`` validates and converts
+    its input several times, and a request id is made for every session request.
+    """
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 QUEUE_FULL_MESSAGE = "The waiting queue is full. Please try again later."
 
 
@@ -111,7 +126,7 @@ class SessionService:
         refusal = self._protection.check_ip(client_ip)
         if refusal is not None:
             raise Refused(refusal)
-        request_id = str(uuid.uuid4())
+        request_id = new_request_id()
         subject = Subject(client_identifier=request.client_identifier, ip=client_ip)
         try:
             refusal, limit_headers = await self._protection.acquire(request_id, subject)
@@ -150,7 +165,7 @@ class SessionService:
             raise QueueFull(QUEUE_FULL_MESSAGE, retry_after=30)
         if result.outcome is Outcome.QUEUED:
             assert result.position is not None
-            self._events.publish(QueueChanged(reason="joined"))
+            self._events.publish(_JOINED)
             return Queued(request_id=request_id, position=result.position, headers=limit_headers)
 
         assert result.lease_id is not None
@@ -163,7 +178,7 @@ class SessionService:
                                      lease_id=result.lease_id, data=data)
                 position = await self._store_or_unavailable(self._store.requeue_front(entry))
                 log.info("platform at its concurrency limit; request %s queued at %d", request_id, position)
-                self._events.publish(QueueChanged(reason="joined"))
+                self._events.publish(_JOINED)
                 return Queued(request_id=request_id, position=position, headers=limit_headers)
             log.warning("platform refused request %s: %s", request_id, exc)
             await self._release_quietly(result.lease_id)

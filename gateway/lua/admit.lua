@@ -24,7 +24,8 @@
 -- reap() and at most ARGV[10] scanned entries when there is room and a non-empty queue.
 local request_id, campaign, data = ARGV[2], ARGV[3], ARGV[4]
 local global_cap = tonumber(ARGV[5])
-local caps = cjson.decode(ARGV[6])
+-- "{}" (no campaign has its own cap) is the usual value: skip the decoder for it
+local caps = ARGV[6] == '{}' and {} or cjson.decode(ARGV[6])
 local lease_seconds = tonumber(ARGV[7])
 local max_queue = tonumber(ARGV[8])
 local nonce = ARGV[9]
@@ -44,15 +45,18 @@ if room > 0 and exhausted and campaign_has_room(caps, campaign) then
   local lease = nonce .. ':0'
   take_pending_lease(lease, campaign, request_id, NOW + lease_seconds)
   reply = {'admitted', lease, 0, claimed}
-elseif redis.call('ZCARD', K_QUEUE) >= max_queue then
-  reply = {'full', '', 0, claimed}
 else
-  local seq = redis.call('INCR', K_SEQ)
-  redis.call('ZADD', K_QUEUE, seq, request_id)
-  redis.call('HSET', K_ENTRIES, request_id, data)
-  redis.call('HSET', K_ENTRY_CAMPAIGN, request_id, campaign)
-  -- the new entry has the highest score, so its position is the queue length
-  reply = {'queued', '', redis.call('ZCARD', K_QUEUE), claimed}
+  local queued = redis.call('ZCARD', K_QUEUE)
+  if queued >= max_queue then
+    reply = {'full', '', 0, claimed}
+  else
+    local seq = redis.call('INCR', K_SEQ)
+    -- the new entry has the highest score, so its position is the queue length after the ZADD
+    local position = queued + redis.call('ZADD', K_QUEUE, seq, request_id)
+    redis.call('HSET', K_ENTRIES, request_id, data)
+    redis.call('HSET', K_ENTRY_CAMPAIGN, request_id, campaign)
+    reply = {'queued', '', position, claimed}
+  end
 end
 for _, v in ipairs(claimed_list) do
   reply[#reply + 1] = v
