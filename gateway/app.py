@@ -137,6 +137,10 @@ class Gateway:
         self._on_stop: list[Callable[[], Awaitable[None]]] = []
         self.session_hub = install_session_hub(self, tuning=hub_tuning)
 
+    async def _poll_presence(self, request_id: str) -> None:
+        """A status poll is a sign of life: the client waits without a hub connection."""
+        await self.session_hub.presence.register(request_id)
+
     def add_routes(self, routes: list[Any]) -> None:
         """Mount more routes (before :meth:`start`); they take precedence over the REST routes."""
         self._extra_routes.extend(routes)
@@ -156,7 +160,8 @@ class Gateway:
             tornado.web.url(r"/api/session/request", SessionRequestHandler,
                             dict(common, service=self.service, campaigns=self.settings.platform.campaigns,
                                  trusted_proxies=self.trusted_proxies)),
-            tornado.web.url(r"/api/session/status/([^/]+)", SessionStatusHandler, dict(common, service=self.service)),
+            tornado.web.url(r"/api/session/status/([^/]+)", SessionStatusHandler,
+                            dict(common, service=self.service, poll_presence=self._poll_presence)),
             tornado.web.url(r"/api/webhook/session-ended", SessionEndedHandler,
                             dict(common, service=self.service, webhook_token=self.settings.security.webhook_api_token)),
             tornado.web.url(r"/healthz", HealthHandler, common),

@@ -15,6 +15,7 @@ import re
 from typing import Any
 
 import tornado.web
+from redis.exceptions import RedisError
 from tornado.httputil import HTTPServerRequest
 
 from gateway import jsonutil
@@ -24,6 +25,7 @@ from gateway.errors import PayloadError
 from gateway.logcontext import current_request_id
 from gateway.payload import MAX_BODY_BYTES, parse_session_request
 from gateway.sessions import (
+    STORE_DOWN_MESSAGE,
     Admitted,
     PlatformUnavailable,
     QueueFull,
@@ -44,6 +46,8 @@ MISSING_SESSION_ID_MESSAGE = "Invalid or missing ConversationSessionId."
 UNKNOWN_SESSION_MESSAGE = "No session found for ConversationSessionId."
 BAD_TOKEN_MESSAGE = "Missing or invalid X-Api-Token header."
 UNKNOWN_REQUEST_MESSAGE = "No queued request with this uniqueRequestId."
+#: The longest request or conversation id the admission store accepts.
+MAX_ID_LENGTH = 256
 
 
 def request_id_of(request: HTTPServerRequest) -> str:
@@ -71,14 +75,21 @@ class JsonHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
         self.set_header("X-Request-Id", request_id_of(self.request))
+        # Tornado clears all headers before an error page (send_error): putting CORS here too keeps a
+        # 500 readable by the page that asked. On the very first call initialize() has not run yet.
+        if getattr(self, "cors", None) is not None:
+            self._apply_cors()
 
     def prepare(self) -> None:
         # Set for each request before anything else runs: everything the request awaits, and the tasks
         # it starts (a dispatch it triggers), log under its id.
         current_request_id.set(request_id_of(self.request))
+        self._apply_cors()
+
+    def _apply_cors(self) -> None:
         origin = self.request.headers.get("Origin")
         if origin:
-            self.add_header("Vary", "Origin")
+            self.set_header("Vary", "Origin")
             if self.request.method != "OPTIONS":
                 for name, value in self.cors.response_headers(origin).items():
                     self.set_header(name, value)
@@ -221,18 +232,32 @@ class SessionStatusHandler(JsonHandler):
 
     service: SessionService
 
+    poll_presence: Any = None  # async (request_id) -> None: a poll counts as the client being present
+
     async def get(self, request_id: str) -> None:
+        request_id = request_id.lower()
+        if len(request_id) > MAX_ID_LENGTH:  # no id is that long: answer as for any unknown one
+            self.send_message(404, UNKNOWN_REQUEST_MESSAGE)
+            return
         try:
-            status = await self.service.status(request_id.lower())
+            status = await self.service.status(request_id)
+            if status is not None and status.status in ("queued", "dispatching") and self.poll_presence:
+                # A client that polls instead of holding a hub connection is still waiting: without
+                # this it would be abandoned after Queue.RegisterTimeoutSeconds.
+                await self.poll_presence(request_id)
         except ServiceUnavailable as exc:
             self.send_message(503, exc.message, headers={"Retry-After": str(exc.retry_after)})
+            return
+        except RedisError:
+            self.send_message(503, STORE_DOWN_MESSAGE, headers={"Retry-After": "5"})
             return
         if status is None:
             self.send_message(404, UNKNOWN_REQUEST_MESSAGE)
             return
         # "dispatching" is an internal state: to the client it is still waiting, at the front.
         public = "queued" if status.status == "dispatching" else status.status
-        body: dict[str, Any] = {"status": public, "queuePosition": status.position if public == "queued" else None}
+        position = (status.position or 1) if public == "queued" else None
+        body: dict[str, Any] = {"status": public, "queuePosition": position}
         if status.web_socket_url:
             body["webSocketUrl"] = status.web_socket_url
         if status.message:
@@ -257,6 +282,9 @@ class SessionEndedHandler(LimitedBodyHandler):
         session_id = _conversation_session_id(self.body)
         if not session_id:
             self.send_message(400, MISSING_SESSION_ID_MESSAGE)
+            return
+        if len(session_id) > MAX_ID_LENGTH:  # longer than any id the store accepts: never seen
+            self.send_message(400, UNKNOWN_SESSION_MESSAGE)
             return
         try:
             result = await self.service.end_session(session_id)

@@ -177,6 +177,10 @@ class SessionService:
                 entry = ClaimedEntry(request_id=request_id, campaign=request.campaign_id,
                                      lease_id=result.lease_id, data=data)
                 position = await self._store_or_unavailable(self._store.requeue_front(entry))
+                if position <= 0:
+                    # Not queued after all (the store found it already settled): nothing to wait for.
+                    log.warning("platform full and request %s could not be queued", request_id)
+                    raise PlatformUnavailable(INITIATE_FAILED_MESSAGE) from exc
                 log.info("platform at its concurrency limit; request %s queued at %d", request_id, position)
                 self._events.publish(_JOINED)
                 return Queued(request_id=request_id, position=position, headers=limit_headers)

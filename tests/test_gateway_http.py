@@ -262,3 +262,20 @@ async def test_health_and_readiness(stack_factory):
     assert (ready.code, body_of(ready)) == (200, {"status": "ready"})
     missing = await stack.call("GET", "/no/such/path")
     assert missing.code == 404 and body_of(missing) == {"message": "Not found."}
+
+
+async def test_overlong_ids_are_unknown_not_server_errors(stack_factory):
+    stack = await stack_factory()
+    status = await stack.call("GET", "/api/session/status/" + "a" * 300)
+    assert (status.code, body_of(status)) == (404, {"message": "No queued request with this uniqueRequestId."})
+    ended = await stack.end("b" * 300)
+    assert (ended.code, body_of(ended)) == (400, {"message": "No session found for ConversationSessionId."})
+
+
+async def test_error_responses_keep_their_cors_headers(stack_factory):
+    stack = await stack_factory()
+    # 405 comes from Tornado's send_error, which clears headers first: the browser must still read it.
+    response = await stack.call("PUT", "/api/session/request", raw=b"{}", headers={"Origin": "https://shop.example"})
+    assert response.code == 405
+    assert response.headers["Access-Control-Allow-Origin"] == "https://shop.example"
+    assert body_of(response) == {"message": "This method is not allowed here."}

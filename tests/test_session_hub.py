@@ -498,3 +498,49 @@ async def test_failed_session_is_delivered_live_and_replayed(redis_client: aiore
         if late is not None:
             await late.close()
         await stack.close()
+
+
+async def test_a_client_that_polls_the_status_endpoint_keeps_its_place(redis_client: aioredis.Redis) -> None:
+    # The REST polling fallback holds no hub connection; its polls are what shows it is still there.
+    config = base_config(Queue={"RegisterTimeoutSeconds": 1, "DisconnectGraceSeconds": 1})
+    stack = await start_hub_stack(redis_client, hub_tuning=FAST, config=config)
+    stayer = None
+    polls = 0
+    stop_polling = asyncio.Event()
+
+    async def poll(request_id: str) -> None:
+        nonlocal polls
+        while not stop_polling.is_set():
+            response = await stack.call("GET", f"/api/session/status/{request_id}")
+            assert response.code == 200
+            assert json.loads(response.body)["status"] == "queued"
+            polls += 1
+            try:  # the client's own polling cadence, not a synchronisation
+                await asyncio.wait_for(stop_polling.wait(), 0.2)
+            except TimeoutError:
+                pass
+
+    try:
+        _, (poller, silent, registered) = await fill_and_queue(stack, 3)
+        stayer = await HubClient.connect(stack.base_url)
+        await stayer.register(registered)
+        polling = asyncio.create_task(poll(poller))
+        # The silent entry (no poll, no hub) goes after the register timeout: the hub client moves up.
+        await asyncio.wait_for(stayer.position(2), TIMEOUT)
+        # Keep polling well past both limits (1 s each): the poller must still be first in line.
+        async def polled_past_both_limits() -> None:
+            while polls < 15:  # 15 polls 0.2 s apart: about 3 s, three times either limit
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(polled_past_both_limits(), TIMEOUT)
+        status = await stack.gateway.service.status(poller)
+        assert (status.status, status.position) == ("queued", 1)
+        # Once the polls stop, the grace runs out and it leaves the queue like any vanished client.
+        stop_polling.set()
+        await polling
+        await asyncio.wait_for(stayer.position(1), TIMEOUT)
+        assert (await stack.gateway.service.status(poller)).status == "expired"
+    finally:
+        if stayer is not None:
+            await stayer.close()
+        await stack.close()
