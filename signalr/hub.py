@@ -113,6 +113,8 @@ class HubMethod:
     stream_parameters: tuple[str, ...]  # names of client-to-server stream parameters
     parameter_order: tuple[str, ...]  # every bound parameter in signature order
     is_streaming: bool  # an async generator: a server-to-client stream
+    is_sync: bool = False  # a plain function: it can run inline in the receive path
+    typed: bool = True  # some wire parameter has a hint that needs checking
 
     def bind(self, arguments: typing.Sequence[Any]) -> list[Any]:
         """Check count and types of the wire arguments.
@@ -123,6 +125,8 @@ class HubMethod:
             raise BindingError(
                 f"Invocation provides {len(arguments)} argument(s) but target expects {len(self.parameters)}."
             )
+        if not self.typed:
+            return list(arguments)
         for value, (_, hint) in zip(arguments, self.parameters, strict=True):
             if not _matches(value, hint):
                 raise BindingError(
@@ -130,6 +134,9 @@ class HubMethod:
                     "the types of the hub method being invoked."
                 )
         return list(arguments)
+
+
+_UNCHECKED = (inspect.Parameter.empty, Any, object)
 
 
 def _matches(value: Any, hint: Any) -> bool:
@@ -206,6 +213,8 @@ def _describe(hub_class: type[Hub], attribute: str, func: Callable[..., Any], na
         stream_parameters=tuple(streams),
         parameter_order=tuple(order),
         is_streaming=inspect.isasyncgenfunction(func),
+        is_sync=not (inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func)),
+        typed=any(hint not in _UNCHECKED for _, hint in wire),
     )
 
 
@@ -223,6 +232,15 @@ class UploadStream(AsyncIterator[Any]):
         self._writable.set()
         self._error: str | None = None
         self.completed = False
+
+    def offer(self, item: Any) -> bool:
+        """Add ``item`` unless the buffer is full (then :meth:`put` must wait); True when done."""
+        if len(self._items) >= self._capacity and not self.completed:
+            return False
+        if not self.completed:
+            self._items.append(item)
+            self._readable.set()
+        return True
 
     async def put(self, item: Any) -> None:
         while len(self._items) >= self._capacity and not self.completed:

@@ -10,9 +10,10 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from signalr import hub as hub_module
 from signalr.clients import GroupManager, HubCallerClients
@@ -47,6 +48,22 @@ if TYPE_CHECKING:
 log = logging.getLogger("signalr.hub")
 
 HANDSHAKE_CANCELED = "Handshake was canceled."
+
+#: A dispatch step's outcome: ``None`` (done), :data:`_END` (the client sent Close) or something the
+#: receive loop must await before the next message (a full upload buffer, a full replay buffer).
+_END = object()
+_Step: TypeAlias = "Awaitable[Any] | object | None"
+#: A plain invocation waiting for the worker; the last item is what an inline call already produced.
+_Queued: TypeAlias = "tuple[HubMethod, InvocationMessage, list[Any], Any]"
+_NO_BACKLOG: tuple[Sequence[Any], int] = ((), 0)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Ready:
+    """The outcome of a plain function that ran inline but whose Completion the worker sends."""
+
+    value: Any = None
+    error: Exception | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,9 +120,18 @@ class HubConnection:
         self._last_received = now
         self._ping_received = False
         self._busy = 0
-        # Created on the first plain invocation: an idle connection then carries no Queue and no task.
-        self._invocations: asyncio.Queue[tuple[HubMethod, InvocationMessage, list[Any]]] | None = None
+        # Unparsed tail of the input; a stalled batch's remaining messages; work handed from the
+        # inline receive path to the receive loop.
+        self._buffer = b""
+        self._backlog: tuple[Sequence[HubMessage], int] = _NO_BACKLOG
+        self._handoff: _Step | BaseException = None
+        # Created on the first queued invocation: an idle connection then carries no deque and no task.
+        self._invocations: deque[_Queued] | None = None
+        self._invocation_running = False
         self._worker: asyncio.Task[None] | None = None
+        self._worker_waiter: asyncio.Future[None] | None = None
+        self._caller_clients: HubCallerClients | None = None
+        self._group_manager: GroupManager | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._streams: dict[str, asyncio.Task[None]] = {}
         self._cancelled_streams: set[str] = set()
@@ -224,10 +250,14 @@ class HubConnection:
         return None
 
     def _new_hub(self) -> Hub:
+        # The proxies hold no per-call state, so each connection builds them once, on first use.
+        if self._caller_clients is None:
+            self._caller_clients = HubCallerClients(self._lifetime, self.connection_id)
+            self._group_manager = GroupManager(self._lifetime)
         hub = self._hub_class()
         hub.context = self.context
-        hub.clients = HubCallerClients(self._lifetime, self.connection_id)
-        hub.groups = GroupManager(self._lifetime)
+        hub.clients = self._caller_clients
+        hub.groups = self._group_manager  # type: ignore[assignment]
         return hub
 
     async def _session(self, leftover: bytes) -> None:
@@ -276,13 +306,19 @@ class HubConnection:
 
     async def _receive_loop(self, buffer: bytes) -> BaseException | None:
         assert self.protocol is not None
-        while True:
-            if buffer:
+        inbox = self.connection.inbox
+        self._buffer = b""
+        data: bytes | None = buffer
+        inbox.handler = self._receive_inline
+        try:
+            while True:
                 try:
-                    messages, buffer = self.protocol.parse_messages(buffer)
-                    for message in messages:
-                        if await self._dispatch(message):
+                    if self._handoff is not None:
+                        step, self._handoff = self._handoff, None
+                        if await self._settle(step) is _END:
                             return None
+                    if data and await self._settle(self._consume(data)) is _END:
+                        return None
                 except ProtocolError as exc:
                     log.warning("protocol error on connection %s: %s", self.connection_id, exc)
                     text = hub_module.CONNECTION_ERROR
@@ -290,27 +326,67 @@ class HubConnection:
                         text = f"{text} InvalidDataException: {exc}"
                     self._close_request = _CloseRequest(error=text, allow_reconnect=True)
                     return exc
-            chunk = await self.connection.inbox.receive()
-            if chunk is None:
-                return None
-            self._last_received = self._clock()
-            buffer += chunk
+                data = await inbox.receive()
+                if data is None:
+                    return None
+                if data:
+                    self._last_received = self._clock()
+        finally:
+            inbox.handler = None
+
+    def _receive_inline(self, data: bytes) -> None:
+        """Bytes arriving while the receive loop is parked: handle them right here if possible."""
+        self._last_received = self._clock()
+        try:
+            step = self._consume(data)
+        except Exception as exc:  # noqa: BLE001 - re-raised by the receive loop, as if it had parsed
+            step = exc
+        if step is not None:
+            self._handoff = step
+            self.connection.inbox.interrupt()
+
+    def _consume(self, data: bytes) -> _Step:
+        """Parse ``data`` (after any leftover) and dispatch synchronously as far as possible."""
+        assert self.protocol is not None
+        messages, self._buffer = self.protocol.parse_messages(self._buffer + data if self._buffer else data)
+        return self._dispatch_from(messages, 0)
+
+    def _dispatch_from(self, messages: Sequence[HubMessage], start: int) -> _Step:
+        for index in range(start, len(messages)):
+            step = self._dispatch(messages[index])
+            if step is not None:
+                if step is not _END:
+                    self._backlog = (messages, index + 1)
+                return step
+        return None
+
+    async def _settle(self, step: _Step | BaseException) -> _Step:
+        """Finish what :meth:`_consume` could not: await the stalled message, then dispatch the rest."""
+        while step is not None and step is not _END:
+            if isinstance(step, BaseException):
+                raise step
+            await step
+            messages, start = self._backlog
+            self._backlog = _NO_BACKLOG
+            step = self._dispatch_from(messages, start)
+        return step
 
     # -- dispatch ----------------------------------------------------------------------------
 
-    async def _dispatch(self, message: HubMessage) -> bool:
-        """Handle one message; True ends the connection (client Close)."""
+    def _dispatch(self, message: HubMessage) -> _Step:
+        """Handle one message without waiting; returns what must be awaited before the next one,
+        ``_END`` when the client closed, or ``None``."""
         if self._stateful is not None and is_tracked(message) and not self._stateful.accept_incoming():
-            return False  # replayed duplicate after a re-attach
+            return None  # replayed duplicate after a re-attach
         match message:
             case InvocationMessage() | StreamInvocationMessage():
-                await self._on_invocation(message)
+                return self._on_invocation(message)
             case StreamItemMessage():
                 upload = self._uploads.get(message.invocation_id)
                 if upload is None:
                     log.debug("item for unknown stream %s on %s", message.invocation_id, self.connection_id)
-                else:
-                    await upload.put(message.item)
+                elif not upload.offer(message.item):
+                    return upload.put(message.item)
             case CompletionMessage():
                 upload = self._uploads.pop(message.invocation_id, None)
                 if upload is None:
@@ -327,7 +403,7 @@ class HubConnection:
                 self._ping_received = True
             case CloseMessage():
                 log.debug("client closed connection %s (error=%s)", self.connection_id, message.error)
-                return True
+                return _END
             case AckMessage():
                 if self._stateful is not None:
                     self._stateful.ack(message.sequence_id)
@@ -338,18 +414,18 @@ class HubConnection:
                     self._stateful.sequence(message.sequence_id)
             case _:
                 pass
-        return False
+        return None
 
-    async def _on_invocation(self, message: InvocationMessage | StreamInvocationMessage) -> None:
+    def _on_invocation(self, message: InvocationMessage | StreamInvocationMessage) -> _Step:
         target = message.target
         invocation_id = message.invocation_id
         streaming = isinstance(message, StreamInvocationMessage)
         method = self._methods.lookup(target)
         if method is None:
             log.info("connection %s invoked unknown method %r", self.connection_id, target)
-            return await self._fail(invocation_id, hub_module.unknown_method_error(target))
+            return self._fail(invocation_id, hub_module.unknown_method_error(target))
         if method.is_streaming != streaming:
-            return await self._fail(
+            return self._fail(
                 invocation_id, hub_module.streaming_kind_error(target, method_is_streaming=method.is_streaming)
             )
         try:
@@ -357,18 +433,25 @@ class HubConnection:
         except BindingError as exc:
             log.info("binding failed for %r on %s: %s", target, self.connection_id, exc)
             detailed = self._options.enable_detailed_errors
-            return await self._fail(invocation_id, hub_module.binding_error(target, exc, detailed=detailed))
+            return self._fail(invocation_id, hub_module.binding_error(target, exc, detailed=detailed))
         if len(message.stream_ids) != len(method.stream_parameters):
-            return await self._fail(
+            return self._fail(
                 invocation_id,
                 hub_module.stream_count_error(target, len(message.stream_ids), len(method.stream_parameters)),
             )
         if streaming and invocation_id in self._streams:
-            return await self._fail(invocation_id, hub_module.duplicate_invocation_error(invocation_id))
-        uploads = [UploadStream(self._options.stream_buffer_capacity) for _ in message.stream_ids]
-        for stream_id, upload in zip(message.stream_ids, uploads, strict=True):
-            self._uploads[stream_id] = upload
-        arguments = _merge(method, arguments, uploads)
+            return self._fail(invocation_id, hub_module.duplicate_invocation_error(invocation_id))
+        if not message.stream_ids:
+            if not streaming and method.is_sync and not self._invocation_running and not self._invocations:
+                # Nothing ahead of it: run it right here, as ASP.NET awaits a lone invocation inline.
+                self._invoke_inline(method, message, arguments)
+                return None
+            uploads: list[UploadStream] = []
+        else:
+            uploads = [UploadStream(self._options.stream_buffer_capacity) for _ in message.stream_ids]
+            for stream_id, upload in zip(message.stream_ids, uploads, strict=True):
+                self._uploads[stream_id] = upload
+            arguments = _merge(method, arguments, uploads)
         loop = asyncio.get_running_loop()
         if streaming:
             assert invocation_id is not None
@@ -379,33 +462,112 @@ class HubConnection:
             # Upload methods run beside the reader so their items can keep arriving.
             self._track(loop.create_task(self._run_invocation(method, message, arguments, uploads)))
         else:
-            # One non-streaming invocation at a time per connection, in arrival order.
-            if self._invocations is None:
-                self._invocations = asyncio.Queue()
-                self._worker = loop.create_task(self._invocation_worker())
-            self._invocations.put_nowait((method, message, arguments))
+            self._enqueue(method, message, arguments, None)
+        return None
+
+    def _enqueue(self, method: HubMethod, message: InvocationMessage, arguments: list[Any], started: Any) -> None:
+        # One non-streaming invocation at a time per connection, in arrival order.
+        if self._invocations is None:
+            self._invocations = deque()
+        self._invocations.append((method, message, arguments, started))
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._invocation_worker())
+        else:
+            waiter, self._worker_waiter = self._worker_waiter, None
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    def _invoke_inline(self, method: HubMethod, message: InvocationMessage, arguments: list[Any]) -> None:
+        """Run a plain function's invocation synchronously and write its Completion at once.
+
+        The Completion goes through the worker instead when it cannot be written without waiting
+        (a full replay buffer: the receive loop must stay free to read the Ack that makes room) or
+        when the function returned an awaitable.
+        """
+        self._busy += 1
+        try:
+            result = getattr(self._new_hub(), method.attribute)(*arguments)
+        except Exception as exc:  # noqa: BLE001 - becomes the client-visible error text
+            outcome: Any = _Ready(error=exc)
+        else:
+            outcome = result if inspect.isawaitable(result) else None
+        finally:
+            self._busy -= 1
+            self._last_received = self._clock()
+        if outcome is None and not message.invocation_id:
+            return
+        if outcome is not None or not self._space.is_set():
+            self._enqueue(method, message, arguments, outcome if outcome is not None else _Ready(value=result))
+            return
+        self._send_result(message.invocation_id, result, message.target)  # type: ignore[arg-type]
+
+    def _send_result(self, invocation_id: str, result: Any, target: str) -> None:
+        """Write a successful Completion now (the replay buffer has room)."""
+        if self._closing:
+            return
+        assert self.protocol is not None
+        try:
+            data = self.protocol.write_completion(invocation_id, result)
+        except SerializationError as exc:
+            log.error("result of %r on %s is not serializable: %s", target, self.connection_id, exc)
+            error = hub_module.invocation_error(target, exc, detailed=self._options.enable_detailed_errors)
+            self._write(CompletionMessage.with_error(invocation_id, error))
+            return
+        self._put(data, tracked=True)
+
+    def _send_now(self, message: HubMessage) -> _Step:
+        """Write ``message`` at once unless the replay buffer is full; then return the wait for it."""
+        if self._closing:
+            return None
+        if not self._space.is_set():
+            return self._send(message)
+        self._write(message)
+        return None
 
     def _track(self, task: asyncio.Task[Any]) -> None:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _fail(self, invocation_id: str | None, error: str) -> None:
+    def _fail(self, invocation_id: str | None, error: str) -> _Step:
         if invocation_id:
-            await self._send(CompletionMessage.with_error(invocation_id, error))
+            return self._send_now(CompletionMessage.with_error(invocation_id, error))
+        return None
 
     async def _invocation_worker(self) -> None:
         assert self._invocations is not None
+        loop = asyncio.get_running_loop()
         while True:
-            method, message, arguments = await self._invocations.get()
-            await self._run_invocation(method, message, arguments, [])
+            while not self._invocations:
+                self._worker_waiter = loop.create_future()
+                await self._worker_waiter
+            method, message, arguments, started = self._invocations.popleft()
+            self._invocation_running = True
+            try:
+                await self._run_invocation(method, message, arguments, [], started)
+            finally:
+                self._invocation_running = False
 
     async def _run_invocation(
-        self, method: HubMethod, message: InvocationMessage, arguments: list[Any], uploads: list[UploadStream]
+        self,
+        method: HubMethod,
+        message: InvocationMessage,
+        arguments: list[Any],
+        uploads: list[UploadStream],
+        started: Any = None,
     ) -> None:
+        """Run one invocation and send its Completion; ``started`` is what an inline call already
+        produced (a :class:`_Ready` outcome or an awaitable), ``None`` to call the method here."""
         self._busy += 1
         outcome: CompletionMessage | None
         try:
-            result = getattr(self._new_hub(), method.attribute)(*arguments)
+            if started is None:
+                result = getattr(self._new_hub(), method.attribute)(*arguments)
+            elif type(started) is _Ready:
+                if started.error is not None:
+                    raise started.error
+                result = started.value
+            else:
+                result = started
             if inspect.isawaitable(result):
                 result = await result
             outcome = CompletionMessage.with_result(message.invocation_id, result) if message.invocation_id else None

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any
 
 from ..errors import ProtocolError
-from .messages import HubMessage, TransferFormat
+from .messages import CompletionMessage, HubMessage, TransferFormat
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "HubProtocol", "get_protocol", "protocol_names"]
 
@@ -73,6 +74,14 @@ class HubProtocol(ABC):
         :param message: the message to send.
         :raises SerializationError: the message holds a value this encoding cannot represent.
         """
+
+    def write_completion(self, invocation_id: str, result: Any) -> bytes:
+        """Encode a successful Completion of ``invocation_id`` carrying ``result`` (the hot path of
+        every invocation); equal to writing ``CompletionMessage.with_result(invocation_id, result)``.
+
+        :raises SerializationError: ``result`` cannot be represented.
+        """
+        return self.write_message(CompletionMessage.with_result(invocation_id, result))
 
     def is_version_supported(self, version: int) -> bool:
         """Whether a client asking for ``version`` in its handshake may use this protocol.

@@ -339,5 +339,9 @@ class JsonHubProtocol(HubProtocol):
             return _PING_FRAME
         return frame_record(_dumps(_envelope(message)))
 
+    def write_completion(self, invocation_id: str, result: Any) -> bytes:
+        """See :meth:`HubProtocol.write_completion`; builds the canonical document directly."""
+        return frame_record(_dumps({"type": 3, "invocationId": invocation_id, "result": result}))
+
 
 _PING_FRAME = b'{"type":6}\x1e'
