@@ -10,6 +10,10 @@
  *     widget.on("stateChange", ({ state, data }) => console.log(state, data));
  *   </script>
  *
+ * Events (also dispatched on the element as "iqra:<name>"): stateChange {state, data}; registered
+ * {uniqueRequestId, connectionId, queuePosition} each time the hub confirms the place in the queue (so
+ * again after every reconnect); left {uniqueRequestId}; message {data} for text on the call's socket.
+ *
  * Flow (as the official widget, plus what it lacked): POST /api/session/request; on 200 open the audio
  * socket; on 202 wait in the queue over SignalR (/sessionHub: Register, SessionReady, SessionFailed,
  * QueuePositionUpdated, Leave), registering again after every automatic reconnect. The microphone is
@@ -619,6 +623,7 @@
           // A new connection is in no group: register again, or SessionReady would never reach us.
           if (!self.current(attempt) || self.state !== STATES.QUEUED) return;
           self.register(attempt, hub, requestId).catch(function (err) {
+            if (reconnecting(hub)) return; // dropped again: the next onreconnected registers
             self.stopHub();
             self.fail(attempt, self.texts.queueLost);
           });
@@ -642,6 +647,9 @@
           })
           .catch(function (err) {
             if (!self.current(attempt) || self.state !== STATES.QUEUED) return false;
+            // The connection dropped while Register was on its way: that call is lost, but the place is
+            // not. The automatic reconnect registers again (onreconnected), so this is a blip, not a failure.
+            if (self.hub === hub && reconnecting(hub)) return true;
             self.stopHub();
             throw withUserMessage(err && err.userMessage ? err.userMessage : hubMessage(err) || self.texts.queueUnreachable);
           });
@@ -672,9 +680,21 @@
       if (result && result.queuePosition) update.queuePosition = result.queuePosition;
       if (result && result.estimatedWaitSeconds !== undefined) update.estimatedWaitSeconds = result.estimatedWaitSeconds;
       self.setState(STATES.QUEUED, Object.assign({}, self.stateData, update));
+      self.emit("registered", {
+        uniqueRequestId: requestId, connectionId: hub.connectionId, queuePosition: update.queuePosition || null,
+      });
       return true;
     });
   };
+
+  /**
+   * Whether a failed invocation only means that the connection under it dropped: the client rejects
+   * the calls still pending on a dropped connection, and by the time a handler sees that rejection
+   * the automatic reconnect has begun.
+   */
+  function reconnecting(hub) {
+    return hub.state === "Reconnecting";
+  }
 
   Widget.prototype.stopHub = function () {
     var hub = this.hub;

@@ -7,9 +7,11 @@ too: the simulated platform's frame counters, the admission store's queue. Scree
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +19,12 @@ import pytest
 import redis.asyncio as aioredis
 import ujson
 from geo_mmdb import ANONYMOUS_IP_TYPE, anonymous_record, write_database
+from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import Page, expect
 from widget_browser_harness import (
+    VERBOSE_SIGNALR,
     WAIT_MS,
+    capture_logs,
     chromium,
     collect_console,
     demo_body,
@@ -201,6 +206,68 @@ RECORD_SOCKETS = """(() => {
   };
 })();"""
 
+#: Records the widget's hub registrations and states (the states also go to the console, which a failing
+#: test prints).
+WATCH_HUB = """() => {
+  window.registrations = [];
+  window.widgetStates = [];
+  window.demoWidget.on('registered', e => window.registrations.push(e));
+  window.demoWidget.on('stateChange', e => {
+    window.widgetStates.push(e.state);
+    console.info('widget state ' + e.state + ' ' + JSON.stringify(e.data));
+    if (e.data.reconnecting) window.sawReconnecting = true;
+  });
+}"""
+
+#: Closes the hub's socket under the client, as a network blip would (not a stop() by the page).
+DROP_HUB_SOCKET = """() => {
+  const hub = window.recordedSockets.filter(w => w.url.includes('/sessionHub') && w.readyState === WebSocket.OPEN);
+  hub.forEach(w => w.close());
+  return hub.length; }"""
+
+#: Server-side loggers whose lines explain a hub test's failure.
+HUB_LOGGERS = ("signalr", "gateway.session_hub", "gateway.abandonment", "gateway.sessions", "gateway.access")
+
+
+@asynccontextmanager
+async def _hub_page(stack: Any) -> AsyncIterator[Page]:
+    """The demo page with its hub sockets recorded, the widget watched and the SignalR client logging its
+    reconnects; a failure inside prints the browser console and the gateway's log."""
+    with capture_logs(*HUB_LOGGERS) as server_log:
+        async with chromium() as browser:
+            page = await browser.new_page()
+            console = collect_console(page, everything=True)
+            await page.add_init_script(RECORD_SOCKETS)
+            await page.add_init_script(VERBOSE_SIGNALR)
+            await page.goto(stack.base_url + "/")
+            await page.evaluate(WATCH_HUB)
+            try:
+                yield page
+            except (AssertionError, PlaywrightError, TimeoutError) as exc:
+                raise AssertionError(_diagnostics(exc, console, server_log)) from exc
+
+
+def _diagnostics(exc: BaseException, console: list[str], server_log: list[str]) -> str:
+    # The demo page polls its stats every second: those lines would bury the hub's.
+    server_log = [line for line in server_log if "/api/demo/stats" not in line]
+    return "\n".join([f"{type(exc).__name__}: {exc}", "--- browser console ---", *console,
+                      "--- gateway and SignalR log ---", *server_log])
+
+
+async def _registered(page: Page, count: int) -> dict[str, Any]:
+    """Wait for the widget's ``count``-th successful Register; returns that registration."""
+    await page.wait_for_function("n => window.registrations.length >= n", arg=count, timeout=WAIT_MS)
+    return await page.evaluate("n => window.registrations[n - 1]", count)
+
+
+async def _reaches_the_front_and_connects(page: Page, stack: Any, ahead_id: str) -> None:
+    """Only a connection that registered (again) hears about its new place and its turn."""
+    assert await stack.gateway.service.leave(ahead_id)
+    await expect(page.locator(".iqra-position-value")).to_have_text("#1", timeout=WAIT_MS)
+    assert stack.sim.end_call(next(iter(stack.sim.calls)), "test ends the first call")
+    await wait_state(page, "connected")
+    assert "error" not in await page.evaluate("() => window.widgetStates")
+
 
 async def test_hub_reconnect_registers_again(redis_client: aioredis.Redis) -> None:
     stack = await start_widget_stack(redis_client, config=demo_config(cap=1))
@@ -208,30 +275,56 @@ async def test_hub_reconnect_registers_again(redis_client: aioredis.Redis) -> No
         assert (await stack.request_session(demo_body())).code == 200
         ahead = await stack.request_session(demo_body())
         ahead_id = _json(ahead.body)["uniqueRequestId"]
-        async with chromium() as browser:
-            page = await browser.new_page()
-            await page.add_init_script(RECORD_SOCKETS)
-            await page.goto(stack.base_url + "/")
+        async with _hub_page(stack) as page:
             await _start_call(page)
-            await wait_state(page, "queued")
-            await page.evaluate("""() => window.demoWidget.on('stateChange', e => {
-                if (e.data.reconnecting) window.sawReconnecting = true; })""")
-            # Drop the hub's socket under the client, as a network blip would (not a stop() by the page).
-            closed = await page.evaluate("""() => {
-                const hub = window.recordedSockets.filter(w => w.url.includes('/sessionHub'));
-                hub.forEach(w => w.close());
-                return hub.length; }""")
-            assert closed == 1
+            # Drop the socket of a registered connection ("queued" alone comes before the hub even connects).
+            first = await _registered(page, 1)
+            assert await page.evaluate(DROP_HUB_SOCKET) == 1
             await page.wait_for_function("() => window.sawReconnecting === true", timeout=WAIT_MS)
+            again = await _registered(page, 2)
+            assert again["connectionId"] != first["connectionId"]
+            assert again["uniqueRequestId"] == first["uniqueRequestId"]
             await page.wait_for_function(
                 "() => window.demoWidget.hub && window.demoWidget.hub.state === 'Connected'"
                 " && !window.demoWidget.stateData.reconnecting", timeout=WAIT_MS)
-            # Only a connection that registered again hears about its new place and its turn.
-            assert await stack.gateway.service.leave(ahead_id)
-            await expect(page.locator(".iqra-position-value")).to_have_text("#1", timeout=WAIT_MS)
-            assert stack.sim.end_call(next(iter(stack.sim.calls)), "test ends the first call")
-            await wait_state(page, "connected")
+            await _reaches_the_front_and_connects(page, stack, ahead_id)
     finally:
+        await stack.close()
+
+
+async def test_hub_drop_during_first_register_is_only_a_blip(redis_client: aioredis.Redis,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The connection drops while the first Register is on its way (on a loaded machine that window is
+    wide): the call is lost with the connection, the place is not; the widget registers after the reconnect."""
+    stack = await start_widget_stack(redis_client, config=demo_config(cap=1))
+    service = stack.gateway.session_hub
+    register = service.register
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def hold_the_first(connection_id: str, request_id: Any) -> dict[str, Any]:
+        if not arrived.is_set():
+            arrived.set()
+            await release.wait()  # cancelled when its connection goes
+        return await register(connection_id, request_id)
+
+    monkeypatch.setattr(service, "register", hold_the_first)
+    try:
+        assert (await stack.request_session(demo_body())).code == 200
+        ahead = await stack.request_session(demo_body())
+        ahead_id = _json(ahead.body)["uniqueRequestId"]
+        async with _hub_page(stack) as page:
+            await _start_call(page)
+            await asyncio.wait_for(arrived.wait(), WAIT_MS / 1000)
+            assert await page.evaluate(DROP_HUB_SOCKET) == 1
+            await page.wait_for_function("() => window.sawReconnecting === true", timeout=WAIT_MS)
+            registration = await _registered(page, 1)
+            assert registration["queuePosition"] == 2
+            await page.wait_for_function(
+                "() => window.demoWidget.hub && window.demoWidget.hub.state === 'Connected'"
+                " && !window.demoWidget.stateData.reconnecting", timeout=WAIT_MS)
+            await _reaches_the_front_and_connects(page, stack, ahead_id)
+    finally:
+        release.set()
         await stack.close()
 
 

@@ -9,9 +9,11 @@ Chromium is Debian's (never a downloaded one) with a fake microphone that plays 
 from __future__ import annotations
 
 import copy
+import logging
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import tornado.web
 from gateway_harness import API_TOKEN, WEBHOOK_TOKEN, Stack
-from playwright.async_api import Browser, Page, Playwright, async_playwright
+from playwright.async_api import Browser, ConsoleMessage, Page, Playwright, async_playwright
 from tornado.httpclient import AsyncHTTPClient
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
@@ -175,9 +177,71 @@ async def wait_state(page: Page, state: str, timeout: float = WAIT_MS) -> dict[s
     return await page.evaluate("() => window.demoWidget.stateData")
 
 
-def collect_console(page: Page) -> list[str]:
-    """Console errors and page errors, to show in a failing assertion."""
+def collect_console(page: Page, *, everything: bool = False) -> list[str]:
+    """Console errors and page errors (every console message with ``everything``, stamped with the
+    wall clock like :func:`capture_logs` lines so the two interleave), to show in a failing assertion."""
     messages: list[str] = []
-    page.on("console", lambda m: messages.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None)
+
+    def on_console(message: ConsoleMessage) -> None:
+        if everything:
+            messages.append(f"{_stamp(time.time())} console.{message.type}: {message.text}")
+        elif message.type in ("error", "warning"):
+            messages.append(f"{message.type}: {message.text}")
+
+    page.on("console", on_console)
     page.on("pageerror", lambda e: messages.append(f"pageerror: {e}"))
     return messages
+
+
+#: Makes the SignalR browser client log at Information (its reconnect attempts and why they failed)
+#: whatever level the widget asks for: an init script, so it needs no change to the page.
+VERBOSE_SIGNALR = """(() => {
+  let bundle;
+  Object.defineProperty(window, 'signalR', { configurable: true,
+    get() { return bundle; },
+    set(value) {
+      bundle = value;
+      const builder = value && value.HubConnectionBuilder && value.HubConnectionBuilder.prototype;
+      if (!builder || builder.__verbose) return;
+      const configure = builder.configureLogging;
+      builder.configureLogging = function () { return configure.call(this, value.LogLevel.Information); };
+      builder.__verbose = true;
+    } });
+})();"""
+
+
+def _stamp(seconds: float) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(seconds)) + f".{int(seconds * 1000) % 1000:03d}"
+
+
+class _Lines(logging.Handler):
+    _format = logging.Formatter()
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines = lines
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = f"{_stamp(record.created)} {record.levelname} {record.name}: {record.getMessage()}"
+        if record.exc_info:
+            line += "\n" + self._format.formatException(record.exc_info)
+        self.lines.append(line)
+
+
+@contextmanager
+def capture_logs(*names: str, level: int = logging.DEBUG) -> Iterator[list[str]]:
+    """Every record of the loggers ``names`` (and their children) at ``level`` and above, as lines
+    stamped with the wall clock (UTC), for a failing test to print."""
+    lines: list[str] = []
+    handler = _Lines(lines)
+    loggers = [logging.getLogger(name) for name in names]
+    saved = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(level)
+    try:
+        yield lines
+    finally:
+        for logger, old in zip(loggers, saved, strict=True):
+            logger.removeHandler(handler)
+            logger.setLevel(old)
