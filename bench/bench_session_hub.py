@@ -1,12 +1,19 @@
 """Benchmark: /sessionHub with 1,000 and 5,000 waiting clients.
 
-Run: ``.venv/bin/python bench/bench_session_hub.py [--waiting 1000 5000] [--samples 200]``
+Run: ``.venv/bin/python bench/bench_session_hub.py [--waiting 1000 5000] [--samples 200] [--repeat 1]
+[--gateway-root DIR]``
 
 Measures, for each number of waiting clients:
 
 * the latency from the session-ended webhook to ``SessionReady`` at the client at the front (p50/p99),
-  also with the simulator's own initiate latency (its p50, measured directly) taken off;
+  also with the simulator's own initiate latency (its p50, measured directly) taken off. Releases run
+  back to back, so about one in three samples overlaps a position round (a new position for every
+  waiting client, at most one round a second); the samples are also reported split into those during
+  which some client received a position ("during a round") and the others ("quiet");
 * the time for every waiting client to receive its new ``QueuePositionUpdated`` after one release.
+
+``--gateway-root`` runs the gateway from another source tree (say a copy of an older commit) against the
+same clients, for a before/after comparison under the same machine load; ``--repeat`` alternates runs.
 
 Targets (issue 4): p99 under 50 ms; all positions delivered within 1 s at 5,000 waiting clients.
 
@@ -21,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import bisect
 import json
 import os
 import socket
@@ -66,9 +74,10 @@ class Client(asyncio.Protocol):
     is measured. It understands exactly what the server sends here: unfragmented, unmasked text frames.
     """
 
-    def __init__(self, request_id: str) -> None:
+    def __init__(self, request_id: str, arrivals: list[float]) -> None:
         loop = asyncio.get_running_loop()
         self.request_id = request_id
+        self._arrivals = arrivals
         self.ready: asyncio.Future[float] = loop.create_future()
         self.registered: asyncio.Future[Any] = loop.create_future()
         self._upgraded: asyncio.Future[None] = loop.create_future()
@@ -156,6 +165,7 @@ class Client(asyncio.Protocol):
             elif kind == 1 and message["target"] == "QueuePositionUpdated":
                 self.position = message["arguments"][0]["queuePosition"]
                 self.position_at = now
+                self._arrivals.append(now)
 
     def close(self) -> None:
         if self.transport is not None:
@@ -165,8 +175,9 @@ class Client(asyncio.Protocol):
 class Servers:
     """redis-server, simulator and gateway as subprocesses."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, root: Path = ROOT) -> None:
         self.workdir = workdir
+        self.root = root
         self.procs: list[subprocess.Popen[bytes]] = []
         self.redis_port, self.sim_port, self.gw_port = free_port(), free_port(), free_port()
 
@@ -186,16 +197,17 @@ class Servers:
         path = self.workdir / "appsettings.json"
         path.write_text(json.dumps(config))
         python = sys.executable
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        # ``python -m`` puts the working directory first on sys.path, ahead of PYTHONPATH: run from the root.
+        env = {**os.environ, "PYTHONPATH": str(self.root)}
         self.procs.append(subprocess.Popen(
             [python, "-m", "gateway", "--log-level", "warning", "simulate-platform", "--port", str(self.sim_port),
              "--webhook-url", f"http://127.0.0.1:{self.gw_port}/api/webhook/session-ended",
              "--webhook-token", WEBHOOK_TOKEN, "--api-token", API_TOKEN, "--call-seconds", "100000"],
-            stdout=log, stderr=log, env=env))
+            stdout=log, stderr=log, env=env, cwd=self.root))
         profile = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] if os.environ.get("BENCH_PROFILE") else []
         self.procs.append(subprocess.Popen(
             [python, *profile, "-m", "gateway", "--log-level", os.environ.get("BENCH_GATEWAY_LOG", "warning"), "serve", "--config", str(path),
-             "--host", "127.0.0.1", "--port", str(self.gw_port)], stdout=log, stderr=log, env=env))
+             "--host", "127.0.0.1", "--port", str(self.gw_port)], stdout=log, stderr=log, env=env, cwd=self.root))
 
     async def wait_ready(self, http: tornado.httpclient.AsyncHTTPClient) -> None:
         deadline = time.monotonic() + 30
@@ -243,8 +255,21 @@ async def simulator_initiate_p50(sim_port: int, samples: int = 50) -> float:
     return statistics.median(times)
 
 
-async def run(waiting: int, samples: int, workdir: Path) -> dict[str, float]:
-    servers = Servers(workdir)
+def latency_summary(latencies: list[float], during: list[bool]) -> dict[str, Any]:
+    """Percentiles in ms, overall and split by whether a position round was arriving meanwhile."""
+    def stats(values: list[float]) -> dict[str, float]:
+        if not values:
+            return {"n": 0}
+        return {"n": len(values), "p50": 1000 * percentile(values, 50), "p90": 1000 * percentile(values, 90),
+                "p99": 1000 * percentile(values, 99), "max": 1000 * max(values)}
+
+    return {"all": stats(latencies), "round": stats([v for v, d in zip(latencies, during) if d]),
+            "quiet": stats([v for v, d in zip(latencies, during) if not d]),
+            "over_50ms": sum(1 for v in latencies if v > 0.050)}
+
+
+async def run(waiting: int, samples: int, workdir: Path, root: Path = ROOT) -> dict[str, Any]:
+    servers = Servers(workdir, root)
     servers.start()
     http = tornado.httpclient.AsyncHTTPClient(force_instance=True, max_clients=64)
     clients: list[Client] = []
@@ -264,7 +289,8 @@ async def run(waiting: int, samples: int, workdir: Path) -> dict[str, float]:
         for start in range(0, total, 50):
             queued += await asyncio.gather(*(request() for _ in range(min(50, total - start))))
         queued.sort(key=lambda q: q["queuePosition"])
-        clients = [Client(q["uniqueRequestId"]) for q in queued]
+        arrivals: list[float] = []
+        clients = [Client(q["uniqueRequestId"], arrivals) for q in queued]
         started = time.perf_counter()
         for start in range(0, len(clients), 100):
             await asyncio.gather(*(c.connect("127.0.0.1", servers.gw_port) for c in clients[start:start + 100]))
@@ -298,17 +324,23 @@ async def run(waiting: int, samples: int, workdir: Path) -> dict[str, float]:
             firsts.append(min(c.position_at for c in rest) - t0)
         # Webhook -> SessionReady at the front, one release at a time.
         latencies = []
+        spans = []
+        arrivals.clear()
         for _ in range(samples):
             t0 = await release(conversations.pop(0))
             t1 = await asyncio.wait_for(clients[front].ready, 30)
             latencies.append(t1 - t0)
+            spans.append((t0, t1))
             conversations.append(clients[front].conversation)
             front += 1
+        arrivals.sort()
+        during = [bisect.bisect_left(arrivals, t0) < bisect.bisect_right(arrivals, t1) for t0, t1 in spans]
         sim = await simulator_initiate_p50(servers.sim_port)
         return {
             "p50_ms": 1000 * percentile(latencies, 50), "p99_ms": 1000 * percentile(latencies, 99),
             "p50_net_ms": 1000 * (percentile(latencies, 50) - sim), "p99_net_ms": 1000 * (percentile(latencies, 99) - sim),
             "sim_ms": 1000 * sim, "positions_s": max(spreads), "positions_runs": spreads, "first_runs": firsts,
+            "split": latency_summary(latencies, during),
         }
     finally:
         for c in clients:
@@ -317,27 +349,54 @@ async def run(waiting: int, samples: int, workdir: Path) -> dict[str, float]:
         servers.stop()
 
 
+def _ms(stats: dict[str, float]) -> str:
+    if not stats["n"]:
+        return "none"
+    return (f"n={stats['n']:.0f} p50 {stats['p50']:.1f} / p90 {stats['p90']:.1f} / p99 {stats['p99']:.1f} / "
+            f"max {stats['max']:.1f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--waiting", type=int, nargs="+", default=[1000, 5000])
     parser.add_argument("--samples", type=int, default=200, help="webhook->SessionReady samples per run")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per configuration, interleaved")
+    parser.add_argument("--gateway-root", type=Path, nargs="+", default=[ROOT],
+                        help="source trees to run the gateway from, alternately (default: this checkout)")
     parser.add_argument("--logs", default=None, help="keep the servers' logs in this folder")
     args = parser.parse_args()
+    table: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         if args.logs:
             Path(args.logs).mkdir(parents=True, exist_ok=True)
             tmp = args.logs
-        for waiting in args.waiting:
-            load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-            print(f"{waiting} waiting clients (load average before: {load} on {os.cpu_count()} cores):", flush=True)
-            result = asyncio.run(run(waiting, args.samples, Path(tmp)))
-            print(f"  webhook -> SessionReady: p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms "
-                  f"(minus the simulator's initiate p50 {result['sim_ms']:.1f} ms: "
-                  f"p50 {result['p50_net_ms']:.1f} ms, p99 {result['p99_net_ms']:.1f} ms)")
-            runs = ", ".join(f"{s * 1000:.0f}" for s in result["positions_runs"])
-            firsts = ", ".join(f"{s * 1000:.0f}" for s in result["first_runs"])
-            print(f"  all {waiting} positions delivered after one release: worst {result['positions_s'] * 1000:.0f} ms "
-                  f"(runs: {runs} ms; first client served after {firsts} ms)", flush=True)
+        for attempt in range(1, args.repeat + 1):
+            for waiting in args.waiting:
+                for root in args.gateway_root:
+                    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+                    print(f"{waiting} waiting clients, gateway from {root}, run {attempt} "
+                          f"(load average before: {load} on {os.cpu_count()} cores):", flush=True)
+                    result = asyncio.run(run(waiting, args.samples, Path(tmp), root.resolve()))
+                    split = result["split"]
+                    print(f"  webhook -> SessionReady: p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms "
+                          f"(minus the simulator's initiate p50 {result['sim_ms']:.1f} ms: "
+                          f"p50 {result['p50_net_ms']:.1f} ms, p99 {result['p99_net_ms']:.1f} ms); "
+                          f"{split['over_50ms']} of {args.samples} over 50 ms")
+                    print(f"    during a position round: {_ms(split['round'])}")
+                    print(f"    quiet:                   {_ms(split['quiet'])}")
+                    runs = ", ".join(f"{s * 1000:.0f}" for s in result["positions_runs"])
+                    firsts = ", ".join(f"{s * 1000:.0f}" for s in result["first_runs"])
+                    print(f"  all {waiting} positions delivered after one release: worst "
+                          f"{result['positions_s'] * 1000:.0f} ms (runs: {runs} ms; first client served after "
+                          f"{firsts} ms)", flush=True)
+                    table.append(f"| {root.name or root} | {waiting:,} | {load} | {result['p50_ms']:.1f} / "
+                                 f"{result['p99_ms']:.1f} | {split['over_50ms']} | "
+                                 f"{split['round'].get('p99', float('nan')):.1f} | "
+                                 f"{split['quiet'].get('p99', float('nan')):.1f} | {runs} |")
+    print("\n| gateway | waiting | load avg | SessionReady p50 / p99 ms | >50 ms | p99 during rounds | "
+          "p99 quiet | all positions after one release (ms) |")
+    print("|---|---|---|---|---|---|---|---|")
+    print("\n".join(table))
 
 
 if __name__ == "__main__":

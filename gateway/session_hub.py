@@ -8,6 +8,10 @@ the in-memory manager with the embedded store (one process only).
 
 This module wires the pieces: presence in Redis (:mod:`gateway.presence`), coalesced per-process
 position rounds (:mod:`gateway.positions`) and the abandonment reaper (:mod:`gateway.abandonment`).
+
+Outcomes come first: ``SessionReady``/``SessionFailed`` are written to this process's connections of the
+request inside the dispatcher's event (the backplane carries them to the others), and a position round
+holds while a dispatch is under way, so at 5,000 waiting clients a round does not delay the outcome.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from redis.exceptions import RedisError
 from gateway.abandonment import AbandonmentReaper
 from gateway.admission import MAX_ID_LENGTH
 from gateway.events import Event, QueueChanged, SessionFailed, SessionReady
-from gateway.positions import PositionBroadcaster
+from gateway.positions import PositionBroadcaster, position_message
 from gateway.presence import PresenceStore
 from gateway.sessions import ServiceUnavailable
 from signalr import Hub, HubError, HubOptions
@@ -218,14 +222,35 @@ class SessionHubService:
     def on_event(self, event: Event) -> None:
         """EventHub subscriber: synchronous, so I/O is scheduled, never awaited here."""
         if isinstance(event, SessionReady):
-            self._spawn(self._outcome(event.request_id, "SessionReady", {"webSocketUrl": event.web_socket_url}))
+            self._outcome(event.request_id, "SessionReady", {"webSocketUrl": event.web_socket_url})
         elif isinstance(event, SessionFailed):
-            self._spawn(self._outcome(event.request_id, "SessionFailed", {"message": event.message}))
+            self._outcome(event.request_id, "SessionFailed", {"message": event.message})
         elif isinstance(event, QueueChanged):
+            # A dispatch's outcome goes out before positions; a requeue ends that dispatch instead.
+            if event.reason == "dispatched":
+                self.positions.hold()
+            elif event.reason == "requeued":
+                self.positions.unhold()
             self.positions.changed()
 
-    async def _outcome(self, request_id: str, method: str, payload: Mapping[str, Any]) -> None:
-        await self.server.context.clients.group(request_id).send(method, payload)
+    def _outcome(self, request_id: str, method: str, payload: Mapping[str, Any]) -> None:
+        # This process's connections get the outcome now, inside the dispatcher's own loop turn: a
+        # position round in progress cannot hold it back, and nothing of theirs is queued behind a
+        # message still to come. The group send then reaches connections elsewhere (excluding these).
+        local = frozenset(self._by_request.get(request_id, ()))
+        if local:
+            message = invocation(method, (dict(payload),))
+            for connection_id in local:
+                sink = self.lifetime.local_connection(connection_id)
+                if sink is not None:
+                    sink.send_serialized(message)
+        self.positions.retire(request_id)
+        self.positions.unhold()
+        self._spawn(self._outcome_elsewhere(request_id, method, payload, local))
+
+    async def _outcome_elsewhere(self, request_id: str, method: str, payload: Mapping[str, Any],
+                                 delivered: frozenset[str]) -> None:
+        await self.lifetime.send_group(request_id, method, (dict(payload),), exclude=delivered)
         self.positions.changed()
         try:
             await self.presence.record_served(request_id)
@@ -238,10 +263,14 @@ class SessionHubService:
         """Request ids registered by connections of this process."""
         return list(self._by_request)
 
-    def _send_position(self, request_id: str, payload: Mapping[str, Any]) -> None:
-        message = invocation("QueuePositionUpdated", (dict(payload),))
-        for connection_id in tuple(self._by_request.get(request_id, ())):
-            sink = self.lifetime.local_connection(connection_id)
+    def _send_position(self, request_id: str, position: int, estimated_wait_seconds: int | None) -> None:
+        holders = self._by_request.get(request_id)
+        if not holders:
+            return
+        message = position_message(position, estimated_wait_seconds)
+        local_connection = self.lifetime.local_connection
+        for connection_id in tuple(holders):
+            sink = local_connection(connection_id)
             if sink is not None:
                 sink.send_serialized(message)
 

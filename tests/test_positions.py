@@ -8,13 +8,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fake_clock import FakeClock
 from gateway.abandonment import PresenceRecord, Verdict, decide, verdict_for
 from gateway.positions import (
     PositionBroadcaster,
     PositionTracker,
     estimate_wait_seconds,
     next_round_delay,
+    position_message,
+    service_gap,
     update_payload,
+    wait_for_gap,
 )
 
 
@@ -96,22 +100,21 @@ async def test_broadcaster_round_sends_to_local_waiting_clients() -> None:
         return [0.0, 10.0]
 
     broadcaster = PositionBroadcaster(queue_ids=queue_ids, served_times=served, local_requests=lambda: ["b", "c"],
-                                      send=lambda rid, payload: sent.append((rid, dict(payload))),
+                                      send=lambda rid, position, wait: sent.append((rid, position, wait)),
                                       clock=lambda: 10.0, monotonic=lambda: 0.0)
     assert await broadcaster.run_once() == 2
-    assert sent == [("b", {"queuePosition": 2, "estimatedWaitSeconds": 20}),
-                    ("c", {"queuePosition": 3, "estimatedWaitSeconds": 30})]
+    assert sent == [("b", 2, 20), ("c", 3, 30)]
     queue.remove("a")
     sent.clear()
 
-    def failing_send(rid: str, payload: dict) -> None:
+    def failing_send(rid: str, position: int, wait: int | None) -> None:
         if rid == "b":
             raise RuntimeError("broken connection")
-        sent.append((rid, dict(payload)))
+        sent.append((rid, position, wait))
 
     broadcaster._send = failing_send  # one client's failure must not stop the others
     assert await broadcaster.run_once() == 2
-    assert sent == [("c", {"queuePosition": 2, "estimatedWaitSeconds": 20})]
+    assert sent == [("c", 2, 20)]
 
 
 async def test_broadcaster_coalesces_bursts() -> None:
@@ -130,7 +133,7 @@ async def test_broadcaster_coalesces_bursts() -> None:
         return []
 
     broadcaster = PositionBroadcaster(queue_ids=queue_ids, served_times=served, local_requests=lambda: ["b"],
-                                      send=lambda rid, payload: None, clock=loop.time, monotonic=loop.time,
+                                      send=lambda rid, position, wait: None, clock=loop.time, monotonic=loop.time,
                                       min_interval=0.3, poll_interval=60)
     broadcaster.start()
     try:
@@ -161,3 +164,228 @@ def test_presence_script_headers_document_keys_arguments_and_return(name: str) -
         documented = {int(n) for n in re.findall(r"^--\s+" + kind + r"\[(\d+)", head, re.MULTILINE)}
         assert used <= documented, (kind, used - documented)
     assert "-- Returns" in head
+
+
+# -- encoding ------------------------------------------------------------------------------------
+
+
+@given(st.integers(1, 10**12), st.none() | st.integers(1, 10**12))
+def test_position_message_is_what_each_protocol_would_write(position: int, wait: int | None) -> None:
+    from signalr.lifetime import invocation
+    from signalr.protocol import JsonHubProtocol, MessagePackHubProtocol
+
+    fast = position_message(position, wait)
+    plain = invocation("QueuePositionUpdated", ({"queuePosition": position, "estimatedWaitSeconds": wait},))
+    for protocol in (JsonHubProtocol(), MessagePackHubProtocol()):
+        assert fast.bytes_for(protocol) == plain.bytes_for(protocol)
+
+
+def test_estimate_from_one_gap_per_round_matches_the_direct_estimate() -> None:
+    served = [0.0, 7.0, 9.0, 30.0]
+    for now in (30.0, 31.0, 45.0, 100.0):
+        gap = service_gap(served, now=now)
+        for position in (1, 2, 17, 5000):
+            assert wait_for_gap(position, gap) == estimate_wait_seconds(position, served, now=now)
+    assert service_gap([1.0], now=2.0) is None
+    assert wait_for_gap(3, None) is None
+
+
+# -- rounds and their neighbours in the event loop -----------------------------------------------
+
+
+def _static_broadcaster(queue: list[str], local: list[str], send, **kwargs) -> PositionBroadcaster:
+    async def queue_ids() -> list[str]:
+        return list(queue)
+
+    async def served() -> list[float]:
+        return []
+
+    kwargs.setdefault("monotonic", lambda: 0.0)
+    return PositionBroadcaster(queue_ids=queue_ids, served_times=served, local_requests=lambda: list(local),
+                               send=send, clock=lambda: 0.0, **kwargs)
+
+
+async def test_retired_request_hears_no_position_after_its_outcome() -> None:
+    queue = ["a", "b", "c", "d"]
+    sent: list[str] = []
+    outcomes = ["d"]
+
+    def send(rid: str, position: int, wait: int | None) -> None:
+        sent.append(rid)
+        if outcomes:  # d's SessionReady goes out while the round (snapshot with d in it) is under way
+            broadcaster.retire(outcomes.pop())
+
+    broadcaster = _static_broadcaster(queue, ["b", "c", "d"], send)
+    assert await broadcaster.run_once() == 2
+    assert sent == ["b", "c"]
+    # The next round starts afresh: d, back in the queue (requeued, no outcome), is told again.
+    sent.clear()
+    queue.remove("a")
+    assert await broadcaster.run_once() == 3
+    assert sent == ["b", "c", "d"]
+
+
+async def _race(round_budget: float) -> tuple[int, int]:
+    """A round of 600 updates (0.2 ms each, on a clock that only the work moves) against a chain of 20
+    loop turns of 0.6 ms each, the shape of a SessionReady's way from webhook to socket. Returns how
+    many updates had gone out when the chain finished, and in all."""
+    clock = FakeClock(0.0)
+    sent = 0
+
+    def send(rid: str, position: int, wait: int | None) -> None:
+        nonlocal sent
+        sent += 1
+        clock.advance(0.0002)
+
+    async def chain() -> int:
+        for _ in range(20):
+            clock.advance(0.0006)
+            await asyncio.sleep(0)
+        return sent
+
+    ids = [f"r{i}" for i in range(600)]
+    broadcaster = _static_broadcaster(ids, ids, send, monotonic=clock, slice_seconds=0.001,
+                                      round_budget=round_budget)
+    round_task = asyncio.create_task(broadcaster.run_once())
+    chain_task = asyncio.create_task(chain())
+    total = await asyncio.wait_for(round_task, 10)
+    return await asyncio.wait_for(chain_task, 10), total
+
+
+async def test_round_sends_in_slices_and_lets_busy_work_go_first() -> None:
+    during, total = await _race(round_budget=0.5)
+    assert total == 600
+    # Yielding only between slices of five updates would let the chain's 20 turns see 100 updates.
+    assert during < 50, during
+
+
+async def test_round_past_its_budget_no_longer_pauses() -> None:
+    during, total = await _race(round_budget=0.0)
+    assert total == 600
+    # Still sliced (the chain is not starved until the end), but one slice per turn of the chain.
+    assert 90 <= during < 600, during
+
+
+# -- end to end: the outcome overtakes nothing and is heard once ----------------------------------
+
+
+class _WireClient:
+    """A JSON-protocol hub client that keeps every message it receives, in order."""
+
+    def __init__(self, ws) -> None:
+        self.ws = ws
+        self.messages: list[dict] = []
+        self._arrived = asyncio.Event()
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def connect(cls, base_url: str) -> _WireClient:
+        import tornado.websocket
+
+        ws = await tornado.websocket.websocket_connect(base_url.replace("http://", "ws://") + "/sessionHub")
+        await ws.write_message('{"protocol":"json","version":1}\x1e')
+        return cls(ws)
+
+    async def _read(self) -> None:
+        import json
+
+        buffer = ""
+        while (data := await self.ws.read_message()) is not None:
+            *frames, buffer = (buffer + data).split("\x1e")
+            self.messages.extend(json.loads(frame) for frame in frames if frame != "{}")
+            self._arrived.set()
+
+    async def wait_for(self, predicate) -> dict:
+        while True:
+            for message in self.messages:
+                if predicate(message):
+                    return message
+            self._arrived.clear()
+            await asyncio.wait_for(self._arrived.wait(), 10)
+
+    async def call(self, invocation_id: str, target: str, *args) -> dict:
+        import json
+
+        await self.ws.write_message(json.dumps({"type": 1, "invocationId": invocation_id, "target": target,
+                                                "arguments": list(args)}) + "\x1e")
+        return await self.wait_for(lambda m: m.get("type") == 3 and m.get("invocationId") == invocation_id)
+
+    def targets(self) -> list[str]:
+        return [m["target"] for m in self.messages if m.get("type") == 1]
+
+    async def close(self) -> None:
+        self.ws.close()
+        self._reader.cancel()
+        await asyncio.gather(self._reader, return_exceptions=True)
+
+
+@pytest.mark.redis
+async def test_outcome_reaches_every_local_connection_once_and_last(redis_url: str) -> None:
+    import json
+
+    import redis.asyncio as aioredis
+
+    from gateway.session_hub import HubTuning
+    from gateway_harness import conversation_id_of, start_hub_stack
+
+    redis_client = aioredis.Redis.from_url(redis_url)
+    stack = await start_hub_stack(redis_client, hub_tuning=HubTuning(position_interval=0.05, poll_interval=0.05))
+    clients: list[_WireClient] = []
+    try:
+        conversations = []
+        for _ in range(2):
+            response = await stack.request_session()
+            conversations.append(conversation_id_of(json.loads(response.body)["webSocketUrl"]))
+        queued = [json.loads((await stack.request_session()).body)["uniqueRequestId"] for _ in range(2)]
+        # Two tabs wait for the front request, one for the next.
+        front_a, front_b, second = [await _WireClient.connect(stack.base_url) for _ in range(3)]
+        clients += [front_a, front_b, second]
+        for i, (client, rid) in enumerate(((front_a, queued[0]), (front_b, queued[0]), (second, queued[1]))):
+            reply = await client.call(f"r{i}", "Register", rid)
+            assert reply["result"]["status"] == "queued", reply
+        assert (await stack.end(conversations[0])).code == 200
+        ready = await asyncio.wait_for(stack.outcome(queued[0]), 10)
+        await second.wait_for(lambda m: m.get("target") == "QueuePositionUpdated"
+                              and m["arguments"][0]["queuePosition"] == 1)
+        for client in (front_a, front_b):
+            await client.wait_for(lambda m: m.get("target") == "SessionReady")
+            # Anything sent after the outcome (a duplicate through the group, a stale position) would be
+            # on the wire before the reply to a later call on the same connection.
+            await client.call("late", "Register", "")
+            assert client.targets()[-1] == "SessionReady"
+            assert client.targets().count("SessionReady") == 1
+            assert next(m for m in client.messages if m.get("target") == "SessionReady")["arguments"] == [
+                {"webSocketUrl": ready.web_socket_url}]
+    finally:
+        for client in clients:
+            await client.close()
+        await stack.close()
+        await redis_client.aclose()
+
+
+async def test_round_holds_while_a_dispatch_is_under_way() -> None:
+    clock = FakeClock(0.0)
+    sent: list[str] = []
+    dispatched = asyncio.Event()
+
+    def send(rid: str, position: int, wait: int | None) -> None:
+        sent.append(rid)
+        clock.advance(0.0002)
+        if len(sent) == 10:
+            broadcaster.hold()
+            dispatched.set()
+
+    async def dispatch() -> int:
+        await dispatched.wait()
+        for _ in range(20):  # the platform call, the Redis writes: loop turns of their own
+            await asyncio.sleep(0)
+        seen = len(sent)
+        broadcaster.unhold()
+        return seen
+
+    ids = [f"r{i}" for i in range(100)]
+    broadcaster = _static_broadcaster(ids, ids, send, monotonic=clock)
+    dispatch_task = asyncio.create_task(dispatch())
+    assert await asyncio.wait_for(broadcaster.run_once(), 10) == 100
+    # Without the hold, each of the 20 turns would have let a slice (3 updates) through.
+    assert await dispatch_task <= 13
