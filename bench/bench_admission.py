@@ -74,6 +74,7 @@ def serve_gateway(config: str, host: str, port: int, dispatch_interval: float) -
     import logging
 
     from gateway.app import Gateway
+    from gateway.cli import settle_heap
     from gateway.config import load_settings
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
@@ -81,6 +82,7 @@ def serve_gateway(config: str, host: str, port: int, dispatch_interval: float) -
     async def run() -> None:
         gateway = Gateway(load_settings(config).settings, dispatch_interval=dispatch_interval)
         await gateway.start(port=port, host=host)
+        settle_heap()  # as `serve` does
         print(f"gateway listening on http://{host}:{port}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
