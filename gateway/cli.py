@@ -147,7 +147,6 @@ def _serve_processes(args: argparse.Namespace) -> int:
 
 
 async def _serve_worker(settings, index: int, channel) -> int:  # type: ignore[no-untyped-def]
-    from gateway.app import Gateway
     from gateway.processes import receive_socket, token_prefix
     from signalr.ids import set_token_prefix
 
@@ -295,7 +294,7 @@ async def _demo(args: argparse.Namespace) -> int:
         await _maybe_close(runner)
         return 1
     base = f"http://{args.host}:{args.port}"
-    print(f"iqra-gateway demo (embedded store, simulated platform; campaign DemoCampaign, region local, cap 2)")
+    print("iqra-gateway demo (embedded store, simulated platform; campaign DemoCampaign, region local, cap 2)")
     print(f"  demo page:          {base}/   (open it in a browser and press Call)")
     print(f"  session request:    POST {base}/api/session/request")
     print(f"  queue status:       GET  {base}/api/session/status/<uniqueRequestId>")

@@ -426,6 +426,18 @@ class HubHandler(_HubRequestMixin, tornado.websocket.WebSocketHandler):
 
     # -- shared --------------------------------------------------------------------------------
 
+    async def _authenticate(self) -> Mapping[str, str] | None:
+        """Read the query, record the request's info and user; None (answered 401) when refused."""
+        query = _query(self)
+        self._info = _request_info(self, query)
+        ok, self._user = await self._user_or_401(self._info)
+        return query if ok else None
+
+    async def _attach(self, transport: TransportType) -> HttpConnection | None:
+        """Authenticate, then find the ``id=`` connection and attach ``transport``; None once answered."""
+        query = await self._authenticate()
+        return None if query is None else self._lookup(query, transport)
+
     def _lookup(self, query: Mapping[str, str], transport: TransportType) -> HttpConnection | None:
         """Find the connection for ``id=`` and attach ``transport``; on failure answer and return None."""
         token = query.get("id")
@@ -487,10 +499,8 @@ class HubHandler(_HubRequestMixin, tornado.websocket.WebSocketHandler):
         if origin and not self.server.origin_allowed(origin) and not _same_host(origin, self.request.host):
             self._text(403, "Cross origin websockets not allowed")
             return
-        query = _query(self)
-        self._info = _request_info(self, query)
-        ok, self._user = await self._user_or_401(self._info)
-        if not ok:
+        query = await self._authenticate()
+        if query is None:
             return
         if "id" not in query:
             if TransportType.WEBSOCKETS not in self.server.options.transports:
@@ -535,10 +545,8 @@ class HubHandler(_HubRequestMixin, tornado.websocket.WebSocketHandler):
     # -- Server-Sent Events ----------------------------------------------------------------------
 
     async def _server_sent_events(self) -> None:
-        query = _query(self)
-        self._info = _request_info(self, query)
-        ok, self._user = await self._user_or_401(self._info)
-        if not ok or (connection := self._lookup(query, TransportType.SERVER_SENT_EVENTS)) is None:
+        connection = await self._attach(TransportType.SERVER_SENT_EVENTS)
+        if connection is None:
             return
         for name, value in sse.SSE_HEADERS:
             self.set_header(name, value)
@@ -567,10 +575,8 @@ class HubHandler(_HubRequestMixin, tornado.websocket.WebSocketHandler):
     # -- Long Polling ------------------------------------------------------------------------------
 
     async def _long_poll(self) -> None:
-        query = _query(self)
-        self._info = _request_info(self, query)
-        ok, self._user = await self._user_or_401(self._info)
-        if not ok or (connection := self._lookup(query, TransportType.LONG_POLLING)) is None:
+        connection = await self._attach(TransportType.LONG_POLLING)
+        if connection is None:
             return
         for name, value in long_polling.NO_CACHE_HEADERS:
             self.set_header(name, value)
@@ -594,14 +600,21 @@ class HubHandler(_HubRequestMixin, tornado.websocket.WebSocketHandler):
 
     # -- send and stop ------------------------------------------------------------------------------
 
-    async def post(self, *args: Any) -> None:
-        query = _query(self)
-        token = query.get("id")
+    def _existing_connection(self) -> HttpConnection | None:
+        """The ``id=`` connection of a POST or DELETE; None once a 400 or 404 has been answered."""
+        token = _query(self).get("id")
         if token is None:
-            return self._text(400, "Connection ID required")
+            self._text(400, "Connection ID required")
+            return None
         connection = self.server.connections.get(token)
         if connection is None:
-            return self._text(404, "No Connection with that ID")
+            self._text(404, "No Connection with that ID")
+        return connection
+
+    async def post(self, *args: Any) -> None:
+        connection = self._existing_connection()
+        if connection is None:
+            return None
         if connection.transport is TransportType.WEBSOCKETS:
             return self._text(405, "POST requests are not allowed for WebSocket connections.")
         async with connection.post_lock:
@@ -610,13 +623,9 @@ class HubHandler(_HubRequestMixin, tornado.websocket.WebSocketHandler):
         self.finish()
 
     def delete(self, *args: Any) -> None:
-        query = _query(self)
-        token = query.get("id")
-        if token is None:
-            return self._text(400, "Connection ID required")
-        connection = self.server.connections.get(token)
+        connection = self._existing_connection()
         if connection is None:
-            return self._text(404, "No Connection with that ID")
+            return None
         if connection.transport is not TransportType.LONG_POLLING:
             return self._text(400, "Cannot terminate this connection using the DELETE endpoint.")
         log.debug("DELETE terminates connection %s", connection.connection_id)
