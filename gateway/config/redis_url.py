@@ -1,0 +1,122 @@
+"""``RedisConnectionString``: a redis-py URL, or the StackExchange.Redis form the original middleware used."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote
+
+from redis.connection import parse_url
+
+from gateway.config.binder import Binder
+from gateway.config.problems import Section
+from gateway.errors import ConfigError
+
+_STACKEXCHANGE_IGNORED = "ignored (a StackExchange.Redis option the gateway does not use)"
+
+
+def parse_redis_connection_string(value: str) -> str:
+    """Turn ``RedisConnectionString`` into a URL redis-py accepts.
+
+    Accepts URLs (``redis://``, ``rediss://``, ``unix://``) as they are, and the StackExchange.Redis form the
+    original used: ``host[:port][,password=...][,user=...][,ssl=true][,defaultDatabase=N][,name=...]``.
+    Other StackExchange options are ignored (:func:`~gateway.config.load_settings` reports them as warnings).
+
+    :param value: the connection string; must not be empty.
+    :return: a ``redis://``, ``rediss://`` or ``unix://`` URL.
+    :raises ConfigError: when the string cannot be understood.
+    """
+    url, _warnings, problems = parse_redis("RedisConnectionString", value)
+    if problems or url is None:
+        raise ConfigError(problems)
+    return url
+
+
+def bind_redis(binder: Binder, top: Section) -> str | None:
+    path = top.child_path("RedisConnectionString")
+    value = binder.string(path, top.take("RedisConnectionString"))
+    if value is None or not value.strip():
+        return None
+    url, warnings, problems = parse_redis(path, value)
+    binder.warnings.extend(warnings)
+    binder.problems.extend(problems)
+    return url
+
+
+def parse_redis(path: str, value: str) -> tuple[str | None, list[str], list[str]]:
+    """``(url, warnings, problems)`` for a connection string of either style."""
+    text = value.strip()
+    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+    if scheme:
+        if scheme not in ("redis", "rediss", "unix"):
+            return None, [], [f"{path}: unsupported scheme {scheme!r}; use redis://, rediss:// or unix://, or host:port"]
+        try:
+            parse_url(text)
+        except ValueError as exc:
+            return None, [], [f"{path}: not a valid Redis URL ({exc})"]
+        return text, [], []
+
+    warnings: list[str] = []
+    problems: list[str] = []
+    endpoints: list[str] = []
+    password = user = name = None
+    ssl = False
+    database = 0
+    for raw in text.split(","):
+        part = raw.strip()
+        if not part:
+            continue
+        if "=" not in part:
+            endpoints.append(part)
+            continue
+        option, _, setting = part.partition("=")
+        option = option.strip().lower()
+        setting = setting.strip()
+        if option == "password":
+            password = setting
+        elif option == "user":
+            user = setting
+        elif option == "name":
+            name = setting
+        elif option == "ssl":
+            if setting.lower() not in ("true", "false"):
+                problems.append(f"{path}: ssl={setting!r} must be true or false")
+            ssl = setting.lower() == "true"
+        elif option == "defaultdatabase":
+            if not setting.isdigit():
+                problems.append(f"{path}: defaultDatabase={setting!r} must be a whole number >= 0")
+            else:
+                database = int(setting)
+        else:
+            warnings.append(f"{path}: option {option}={setting!r} {_STACKEXCHANGE_IGNORED}")
+    if not endpoints:
+        problems.append(f"{path}: no host; write host:port (e.g. localhost:6379) or a redis:// URL, or leave it empty for the embedded store")
+        return None, warnings, problems
+    if len(endpoints) > 1:
+        warnings.append(f"{path}: several endpoints given; only the first ({endpoints[0]}) is used")
+    host, port = _split_endpoint(endpoints[0])
+    if port is None:
+        problems.append(f"{path}: endpoint {endpoints[0]!r} must be host or host:port with a port between 1 and 65535")
+    if problems:
+        return None, warnings, problems
+    credentials = ""
+    if user is not None or password is not None:
+        credentials = quote(user or "", safe="") + (":" + quote(password, safe="") if password is not None else "") + "@"
+    url = f"{'rediss' if ssl else 'redis'}://{credentials}{host}:{port}/{database}"
+    if name:
+        url += "?client_name=" + quote(name, safe="")
+    return url, warnings, problems
+
+
+def _split_endpoint(endpoint: str) -> tuple[str, int | None]:
+    """``("host", port)``; a bracketed IPv6 host keeps its brackets for the URL. Port ``None`` = invalid."""
+    match = re.fullmatch(r"\[([^\]]+)\](?::([0-9]{1,5}))?|([^:\[\]]+)(?::([0-9]{1,5}))?|([0-9A-Fa-f:]+)", endpoint)
+    if match is None:
+        return endpoint, None
+    if match.group(1) is not None:
+        host, port_text = f"[{match.group(1)}]", match.group(2)
+    elif match.group(3) is not None:
+        host, port_text = match.group(3), match.group(4)
+    else:
+        host, port_text = f"[{match.group(5)}]", None
+    port = 6379 if port_text is None else int(port_text)
+    return host, port if 0 < port < 65536 else None
