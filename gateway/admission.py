@@ -29,6 +29,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from gateway.keys import DEFAULT_PREFIX, AdmissionKeys
+from ratelimit import UnitCall
+from ratelimit.limiter import UNITS_LIBRARY
 
 log = logging.getLogger("gateway.admission")
 
@@ -41,6 +43,8 @@ DEFAULT_SCAN_LIMIT = 1000
 
 _OPERATIONS = ("admit", "claim", "reap", "activate", "release_lease", "end_session", "requeue_front",
                "set_outcome", "status", "remove")
+#: Operations that also carry rate-limit unit work (their scripts embed ``ratelimit/lua/lib_units.lua``).
+_WITH_UNITS = frozenset({"admit", "activate"})
 _OUTCOME_STATUSES = frozenset({"ready", "failed"})
 #: Entry data as compact JSON; one encoder for every call (``json.dumps`` with options builds one each time).
 _DATA_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
@@ -74,6 +78,7 @@ class Outcome(StrEnum):
     ADMITTED = "admitted"
     QUEUED = "queued"
     FULL = "full"
+    LIMITED = "limited"  # a rate limit refused: nothing stored, consumed or claimed
 
 
 #: An admit reply's outcome field (bytes, or text from a decoding client) -> Outcome, without Enum.__call__.
@@ -106,6 +111,25 @@ class AdmitResult:
     lease_id: str | None = None
     position: int | None = None
     claimed: tuple[ClaimedEntry, ...] = ()
+    #: The rate-limit report (``used, wait, refused`` per rule of the ``limits`` call), empty without one.
+    limit_values: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnitBinding:
+    """Rate-limit work done by :meth:`AdmissionStore.activate` in the same call.
+
+    :param call: the unit's concurrent sets and arguments (:meth:`ratelimit.RateLimiter.touch_call` with the
+        session lease as the hold).
+    :param key: where the binding ``conversation id -> unit`` is kept, for the session-ended webhook.
+    :param value: the binding's text.
+    :param ttl_seconds: the binding's lifetime.
+    """
+
+    call: UnitCall
+    key: str
+    value: str
+    ttl_seconds: int
 
 
 class EndResult(StrEnum):
@@ -133,6 +157,8 @@ def _script_source(operation: str) -> str:
     """The prelude plus one operation's script, read from the package once per process."""
     lua = resources.files("gateway") / "lua"
     prelude = (lua / "lib_store.lua").read_text(encoding="utf-8")
+    if operation in _WITH_UNITS:
+        prelude += "\n" + UNITS_LIBRARY
     return prelude + "\n" + (lua / f"{operation}.lua").read_text(encoding="utf-8")
 
 
@@ -197,7 +223,8 @@ class AdmissionStore:
     def keys(self) -> AdmissionKeys:
         return self._keys
 
-    async def _run(self, operation: str, args: list[Any], extra_keys: list[str] | None = None) -> Any:
+    async def _run(self, operation: str, args: list[Any] | tuple[Any, ...],
+                   extra_keys: list[str] | tuple[str, ...] | None = None) -> Any:
         keys = self._shared_keys + tuple(extra_keys) if extra_keys else self._shared_keys
         return await self._scripts[operation](keys=keys, args=(_num(self._clock()), *args))
 
@@ -205,7 +232,8 @@ class AdmissionStore:
         return [self._keys.outcome(request_id), self._keys.tombstone(request_id)]
 
     async def admit(self, *, request_id: str, campaign: str, data: dict, caps: Caps,
-                    pending_lease_seconds: float, max_queue_length: int) -> AdmitResult:
+                    pending_lease_seconds: float, max_queue_length: int,
+                    limits: UnitCall | None = None) -> AdmitResult:
         """Admit now (pending lease), queue, or refuse a request — one round trip.
 
         :param request_id: new unique id of the request.
@@ -214,6 +242,8 @@ class AdmissionStore:
         :param caps: the caps to apply now.
         :param pending_lease_seconds: how long the pending lease covers the platform call.
         :param max_queue_length: at this length the request is refused with ``FULL``.
+        :param limits: the request's rate limits (:meth:`ratelimit.RateLimiter.acquire_call` with the request
+            id as unit id), checked first and consumed only for ``ADMITTED`` and ``QUEUED``, in the same call.
         :raises DuplicateRequestError: if ``request_id`` is already known.
         :raises ValueError: on bad arguments (including non-JSON ``data``).
         """
@@ -227,25 +257,33 @@ class AdmissionStore:
             data_json = _DATA_ENCODER.encode(data)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"entry data is not JSON-serialisable: {exc}") from exc
+        args: tuple[Any, ...] = (request_id, campaign, data_json, caps.global_cap, caps.campaign_caps_json(),
+                                 _num(pending_lease_seconds), max_queue_length, secrets.token_hex(8),
+                                 self._scan_limit)
+        keys = self._request_keys(request_id)
+        if limits is not None:
+            if limits.args[1] != request_id:
+                raise ValueError("the rate-limit unit id must be the request id")
+            args += limits.args
+            keys += limits.keys
         try:
-            reply = await self._run("admit", [
-                request_id, campaign, data_json, caps.global_cap, caps.campaign_caps_json(),
-                _num(pending_lease_seconds), max_queue_length, secrets.token_hex(8), self._scan_limit,
-            ], self._request_keys(request_id))
+            reply = await self._run("admit", args, keys)
         except ResponseError as exc:
             if "DUPLICATE" in str(exc):
                 raise DuplicateRequestError(f"request id {request_id!r} is already known") from exc
             raise
         outcome = _OUTCOMES[reply[0]]
-        claimed = _claimed_entries(reply, 4, int(reply[3])) if reply[3] else ()
+        m = int(reply[4])
+        limit_values = tuple(int(v) for v in reply[5:5 + m]) if m else ()
+        claimed = _claimed_entries(reply, 5 + m, int(reply[3])) if reply[3] else ()
         if outcome is Outcome.ADMITTED:
-            return AdmitResult(outcome=outcome, lease_id=_text(reply[1]), claimed=claimed)
+            return AdmitResult(outcome=outcome, lease_id=_text(reply[1]), claimed=claimed, limit_values=limit_values)
         if outcome is Outcome.QUEUED:
-            return AdmitResult(outcome=outcome, position=int(reply[2]), claimed=claimed)
-        return AdmitResult(outcome=outcome, claimed=claimed)
+            return AdmitResult(outcome=outcome, position=int(reply[2]), claimed=claimed, limit_values=limit_values)
+        return AdmitResult(outcome=outcome, claimed=claimed, limit_values=limit_values)
 
     async def activate(self, *, lease_id: str, conversation_session_id: str, request_id: str | None,
-                       session_lease_seconds: float) -> None:
+                       session_lease_seconds: float, units: UnitBinding | None = None) -> None:
         """Turn a pending lease into an active lease keyed by the conversation session id.
 
         Works even after the pending lease was reaped (the platform session exists, so the slot is
@@ -253,12 +291,18 @@ class AdmissionStore:
         is held.
 
         :param session_lease_seconds: the active lease is reclaimed after this if no end webhook comes.
+        :param units: the request's rate-limit unit, re-armed and bound to the conversation in the same
+            call (or given back, when the session already ended).
         """
         _require_id(lease_id, "lease_id")
         conv = _require_id(conversation_session_id, "conversation_session_id").lower()
         _require_seconds(session_lease_seconds, "session_lease_seconds")
-        result = _text(await self._run("activate", [lease_id, conv, request_id or "",
-                                                    _num(session_lease_seconds)]))
+        args: tuple[Any, ...] = (lease_id, conv, request_id or "", _num(session_lease_seconds))
+        keys: tuple[str, ...] = ()
+        if units is not None:
+            args += (*units.call.args, units.value, int(units.ttl_seconds))
+            keys = (units.key, *units.call.keys)
+        result = _text(await self._run("activate", args, keys))
         if result != "activated":
             log.info("activate lease %s for conversation %s: %s", lease_id, conv, result)
 

@@ -168,18 +168,20 @@ class QueueDispatcher:
             await self._fail(entry)
             return
         self._backoff = 0.0
+        units = None
+        if self._protection is not None:
+            try:
+                units = self._protection.activation_units(entry.request_id, subject_of(entry.data),
+                                                          session.conversation_session_id)
+            except ProtectionUnavailable as exc:
+                log.error("could not prepare the rate-limit unit of %s: %s", entry.request_id, exc)
         await self._retry_store(lambda: self._store.activate(
             lease_id=entry.lease_id,
             conversation_session_id=session.conversation_session_id,
             request_id=entry.request_id,
             session_lease_seconds=self._settings.concurrency.session_lease_seconds,
+            units=units,
         ))
-        if self._protection is not None:
-            try:
-                await self._protection.session_started(entry.request_id, subject_of(entry.data),
-                                                       session.conversation_session_id)
-            except ProtectionUnavailable as exc:
-                log.error("could not re-arm the rate-limit unit of %s: %s", entry.request_id, exc)
         await self._retry_store(lambda: self._store.set_outcome(
             entry.request_id, status="ready", web_socket_url=session.web_socket_url,
             ttl_seconds=self._settings.queue.ready_ttl_seconds,

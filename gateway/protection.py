@@ -1,14 +1,17 @@
 """Client protection on the admission path: anonymizer blocking and rate limits, with their accounting.
 
-The checks run in the original's order (IP security, then rate limits) before the admission decision.
-The rate limiter's concurrency unit for a request (its id is the request id) must live exactly as long as
-what it counts:
+The checks run in the original's order: IP security here, in the process, then the rate limits, which
+are checked and consumed inside the admission decision's own Lua call (this module prepares that part of
+the call and reads its reply), so a request costs one round trip with or without limits, and a refusal
+(or a full queue) consumes nothing. The rate limiter's concurrency unit for a request (its id is the
+request id) must live exactly as long as what it counts:
 
-* while the request waits in the queue, it is held for :data:`QUEUED_HOLD_SECONDS` and given back when
-  the request leaves (``Leave``, abandonment) or fails;
-* once a platform session exists, it is re-armed to expire with the session lease, and a small binding
-  ``conversation id -> unit`` lets the session-ended webhook give it back at once;
-* when a request never happened (queue full, platform failure) everything it consumed is refunded.
+* while the request waits in the queue, it is held for :data:`QUEUED_HOLD_SECONDS`, renewed by
+  :meth:`ClientProtection.renew_queued_units` as long as the entry waits, and given back when the request
+  leaves (``Leave``, abandonment) or fails;
+* once a platform session exists, the activation (same Lua call) re-arms it to expire with the session
+  lease and binds ``conversation id -> unit``, so the session-ended webhook gives it back at once;
+* when a request never happened (platform failure) everything it consumed is refunded.
 
 So the count never leaks: every unit has an expiry, and every ending gives it back sooner.
 """
@@ -23,16 +26,23 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway import jsonutil
+from gateway.admission import UnitBinding
 from gateway.settings import Settings
 from geo.checker import AnonymizerChecker, BlockPolicy
-from ratelimit import Decision, RateLimiter, Rule, StorageError, rate_limit_headers, refusal_message, rules_for
+from ratelimit import (Decision, RateLimiter, Rule, StorageError, UnitCall, rate_limit_headers, refusal_message,
+                       rules_for)
 
 log = logging.getLogger("gateway.protection")
 
-#: How long a queued request's concurrency unit is held without news. Waiting clients are removed by the
-#: hub's abandonment rules well before this; it only bounds a unit whose gateway process died.
-QUEUED_HOLD_SECONDS = 3600
+#: How long a queued request's concurrency unit is held without being renewed. Waiting clients are removed
+#: by the hub's abandonment rules, which give the unit back; this only bounds a unit whose release was
+#: lost (its gateway process died, or the store was down at that moment).
+QUEUED_HOLD_SECONDS = 900
+#: How often the units of waiting entries are renewed: well inside the hold, so a renewal can be missed.
+RENEW_INTERVAL_SECONDS = QUEUED_HOLD_SECONDS / 3
 BINDING_PREFIX = "iqra:rl:session:"
+#: Queue entries read per HSCAN step while renewing units (bounds the time one call holds Redis).
+RENEW_CHUNK = 200
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,6 +87,11 @@ class ClientProtection:
         self._limiter = RateLimiter(redis, clock=clock)
         self.checker = checker if checker is not None else build_checker(settings)
 
+    @property
+    def limits_enabled(self) -> bool:
+        """Whether any rate limit is configured."""
+        return self._any_limit
+
     # -- IP security ---------------------------------------------------------------------------------
 
     def check_ip(self, ip: str) -> Refusal | None:
@@ -99,30 +114,36 @@ class ClientProtection:
                          per_ip_hourly=s.per_ip_rate_limit_hourly, per_ip_daily=s.per_ip_rate_limit_daily,
                          per_ip_concurrency=s.per_ip_rate_limit_concurrency)
 
-    async def acquire(self, request_id: str, subject: Subject) -> tuple[Refusal | None, dict[str, str]]:
-        """Consume one request and one concurrency unit for ``subject``, all or nothing.
-
-        :return: a refusal (429) or None, and the ``RateLimit`` headers to send either way.
-        """
+    def limit_call(self, request_id: str, subject: Subject) -> UnitCall | None:
+        """The rate-limit part of the admission call for ``subject`` (None when no limit applies)."""
         rules = self.rules(subject)
         if not rules:
-            return None, {}
-        decision = await self._guard(self._limiter.acquire(request_id, rules, hold_seconds=QUEUED_HOLD_SECONDS))
+            return None
+        return self._limiter.acquire_call(request_id, rules, hold_seconds=QUEUED_HOLD_SECONDS)
+
+    def verdict(self, call: UnitCall, *, limited: bool, values: tuple[int, ...],
+                subject: Subject) -> tuple[Refusal | None, dict[str, str]]:
+        """Read the rate-limit report of an admission call.
+
+        :return: a refusal (429) or None, and the ``RateLimit`` headers to send either way.
+        :raises ProtectionUnavailable: when the report is malformed.
+        """
+        decision = self._guard_sync(lambda: self._limiter.decision(call, [0 if limited else 1, *values]))
         headers = rate_limit_headers(decision)
         if decision.allowed:
             return None, headers
         return Refusal(status=429, message=self._message(decision, subject), headers=headers), headers
 
-    async def session_started(self, request_id: str, subject: Subject, conversation_session_id: str) -> None:
-        """The platform session exists: the unit now expires with the session lease, and the webhook can
-        find it by conversation id."""
+    def activation_units(self, request_id: str, subject: Subject, conversation_session_id: str) -> UnitBinding | None:
+        """What the activation of ``request_id``'s session does for its concurrency unit (None without a
+        concurrent limit): re-arm it to expire with the session lease and bind it to the conversation id."""
         rules = self.rules(subject)
-        if not any(rule.limit for rule in rules if rule.policy == "concurrent"):
-            return
-        await self._guard(self._limiter.touch(request_id, rules, hold_seconds=self._session_lease))
+        call = self._guard_sync(lambda: self._limiter.touch_call(request_id, rules, hold_seconds=self._session_lease))
+        if call is None:
+            return None
         binding = jsonutil.dumps({"unit": request_id, "cid": subject.client_identifier, "ip": subject.ip})
-        await self._guard(self._redis.set(BINDING_PREFIX + conversation_session_id.lower(), binding,
-                                          ex=int(self._session_lease) + 60))
+        return UnitBinding(call=call, key=BINDING_PREFIX + conversation_session_id.lower(), value=binding,
+                           ttl_seconds=int(self._session_lease) + 60)
 
     async def session_ended(self, conversation_session_id: str) -> None:
         """The webhook: give the session's concurrency unit back now."""
@@ -145,9 +166,39 @@ class ClientProtection:
         if rules:
             await self._guard(self._limiter.refund(request_id, rules))
 
+    async def renew_queued_units(self, entries_key: str) -> int:
+        """Renew the concurrency units of every waiting (or dispatching) entry for another hold.
+
+        ``entries_key`` is the admission store's HASH of entry data. One HSCAN step and one pipelined batch
+        of touches per :data:`RENEW_CHUNK` entries. Returns how many units were renewed.
+        """
+        if not self._any_limit:
+            return 0
+        renewed, cursor = 0, 0
+        while True:
+            cursor, chunk = await self._guard(self._redis.hscan(entries_key, cursor, count=RENEW_CHUNK))
+            calls = []
+            for request_id, raw in chunk.items():
+                rid = request_id.decode() if isinstance(request_id, bytes) else request_id
+                rules = self.rules(subject_of(jsonutil.loads(raw)))
+                call = self._limiter.touch_call(rid, rules, hold_seconds=QUEUED_HOLD_SECONDS)
+                if call is not None:
+                    calls.append(call)
+            if calls:
+                renewed += await self._guard(self._limiter.touch_many(calls))
+            if not cursor:
+                return renewed
+
     def _message(self, decision: Decision, subject: Subject) -> str:
         assert decision.refused is not None
         return refusal_message(decision.refused, by_client_identifier=bool(subject.client_identifier))
+
+    @staticmethod
+    def _guard_sync(compute):  # type: ignore[no-untyped-def]
+        try:
+            return compute()
+        except StorageError as exc:
+            raise ProtectionUnavailable(str(exc)) from exc
 
     @staticmethod
     async def _guard(awaitable):  # type: ignore[no-untyped-def]

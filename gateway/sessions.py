@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
 
-from gateway.admission import AdmissionStore, ClaimedEntry, EndResult, Outcome, RequestStatus
+from gateway.admission import AdmissionStore, ClaimedEntry, EndResult, Outcome, RequestStatus, UnitBinding
 from gateway.capacity import CapacityPolicy
 from gateway.dispatcher import QueueDispatcher
 from gateway.events import EventHub, QueueChanged
@@ -22,6 +22,7 @@ from gateway.payload import SessionRequest
 from gateway.platform import PlatformClient, PlatformError
 from gateway.protection import ClientProtection, ProtectionUnavailable, Refusal, Subject, subject_of
 from gateway.settings import Settings
+from ratelimit import UnitCall
 
 log = logging.getLogger("gateway.sessions")
 
@@ -129,21 +130,19 @@ class SessionService:
         request_id = new_request_id()
         subject = Subject(client_identifier=request.client_identifier, ip=client_ip)
         try:
-            refusal, limit_headers = await self._protection.acquire(request_id, subject)
+            limits = self._protection.limit_call(request_id, subject)
         except ProtectionUnavailable as exc:
-            log.warning("rate limits unavailable, store unreachable: %s", exc)
             raise ServiceUnavailable(STORE_DOWN_MESSAGE, retry_after=5) from exc
-        if refusal is not None:
-            raise Refused(refusal)
         try:
-            return await self._admit(request, request_id, subject, client_ip, limit_headers)
-        except (ServiceUnavailable, PlatformUnavailable):
+            return await self._admit(request, request_id, subject, client_ip, limits)
+        except PlatformUnavailable:
             # The request never happened: the client may try again without it counting.
-            await self._refund_quietly(request_id, subject)
+            if limits is not None:
+                await self._refund_quietly(request_id, subject)
             raise
 
     async def _admit(self, request: SessionRequest, request_id: str, subject: Subject, client_ip: str,
-                     limit_headers: dict[str, str]) -> Admitted | Queued:
+                     limits: UnitCall | None) -> Admitted | Queued:
         campaign = self._settings.platform.campaigns[request.campaign_id]
         data = {"request": request.to_dict(), "ip": client_ip}
         try:
@@ -154,6 +153,7 @@ class SessionService:
                 caps=self._capacity.caps(),
                 pending_lease_seconds=self._settings.concurrency.pending_lease_seconds,
                 max_queue_length=self._settings.queue.max_length,
+                limits=limits,
             )
         except RedisError as exc:
             log.warning("admission failed, store unavailable: %s", exc)
@@ -161,6 +161,16 @@ class SessionService:
         if result.claimed:
             # Older queued entries that were eligible go first; this call claimed them for us.
             self._dispatcher.dispatch_claimed(result.claimed)
+        limit_headers: dict[str, str] = {}
+        if limits is not None:
+            try:
+                refusal, limit_headers = self._protection.verdict(
+                    limits, limited=result.outcome is Outcome.LIMITED, values=result.limit_values, subject=subject)
+            except ProtectionUnavailable as exc:
+                log.error("unreadable rate-limit report for %s: %s", request_id, exc)
+                raise ServiceUnavailable(STORE_DOWN_MESSAGE, retry_after=5) from exc
+            if refusal is not None:
+                raise Refused(refusal)
         if result.outcome is Outcome.FULL:
             raise QueueFull(QUEUE_FULL_MESSAGE, retry_after=30)
         if result.outcome is Outcome.QUEUED:
@@ -196,19 +206,23 @@ class SessionService:
                 conversation_session_id=session.conversation_session_id,
                 request_id=None,
                 session_lease_seconds=self._settings.concurrency.session_lease_seconds,
+                units=self._activation_units(request_id, subject, session.conversation_session_id),
             )
         except RedisError as exc:
-            # The platform session exists, so the client gets it. The pending lease expires by itself;
-            # until the call ends the gateway undercounts by one, which the log makes visible.
+            # The platform session exists, so the client gets it. The pending lease expires by itself,
+            # and so does the rate-limit unit (after its queued hold); until then the gateway
+            # undercounts the slot by one, which the log makes visible.
             log.error("could not record session %s (store unavailable: %s); serving it anyway",
                       session.conversation_session_id, exc)
-        try:
-            await self._protection.session_started(request_id, subject, session.conversation_session_id)
-        except ProtectionUnavailable as exc:
-            # The unit stays held for its queued hold time and then expires; the call goes ahead.
-            log.error("could not re-arm the rate-limit unit of %s: %s", request_id, exc)
         return Admitted(web_socket_url=session.web_socket_url,
                         conversation_session_id=session.conversation_session_id, headers=limit_headers)
+
+    def _activation_units(self, request_id: str, subject: Subject, conversation_session_id: str) -> UnitBinding | None:
+        try:
+            return self._protection.activation_units(request_id, subject, conversation_session_id)
+        except ProtectionUnavailable as exc:
+            log.error("could not prepare the rate-limit unit of %s: %s", request_id, exc)
+            return None
 
     async def status(self, request_id: str) -> RequestStatus | None:
         return await self._store_or_unavailable(self._store.status(request_id))

@@ -8,7 +8,7 @@
 
 from ratelimit.errors import InvalidRule, RateLimitError, StorageError
 from ratelimit.headers import rate_limit_headers
-from ratelimit.limiter import RateLimiter
+from ratelimit.limiter import RateLimiter, UnitCall
 from ratelimit.rules import Decision, Policy, Rule, RuleState, refusal_message, rules_for
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "Rule",
     "RuleState",
     "StorageError",
+    "UnitCall",
     "rate_limit_headers",
     "refusal_message",
     "rules_for",

@@ -15,6 +15,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -30,8 +31,10 @@ def _script_text(name: str) -> str:
     return resources.files("ratelimit").joinpath("lua", name).read_text(encoding="utf-8")
 
 
-ACQUIRE_SCRIPT = _script_text("acquire_units.lua")
-TOUCH_SCRIPT = _script_text("touch_units.lua")
+#: The unit operations as Lua functions; another package's script may embed them (see :class:`UnitCall`).
+UNITS_LIBRARY = _script_text("lib_units.lua")
+ACQUIRE_SCRIPT = UNITS_LIBRARY + "\n" + _script_text("acquire_units.lua")
+TOUCH_SCRIPT = UNITS_LIBRARY + "\n" + _script_text("touch_units.lua")
 REMOVE_SCRIPT = _script_text("remove_units.lua")
 
 #: Added to every key's expiry. Redis counts TTLs on its own clock while scores use the caller's; a minute
@@ -46,6 +49,21 @@ def _ceil_seconds(ms: int) -> int:
 
 def _window_ms(rule: Rule) -> int:
     return rule.window_seconds * 1000 if rule.window_seconds is not None else 0
+
+
+@dataclass(frozen=True, slots=True)
+class UnitCall:
+    """The KEYS and ARGV of one unit operation, for a script that embeds ``lib_units.lua``.
+
+    A host script appends ``keys`` after its own KEYS and ``args`` after its own ARGV and calls the library
+    function with those two offsets, so the operation shares the host's atomic call (the gateway decides
+    admission and consumes the rate limits in one round trip). ``rules`` are the rules the call covers, in
+    the order of ``keys``, for turning the reply into a :class:`~ratelimit.rules.Decision`.
+    """
+
+    keys: tuple[str, ...]
+    args: tuple[int | str, ...]
+    rules: tuple[Rule, ...]
 
 
 class RateLimiter:
@@ -64,6 +82,7 @@ class RateLimiter:
     def __init__(self, redis: Any, *, key_prefix: str = "iqra:rl:", clock: Callable[[], float] = time.time) -> None:
         self._prefix = key_prefix
         self._clock = clock
+        self._redis = redis
         # register_script computes the SHA once and re-loads the script after a SCRIPT FLUSH or a restart.
         self._acquire = redis.register_script(ACQUIRE_SCRIPT)
         self._touch = redis.register_script(TOUCH_SCRIPT)
@@ -84,23 +103,41 @@ class RateLimiter:
         :raises InvalidRule: on an empty unit id, a non-positive hold or two rules with the same key.
         :raises StorageError: when the store fails.
         """
+        call = self.acquire_call(unit_id, rules, hold_seconds=hold_seconds)
+        if call is None:
+            return Decision(allowed=True, refused=None, retry_after_seconds=None, states=())
+        reply = await self._call(self._acquire, list(call.keys), list(call.args))
+        return self.decision(call, reply)
+
+    def acquire_call(self, unit_id: str, rules: Sequence[Rule], *, hold_seconds: float) -> UnitCall | None:
+        """The KEYS / ARGV of :meth:`acquire` for a script that embeds ``lib_units.lua`` (``units_check``,
+        ``units_consume``, ``units_report``); None when there are no rules. Reads the clock now.
+
+        :raises InvalidRule: as :meth:`acquire`.
+        """
         rules = tuple(rules)
         self._check_unit(unit_id)
         hold_ms = self._hold_ms(hold_seconds)
         keys = self._keys(rules)
         if not keys:
-            return Decision(allowed=True, refused=None, retry_after_seconds=None, states=())
+            return None
         args: list[int | str] = [self._now_ms(), unit_id, hold_ms, KEY_EXPIRY_SLACK_MS]
         for rule in rules:
             args += [rule.limit, _window_ms(rule)]
-        reply = await self._call(self._acquire, keys, args)
+        return UnitCall(tuple(keys), tuple(args), rules)
+
+    def decision(self, call: UnitCall, reply: Any) -> Decision:
+        """The decision in the reply of an acquire: ``[allowed, used_1, wait_1, refused_1, ...]``.
+
+        :raises StorageError: when the reply does not have that shape.
+        """
         try:
-            if not isinstance(reply, list) or len(reply) != 1 + 3 * len(rules):
+            if not isinstance(reply, list | tuple) or len(reply) != 1 + 3 * len(call.rules):
                 raise ValueError("wrong shape")
             values = [int(value) for value in reply]
         except (TypeError, ValueError):
             raise StorageError(f"acquire script returned an unexpected reply: {reply!r}") from None
-        return self._decision(rules, values)
+        return self._decision(call.rules, values)
 
     async def touch(self, unit_id: str, rules: Sequence[Rule], *, hold_seconds: float) -> None:
         """Set the expiry of the unit's concurrent holds to now + ``hold_seconds``.
@@ -112,14 +149,42 @@ class RateLimiter:
         :param hold_seconds: the new lifetime, counted from now.
         :raises StorageError: when the store fails.
         """
+        call = self.touch_call(unit_id, rules, hold_seconds=hold_seconds)
+        if call is not None:
+            found = await self._call(self._touch, list(call.keys), list(call.args))
+            if found != len(call.keys):
+                logger.debug("touch of unit %s found it in %s of %d concurrent sets", unit_id, found, len(call.keys))
+
+    def touch_call(self, unit_id: str, rules: Sequence[Rule], *, hold_seconds: float) -> UnitCall | None:
+        """The KEYS / ARGV of :meth:`touch` (only the concurrent rules) for a script that embeds
+        ``lib_units.lua`` (``units_touch``); None when no rule is concurrent. Reads the clock now.
+        """
         self._check_unit(unit_id)
         hold_ms = self._hold_ms(hold_seconds)
-        concurrent = [rule for rule in rules if rule.policy is Policy.CONCURRENT]
+        concurrent = tuple(rule for rule in rules if rule.policy is Policy.CONCURRENT)
         keys = self._keys(concurrent)
-        if keys:
-            found = await self._call(self._touch, keys, [self._now_ms(), unit_id, hold_ms, KEY_EXPIRY_SLACK_MS])
-            if found != len(keys):
-                logger.debug("touch of unit %s found it in %s of %d concurrent sets", unit_id, found, len(keys))
+        if not keys:
+            return None
+        return UnitCall(tuple(keys), (self._now_ms(), unit_id, hold_ms, KEY_EXPIRY_SLACK_MS), concurrent)
+
+    async def touch_many(self, calls: Sequence[UnitCall]) -> int:
+        """Run several :meth:`touch_call` results in one pipelined round trip.
+
+        Each touch is atomic on its own; the batch is not (none needs the others). Returns how many sets
+        held their unit, summed over the calls.
+
+        :raises StorageError: when the store fails.
+        """
+        if not calls:
+            return 0
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for call in calls:
+                    await self._touch(keys=list(call.keys), args=list(call.args), client=pipe)
+                replies = await pipe.execute()
+        except RedisError as exc:
+            raise StorageError(f"rate-limit store failed: {exc}") from exc
+        return sum(int(reply) for reply in replies)
 
     async def release(self, unit_id: str, rules: Sequence[Rule]) -> None:
         """Give the unit's concurrent holds back; the window hits stay. Idempotent.

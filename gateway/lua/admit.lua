@@ -1,7 +1,9 @@
 -- admit.lua: decide one POST /api/session/request in a single round trip.
--- Run with lib_store.lua prepended (shared KEYS[1..13] and ARGV[1] = now are documented there).
+-- Run with lib_store.lua and ratelimit/lua/lib_units.lua prepended (shared KEYS[1..13] and ARGV[1] = now
+-- are documented in lib_store.lua, the rate-limit layout in lib_units.lua).
 -- KEYS[14] outcome key of this request (HASH; only checked, to refuse a reused request id)
 -- KEYS[15] tombstone key of this request (only checked, same reason)
+-- KEYS[16..] the request's rate-limit rule sets (none when no limit applies)
 -- ARGV[1]  now (caller clock, seconds)
 -- ARGV[2]  request_id
 -- ARGV[3]  campaign id
@@ -12,14 +14,20 @@
 -- ARGV[8]  max queue length
 -- ARGV[9]  lease nonce (random, unique per call); lease ids are nonce..':'..n
 -- ARGV[10] scan limit (max queue entries inspected for eligibility)
--- Returns: {outcome, lease_id, position, n, then n times: request_id, campaign, lease_id, data}
---   outcome "admitted" (lease_id set, position 0), "queued" (lease_id "", position >= 1) or
---   "full" (nothing stored for the new request); the n entries are older queued entries this call
---   claimed (each with its own pending lease), whatever the outcome.
+-- ARGV[11..] the rate-limit unit arguments of lib_units.lua (abase = 10; the unit id is the request id),
+--          present only with KEYS[16..]
+-- Returns: {outcome, lease_id, position, n, m, then m limit values, then n times: request_id, campaign,
+--          lease_id, data}
+--   outcome "admitted" (lease_id set, position 0), "queued" (lease_id "", position >= 1), "full"
+--   (nothing stored for the new request) or "limited" (a rate limit refused: nothing stored, nothing
+--   consumed, nothing claimed); the m values are the rate-limit report of lib_units.lua (m = 3 per rule,
+--   0 without limits); the n entries are older queued entries this call claimed (each with its own
+--   pending lease), whatever the outcome.
 --   Error reply "DUPLICATE ..." when the request id is already known.
--- Steps: reap expired leases; claim older eligible entries first so the new request never overtakes
+-- Steps: check the rate limits (refuse before anything else is touched); reap expired leases; claim older eligible entries first so the new request never overtakes
 -- them; then admit the new request only if the scan proved nothing eligible is left and both caps have
--- room; otherwise enqueue it at the back (exact position = queue length) unless the queue is full.
+-- room; otherwise enqueue it at the back (exact position = queue length) unless the queue is full. The
+-- rate limits are consumed only for "admitted" and "queued": all-or-nothing, in the same atomic call.
 -- Complexity: O(log N) when the queue is empty or the global cap is full (the common paths), plus
 -- reap() and at most ARGV[10] scanned entries when there is room and a non-empty queue.
 local request_id, campaign, data = ARGV[2], ARGV[3], ARGV[4]
@@ -35,6 +43,18 @@ if redis.call('HEXISTS', K_ENTRIES, request_id) == 1 or redis.call('EXISTS', KEY
   return redis.error_reply('DUPLICATE request id is already known: ' .. request_id)
 end
 
+local has_limits = #KEYS > 15
+local limits_ok, refused = 1, nil
+if has_limits then
+  limits_ok, refused = units_check(15, 10)
+  if limits_ok == 0 then
+    local reply = {'limited', '', 0, 0, 0}
+    units_report(15, 10, refused, reply)
+    reply[5] = #reply - 5
+    return reply
+  end
+end
+
 reap()
 local claimed_list = {}
 local claimed, room, exhausted = claim_eligible(claimed_list, caps, global_cap, lease_seconds,
@@ -44,19 +64,26 @@ local reply
 if room > 0 and exhausted and campaign_has_room(caps, campaign) then
   local lease = nonce .. ':0'
   take_pending_lease(lease, campaign, request_id, NOW + lease_seconds)
-  reply = {'admitted', lease, 0, claimed}
+  reply = {'admitted', lease, 0, claimed, 0}
 else
   local queued = redis.call('ZCARD', K_QUEUE)
   if queued >= max_queue then
-    reply = {'full', '', 0, claimed}
+    reply = {'full', '', 0, claimed, 0}
   else
     local seq = redis.call('INCR', K_SEQ)
     -- the new entry has the highest score, so its position is the queue length after the ZADD
     local position = queued + redis.call('ZADD', K_QUEUE, seq, request_id)
     redis.call('HSET', K_ENTRIES, request_id, data)
     redis.call('HSET', K_ENTRY_CAMPAIGN, request_id, campaign)
-    reply = {'queued', '', position, claimed}
+    reply = {'queued', '', position, claimed, 0}
   end
+end
+if has_limits then
+  if reply[1] ~= 'full' then
+    units_consume(15, 10)
+  end
+  units_report(15, 10, refused, reply)
+  reply[5] = #reply - 5
 end
 for _, v in ipairs(claimed_list) do
   reply[#reply + 1] = v

@@ -1,4 +1,4 @@
--- acquire_units.lua: check every rate-limit rule of one request and, only if all admit, consume one
+-- acquire_units.lua (run with lib_units.lua prepended): check every rate-limit rule of one request and, only if all admit, consume one
 -- unit of each (all-or-nothing in one atomic call; when any rule refuses nothing is written).
 --
 -- Each rule has one ZSET whose members are unit ids (one per request, so a refund can find its hits):
@@ -31,68 +31,10 @@
 --   [3i+1]         1 if rule i refused, else 0
 -- A unit id already present in a rule's set (a repeated acquire) is not counted twice.
 
-local now = tonumber(ARGV[1])
-local unit = ARGV[2]
-local hold = tonumber(ARGV[3])
-local slack = tonumber(ARGV[4])
-local n = #KEYS
-
-local function drop_expired(key, window)
-  -- For a window the score is the hit time, for a concurrent set it is the expiry.
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-end
-
-local function expire_after_last(key, window)
-  local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
-  if last[1] then
-    redis.call('PEXPIRE', key, tonumber(last[2]) + window - now + slack)
-  end
-end
-
-local refused = {}
-local allowed = 1
-for i = 1, n do
-  local key = KEYS[i]
-  local limit = tonumber(ARGV[3 + 2 * i])
-  local window = tonumber(ARGV[4 + 2 * i])
-  drop_expired(key, window)
-  refused[i] = 0
-  if not redis.call('ZSCORE', key, unit) and redis.call('ZCARD', key) >= limit then
-    refused[i] = 1
-    allowed = 0
-  end
-end
-
+local allowed, refused = units_check(0, 0)
 if allowed == 1 then
-  for i = 1, n do
-    local key = KEYS[i]
-    local window = tonumber(ARGV[4 + 2 * i])
-    if window > 0 then
-      redis.call('ZADD', key, now, unit)
-    else
-      redis.call('ZADD', key, now + hold, unit)
-    end
-    expire_after_last(key, window)
-  end
+  units_consume(0, 0)
 end
-
 local result = {allowed}
-for i = 1, n do
-  local key = KEYS[i]
-  local limit = tonumber(ARGV[3 + 2 * i])
-  local window = tonumber(ARGV[4 + 2 * i])
-  local used = redis.call('ZCARD', key)
-  local wait = window
-  if used > 0 then
-    local index = used - limit
-    if index < 0 then
-      index = 0
-    end
-    local member = redis.call('ZRANGE', key, index, index, 'WITHSCORES')
-    wait = tonumber(member[2]) + window - now
-  end
-  result[#result + 1] = used
-  result[#result + 1] = wait
-  result[#result + 1] = refused[i]
-end
+units_report(0, 0, refused, result)
 return result

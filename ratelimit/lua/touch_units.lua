@@ -1,5 +1,6 @@
--- touch_units.lua: give a held concurrent unit a new expiry (now + hold), e.g. when its session moves from
--- queued to active. A unit that was released or has already expired is NOT brought back.
+-- touch_units.lua (run with lib_units.lua prepended): give a held concurrent unit a new expiry (now + hold),
+-- e.g. when its session moves from queued to active. A unit that was released or has already expired is NOT
+-- brought back.
 --
 -- Same layout and clock choice as acquire_units.lua: ZSET of unit ids scored by expiry in ms.
 --
@@ -11,19 +12,4 @@
 --
 -- Returns an integer: how many of the sets held the unit (and so were extended).
 
-local now = tonumber(ARGV[1])
-local unit = ARGV[2]
-local hold = tonumber(ARGV[3])
-local slack = tonumber(ARGV[4])
-local found = 0
-for i = 1, #KEYS do
-  local key = KEYS[i]
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-  if redis.call('ZSCORE', key, unit) then
-    redis.call('ZADD', key, 'XX', now + hold, unit)
-    found = found + 1
-    local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
-    redis.call('PEXPIRE', key, tonumber(last[2]) - now + slack)
-  end
-end
-return found
+return units_touch(0, 0)

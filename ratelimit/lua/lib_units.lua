@@ -1,0 +1,112 @@
+-- lib_units.lua: the rate-limit unit operations as functions, so that a caller can run them inside a
+-- bigger atomic script (the gateway's admission decision) or on their own (acquire_units.lua,
+-- touch_units.lua). It is never run by itself: the Python side prepends it to the script that uses it.
+--
+-- Layout (see acquire_units.lua for the full contract): one ZSET per rule, members are unit ids (one per
+-- request); a window rule scores a member by its hit time in ms, a concurrent rule by its expiry in ms.
+--
+-- Every function takes two offsets so that its KEYS/ARGV can sit behind the host script's own:
+--   kbase: the rule keys are KEYS[kbase + i], i = 1..n, where n = #KEYS - kbase (the rule keys come last)
+--   abase: ARGV[abase + 1] now in integer ms, ARGV[abase + 2] unit id, ARGV[abase + 3] hold in ms,
+--          ARGV[abase + 4] key-expiry slack in ms, ARGV[abase + 3 + 2i] limit of rule i,
+--          ARGV[abase + 4 + 2i] window of rule i in ms (0 = a concurrent rule)
+-- With kbase = abase = 0 this is exactly the layout of acquire_units.lua.
+
+local function units_rule(kbase, abase, i)
+  return KEYS[kbase + i], tonumber(ARGV[abase + 3 + 2 * i]), tonumber(ARGV[abase + 4 + 2 * i])
+end
+
+-- Key expiry = when the last member stops mattering, plus the slack (Redis counts TTLs on its own clock).
+local function units_expire_after_last(key, window, now, slack)
+  local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  if last[1] then
+    redis.call('PEXPIRE', key, tonumber(last[2]) + window - now + slack)
+  end
+end
+
+-- Drops expired members and checks every rule; writes nothing else.
+-- Returns allowed (1 or 0) and a table refused[i] (1 or 0).
+local function units_check(kbase, abase)
+  local now, unit = tonumber(ARGV[abase + 1]), ARGV[abase + 2]
+  local refused, allowed = {}, 1
+  for i = 1, #KEYS - kbase do
+    local key, limit, window = units_rule(kbase, abase, i)
+    -- for a window the score is the hit time, for a concurrent set it is the expiry
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+    refused[i] = 0
+    if not redis.call('ZSCORE', key, unit) and redis.call('ZCARD', key) >= limit then
+      refused[i] = 1
+      allowed = 0
+    end
+  end
+  return allowed, refused
+end
+
+-- Consumes one hit / unit of every rule (call only after units_check allowed it, in the same script).
+local function units_consume(kbase, abase)
+  local now, unit = tonumber(ARGV[abase + 1]), ARGV[abase + 2]
+  local hold, slack = tonumber(ARGV[abase + 3]), tonumber(ARGV[abase + 4])
+  for i = 1, #KEYS - kbase do
+    local key, _, window = units_rule(kbase, abase, i)
+    if window > 0 then
+      redis.call('ZADD', key, now, unit)
+    else
+      redis.call('ZADD', key, now + hold, unit)
+    end
+    units_expire_after_last(key, window, now, slack)
+  end
+end
+
+-- Appends used_i, wait_i, refused_i for every rule to out (see acquire_units.lua for their meaning).
+local function units_report(kbase, abase, refused, out)
+  local now = tonumber(ARGV[abase + 1])
+  for i = 1, #KEYS - kbase do
+    local key, limit, window = units_rule(kbase, abase, i)
+    local used = redis.call('ZCARD', key)
+    local wait = window
+    if used > 0 then
+      local index = used - limit
+      if index < 0 then
+        index = 0
+      end
+      local member = redis.call('ZRANGE', key, index, index, 'WITHSCORES')
+      wait = tonumber(member[2]) + window - now
+    end
+    out[#out + 1] = used
+    out[#out + 1] = wait
+    out[#out + 1] = refused[i]
+  end
+end
+
+-- Gives the unit's concurrent holds a new expiry, now + hold; a unit already released or expired is not
+-- brought back. Only ARGV[abase + 1 .. abase + 4] are read (every key must be a concurrent set).
+-- Returns how many sets held the unit.
+local function units_touch(kbase, abase)
+  local now, unit = tonumber(ARGV[abase + 1]), ARGV[abase + 2]
+  local hold, slack = tonumber(ARGV[abase + 3]), tonumber(ARGV[abase + 4])
+  local found = 0
+  for i = kbase + 1, #KEYS do
+    local key = KEYS[i]
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+    if redis.call('ZSCORE', key, unit) then
+      redis.call('ZADD', key, 'XX', now + hold, unit)
+      found = found + 1
+      units_expire_after_last(key, 0, now, slack)
+    end
+  end
+  return found
+end
+
+-- Gives the unit's concurrent holds back now (its session ended before it was recorded). Same ARGV as
+-- units_touch (the hold is not read); every key must be a concurrent set. Returns how many held it.
+local function units_release(kbase, abase)
+  local now, unit, slack = tonumber(ARGV[abase + 1]), ARGV[abase + 2], tonumber(ARGV[abase + 4])
+  local removed = 0
+  for i = kbase + 1, #KEYS do
+    local key = KEYS[i]
+    removed = removed + redis.call('ZREM', key, unit)
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+    units_expire_after_last(key, 0, now, slack)
+  end
+  return removed
+end
