@@ -30,12 +30,14 @@ from gateway.handlers import (
     NotFoundHandler,
     ReadyHandler,
     SessionEndedHandler,
+    SessionLeaveHandler,
+    SessionRequestDeleteHandler,
     SessionRequestHandler,
     SessionStatusHandler,
     request_id_of,
 )
 from gateway.platform import PlatformClient
-from gateway.protection import ClientProtection
+from gateway.protection import RENEW_INTERVAL_SECONDS, ClientProtection, ProtectionUnavailable
 from gateway.session_hub import HUB_PATH, HubTuning, install_session_hub
 from gateway.sessions import SessionService
 from gateway.settings import Settings
@@ -124,6 +126,7 @@ class Gateway:
                                       capacity=self.capacity, dispatcher=self.dispatcher, events=self.events,
                                       protection=self.protection)
         self._geo_reload_task: asyncio.Task[None] | None = None
+        self._unit_renew_task: asyncio.Task[None] | None = None
         self.trusted_proxies = TrustedProxies.parse(settings.forwarded_headers.known_proxies,
                                                     settings.forwarded_headers.known_networks)
         self.cors = CorsPolicy(settings.allowed_origins)
@@ -162,6 +165,9 @@ class Gateway:
                                  trusted_proxies=self.trusted_proxies)),
             tornado.web.url(r"/api/session/status/([^/]+)", SessionStatusHandler,
                             dict(common, service=self.service, poll_presence=self._poll_presence)),
+            tornado.web.url(r"/api/session/leave/([^/]+)", SessionLeaveHandler, dict(common, service=self.service)),
+            tornado.web.url(r"/api/session/request/([^/]+)", SessionRequestDeleteHandler,
+                            dict(common, service=self.service)),
             tornado.web.url(r"/api/webhook/session-ended", SessionEndedHandler,
                             dict(common, service=self.service, webhook_token=self.settings.security.webhook_api_token)),
             tornado.web.url(r"/healthz", HealthHandler, common),
@@ -202,6 +208,8 @@ class Gateway:
         self.dispatcher.start()
         if self.protection.checker is not None:
             self._geo_reload_task = asyncio.create_task(self._reload_geo_databases(), name="geo-reload")
+        if self.protection.limits_enabled:
+            self._unit_renew_task = asyncio.create_task(self._renew_queued_units(), name="rate-limit-unit-renewal")
         app = self.make_app(extra_routes)
         self.server = tornado.httpserver.HTTPServer(app, xheaders=False, max_body_size=1024 * 1024)
         if sockets is None:
@@ -236,12 +244,24 @@ class Gateway:
                 log.warning("shutting down with %d request(s) still in flight", self.inflight.count)
             await self.server.close_all_connections()
         await self.dispatcher.stop()
-        if self._geo_reload_task is not None:
-            self._geo_reload_task.cancel()
+        for task in (self._geo_reload_task, self._unit_renew_task):
+            if task is not None:
+                task.cancel()
         self.protection.close()
         self.platform.close()
         if self._owns_redis:
             await self.redis.aclose()
+
+    async def _renew_queued_units(self, interval: float = RENEW_INTERVAL_SECONDS) -> None:
+        """Keep the rate-limit units of waiting requests held for as long as they wait (see protection)."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.protection.renew_queued_units(self.store.keys.entries)
+            except ProtectionUnavailable as exc:
+                log.warning("could not renew the rate-limit units of waiting requests: %s", exc)
+            except Exception:
+                log.exception("renewing the rate-limit units of waiting requests failed")
 
     async def _reload_geo_databases(self, interval: float = GEO_RELOAD_SECONDS) -> None:
         """Pick up MaxMind databases replaced on disk (renamed into place) without a restart."""

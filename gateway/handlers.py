@@ -46,6 +46,7 @@ MISSING_SESSION_ID_MESSAGE = "Invalid or missing ConversationSessionId."
 UNKNOWN_SESSION_MESSAGE = "No session found for ConversationSessionId."
 BAD_TOKEN_MESSAGE = "Missing or invalid X-Api-Token header."
 UNKNOWN_REQUEST_MESSAGE = "No queued request with this uniqueRequestId."
+NOT_WAITING_MESSAGE = "The request is no longer waiting in the queue; nothing was changed."
 #: The longest request or conversation id the admission store accepts.
 MAX_ID_LENGTH = 256
 
@@ -263,6 +264,54 @@ class SessionStatusHandler(JsonHandler):
         if status.message:
             body["message"] = status.message
         self.send_json(200, body)
+
+
+class _LeaveQueueHandler(JsonHandler):
+    """Leaving the queue over plain HTTP, for a client without a live hub connection.
+
+    The hub's ``Leave`` needs a hub connection; a page that is closing, or that has none yet, has only
+    HTTP. The id is a random UUID that only its client was told, so knowing it is the permission to
+    give the place up.
+    """
+
+    service: SessionService
+
+    async def _leave(self, request_id: str) -> None:
+        request_id = request_id.lower()
+        if len(request_id) > MAX_ID_LENGTH:  # no id is that long: answer as for any unknown one
+            self.send_message(404, UNKNOWN_REQUEST_MESSAGE)
+            return
+        try:
+            if await self.service.leave(request_id, reason="left"):
+                self.send_json(204, None)
+                return
+            # Not removed: tell an id never seen (or forgotten) from one that is past waiting.
+            status = await self.service.status(request_id)
+        except ServiceUnavailable as exc:
+            self.send_message(503, exc.message, headers={"Retry-After": str(exc.retry_after)})
+            return
+        if status is None:
+            self.send_message(404, UNKNOWN_REQUEST_MESSAGE)
+            return
+        # Served, failed or already gone: a conflict with the request's state. The status says which; the
+        # audio URL of a ready one is left out, since a client that leaves has no use for it.
+        public = "queued" if status.status == "dispatching" else status.status
+        self.send_json(409, {"status": public, "message": NOT_WAITING_MESSAGE})
+
+
+class SessionLeaveHandler(_LeaveQueueHandler):
+    """``POST /api/session/leave/{uniqueRequestId}``: the form ``navigator.sendBeacon`` can send (POST
+    only, from a page being closed); any body it carries is ignored."""
+
+    async def post(self, request_id: str) -> None:
+        await self._leave(request_id)
+
+
+class SessionRequestDeleteHandler(_LeaveQueueHandler):
+    """``DELETE /api/session/request/{uniqueRequestId}``: the same for clients that can send DELETE."""
+
+    async def delete(self, request_id: str) -> None:
+        await self._leave(request_id)
 
 
 class SessionEndedHandler(LimitedBodyHandler):

@@ -16,7 +16,8 @@
  *
  * Flow (as the official widget, plus what it lacked): POST /api/session/request; on 200 open the audio
  * socket; on 202 wait in the queue over SignalR (/sessionHub: Register, SessionReady, SessionFailed,
- * QueuePositionUpdated, Leave), registering again after every automatic reconnect. The microphone is
+ * QueuePositionUpdated, Leave), registering again after every automatic reconnect. Leaving without a live
+ * hub connection, or by closing the page, is a POST /api/session/leave/{id} beacon. The microphone is
  * asked for before the request, so a refusal costs no platform session and no place in the queue.
  * Audio: an AudioWorklet (audio-worklet.js) turns the microphone into 20 ms PCM16 LE frames at the
  * requested input rate; returned PCM16 is played through a small jitter buffer.
@@ -277,6 +278,14 @@
     this.socket = null;
     this.counters = { framesSent: 0, bytesSent: 0, framesReceived: 0, bytesReceived: 0 };
     this.render();
+    var self = this;
+    // A page going away cannot finish a hub call, and before the hub is up there is none to make: the
+    // place would stay taken until the gateway's register timeout or disconnect grace. pagehide (not
+    // beforeunload, which the visitor may still cancel) fires for closing, reloading and navigating.
+    this.onPageHide = function () {
+      self.leave({ closing: true });
+    };
+    global.addEventListener("pagehide", this.onPageHide);
   }
 
   Widget.prototype.render = function () {
@@ -633,10 +642,7 @@
           self.hub = null;
           if (self.current(attempt) && self.state === STATES.QUEUED) self.fail(attempt, self.texts.queueLost);
         });
-        var started = hub.start();
-        // Leave() may come while the connection is still starting: it waits for this, then says Leave.
-        self.hubStarted = started;
-        return started
+        return hub.start()
           .then(function () {
             if (!self.current(attempt)) {
               // Abandoned while connecting: give the place back instead of leaving it to be served.
@@ -705,33 +711,61 @@
     return Promise.resolve();
   };
 
-  /** Leave the queue: tell the hub (so the places behind move up), then disconnect. */
-  Widget.prototype.leave = function () {
+  /**
+   * Leave the queue (the Leave button does this): tell the hub on a live connection, so the places
+   * behind move up; with no live connection, or when the page is closing (options.closing), say it
+   * over plain HTTP instead.
+   */
+  Widget.prototype.leave = function (options) {
     var self = this;
     if (this.state !== STATES.QUEUED) return Promise.resolve(false);
     var hub = this.hub;
     var requestId = this.requestId;
+    var closing = Boolean(options && options.closing);
     this.attempt += 1;
     this.hub = null;
     this.releaseAudio();
     this.setState(STATES.IDLE, { message: this.texts.leftQueue });
-    if (!hub) return Promise.resolve(true);
-    // A hub still connecting cannot carry Leave yet: wait for it (a failed start means nothing to leave).
-    var starting = this.hubStarted || Promise.resolve();
-    this.hubStarted = null;
-    var told = starting.catch(function () {}).then(function () {
-      return hub.state === "Connected" ? hub.invoke("Leave", requestId) : null;
-    });
+    var told;
+    if (hub && hub.state === "Connected" && !closing) {
+      told = hub.invoke("Leave", requestId).catch(function (err) {
+        console.warn("IqraWidget: Leave failed on the hub; leaving over HTTP", err);
+        return self.leaveOverHttp(requestId, false);
+      });
+    } else {
+      // The bundle or the connection is still on its way (or reconnecting), or the page is going: the
+      // hub is stopped below (a stopped start never registers) and HTTP gives the place back now.
+      told = this.leaveOverHttp(requestId, closing);
+    }
     return told
-      .catch(function (err) {
-        console.warn("IqraWidget: Leave failed", err);
-      })
       .then(function () {
-        return hub.stop().catch(function () {});
+        return hub ? hub.stop().catch(function () {}) : null;
       })
       .then(function () {
         self.emit("left", { uniqueRequestId: requestId });
         return true;
+      });
+  };
+
+  /**
+   * POST /api/session/leave/{id}, a simple CORS request (no body, no custom header: no preflight). A
+   * closing page sends a beacon, which the browser delivers after the page is gone; otherwise (or when
+   * the beacon is refused) a keepalive fetch, whose answer "left" waits for.
+   */
+  Widget.prototype.leaveOverHttp = function (requestId, closing) {
+    var url = this.middlewareUrl + "/api/session/leave/" + encodeURIComponent(requestId);
+    try {
+      if (closing && navigator.sendBeacon && navigator.sendBeacon(url)) return Promise.resolve();
+    } catch (e) {
+      // sendBeacon throws for a URL it will not send to; fetch reports that below.
+    }
+    if (!global.fetch) return Promise.resolve();
+    return global.fetch(url, { method: "POST", mode: "cors", credentials: "omit", keepalive: true })
+      .then(function (response) {
+        // 409: served, failed or already gone; nothing to give back.
+        if (!response.ok && response.status !== 409) console.warn("IqraWidget: leaving the queue answered " + response.status);
+      }, function (err) {
+        console.warn("IqraWidget: could not leave the queue over HTTP", err);
       });
   };
 
@@ -837,6 +871,7 @@
 
   /** Remove the widget from the page, ending any call or queue wait first. */
   Widget.prototype.destroy = function () {
+    global.removeEventListener("pagehide", this.onPageHide);
     if (this.state === STATES.QUEUED) this.leave();
     else this.hangUp();
     this.attempt += 1;
