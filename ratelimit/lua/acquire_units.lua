@@ -31,10 +31,11 @@
 --   [3i+1]         1 if rule i refused, else 0
 -- A unit id already present in a rule's set (a repeated acquire) is not counted twice.
 
-local allowed, refused = units_check(0, 0)
+local allowed, refused, counts = units_check(0, 0)
+local fresh = nil
 if allowed == 1 then
-  units_consume(0, 0)
+  fresh = units_consume(0, 0, counts)
 end
 local result = {allowed}
-units_report(0, 0, refused, result)
+units_report(0, 0, refused, counts, fresh, result)
 return result

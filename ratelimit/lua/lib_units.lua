@@ -25,46 +25,73 @@ local function units_expire_after_last(key, window, now, slack)
 end
 
 -- Drops expired members and checks every rule; writes nothing else.
--- Returns allowed (1 or 0) and a table refused[i] (1 or 0).
+-- Returns allowed (1 or 0), a table refused[i] (1 or 0) and a table counts[i]: the members counting now,
+-- which units_consume and units_report take so that they need not count again.
+-- Most keys of a request are new (a client's first request, an IP seen for the first time): an empty
+-- set costs one ZCARD here, which is why the count comes first.
 local function units_check(kbase, abase)
   local now, unit = tonumber(ARGV[abase + 1]), ARGV[abase + 2]
-  local refused, allowed = {}, 1
+  local refused, counts, allowed = {}, {}, 1
   for i = 1, #KEYS - kbase do
     local key, limit, window = units_rule(kbase, abase, i)
-    -- for a window the score is the hit time, for a concurrent set it is the expiry
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+    local count = redis.call('ZCARD', key)
+    if count > 0 then
+      -- for a window the score is the hit time, for a concurrent set it is the expiry
+      count = count - redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+    end
+    counts[i] = count
     refused[i] = 0
-    if not redis.call('ZSCORE', key, unit) and redis.call('ZCARD', key) >= limit then
+    if count >= limit and not redis.call('ZSCORE', key, unit) then
       refused[i] = 1
       allowed = 0
     end
   end
-  return allowed, refused
+  return allowed, refused, counts
 end
 
--- Consumes one hit / unit of every rule (call only after units_check allowed it, in the same script).
-local function units_consume(kbase, abase)
+-- Consumes one hit / unit of every rule (call only after units_check allowed it, in the same script) and
+-- updates counts. Returns a table fresh[i]: 1 when the unit is rule i's only member (the set was empty).
+local function units_consume(kbase, abase, counts)
   local now, unit = tonumber(ARGV[abase + 1]), ARGV[abase + 2]
   local hold, slack = tonumber(ARGV[abase + 3]), tonumber(ARGV[abase + 4])
+  local fresh = {}
   for i = 1, #KEYS - kbase do
     local key, _, window = units_rule(kbase, abase, i)
+    local was_empty = counts[i] == 0
     if window > 0 then
-      redis.call('ZADD', key, now, unit)
+      counts[i] = counts[i] + redis.call('ZADD', key, now, unit)
+      -- The new hit is the latest (hits of other nodes are later only by their clock skew, which the
+      -- slack covers), so the key must live one window more.
+      redis.call('PEXPIRE', key, window + slack)
     else
-      redis.call('ZADD', key, now + hold, unit)
+      counts[i] = counts[i] + redis.call('ZADD', key, now + hold, unit)
+      if was_empty then
+        redis.call('PEXPIRE', key, hold + slack)
+      else
+        -- a unit re-armed for a session may outlive the one added now
+        units_expire_after_last(key, 0, now, slack)
+      end
     end
-    units_expire_after_last(key, window, now, slack)
+    fresh[i] = was_empty and 1 or 0
   end
+  return fresh
 end
 
 -- Appends used_i, wait_i, refused_i for every rule to out (see acquire_units.lua for their meaning).
-local function units_report(kbase, abase, refused, out)
-  local now = tonumber(ARGV[abase + 1])
+-- counts: from units_check (updated by units_consume); fresh: from units_consume, or nil when nothing
+-- was consumed.
+local function units_report(kbase, abase, refused, counts, fresh, out)
+  local now, hold = tonumber(ARGV[abase + 1]), tonumber(ARGV[abase + 3])
   for i = 1, #KEYS - kbase do
     local key, limit, window = units_rule(kbase, abase, i)
-    local used = redis.call('ZCARD', key)
+    local used = counts[i]
     local wait = window
-    if used > 0 then
+    if fresh and fresh[i] == 1 then
+      -- the only member is the one just added: it leaves after one window, or one hold
+      if window == 0 then
+        wait = hold
+      end
+    elseif used > 0 then
       local index = used - limit
       if index < 0 then
         index = 0
