@@ -29,8 +29,8 @@ from gateway import jsonutil
 from gateway.admission import UnitBinding
 from gateway.settings import Settings
 from geo.checker import AnonymizerChecker, BlockPolicy
-from ratelimit import (Decision, RateLimiter, Rule, StorageError, UnitCall, rate_limit_headers, refusal_message,
-                       rules_for)
+from ratelimit import RateLimiter, Rule, StorageError, UnitCall
+from ratelimit.plan import LimitPlan
 
 log = logging.getLogger("gateway.protection")
 
@@ -40,7 +40,8 @@ log = logging.getLogger("gateway.protection")
 QUEUED_HOLD_SECONDS = 900
 #: How often the units of waiting entries are renewed: well inside the hold, so a renewal can be missed.
 RENEW_INTERVAL_SECONDS = QUEUED_HOLD_SECONDS / 3
-BINDING_PREFIX = "iqra:rl:session:"
+KEY_PREFIX = "iqra:rl:"
+BINDING_PREFIX = KEY_PREFIX + "session:"
 #: Queue entries read per HSCAN step while renewing units (bounds the time one call holds Redis).
 RENEW_CHUNK = 200
 
@@ -76,15 +77,18 @@ class ClientProtection:
 
     def __init__(self, settings: Settings, redis: aioredis.Redis, *, clock: Callable[[], float],
                  checker: AnonymizerChecker | None = None) -> None:
-        self._security = settings.security
         s = settings.security
-        # With every limit at 0 (unlimited, the default) there are no rules for anyone: skip building them.
-        self._any_limit = any((s.rate_limit_hourly, s.rate_limit_daily, s.rate_limit_concurrency,
-                               s.per_ip_rate_limit_hourly, s.per_ip_rate_limit_daily,
-                               s.per_ip_rate_limit_concurrency))
+        # Every request gets the same rules with its own subjects: compiled once. With every limit at 0
+        # (unlimited, the default) the plan is empty and requests carry no rate-limit work at all.
+        self._plan = LimitPlan(key_prefix=KEY_PREFIX, hourly=s.rate_limit_hourly, daily=s.rate_limit_daily,
+                               concurrency=s.rate_limit_concurrency, per_ip_hourly=s.per_ip_rate_limit_hourly,
+                               per_ip_daily=s.per_ip_rate_limit_daily,
+                               per_ip_concurrency=s.per_ip_rate_limit_concurrency)
+        self._any_limit = not self._plan.empty
         self._session_lease = settings.concurrency.session_lease_seconds
         self._redis = redis
-        self._limiter = RateLimiter(redis, clock=clock)
+        self._clock = clock
+        self._limiter = RateLimiter(redis, key_prefix=KEY_PREFIX, clock=clock)
         self.checker = checker if checker is not None else build_checker(settings)
 
     @property
@@ -108,37 +112,45 @@ class ClientProtection:
     def rules(self, subject: Subject) -> tuple[Rule, ...]:
         if not self._any_limit:
             return ()
-        s = self._security
-        return rules_for(client_key=subject.client_key, ip=subject.ip, hourly=s.rate_limit_hourly,
-                         daily=s.rate_limit_daily, concurrency=s.rate_limit_concurrency,
-                         per_ip_hourly=s.per_ip_rate_limit_hourly, per_ip_daily=s.per_ip_rate_limit_daily,
-                         per_ip_concurrency=s.per_ip_rate_limit_concurrency)
+        return self._plan.rules(subject.client_key, subject.ip)
+
+    def _now_ms(self) -> int:
+        return round(self._clock() * 1000)
 
     def limit_call(self, request_id: str, subject: Subject) -> UnitCall | None:
         """The rate-limit part of the admission call for ``subject`` (None when no limit applies)."""
-        rules = self.rules(subject)
-        if not rules:
+        if not self._any_limit:
             return None
-        return self._limiter.acquire_call(request_id, rules, hold_seconds=QUEUED_HOLD_SECONDS)
+        return self._plan.acquire_call(request_id, client_key=subject.client_key, ip=subject.ip,
+                                       now_ms=self._now_ms(), hold_ms=QUEUED_HOLD_SECONDS * 1000)
 
-    def verdict(self, call: UnitCall, *, limited: bool, values: tuple[int, ...],
+    def verdict(self, *, limited: bool, values: tuple[int, ...],
                 subject: Subject) -> tuple[Refusal | None, dict[str, str]]:
         """Read the rate-limit report of an admission call.
 
         :return: a refusal (429) or None, and the ``RateLimit`` headers to send either way.
         :raises ProtectionUnavailable: when the report is malformed.
         """
-        decision = self._guard_sync(lambda: self._limiter.decision(call, [0 if limited else 1, *values]))
-        headers = rate_limit_headers(decision)
-        if decision.allowed:
-            return None, headers
-        return Refusal(status=429, message=self._message(decision, subject), headers=headers), headers
+        try:
+            verdict = self._plan.verdict(values, allowed=not limited,
+                                         by_client_identifier=bool(subject.client_identifier))
+        except ValueError as exc:
+            raise ProtectionUnavailable(f"unreadable rate-limit report: {exc}") from exc
+        if verdict.allowed:
+            return None, verdict.headers
+        assert verdict.message is not None
+        return Refusal(status=429, message=verdict.message, headers=verdict.headers), verdict.headers
+
+    def _touch_call(self, request_id: str, subject: Subject, hold_seconds: float) -> UnitCall | None:
+        return self._plan.touch_call(request_id, client_key=subject.client_key, ip=subject.ip,
+                                     now_ms=self._now_ms(), hold_ms=max(1, round(hold_seconds * 1000)))
 
     def activation_units(self, request_id: str, subject: Subject, conversation_session_id: str) -> UnitBinding | None:
         """What the activation of ``request_id``'s session does for its concurrency unit (None without a
         concurrent limit): re-arm it to expire with the session lease and bind it to the conversation id."""
-        rules = self.rules(subject)
-        call = self._guard_sync(lambda: self._limiter.touch_call(request_id, rules, hold_seconds=self._session_lease))
+        if not self._any_limit:
+            return None
+        call = self._touch_call(request_id, subject, self._session_lease)
         if call is None:
             return None
         binding = jsonutil.dumps({"unit": request_id, "cid": subject.client_identifier, "ip": subject.ip})
@@ -180,25 +192,13 @@ class ClientProtection:
             calls = []
             for request_id, raw in chunk.items():
                 rid = request_id.decode() if isinstance(request_id, bytes) else request_id
-                rules = self.rules(subject_of(jsonutil.loads(raw)))
-                call = self._limiter.touch_call(rid, rules, hold_seconds=QUEUED_HOLD_SECONDS)
+                call = self._touch_call(rid, subject_of(jsonutil.loads(raw)), QUEUED_HOLD_SECONDS)
                 if call is not None:
                     calls.append(call)
             if calls:
                 renewed += await self._guard(self._limiter.touch_many(calls))
             if not cursor:
                 return renewed
-
-    def _message(self, decision: Decision, subject: Subject) -> str:
-        assert decision.refused is not None
-        return refusal_message(decision.refused, by_client_identifier=bool(subject.client_identifier))
-
-    @staticmethod
-    def _guard_sync(compute):  # type: ignore[no-untyped-def]
-        try:
-            return compute()
-        except StorageError as exc:
-            raise ProtectionUnavailable(str(exc)) from exc
 
     @staticmethod
     async def _guard(awaitable):  # type: ignore[no-untyped-def]

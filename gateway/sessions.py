@@ -165,7 +165,7 @@ class SessionService:
         if limits is not None:
             try:
                 refusal, limit_headers = self._protection.verdict(
-                    limits, limited=result.outcome is Outcome.LIMITED, values=result.limit_values, subject=subject)
+                    limited=result.outcome is Outcome.LIMITED, values=result.limit_values, subject=subject)
             except ProtectionUnavailable as exc:
                 log.error("unreadable rate-limit report for %s: %s", request_id, exc)
                 raise ServiceUnavailable(STORE_DOWN_MESSAGE, retry_after=5) from exc

@@ -71,8 +71,7 @@ async def test_a_limit_refusal_stores_nothing_consumes_nothing_and_claims_nothin
     assert await parts.store.queue_ids() == ["first"]
     assert list(await parts.members(Policy.HOURLY)) == ["first"]
     assert list(await parts.members(Policy.CONCURRENT)) == ["first"]
-    refusal, headers = parts.protection.verdict(parts.protection.limit_call("second", ALICE), limited=True,
-                                                values=refused.limit_values, subject=ALICE)
+    refusal, headers = parts.protection.verdict(limited=True, values=refused.limit_values, subject=ALICE)
     assert refusal is not None and refusal.status == 429
     assert refusal.message == "Too many concurrent sessions from your IP."
     assert "concurrent" in headers["RateLimit-Policy"]

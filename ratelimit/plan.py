@@ -1,0 +1,154 @@
+"""A request's rate limits compiled once from the settings: per request only the subjects differ.
+
+Every request of a deployment gets the same rules (the same policies and limits), keyed by its client and
+its IP. Building :class:`~ratelimit.rules.Rule` objects, a :class:`~ratelimit.rules.Decision` and the header
+values for each request costs more than the admission decision itself, so :class:`LimitPlan` does the
+constant part once: the key suffixes, the limit arguments of the Lua call and the ``RateLimit-Policy``
+value. Per request it builds the keys and arguments (:meth:`LimitPlan.acquire_call`) and reads the reply
+(:meth:`LimitPlan.verdict`) straight from integers. The results are exactly those of
+:class:`~ratelimit.limiter.RateLimiter` with :func:`~ratelimit.rules.rules_for` and
+:func:`~ratelimit.headers.rate_limit_headers` (a test compares them on random replies).
+
+Pure: no I/O, no clock (the caller passes the time in).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ratelimit.headers import rate_limit_policy
+from ratelimit.limiter import KEY_EXPIRY_SLACK_MS, UnitCall, _ceil_seconds
+from ratelimit.rules import CLIENT_PREFIX, IP_PREFIX, Decision, Policy, Rule, RuleState, refusal_message, rules_for
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Verdict:
+    """What one request's limits said.
+
+    :param allowed: every rule admitted (and, unless the caller's script decided otherwise, consumed).
+    :param headers: ``RateLimit-Policy`` and ``RateLimit``, plus ``Retry-After`` when refused.
+    :param message: the 429 message when refused, else None.
+    """
+
+    allowed: bool
+    headers: dict[str, str]
+    message: str | None = None
+
+
+class LimitPlan:
+    """The rules of :func:`~ratelimit.rules.rules_for` for fixed limits, ready to key by client and IP.
+
+    :param key_prefix: the limiter's key prefix (keys are ``<prefix><policy>:<subject>``, as
+        :meth:`~ratelimit.limiter.RateLimiter.key_for`).
+    :param limits: the limits, as the keyword arguments of :func:`~ratelimit.rules.rules_for` (0 = unlimited).
+    :raises InvalidRule: on a negative limit.
+    """
+
+    def __init__(self, *, key_prefix: str = "iqra:rl:", hourly: int = 0, daily: int = 0, concurrency: int = 0,
+                 per_ip_hourly: int = 0, per_ip_daily: int = 0, per_ip_concurrency: int = 0) -> None:
+        # A sample subject validates the limits once and fixes the rule order; the rules of any request are
+        # these with other subjects.
+        sample = rules_for(client_key="-", ip="-", hourly=hourly, daily=daily, concurrency=concurrency,
+                           per_ip_hourly=per_ip_hourly, per_ip_daily=per_ip_daily,
+                           per_ip_concurrency=per_ip_concurrency)
+        self._sample = sample
+        self._key_heads = tuple(f"{key_prefix}{rule.policy.value}:{CLIENT_PREFIX if not rule.is_ip else IP_PREFIX}"
+                                for rule in sample)
+        self._by_ip = tuple(rule.is_ip for rule in sample)
+        self._limit_args: tuple[int, ...] = tuple(
+            value for rule in sample
+            for value in (rule.limit, rule.window_seconds * 1000 if rule.window_seconds is not None else 0))
+        self._concurrent = tuple(i for i, rule in enumerate(sample) if rule.policy is Policy.CONCURRENT)
+        # The same for every request: the policies and quotas do not depend on the subject.
+        self._policy_header = rate_limit_policy(sample)
+        self._names = tuple(rule.policy.value for rule in sample)
+        self._limits = tuple(rule.limit for rule in sample)
+        self._windowed = tuple(rule.policy.is_window for rule in sample)
+
+    @property
+    def empty(self) -> bool:
+        """No limit is set: requests carry no rate-limit work at all."""
+        return not self._sample
+
+    @property
+    def has_concurrent(self) -> bool:
+        return bool(self._concurrent)
+
+    def rules(self, client_key: str, ip: str) -> tuple[Rule, ...]:
+        """The full rules for one subject (for the general limiter API and for diagnostics)."""
+        return tuple(Rule(policy=rule.policy, subject=(IP_PREFIX + ip) if rule.is_ip else (CLIENT_PREFIX + client_key),
+                          limit=rule.limit, window_seconds=rule.window_seconds) for rule in self._sample)
+
+    def _keys(self, client_key: str, ip: str, indexes: range | tuple[int, ...]) -> tuple[str, ...]:
+        heads, by_ip = self._key_heads, self._by_ip
+        return tuple(heads[i] + (ip if by_ip[i] else client_key) for i in indexes)
+
+    def acquire_call(self, unit_id: str, *, client_key: str, ip: str, now_ms: int, hold_ms: int) -> UnitCall:
+        """KEYS / ARGV of an acquire for one request (see ``lib_units.lua``); the caller checks ``empty``."""
+        keys = self._keys(client_key, ip, range(len(self._sample)))
+        return UnitCall(keys, (now_ms, unit_id, hold_ms, KEY_EXPIRY_SLACK_MS, *self._limit_args), ())
+
+    def touch_call(self, unit_id: str, *, client_key: str, ip: str, now_ms: int, hold_ms: int) -> UnitCall | None:
+        """KEYS / ARGV of a touch of the request's concurrent units; None without a concurrent limit."""
+        if not self._concurrent:
+            return None
+        keys = self._keys(client_key, ip, self._concurrent)
+        return UnitCall(keys, (now_ms, unit_id, hold_ms, KEY_EXPIRY_SLACK_MS), ())
+
+    def verdict(self, values: tuple[int, ...] | list[int], *, allowed: bool, by_client_identifier: bool) -> Verdict:
+        """Read an acquire's report (``used, wait_ms, refused`` per rule, in rule order).
+
+        :raises ValueError: when the report does not have one triple per rule, or refuses without a rule.
+        """
+        n = len(self._sample)
+        if len(values) != 3 * n:
+            raise ValueError(f"expected {3 * n} rate-limit values, got {len(values)}")
+        limits, windowed = self._limits, self._windowed
+        best = -1  # the state RateLimit reports: least remaining, then longest reset, then earliest rule
+        best_remaining = best_reset = 0
+        refused = -1
+        retry_after = 0
+        for i in range(n):
+            used, wait_ms, rule_refused = values[3 * i], values[3 * i + 1], values[3 * i + 2]
+            remaining = limits[i] - used
+            if remaining < 0:
+                remaining = 0
+            reset = _ceil_seconds(int(wait_ms))
+            if best < 0 or remaining < best_remaining or (remaining == best_remaining and reset > best_reset):
+                best, best_remaining, best_reset = i, remaining, reset
+            if rule_refused and (refused < 0 or reset > retry_after):
+                refused, retry_after = i, reset
+        if not allowed and refused < 0:
+            raise ValueError("the rate-limit report refuses without naming a refusing rule")
+        report = refused if refused >= 0 else best
+        if report == best:
+            remaining, reset = best_remaining, best_reset
+        else:
+            remaining = max(0, limits[report] - values[3 * report])
+            reset = _ceil_seconds(int(values[3 * report + 1]))
+        item = f'"{self._names[report]}";r={remaining}'
+        if windowed[report] or (remaining == 0 and reset > 0):
+            item = f"{item};t={reset}"
+        headers = {"RateLimit-Policy": self._policy_header, "RateLimit": item} if self._policy_header else {}
+        if allowed:
+            return Verdict(allowed=True, headers=headers)
+        headers["Retry-After"] = str(retry_after)
+        message = refusal_message(self._sample[refused], by_client_identifier=by_client_identifier)
+        return Verdict(allowed=False, headers=headers, message=message)
+
+    def decision(self, values: tuple[int, ...] | list[int], *, allowed: bool, client_key: str, ip: str) -> Decision:
+        """The full :class:`~ratelimit.rules.Decision` of a report (slower; for tests and diagnostics)."""
+        rules = self.rules(client_key, ip)
+        states = []
+        refused: Rule | None = None
+        retry_after: int | None = None
+        for i, rule in enumerate(rules):
+            used, wait_ms, rule_refused = values[3 * i: 3 * i + 3]
+            wait = _ceil_seconds(int(wait_ms))
+            states.append(RuleState(rule=rule, used=used, remaining=max(0, rule.limit - used), reset_seconds=wait))
+            if rule_refused and (retry_after is None or wait > retry_after):
+                refused, retry_after = rule, wait
+        return Decision(allowed=allowed, refused=refused, retry_after_seconds=retry_after, states=tuple(states))
+
+
+__all__ = ["LimitPlan", "Verdict"]
