@@ -86,9 +86,9 @@ class DemoPageHandler(tornado.web.RequestHandler):
     def get(self) -> None:
         html = (self.root / "index.html").read_text(encoding="utf-8")
         if not signalr_bundle(self.root).is_file():
-            notice = (f'<p class="demo-notice" role="alert"><strong>Queueing will not work:</strong> the SignalR '
-                      f"browser bundle is missing. Install it with <code>bash scripts/demo.sh</code> or "
-                      f"<code>npm ci --prefix static</code>, then reload.</p>")
+            notice = ('<p class="demo-notice" role="alert"><strong>Queueing will not work:</strong> the SignalR '
+                      "browser bundle is missing. Install it with <code>bash scripts/demo.sh</code> or "
+                      "<code>npm ci --prefix static</code>, then reload.</p>")
             html = html.replace(NOTICE_MARKER, notice)
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.set_header("Cache-Control", "no-cache")
