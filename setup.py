@@ -24,7 +24,7 @@ setup(
         "gateway.static": ["*.js", "*.css", "*.html", "node_modules/@microsoft/signalr/dist/browser/signalr.min.js"],
     },
     install_requires=[
-        # signalr/tornado.py reads and writes WebSocket frames itself on the hot path (tested with 6.6).
+        # signalr/tornado/ws_reader.py and ws_writer.py read and write WebSocket frames themselves on the hot path (tested with 6.6).
         "tornado>=6.4,<7",
         # hiredis parses Redis replies in C: about a tenth of the admission path's CPU otherwise.
         # gateway/store.py tunes the asyncio connection of redis-py 8 (C packing, no timer on writes that

@@ -48,6 +48,11 @@ class HubOptions:
     :param heartbeat_interval: period of the scan driving reaping, keep-alive and client timeouts.
     :param allowed_origins: browser origins allowed for CORS and WebSocket upgrades.
     :param close_timeout: how long graceful shutdown waits for connections to finish.
+    :param maximum_send_buffer_size: bytes a connection may have queued for its client beyond what
+        the socket took; a client that falls further behind (it stopped reading) is disconnected
+        (WebSockets: close 1008). One message larger than this still goes to a client that keeps up.
+    :param transport_send_timeout: a write to the client that makes no progress for this long
+        aborts the connection (ASP.NET's ``TransportSendTimeout``).
     """
 
     keep_alive_interval: float = 15.0
@@ -65,6 +70,8 @@ class HubOptions:
     heartbeat_interval: float = 1.0
     allowed_origins: tuple[str, ...] = ()
     close_timeout: float = 5.0
+    maximum_send_buffer_size: int = 1024 * 1024
+    transport_send_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
