@@ -13,7 +13,6 @@ calls :meth:`~AdmissionStore.end_session`. Expired leases are reclaimed by every
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import secrets
@@ -28,7 +27,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from gateway import jsonutil
 from gateway.keys import DEFAULT_PREFIX, AdmissionKeys
+from gateway.store import run_script
 from ratelimit import UnitCall
 from ratelimit.limiter import UNITS_LIBRARY
 
@@ -46,8 +47,6 @@ _OPERATIONS = ("admit", "claim", "reap", "activate", "release_lease", "end_sessi
 #: Operations that also carry rate-limit unit work (their scripts embed ``ratelimit/lua/lib_units.lua``).
 _WITH_UNITS = frozenset({"admit", "activate"})
 _OUTCOME_STATUSES = frozenset({"ready", "failed"})
-#: Entry data as compact JSON; one encoder for every call (``json.dumps`` with options builds one each time).
-_DATA_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,7 +70,7 @@ class Caps:
     def campaign_caps_json(self) -> str:
         if not self.campaign_caps:
             return "{}"  # the common configuration: no campaign has its own cap
-        return _DATA_ENCODER.encode(dict(self.campaign_caps))
+        return jsonutil.dumps(dict(self.campaign_caps))
 
 
 class Outcome(StrEnum):
@@ -179,7 +178,7 @@ def _claimed_entries(flat: list[Any], start: int, count: int) -> tuple[ClaimedEn
     for i in range(count):
         rid, campaign, lease, data = flat[start + 4 * i: start + 4 * i + 4]
         entries.append(ClaimedEntry(request_id=_text(rid), campaign=_text(campaign), lease_id=_text(lease),
-                                    data=json.loads(_text(data))))
+                                    data=jsonutil.loads(data)))
     return tuple(entries)
 
 
@@ -226,7 +225,7 @@ class AdmissionStore:
     async def _run(self, operation: str, args: list[Any] | tuple[Any, ...],
                    extra_keys: list[str] | tuple[str, ...] | None = None) -> Any:
         keys = self._shared_keys + tuple(extra_keys) if extra_keys else self._shared_keys
-        return await self._scripts[operation](keys=keys, args=(_num(self._clock()), *args))
+        return await run_script(self._redis, self._scripts[operation], keys, (_num(self._clock()), *args))
 
     def _request_keys(self, request_id: str) -> list[str]:
         return [self._keys.outcome(request_id), self._keys.tombstone(request_id)]
@@ -254,8 +253,8 @@ class AdmissionStore:
         if not isinstance(max_queue_length, int) or max_queue_length < 0:
             raise ValueError("max_queue_length must be an int >= 0")
         try:
-            data_json = _DATA_ENCODER.encode(data)
-        except (TypeError, ValueError) as exc:
+            data_json = jsonutil.dumps(data)
+        except (TypeError, ValueError, OverflowError) as exc:
             raise ValueError(f"entry data is not JSON-serialisable: {exc}") from exc
         args: tuple[Any, ...] = (request_id, campaign, data_json, caps.global_cap, caps.campaign_caps_json(),
                                  _num(pending_lease_seconds), max_queue_length, secrets.token_hex(8),
@@ -339,7 +338,7 @@ class AdmissionStore:
             has an outcome, or is held by another dispatcher now. The lease is released in any case.
         """
         _require_id(entry.request_id, "request_id")
-        data_json = json.dumps(entry.data, separators=(",", ":"), allow_nan=False)
+        data_json = jsonutil.dumps(entry.data)
         return int(await self._run("requeue_front", [entry.request_id, entry.lease_id, entry.campaign, data_json],
                                    self._request_keys(entry.request_id)))
 
@@ -372,7 +371,7 @@ class AdmissionStore:
         """The ``data`` a queued or dispatching entry was admitted with, or None when it is not waiting."""
         _require_id(request_id, "request_id")
         raw = await self._redis.hget(self._keys.entries, request_id)
-        return json.loads(raw) if raw else None
+        return jsonutil.loads(raw) if raw else None
 
     async def queue_ids(self) -> list[str]:
         """Queued request ids, front first (position = index + 1)."""

@@ -100,17 +100,22 @@ async def test_script_flush_then_call_again_reloads(client):
 
 
 class CommandCounter:
-    """Wrap a client's ``execute_command`` to record every command it sends."""
+    """Wrap the client's connections' ``send_command`` to record every command sent (whichever path of the
+    client sends it: redis-py's ``execute_command`` or the gateway's direct script runner)."""
 
     def __init__(self, client, monkeypatch) -> None:
         self.commands: list[str] = []
-        original = client.execute_command
+        connection_class = client.connection_pool.connection_class
+        original = connection_class.send_command
 
-        async def counting(*args, **options):
-            self.commands.append(str(args[0]).upper())
-            return await original(*args, **options)
+        async def counting(connection, *args, **options):
+            name = str(args[0]).upper()
+            if name == "SCRIPT" and len(args) > 1:
+                name = f"SCRIPT {str(args[1]).upper()}"
+            self.commands.append(name)
+            return await original(connection, *args, **options)
 
-        monkeypatch.setattr(client, "execute_command", counting)
+        monkeypatch.setattr(connection_class, "send_command", counting)
 
 
 async def test_each_admit_decision_is_one_round_trip(client, monkeypatch):
