@@ -120,6 +120,14 @@ class JsonHandler(tornado.web.RequestHandler):
     def send_message(self, status: int, message: str, *, headers: dict[str, str] | None = None) -> None:
         self.send_json(status, {"message": message}, headers=headers)
 
+    def request_id_of_path(self, raw_id: str) -> str | None:
+        """The request id in a path, lower-cased (ids are UUIDs, case-insensitive); None after answering
+        404 when it is longer than any id can be (as for any unknown one)."""
+        if len(raw_id) > MAX_ID_LENGTH:
+            self.send_message(404, UNKNOWN_REQUEST_MESSAGE)
+            return None
+        return raw_id.lower()
+
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         # Tornado's default page includes a traceback in debug mode and HTML otherwise; clients get JSON.
         messages = {
@@ -235,10 +243,9 @@ class SessionStatusHandler(JsonHandler):
 
     poll_presence: Any = None  # async (request_id) -> None: a poll counts as the client being present
 
-    async def get(self, request_id: str) -> None:
-        request_id = request_id.lower()
-        if len(request_id) > MAX_ID_LENGTH:  # no id is that long: answer as for any unknown one
-            self.send_message(404, UNKNOWN_REQUEST_MESSAGE)
+    async def get(self, raw_id: str) -> None:
+        request_id = self.request_id_of_path(raw_id)
+        if request_id is None:
             return
         try:
             status = await self.service.status(request_id)
@@ -276,10 +283,9 @@ class _LeaveQueueHandler(JsonHandler):
 
     service: SessionService
 
-    async def _leave(self, request_id: str) -> None:
-        request_id = request_id.lower()
-        if len(request_id) > MAX_ID_LENGTH:  # no id is that long: answer as for any unknown one
-            self.send_message(404, UNKNOWN_REQUEST_MESSAGE)
+    async def _leave(self, raw_id: str) -> None:
+        request_id = self.request_id_of_path(raw_id)
+        if request_id is None:
             return
         try:
             if await self.service.leave(request_id, reason="left"):

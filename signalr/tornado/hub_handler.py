@@ -85,13 +85,8 @@ class HubHandler(HubRequestMixin, tornado.websocket.WebSocketHandler):
 
     def _lookup(self, query: Mapping[str, str], transport: TransportType) -> HttpConnection | None:
         """Find the connection for ``id=`` and attach ``transport``; on failure answer and return None."""
-        token = query.get("id")
-        if token is None:
-            self._text(400, "Connection ID required")
-            return None
-        connection = self.server.connections.get(token)
+        connection = self._connection_of(query)
         if connection is None:
-            self._text(404, "No Connection with that ID")
             return None
         if transport not in self.server.options.transports:
             self._text(404, f"{transport} transport not supported by this end point type")
@@ -316,7 +311,11 @@ class HubHandler(HubRequestMixin, tornado.websocket.WebSocketHandler):
 
     def _existing_connection(self) -> HttpConnection | None:
         """The ``id=`` connection of a POST or DELETE; None once a 400 or 404 has been answered."""
-        token = query_arguments(self).get("id")
+        return self._connection_of(query_arguments(self))
+
+    def _connection_of(self, query: Mapping[str, str]) -> HttpConnection | None:
+        """The connection named by ``id=``; None once a 400 (no id) or 404 (unknown id) has been answered."""
+        token = query.get("id")
         if token is None:
             self._text(400, "Connection ID required")
             return None
