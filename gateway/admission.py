@@ -131,6 +131,20 @@ class UnitBinding:
     ttl_seconds: int
 
 
+class Removed(StrEnum):
+    """What :meth:`AdmissionStore.remove` dropped. Only ``NOTHING`` is false."""
+
+    NOTHING = "nothing"
+    WAITING = "waiting"          # the entry was in the queue
+    DISPATCHING = "dispatching"  # a dispatcher holds it: its platform call is in flight
+
+    def __bool__(self) -> bool:
+        return self is not Removed.NOTHING
+
+
+_REMOVED = {0: Removed.NOTHING, 1: Removed.WAITING, 2: Removed.DISPATCHING}
+
+
 class EndResult(StrEnum):
     RELEASED = "released"
     ALREADY_ENDED = "already_ended"
@@ -253,7 +267,7 @@ class AdmissionStore:
         if not isinstance(max_queue_length, int) or max_queue_length < 0:
             raise ValueError("max_queue_length must be an int >= 0")
         try:
-            data_json = jsonutil.dumps(data)
+            data_json = jsonutil.dumps_ascii(data)
         except (TypeError, ValueError, OverflowError) as exc:
             raise ValueError(f"entry data is not JSON-serialisable: {exc}") from exc
         args: tuple[Any, ...] = (request_id, campaign, data_json, caps.global_cap, caps.campaign_caps_json(),
@@ -338,7 +352,7 @@ class AdmissionStore:
             has an outcome, or is held by another dispatcher now. The lease is released in any case.
         """
         _require_id(entry.request_id, "request_id")
-        data_json = jsonutil.dumps(entry.data)
+        data_json = jsonutil.dumps_ascii(entry.data)
         return int(await self._run("requeue_front", [entry.request_id, entry.lease_id, entry.campaign, data_json],
                                    self._request_keys(entry.request_id)))
 
@@ -362,10 +376,11 @@ class AdmissionStore:
         return RequestStatus(status=status, position=position or None, web_socket_url=url or None,
                              message=message or None)
 
-    async def remove(self, request_id: str) -> bool:
+    async def remove(self, request_id: str) -> Removed:
         """Drop a queued (or dispatching) entry because the client left; it then reads "expired"."""
         _require_id(request_id, "request_id")
-        return bool(await self._run("remove", [request_id, LEFT_QUEUE_MESSAGE], self._request_keys(request_id)))
+        reply = await self._run("remove", [request_id, LEFT_QUEUE_MESSAGE], self._request_keys(request_id))
+        return _REMOVED[int(reply)]
 
     async def entry_data(self, request_id: str) -> dict | None:
         """The ``data`` a queued or dispatching entry was admitted with, or None when it is not waiting."""

@@ -8,6 +8,7 @@ clock and (optionally) Redis client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import time
@@ -247,6 +248,8 @@ class Gateway:
         for task in (self._geo_reload_task, self._unit_renew_task):
             if task is not None:
                 task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self.protection.close()
         self.platform.close()
         if self._owns_redis:

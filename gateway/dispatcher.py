@@ -17,7 +17,7 @@ from typing import TypeVar
 
 from redis.exceptions import RedisError
 
-from gateway.admission import AdmissionStore, ClaimedEntry
+from gateway.admission import AdmissionStore, ClaimedEntry, UnitBinding
 from gateway.capacity import CapacityPolicy, PlatformUsage
 from gateway.events import EventHub, QueueChanged, SessionFailed, SessionReady
 from gateway.payload import SessionRequest
@@ -168,19 +168,14 @@ class QueueDispatcher:
             await self._fail(entry)
             return
         self._backoff = 0.0
-        units = None
-        if self._protection is not None:
-            try:
-                units = self._protection.activation_units(entry.request_id, subject_of(entry.data),
-                                                          session.conversation_session_id)
-            except ProtectionUnavailable as exc:
-                log.error("could not prepare the rate-limit unit of %s: %s", entry.request_id, exc)
+        # The unit's arguments carry the time: built for each attempt, so a retried activation still
+        # makes the unit expire with the session lease.
         await self._retry_store(lambda: self._store.activate(
             lease_id=entry.lease_id,
             conversation_session_id=session.conversation_session_id,
             request_id=entry.request_id,
             session_lease_seconds=self._settings.concurrency.session_lease_seconds,
-            units=units,
+            units=self._activation_units(entry, session.conversation_session_id),
         ))
         await self._retry_store(lambda: self._store.set_outcome(
             entry.request_id, status="ready", web_socket_url=session.web_socket_url,
@@ -188,6 +183,15 @@ class QueueDispatcher:
         ))
         log.info("queued request %s is ready (conversation %s)", entry.request_id, session.conversation_session_id)
         self._events.publish(SessionReady(request_id=entry.request_id, web_socket_url=session.web_socket_url))
+
+    def _activation_units(self, entry: ClaimedEntry, conversation_session_id: str) -> UnitBinding | None:
+        if self._protection is None:
+            return None
+        try:
+            return self._protection.activation_units(entry.request_id, subject_of(entry.data), conversation_session_id)
+        except ProtectionUnavailable as exc:
+            log.error("could not prepare the rate-limit unit of %s: %s", entry.request_id, exc)
+            return None
 
     async def _fail(self, entry: ClaimedEntry) -> None:
         await self._retry_store(lambda: self._store.release_lease(entry.lease_id))

@@ -182,7 +182,9 @@ class ClientProtection:
         """Renew the concurrency units of every waiting (or dispatching) entry for another hold.
 
         ``entries_key`` is the admission store's HASH of entry data. One HSCAN step and one pipelined batch
-        of touches per :data:`RENEW_CHUNK` entries. Returns how many units were renewed.
+        of renewals per :data:`RENEW_CHUNK` entries. A renewal only moves an expiry later, so the longer
+        hold of a session that started meanwhile is kept. Returns how many concurrent sets held the unit
+        of a renewed entry (an entry counted against a client and an IP limit counts twice).
         """
         if not self._any_limit:
             return 0
@@ -192,11 +194,17 @@ class ClientProtection:
             calls = []
             for request_id, raw in chunk.items():
                 rid = request_id.decode() if isinstance(request_id, bytes) else request_id
-                call = self._touch_call(rid, subject_of(jsonutil.loads(raw)), QUEUED_HOLD_SECONDS)
+                try:
+                    subject = subject_of(jsonutil.loads(raw))
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    # One unreadable entry must not stop the others' renewal; its unit lapses by itself.
+                    log.warning("queue entry %s has unreadable data; its rate-limit unit is not renewed", rid)
+                    continue
+                call = self._touch_call(rid, subject, QUEUED_HOLD_SECONDS)
                 if call is not None:
                     calls.append(call)
             if calls:
-                renewed += await self._guard(self._limiter.touch_many(calls))
+                renewed += await self._guard(self._limiter.extend_many(calls))
             if not cursor:
                 return renewed
 

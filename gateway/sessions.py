@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
 
-from gateway.admission import AdmissionStore, ClaimedEntry, EndResult, Outcome, RequestStatus, UnitBinding
+from gateway.admission import (AdmissionStore, ClaimedEntry, EndResult, Outcome, Removed, RequestStatus,
+                               UnitBinding)
 from gateway.capacity import CapacityPolicy
 from gateway.dispatcher import QueueDispatcher
 from gateway.events import EventHub, QueueChanged
@@ -135,8 +136,11 @@ class SessionService:
             raise ServiceUnavailable(STORE_DOWN_MESSAGE, retry_after=5) from exc
         try:
             return await self._admit(request, request_id, subject, client_ip, limits)
-        except PlatformUnavailable:
-            # The request never happened: the client may try again without it counting.
+        except (Refused, QueueFull):
+            raise  # the admission call consumed nothing
+        except BaseException:
+            # The request never happened (platform failure, store lost after the decision, shutdown): the
+            # client may try again without it counting. Removing a unit that was never added is harmless.
             if limits is not None:
                 await self._refund_quietly(request_id, subject)
             raise
@@ -245,15 +249,18 @@ class SessionService:
         it move up. Returns False when it was not waiting (already served, failed or unknown)."""
         data = await self._store_or_unavailable(self._store.entry_data(request_id))
         removed = await self._store_or_unavailable(self._store.remove(request_id))
-        if removed and data is not None:
+        if removed is Removed.WAITING and data is not None:
             try:
                 await self._protection.left(request_id, subject_of(data))
             except ProtectionUnavailable as exc:
                 log.warning("could not give back the rate-limit unit of %s now: %s", request_id, exc)
+        # A request being dispatched keeps its unit: its platform call is in flight, and the session it may
+        # get counts until its webhook (the activation re-arms the unit; a failure refunds it).
         if removed:
-            log.info("request %s left the queue (%s)", request_id, reason)
+            log.info("request %s left the queue (%s%s)", request_id, reason,
+                     "; its session was already being created" if removed is Removed.DISPATCHING else "")
             self._events.publish(QueueChanged(reason=reason))
-        return removed
+        return bool(removed)
 
     async def _refund_quietly(self, request_id: str, subject: Subject) -> None:
         try:

@@ -35,6 +35,7 @@ def _script_text(name: str) -> str:
 UNITS_LIBRARY = _script_text("lib_units.lua")
 ACQUIRE_SCRIPT = UNITS_LIBRARY + "\n" + _script_text("acquire_units.lua")
 TOUCH_SCRIPT = UNITS_LIBRARY + "\n" + _script_text("touch_units.lua")
+EXTEND_SCRIPT = UNITS_LIBRARY + "\n" + _script_text("extend_units.lua")
 REMOVE_SCRIPT = _script_text("remove_units.lua")
 
 #: Added to every key's expiry. Redis counts TTLs on its own clock while scores use the caller's; a minute
@@ -86,6 +87,7 @@ class RateLimiter:
         # register_script computes the SHA once and re-loads the script after a SCRIPT FLUSH or a restart.
         self._acquire = redis.register_script(ACQUIRE_SCRIPT)
         self._touch = redis.register_script(TOUCH_SCRIPT)
+        self._extend = redis.register_script(EXTEND_SCRIPT)
         self._remove = redis.register_script(REMOVE_SCRIPT)
 
     def key_for(self, rule: Rule) -> str:
@@ -167,11 +169,12 @@ class RateLimiter:
             return None
         return UnitCall(tuple(keys), (self._now_ms(), unit_id, hold_ms, KEY_EXPIRY_SLACK_MS), concurrent)
 
-    async def touch_many(self, calls: Sequence[UnitCall]) -> int:
-        """Run several :meth:`touch_call` results in one pipelined round trip.
+    async def extend_many(self, calls: Sequence[UnitCall]) -> int:
+        """Renew several units at once: each :meth:`touch_call` result's units get ``now + hold`` as their
+        expiry unless it is already later; released or expired units are not brought back.
 
-        Each touch is atomic on its own; the batch is not (none needs the others). Returns how many sets
-        held their unit, summed over the calls.
+        One pipelined round trip; each renewal is atomic on its own, the batch is not (none needs the
+        others). Returns how many concurrent sets held their unit, summed over the calls.
 
         :raises StorageError: when the store fails.
         """
@@ -180,7 +183,7 @@ class RateLimiter:
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for call in calls:
-                    await self._touch(keys=list(call.keys), args=list(call.args), client=pipe)
+                    await self._extend(keys=list(call.keys), args=list(call.args), client=pipe)
                 replies = await pipe.execute()
         except RedisError as exc:
             raise StorageError(f"rate-limit store failed: {exc}") from exc
@@ -221,10 +224,12 @@ class RateLimiter:
             used, wait_ms, rule_refused = reply[1 + 3 * index: 4 + 3 * index]
             wait = _ceil_seconds(wait_ms)
             states.append(RuleState(rule=rule, used=used, remaining=max(0, rule.limit - used), reset_seconds=wait))
-            # For a window the wait is exact: the moment enough hits leave it. For a concurrent rule it is
-            # the moment enough held units expire by themselves, an upper bound: a session that ends earlier
-            # releases its unit sooner. Either way a retry at that moment cannot be refused by this rule
-            # unless other requests take the room first.
+            # For a window the wait is exact: the moment enough hits leave it, so a retry then cannot be
+            # refused by this rule unless other requests take the room first. For a concurrent rule it is
+            # the moment enough held units would lapse by themselves as things stand: a session that ends
+            # earlier frees room sooner, but a unit can also be held longer (a waiting request's unit is
+            # renewed while it waits; a session's runs for the session lease from its start), and when a
+            # session will end is not known to anyone. It is the best estimate there is, not a promise.
             if rule_refused and (retry_after is None or wait > retry_after):
                 refused, retry_after = rule, wait
         if not allowed and refused is None:

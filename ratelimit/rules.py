@@ -89,8 +89,9 @@ class RuleState:
     :param remaining: ``max(0, limit - used)``.
     :param reset_seconds: whole seconds (rounded up) until ``remaining`` grows by at least one, i.e. until
         a request would be admitted by this rule when ``remaining`` is 0. For a window with no hits it is the
-        window length (any hit made now stays that long). For ``concurrent`` it is the next unit expiry, an
-        upper bound since a unit is usually released earlier, and 0 when nothing is held.
+        window length (any hit made now stays that long). For ``concurrent`` it is the next unit
+        expiry as things stand (an estimate: units are released early and renewed; see the limiter), and 0
+        when nothing is held.
     """
 
     rule: Rule

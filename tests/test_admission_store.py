@@ -16,6 +16,7 @@ from gateway.admission import (
     DuplicateRequestError,
     EndResult,
     Outcome,
+    Removed,
     RequestStatus,
 )
 from gateway.store import open_redis
@@ -267,9 +268,9 @@ async def test_status_transitions(store, clock):
 async def test_removed_entry_reads_expired_left_the_queue(store):
     await admit(store, "r1", caps=Caps(global_cap=0, campaign_caps={}))
     await admit(store, "r2", caps=Caps(global_cap=0, campaign_caps={}))
-    assert await store.remove("r1") is True
-    assert await store.remove("r1") is False
-    assert await store.remove("unknown") is False
+    assert await store.remove("r1") is Removed.WAITING
+    assert await store.remove("r1") is Removed.NOTHING
+    assert await store.remove("unknown") is Removed.NOTHING
     assert await store.status("r1") == RequestStatus(status="expired", message="left the queue")
     assert await store.status("r2") == RequestStatus(status="queued", position=1)
 

@@ -279,3 +279,13 @@ async def test_error_responses_keep_their_cors_headers(stack_factory):
     assert response.code == 405
     assert response.headers["Access-Control-Allow-Origin"] == "https://shop.example"
     assert body_of(response) == {"message": "This method is not allowed here."}
+
+
+async def test_text_that_has_no_utf8_form_is_queued_not_a_server_error(stack_factory):
+    # "\ud800" is valid JSON but a lone surrogate: it must survive being stored and handed to the platform.
+    stack = await stack_factory(config=base_config(cap=0))
+    raw = ujson.dumps(session_body(metadata={"note": "@"})).replace("@", "\\ud800").encode()
+    response = await stack.call("POST", "/api/session/request", raw=raw)
+    assert response.code == 202, response.body
+    data = await stack.gateway.store.entry_data(body_of(response)["uniqueRequestId"])
+    assert data["request"]["metadata"] == {"note": "\ud800"}

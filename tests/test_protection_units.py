@@ -231,3 +231,24 @@ async def test_a_protected_request_costs_the_same_round_trips_as_an_unprotected_
         finally:
             await stack.close()
         await client.flushall()
+
+
+async def test_a_renewal_never_shortens_the_hold_a_session_got(store_client):
+    clock = FakeClock()
+    config = base_config(cap=10)
+    config["Security"].update({"RateLimitConcurrency": 2})
+    config["Concurrency"]["SessionLeaseSeconds"] = 3600  # longer than the queued hold
+    settings = load_settings(data=config, environ={}).settings
+    store = AdmissionStore(store_client, clock=clock)
+    protection = ClientProtection(settings, store_client, clock=clock)
+    await store.admit(request_id="queued", campaign="CampA", data={"request": {}, "ip": ALICE.ip},
+                      caps=QUEUE_ONLY, pending_lease_seconds=30, max_queue_length=10,
+                      limits=protection.limit_call("queued", ALICE))
+    [claimed] = await store.claim(caps=ROOM, pending_lease_seconds=30, limit=5)
+    # activated, but not yet marked ready: the entry is still in the entries the renewal walks
+    await store.activate(lease_id=claimed.lease_id, conversation_session_id="conv-long", request_id="queued",
+                         session_lease_seconds=3600,
+                         units=protection.activation_units("queued", ALICE, "conv-long"))
+    assert await protection.renew_queued_units(store.keys.entries) == 1
+    key = protection._limiter.key_for(Rule(policy=Policy.CONCURRENT, subject=f"client:{ALICE.client_key}", limit=1))
+    assert await store_client.zscore(key, "queued") == pytest.approx((clock() + 3600) * 1000)

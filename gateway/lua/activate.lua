@@ -33,7 +33,7 @@ local function with_units(result)
   if #KEYS > 14 then
     if result == 'ended' then
       units_release(14, 5)
-    elseif units_touch(14, 5) > 0 then
+    elseif units_touch(14, 5, false) > 0 then
       redis.call('SET', KEYS[14], ARGV[10], 'EX', ARGV[11])
     end
   end

@@ -5,18 +5,22 @@
 -- ARGV[1] now (caller clock, seconds; unused, kept for the shared layout)
 -- ARGV[2] request_id
 -- ARGV[3] tombstone message (e.g. "left the queue")
--- Returns: 1 if a queued or dispatching entry was dropped, 0 if there was none.
+-- Returns: 1 if a waiting (queued) entry was dropped, 2 if an entry being dispatched was dropped (its
+--          platform call is in flight), 0 if there was none.
 -- A dispatching entry loses its binding, so a later reap of its lease does not requeue it; the lease
 -- itself stays with its dispatcher (the platform call is in flight). Complexity: O(log N).
 local request_id = ARGV[2]
 if redis.call('HEXISTS', K_ENTRIES, request_id) == 0 then
   return 0
 end
-redis.call('ZREM', K_QUEUE, request_id)
+local was_waiting = redis.call('ZREM', K_QUEUE, request_id) == 1
 redis.call('HDEL', K_ENTRIES, request_id)
 redis.call('HDEL', K_ENTRY_CAMPAIGN, request_id)
 redis.call('HDEL', K_ENTRY_LEASE, request_id)
 redis.call('DEL', KEYS[14], KEYS[15])
 redis.call('HSET', KEYS[15], 'status', 'expired', 'message', ARGV[3])
 redis.call('EXPIRE', KEYS[15], MEMORY_SECONDS)
-return 1
+if was_waiting then
+  return 1
+end
+return 2

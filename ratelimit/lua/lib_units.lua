@@ -106,9 +106,10 @@ local function units_report(kbase, abase, refused, counts, fresh, out)
 end
 
 -- Gives the unit's concurrent holds a new expiry, now + hold; a unit already released or expired is not
--- brought back. Only ARGV[abase + 1 .. abase + 4] are read (every key must be a concurrent set).
--- Returns how many sets held the unit.
-local function units_touch(kbase, abase)
+-- brought back. With only_later, an expiry is only ever moved later (a renewal of a waiting request must
+-- not cut short the longer hold its session got meanwhile). Only ARGV[abase + 1 .. abase + 4] are read
+-- (every key must be a concurrent set). Returns how many sets held the unit.
+local function units_touch(kbase, abase, only_later)
   local now, unit = tonumber(ARGV[abase + 1]), ARGV[abase + 2]
   local hold, slack = tonumber(ARGV[abase + 3]), tonumber(ARGV[abase + 4])
   local found = 0
@@ -116,7 +117,11 @@ local function units_touch(kbase, abase)
     local key = KEYS[i]
     redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
     if redis.call('ZSCORE', key, unit) then
-      redis.call('ZADD', key, 'XX', now + hold, unit)
+      if only_later then
+        redis.call('ZADD', key, 'XX', 'GT', now + hold, unit)
+      else
+        redis.call('ZADD', key, 'XX', now + hold, unit)
+      end
       found = found + 1
       units_expire_after_last(key, 0, now, slack)
     end

@@ -12,4 +12,4 @@
 --
 -- Returns an integer: how many of the sets held the unit (and so were extended).
 
-return units_touch(0, 0)
+return units_touch(0, 0, false)
