@@ -164,6 +164,8 @@ class HubConnection(MessageDispatch, InvocationRunner):
         """The whole session; returns when the connection is over."""
         self.connection.on_tick = self.tick
         self.connection.on_reattach = self._on_reattach
+        self.connection.on_overflow = self._on_overflow
+        self.connection.outbox.limit = self._options.maximum_send_buffer_size
         try:
             leftover = await self._handshake()
             if leftover is None:
@@ -318,10 +320,17 @@ class HubConnection(MessageDispatch, InvocationRunner):
             log.info("client timeout on connection %s", self.connection_id)
             self.abort(error=hub_module.CONNECTION_ERROR, allow_reconnect=True)
 
+    def _on_overflow(self) -> None:
+        """The client let more than the send buffer limit pile up: the Close replaces the backlog."""
+        if self.protocol is not None:
+            close = CloseMessage(error=hub_module.CONNECTION_ERROR, allow_reconnect=True)
+            self.connection.outbox.finish(self.protocol.write_message(close), binary=self._binary)
+        self.abort(error=hub_module.CONNECTION_ERROR, allow_reconnect=True)
+
     def _on_reattach(self) -> None:
         """A reconnecting WebSocket took over: Sequence first, then everything unacknowledged."""
-        if self._stateful is None or self.protocol is None:
-            return
+        if self._stateful is None or self.protocol is None or self._close_request is not None:
+            return  # (a session already closing keeps its queued Close rather than a replay)
         self.connection.outbox.clear()
         first, pending = self._stateful.replay()
         self.connection.outbox.put(self.protocol.write_message(SequenceMessage(sequence_id=first)), binary=self._binary)

@@ -49,8 +49,11 @@ class HubOptions:
     :param allowed_origins: browser origins allowed for CORS and WebSocket upgrades.
     :param close_timeout: how long graceful shutdown waits for connections to finish.
     :param maximum_send_buffer_size: bytes a connection may have queued for its client beyond what
-        the socket took; a client that falls further behind (it stopped reading) is disconnected
-        (WebSockets: close 1008). One message larger than this still goes to a client that keeps up.
+        the socket took, and bytes that may wait for a client that is not collecting them (a
+        long-polling client between polls); a client that falls further behind is disconnected
+        (WebSockets: close 1008; SSE and long polling: the Close message with an error, after which
+        polls get 204, then 404). Only bytes queued before a message count, so one message larger
+        than this still goes to a client that keeps up.
     :param transport_send_timeout: a write to the client that makes no progress for this long
         aborts the connection (ASP.NET's ``TransportSendTimeout``).
     """
