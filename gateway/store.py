@@ -146,6 +146,30 @@ class _WaitingPool(aioredis.BlockingConnectionPool):
         finally:
             self._waiters -= 1
 
+    def take_idle(self) -> AbstractConnection | None:
+        """An idle connection for a caller that sends and reads at once (:func:`run_script`), or None.
+
+        The plain checkout also takes a lock, publishes connection-count metrics, and polls the socket
+        for unread data. Without an ``await`` between taking and marking the connection no lock is
+        needed; we publish no metrics; and no connection comes back with an unread reply: redis-py
+        disconnects a connection whose read failed, and so does :func:`run_script`. None when nothing is
+        idle or someone already waits, so that waiters keep their turn.
+        """
+        if self._waiters or not self._available_connections:
+            return None
+        connection = self._available_connections.pop()
+        self._in_use_connections.add(connection)
+        return connection
+
+    def give_back(self, connection: AbstractConnection) -> bool:
+        """Return a connection taken with :meth:`take_idle` (or checked out) without the release's metrics
+        and events; False when somebody waits, and then the caller must use :meth:`release`."""
+        if self._waiters or connection.should_reconnect():
+            return False
+        self._in_use_connections.discard(connection)
+        self._available_connections.append(connection)
+        return True
+
     async def release(self, connection: AbstractConnection) -> None:
         if self._waiters:
             await super().release(connection)
@@ -173,7 +197,15 @@ async def run_script(client: aioredis.Redis, script: AsyncScript, keys: tuple[st
     pool = client.connection_pool
     if not isinstance(pool, _WaitingPool):
         return await script(keys=keys, args=args)
-    connection = await pool.get_connection()
+    connection = pool.take_idle()
+    if connection is None:
+        connection = await pool.get_connection()
+    elif not connection.is_connected:
+        try:
+            await connection.connect()
+        except BaseException:
+            await pool.release(connection)
+            raise
     try:
         try:
             await connection.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
@@ -188,14 +220,16 @@ async def run_script(client: aioredis.Redis, script: AsyncScript, keys: tuple[st
             await connection.disconnect(error=exc)
             raise
     finally:
-        await pool.release(connection)
+        if not pool.give_back(connection):
+            await pool.release(connection)
 
 
-def open_redis(url: str | None) -> aioredis.Redis:
+def open_redis(url: str | None, *, pool_size: int = POOL_SIZE) -> aioredis.Redis:
     """Create the client for the shared store; no connection is made until first use.
 
     :param url: ``redis://``, ``rediss://`` or ``unix://`` URL of a real Redis, or ``None`` for the
         embedded in-process store.
+    :param pool_size: most connections to a real Redis (callers beyond it wait for a free one).
     :raises ValueError: if the URL is malformed.
     :raises RuntimeError: if the embedded store is asked for but its Lua engine is not installed.
     """
@@ -204,7 +238,7 @@ def open_redis(url: str | None) -> aioredis.Redis:
         # connections" under a burst; timeouts so that a hung Redis turns into a 503 rather than a hang.
         pool = _WaitingPool.from_url(
             url,
-            max_connections=POOL_SIZE,
+            max_connections=pool_size,
             timeout=POOL_WAIT_SECONDS,
             socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
             socket_timeout=COMMAND_TIMEOUT_SECONDS,
