@@ -13,25 +13,25 @@ The layout follows ASP.NET Core's Redis backplane:
 Redis pub/sub is at-most-once: while a server is cut off from Redis it misses what others publish.
 An outage closes nothing: local delivery goes on, publishes are logged and dropped, and the listener
 reconnects with capped exponential backoff and re-subscribes to every channel it needs.
-Envelopes are described in :mod:`signalr.backplane_protocol`.
+Envelopes are described in :mod:`signalr.backplane_protocol`, the subscription set and the listener
+live in :mod:`signalr.redis_subscriptions`, and acks of group commands in :mod:`signalr.backplane_acks`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import secrets
 import socket
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from signalr.backplane_acks import PendingAcks
 from signalr.backplane_protocol import (
     BackplaneChannels,
     BackplaneProtocolError,
@@ -55,20 +55,13 @@ from signalr.lifetime import (
     id_collection,
     invocation,
 )
+from signalr.redis_subscriptions import RedisSubscriptions, reconnect_delay
 
 __all__ = ["RedisHubLifetimeManager", "reconnect_delay"]
 
 logger = logging.getLogger("signalr.lifetime.redis")
 
 RedisFactory = Callable[[], Redis]
-
-
-def reconnect_delay(attempt: int, *, initial: float, cap: float) -> float:
-    """Seconds to wait before reconnect attempt number ``attempt`` (0-based): doubling, capped."""
-    if attempt <= 0:
-        return min(initial, cap)
-    # Clamp the exponent: a huge attempt count would overflow the float, and 64 doublings pass any cap.
-    return min(cap, initial * (2 ** min(attempt, 64)))
 
 
 def _default_factory(redis_url: str, timeout: float) -> RedisFactory:
@@ -84,13 +77,6 @@ def _default_factory(redis_url: str, timeout: float) -> RedisFactory:
         )
 
     return factory
-
-
-def _mark_retrieved(future: asyncio.Future[None]) -> None:
-    # Nobody may be waiting on this future any more; reading the exception stops asyncio from
-    # logging "exception was never retrieved" at garbage collection.
-    if future.done() and not future.cancelled():
-        future.exception()
 
 
 class RedisHubLifetimeManager(HubLifetimeManager):
@@ -127,25 +113,17 @@ class RedisHubLifetimeManager(HubLifetimeManager):
         self._redis_url = redis_url
         self._factory = redis_factory or _default_factory(redis_url, ack_timeout)
         self._ack_timeout = ack_timeout
-        self._reconnect_initial = reconnect_initial_delay
-        self._reconnect_max = reconnect_max_delay
         self._local = LocalConnections()
+        self._subscriptions = RedisSubscriptions(
+            self.channels, self.server_id, self._local, self._dispatch, confirm_timeout=ack_timeout,
+            reconnect_initial=reconnect_initial_delay, reconnect_max=reconnect_max_delay,
+        )
         self._publisher: Redis | None = None
         self._subscriber: Redis | None = None
-        self._pubsub: PubSub | None = None
-        self._subscribed: set[str] = set()
-        # Keyed by (confirmation kind, channel): ("subscribe", c) or ("unsubscribe", c).
-        self._confirmations: dict[tuple[str, str], asyncio.Future[None]] = {}
-        self._subscription_lock = asyncio.Lock()
-        self._online = asyncio.Event()
-        self._offline = asyncio.Event()
-        self._offline.set()
         self._listener: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._acks: dict[int, asyncio.Future[None]] = {}
-        self._command_ids = itertools.count(1)
+        self._acks = PendingAcks()
         self._publish_failing = False
-        self._closing = False
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -159,9 +137,11 @@ class RedisHubLifetimeManager(HubLifetimeManager):
             raise RuntimeError("RedisHubLifetimeManager.start() was already called")
         self._publisher = self._factory()
         self._subscriber = self._factory()
-        self._listener = asyncio.create_task(self._listen_forever(), name=f"signalr-backplane-{self.server_id}")
+        self._listener = asyncio.create_task(
+            self._subscriptions.listen_forever(self._subscriber), name=f"signalr-backplane-{self.server_id}"
+        )
         try:
-            await asyncio.wait_for(self._online.wait(), self._ack_timeout)
+            await asyncio.wait_for(self._subscriptions.wait_online(), self._ack_timeout)
         except TimeoutError:
             logger.error(
                 "Redis backplane at %s is not reachable yet; delivering locally and retrying",
@@ -170,16 +150,13 @@ class RedisHubLifetimeManager(HubLifetimeManager):
 
     async def close(self) -> None:
         """Stop listening, fail pending group commands and close both Redis clients."""
-        self._closing = True
+        self._subscriptions.stop_reconnecting()
         tasks = [t for t in (self._listener, *self._tasks) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._listener = None
-        for future in self._acks.values():
-            if not future.done():
-                future.set_exception(GroupActionError("The Redis lifetime manager was closed"))
-                _mark_retrieved(future)
+        self._acks.fail_all("The Redis lifetime manager was closed")
         for client in (self._publisher, self._subscriber):
             if client is not None:
                 try:
@@ -191,15 +168,15 @@ class RedisHubLifetimeManager(HubLifetimeManager):
     @property
     def online(self) -> bool:
         """Whether the pub/sub connection is up and its subscriptions are confirmed."""
-        return self._online.is_set()
+        return self._subscriptions.online
 
     async def wait_online(self, timeout: float) -> None:
         """Wait until :attr:`online`; raises :class:`TimeoutError` after ``timeout`` seconds."""
-        await asyncio.wait_for(self._online.wait(), timeout)
+        await asyncio.wait_for(self._subscriptions.wait_online(), timeout)
 
     async def wait_offline(self, timeout: float) -> None:
         """Wait until the listener has noticed that Redis is gone; raises :class:`TimeoutError`."""
-        await asyncio.wait_for(self._offline.wait(), timeout)
+        await asyncio.wait_for(self._subscriptions.wait_offline(), timeout)
 
     # -- connections and groups ------------------------------------------------------------------
 
@@ -208,11 +185,11 @@ class RedisHubLifetimeManager(HubLifetimeManager):
 
     async def on_connected(self, connection: HubConnectionSink) -> None:
         self._local.add(connection)
-        await self._sync_channels((self.channels.connection(connection.connection_id),))
+        await self._subscriptions.sync((self.channels.connection(connection.connection_id),))
 
     async def on_disconnected(self, connection: HubConnectionSink) -> None:
         emptied = self._local.remove(connection.connection_id)
-        await self._sync_channels(
+        await self._subscriptions.sync(
             [self.channels.connection(connection.connection_id), *map(self.channels.group, emptied)]
         )
 
@@ -221,14 +198,14 @@ class RedisHubLifetimeManager(HubLifetimeManager):
             self._local.join(connection_id, group)
             # Also when the group already had members: an earlier subscribe may still await its
             # confirmation, and a send right after this call returns must reach the connection.
-            await self._sync_channels((self.channels.group(group),))
+            await self._subscriptions.sync((self.channels.group(group),))
             return
         await self._remote_group_action(GroupAction.ADD, connection_id, group)
 
     async def remove_from_group(self, connection_id: str, group: str) -> None:
         if connection_id in self._local:
             if self._local.leave(connection_id, group):
-                await self._sync_channels((self.channels.group(group),))
+                await self._subscriptions.sync((self.channels.group(group),))
             return
         await self._remote_group_action(GroupAction.REMOVE, connection_id, group)
 
@@ -238,9 +215,7 @@ class RedisHubLifetimeManager(HubLifetimeManager):
             if action is GroupAction.ADD
             else f"removing connection {connection_id!r} from group {group!r}"
         )
-        command_id = next(self._command_ids)
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._acks[command_id] = future
+        command_id, future = self._acks.expect()
         try:
             payload = encode_group_command(
                 GroupCommand(id=command_id, origin=self.server_id, action=action, group=group,
@@ -256,7 +231,7 @@ class RedisHubLifetimeManager(HubLifetimeManager):
                     "connected to any server, or its server cannot reach Redis"
                 ) from None
         finally:
-            self._acks.pop(command_id, None)
+            self._acks.discard(command_id)
 
     # -- sends -----------------------------------------------------------------------------------
 
@@ -324,146 +299,7 @@ class RedisHubLifetimeManager(HubLifetimeManager):
             logger.info("Publishing to Redis works again")
         return int(receivers)
 
-    # -- subscriptions ---------------------------------------------------------------------------
-
-    def _wants(self, channel: str) -> bool:
-        channels = self.channels
-        if channel.startswith(channels.connection_prefix):
-            return channel[len(channels.connection_prefix):] in self._local
-        if channel.startswith(channels.group_prefix):
-            return self._local.has_group(channel[len(channels.group_prefix):])
-        return channel in (channels.all, channels.internal_groups, channels.ack(self.server_id))
-
-    def _needed_channels(self) -> list[str]:
-        channels = self.channels
-        return [
-            channels.all,
-            channels.internal_groups,
-            channels.ack(self.server_id),
-            *map(channels.connection, self._local.connection_ids()),
-            *map(channels.group, self._local.group_names()),
-        ]
-
-    def _expect_confirmation(self, kind: str, channel: str) -> asyncio.Future[None]:
-        key = (kind, channel)
-        future = self._confirmations.get(key)
-        if future is None or future.done():
-            future = self._confirmations[key] = asyncio.get_running_loop().create_future()
-        return future
-
-    async def _sync_channels(self, channels: Iterable[str]) -> None:
-        """Make the subscription to each channel match local state, and wait for Redis to confirm.
-
-        Waiting for the confirmation makes "connected/joined" mean "reachable from every server" and
-        "disconnected/left" mean "no longer subscribed" by the time the caller resumes.
-
-        Never raises for Redis trouble: when offline, the reconnect subscribes to whatever is needed then.
-        """
-        waiters: list[asyncio.Future[None]] = []
-        async with self._subscription_lock:
-            pubsub = self._pubsub
-            if pubsub is None:
-                return
-            to_add: list[str] = []
-            to_drop: list[str] = []
-            for channel in channels:
-                wanted = self._wants(channel)
-                if wanted and channel not in self._subscribed:
-                    to_add.append(channel)
-                elif not wanted and channel in self._subscribed:
-                    to_drop.append(channel)
-                elif (pending := self._confirmations.get(("subscribe" if wanted else "unsubscribe", channel))) \
-                        is not None and not pending.done():
-                    waiters.append(pending)
-            try:
-                if to_drop:
-                    waiters.extend(self._expect_confirmation("unsubscribe", channel) for channel in to_drop)
-                    self._subscribed.difference_update(to_drop)
-                    await pubsub.unsubscribe(*to_drop)
-                if to_add:
-                    waiters.extend(self._expect_confirmation("subscribe", channel) for channel in to_add)
-                    self._subscribed.update(to_add)
-                    await pubsub.subscribe(*to_add)
-            except (RedisError, OSError) as exc:
-                logger.warning("Could not update Redis subscriptions (will resubscribe on reconnect): %s", exc)
-                return
-        if not waiters:
-            return
-        # asyncio.wait, not wait_for: a timeout must not cancel confirmation futures other callers share.
-        done, pending = await asyncio.wait(waiters, timeout=self._ack_timeout)
-        if pending or any(future.cancelled() or future.exception() is not None for future in done):
-            logger.warning("Redis did not confirm a subscription change; it is redone on reconnect")
-
-    # -- listener --------------------------------------------------------------------------------
-
-    async def _listen_forever(self) -> None:
-        attempt = 0
-        while not self._closing:
-            assert self._subscriber is not None
-            pubsub = self._subscriber.pubsub()
-            try:
-                async with self._subscription_lock:
-                    needed = self._needed_channels()
-                    for channel in needed:
-                        self._expect_confirmation("subscribe", channel)
-                    self._subscribed = set(needed)
-                    self._pubsub = pubsub
-                    await pubsub.subscribe(*needed)
-                unconfirmed = set(needed)
-                while True:
-                    message = await pubsub.get_message(timeout=None)
-                    if message is None:
-                        continue
-                    kind = message["type"]
-                    channel = message["channel"].decode("utf-8", "replace")
-                    if kind == "message":
-                        self._dispatch(channel, message["data"])
-                    elif kind in ("subscribe", "unsubscribe"):
-                        self._confirm(kind, channel)
-                        if unconfirmed and kind == "subscribe":
-                            unconfirmed.discard(channel)
-                            if not unconfirmed:
-                                attempt = 0
-                                self._offline.clear()
-                                self._online.set()
-                                logger.info("Subscribed to the Redis backplane as %s", self.server_id)
-            except asyncio.CancelledError:
-                self._go_offline()
-                await self._close_pubsub(pubsub)
-                raise
-            except Exception as exc:  # the listener must outlive every failure; it is the backplane
-                self._go_offline()
-                await self._close_pubsub(pubsub)
-                delay = reconnect_delay(attempt, initial=self._reconnect_initial, cap=self._reconnect_max)
-                attempt += 1
-                logger.warning(
-                    "Lost the Redis backplane subscription (%s: %s); reconnecting in %.2f s",
-                    type(exc).__name__, exc, delay,
-                )
-                await asyncio.sleep(delay)
-
-    def _confirm(self, kind: str, channel: str) -> None:
-        future = self._confirmations.pop((kind, channel), None)
-        if future is not None and not future.done():
-            future.set_result(None)
-
-    def _go_offline(self) -> None:
-        self._online.clear()
-        self._offline.set()
-        self._pubsub = None
-        self._subscribed = set()
-        confirmations, self._confirmations = self._confirmations, {}
-        for future in confirmations.values():
-            if not future.done():
-                future.set_exception(ConnectionError("the Redis pub/sub connection was lost"))
-                _mark_retrieved(future)
-
-    @staticmethod
-    async def _close_pubsub(pubsub: PubSub) -> None:
-        try:
-            await pubsub.aclose()
-        except (RedisError, OSError) as exc:
-            logger.debug("Error closing the Redis pub/sub connection: %s", exc)
+    # -- incoming ------------------------------------------------------------------------------
 
     def _dispatch(self, channel: str, data: bytes) -> None:
         """Handle one pub/sub message; a bad message is logged and skipped, never fatal."""
@@ -490,9 +326,7 @@ class RedisHubLifetimeManager(HubLifetimeManager):
             elif channel == channels.internal_groups:
                 self._on_group_command(decode_group_command(data))
             elif channel == channels.ack(self.server_id):
-                future = self._acks.get(decode_ack(data).id)
-                if future is not None and not future.done():
-                    future.set_result(None)
+                self._acks.resolve(decode_ack(data).id)
         except BackplaneProtocolError as exc:
             logger.warning("Ignoring a malformed backplane message on %s: %s", channel, exc)
         except Exception:
@@ -512,5 +346,5 @@ class RedisHubLifetimeManager(HubLifetimeManager):
         task.add_done_callback(self._tasks.discard)
 
     async def _finish_group_command(self, command: GroupCommand) -> None:
-        await self._sync_channels((self.channels.group(command.group),))
+        await self._subscriptions.sync((self.channels.group(command.group),))
         await self._publish(self.channels.ack(command.origin), encode_ack(GroupAck(id=command.id)))
