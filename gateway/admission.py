@@ -287,7 +287,7 @@ class AdmissionStore:
             raise
         outcome = _OUTCOMES[reply[0]]
         m = int(reply[4])
-        limit_values = tuple(int(v) for v in reply[5:5 + m]) if m else ()
+        limit_values = tuple(reply[5:5 + m]) if m else ()  # Lua numbers arrive as Python ints
         claimed = _claimed_entries(reply, 5 + m, int(reply[3])) if reply[3] else ()
         if outcome is Outcome.ADMITTED:
             return AdmitResult(outcome=outcome, lease_id=_text(reply[1]), claimed=claimed, limit_values=limit_values)
