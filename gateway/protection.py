@@ -134,7 +134,7 @@ class ClientProtection:
         try:
             verdict = self._plan.verdict(values, allowed=not limited,
                                          by_client_identifier=bool(subject.client_identifier))
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:
             raise ProtectionUnavailable(f"unreadable rate-limit report: {exc}") from exc
         if verdict.allowed:
             return None, verdict.headers

@@ -55,6 +55,7 @@ class LimitPlan:
         self._key_heads = tuple(f"{key_prefix}{key_kind(rule.policy)}:{CLIENT_PREFIX if not rule.is_ip else IP_PREFIX}"
                                 for rule in sample)
         self._by_ip = tuple(rule.is_ip for rule in sample)
+        self._all_heads = tuple(zip(self._key_heads, self._by_ip, strict=True))
         # The sample's keys group the rules exactly as any subject's do (by kind and subject kind).
         keeps = keeps_ms(sample, [f"{head}-" for head in self._key_heads])
         self._limit_args: tuple[int, ...] = tuple(
@@ -82,11 +83,11 @@ class LimitPlan:
 
     def _keys(self, client_key: str, ip: str, indexes: range | tuple[int, ...]) -> tuple[str, ...]:
         heads, by_ip = self._key_heads, self._by_ip
-        return tuple(heads[i] + (ip if by_ip[i] else client_key) for i in indexes)
+        return tuple([heads[i] + (ip if by_ip[i] else client_key) for i in indexes])
 
     def acquire_call(self, unit_id: str, *, client_key: str, ip: str, now_ms: int, hold_ms: int) -> UnitCall:
         """KEYS / ARGV of an acquire for one request (see ``lib_units.lua``); the caller checks ``empty``."""
-        keys = self._keys(client_key, ip, range(len(self._sample)))
+        keys = tuple([head + (ip if by_ip else client_key) for head, by_ip in self._all_heads])
         return UnitCall(keys, (now_ms, unit_id, hold_ms, KEY_EXPIRY_SLACK_MS, *self._limit_args), ())
 
     def touch_call(self, unit_id: str, *, client_key: str, ip: str, now_ms: int, hold_ms: int) -> UnitCall | None:
@@ -104,21 +105,25 @@ class LimitPlan:
         n = len(self._sample)
         if len(values) != 3 * n:
             raise ValueError(f"expected {3 * n} rate-limit values, got {len(values)}")
-        limits, windowed = self._limits, self._windowed
+        limits = self._limits
         best = -1  # the state RateLimit reports: least remaining, then longest reset, then earliest rule
         best_remaining = best_reset = 0
         refused = -1
         retry_after = 0
-        for i in range(n):
-            used, wait_ms, rule_refused = values[3 * i], values[3 * i + 1], values[3 * i + 2]
-            remaining = limits[i] - used
+        i = 0
+        # One pass over the flat report, with plain integer arithmetic: this runs for every request.
+        for at in range(0, 3 * n, 3):
+            remaining = limits[i] - values[at]
             if remaining < 0:
                 remaining = 0
-            reset = _ceil_seconds(int(wait_ms))
+            reset = -(-values[at + 1] // 1000)  # whole seconds, rounded up (never early)
+            if reset < 0:
+                reset = 0
             if best < 0 or remaining < best_remaining or (remaining == best_remaining and reset > best_reset):
                 best, best_remaining, best_reset = i, remaining, reset
-            if rule_refused and (refused < 0 or reset > retry_after):
+            if values[at + 2] and (refused < 0 or reset > retry_after):
                 refused, retry_after = i, reset
+            i += 1
         if not allowed and refused < 0:
             raise ValueError("the rate-limit report refuses without naming a refusing rule")
         report = refused if refused >= 0 else best
@@ -128,7 +133,7 @@ class LimitPlan:
             remaining = max(0, limits[report] - values[3 * report])
             reset = _ceil_seconds(int(values[3 * report + 1]))
         item = f'"{self._names[report]}";r={remaining}'
-        if windowed[report] or (remaining == 0 and reset > 0):
+        if self._windowed[report] or (remaining == 0 and reset > 0):
             item = f"{item};t={reset}"
         headers = {"RateLimit-Policy": self._policy_header, "RateLimit": item} if self._policy_header else {}
         if allowed:
