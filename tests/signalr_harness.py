@@ -224,3 +224,30 @@ async def wait_until(predicate: Any, timeout: float = TIMEOUT) -> None:
         if loop.time() > deadline:
             raise TimeoutError(f"condition not met within {timeout}s")
         await asyncio.sleep(0.005)
+
+
+class Tracked(Hub):
+    """Reports connects and disconnects to the test (the back-pressure tests wait on these)."""
+
+    connected: asyncio.Queue[str]
+    gone: dict[str, asyncio.Future[BaseException | None]]
+
+    @classmethod
+    def reset(cls) -> None:
+        cls.connected = asyncio.Queue()
+        cls.gone = {}
+
+    @classmethod
+    def ended(cls, connection_id: str) -> asyncio.Future[BaseException | None]:
+        return cls.gone.setdefault(connection_id, asyncio.get_running_loop().create_future())
+
+    async def on_connected(self) -> None:
+        Tracked.connected.put_nowait(self.context.connection_id)
+
+    async def on_disconnected(self, exception: BaseException | None) -> None:
+        ended = Tracked.ended(self.context.connection_id)
+        if not ended.done():  # a failed test may have cancelled its wait on it
+            ended.set_result(exception)
+
+    def ping(self) -> str:
+        return "pong"

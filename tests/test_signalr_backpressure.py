@@ -15,41 +15,13 @@ import socket
 import struct
 from typing import Any
 
-from signalr_harness import RS, TIMEOUT, JsonWs, RawSse, running
+from signalr_harness import RS, TIMEOUT, JsonWs, RawSse, Tracked, running
 
-from signalr.hub import Hub
 
 LIMIT = 64 * 1024
 PAYLOAD = "x" * 200_000
 # Far more than the limit plus both kernels' socket buffers (tcp_wmem tops out at a few MiB).
 MAX_ROUNDS = 80
-
-
-class Tracked(Hub):
-    """Reports connects and disconnects to the test."""
-
-    connected: asyncio.Queue[str]
-    gone: dict[str, asyncio.Future[BaseException | None]]
-
-    @classmethod
-    def reset(cls) -> None:
-        cls.connected = asyncio.Queue()
-        cls.gone = {}
-
-    @classmethod
-    def ended(cls, connection_id: str) -> asyncio.Future[BaseException | None]:
-        return cls.gone.setdefault(connection_id, asyncio.get_running_loop().create_future())
-
-    async def on_connected(self) -> None:
-        Tracked.connected.put_nowait(self.context.connection_id)
-
-    async def on_disconnected(self, exception: BaseException | None) -> None:
-        ended = Tracked.ended(self.context.connection_id)
-        if not ended.done():  # a failed test may have cancelled its wait on it
-            ended.set_result(exception)
-
-    def ping(self) -> str:
-        return "pong"
 
 
 class StalledWebSocket:

@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from signalr_harness import RS, TIMEOUT, JsonWs, frame, parse, running, wait_until
+from signalr_harness import RS, TIMEOUT, JsonWs, Tracked, frame, parse, running, wait_until
 
-from signalr.hub import Hub
 
 LIMIT = 64 * 1024
 PAYLOAD = "x" * 20_000
@@ -20,33 +19,6 @@ PAYLOAD = "x" * 20_000
 MAX_ROUNDS = 40
 HANDSHAKE = ('{"protocol":"json","version":1}' + RS).encode()
 CLOSE_WITH_ERROR = {"type": 7, "error": "Connection closed with an error.", "allowReconnect": True}
-
-
-class Tracked(Hub):
-    """Reports connects and disconnects to the test."""
-
-    connected: asyncio.Queue[str]
-    gone: dict[str, asyncio.Future[BaseException | None]]
-
-    @classmethod
-    def reset(cls) -> None:
-        cls.connected = asyncio.Queue()
-        cls.gone = {}
-
-    @classmethod
-    def ended(cls, connection_id: str) -> asyncio.Future[BaseException | None]:
-        return cls.gone.setdefault(connection_id, asyncio.get_running_loop().create_future())
-
-    async def on_connected(self) -> None:
-        Tracked.connected.put_nowait(self.context.connection_id)
-
-    async def on_disconnected(self, exception: BaseException | None) -> None:
-        ended = Tracked.ended(self.context.connection_id)
-        if not ended.done():  # a failed test may have cancelled its wait on it
-            ended.set_result(exception)
-
-    def ping(self) -> str:
-        return "pong"
 
 
 async def _long_polling_client(h: Any) -> tuple[str, str]:
