@@ -52,20 +52,6 @@ def _window_ms(rule: Rule) -> int:
     return rule.window_seconds * 1000 if rule.window_seconds is not None else 0
 
 
-def key_kind(policy: Policy) -> str:
-    """The part of a key naming what it holds: ``hits`` (shared by a subject's window rules) or ``concurrent``."""
-    return "hits" if policy.is_window else "concurrent"
-
-
-def keeps_ms(rules: Sequence[Rule], keys: Sequence[str]) -> list[int]:
-    """For each rule, how long its key must remember a hit: the longest window among the rules sharing
-    the key (0 for a concurrent rule, whose members carry their own expiry)."""
-    longest: dict[str, int] = {}
-    for rule, key in zip(rules, keys, strict=True):
-        longest[key] = max(longest.get(key, 0), _window_ms(rule))
-    return [longest[key] for key in keys]
-
-
 @dataclass(frozen=True, slots=True)
 class UnitCall:
     """The KEYS and ARGV of one unit operation, for a script that embeds ``lib_units.lua``.
@@ -105,9 +91,8 @@ class RateLimiter:
         self._remove = redis.register_script(REMOVE_SCRIPT)
 
     def key_for(self, rule: Rule) -> str:
-        """The Redis key holding ``rule``'s ZSET (for diagnostics and tests). A subject's window rules share
-        one key of hits: a request is one member there whatever the number of windows."""
-        return f"{self._prefix}{key_kind(rule.policy)}:{rule.subject}"
+        """The Redis key holding ``rule``'s ZSET (for diagnostics and tests)."""
+        return f"{self._prefix}{rule.policy.value}:{rule.subject}"
 
     async def acquire(self, unit_id: str, rules: Sequence[Rule], *, hold_seconds: float) -> Decision:
         """Check every rule and, only when all admit, consume one hit / unit of each, in one atomic call.
@@ -139,8 +124,8 @@ class RateLimiter:
         if not keys:
             return None
         args: list[int | str] = [self._now_ms(), unit_id, hold_ms, KEY_EXPIRY_SLACK_MS]
-        for rule, keep in zip(rules, keeps_ms(rules, keys), strict=True):
-            args += [rule.limit, _window_ms(rule), keep]
+        for rule in rules:
+            args += [rule.limit, _window_ms(rule)]
         return UnitCall(tuple(keys), tuple(args), rules)
 
     def decision(self, call: UnitCall, reply: Any) -> Decision:
@@ -226,9 +211,9 @@ class RateLimiter:
         self._check_unit(unit_id)
         keys = self._keys(rules)
         if keys:
-            keep_of = dict(zip(keys, keeps_ms(rules, keys), strict=True))  # each key once
-            args: list[int | str] = [self._now_ms(), unit_id, KEY_EXPIRY_SLACK_MS, *keep_of.values()]
-            await self._call(self._remove, list(keep_of), args)
+            windows = [_window_ms(rule) for rule in rules]
+            args: list[int | str] = [self._now_ms(), unit_id, KEY_EXPIRY_SLACK_MS, *windows]
+            await self._call(self._remove, keys, args)
 
     def _decision(self, rules: Sequence[Rule], reply: list[int]) -> Decision:
         allowed = reply[0] == 1
@@ -259,7 +244,7 @@ class RateLimiter:
             if not isinstance(rule, Rule):
                 raise InvalidRule(f"expected a Rule, got {rule!r}")
             keys.append(self.key_for(rule))
-        if len({(rule.policy, rule.subject) for rule in rules}) != len(keys):
+        if len(set(keys)) != len(keys):
             raise InvalidRule("two rules share a policy and subject; each would count the request twice")
         return keys
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ratelimit.headers import rate_limit_policy
-from ratelimit.limiter import KEY_EXPIRY_SLACK_MS, UnitCall, _ceil_seconds, _window_ms, keeps_ms, key_kind
+from ratelimit.limiter import KEY_EXPIRY_SLACK_MS, UnitCall, _ceil_seconds
 from ratelimit.rules import CLIENT_PREFIX, IP_PREFIX, Decision, Policy, Rule, RuleState, refusal_message, rules_for
 
 
@@ -52,14 +52,13 @@ class LimitPlan:
                            per_ip_hourly=per_ip_hourly, per_ip_daily=per_ip_daily,
                            per_ip_concurrency=per_ip_concurrency)
         self._sample = sample
-        self._key_heads = tuple(f"{key_prefix}{key_kind(rule.policy)}:{CLIENT_PREFIX if not rule.is_ip else IP_PREFIX}"
+        self._key_heads = tuple(f"{key_prefix}{rule.policy.value}:{CLIENT_PREFIX if not rule.is_ip else IP_PREFIX}"
                                 for rule in sample)
         self._by_ip = tuple(rule.is_ip for rule in sample)
         self._all_heads = tuple(zip(self._key_heads, self._by_ip, strict=True))
-        # The sample's keys group the rules exactly as any subject's do (by kind and subject kind).
-        keeps = keeps_ms(sample, [f"{head}-" for head in self._key_heads])
         self._limit_args: tuple[int, ...] = tuple(
-            value for rule, keep in zip(sample, keeps, strict=True) for value in (rule.limit, _window_ms(rule), keep))
+            value for rule in sample
+            for value in (rule.limit, rule.window_seconds * 1000 if rule.window_seconds is not None else 0))
         self._concurrent = tuple(i for i, rule in enumerate(sample) if rule.policy is Policy.CONCURRENT)
         # The same for every request: the policies and quotas do not depend on the subject.
         self._policy_header = rate_limit_policy(sample)

@@ -44,9 +44,9 @@ if redis.call('HEXISTS', K_ENTRIES, request_id) == 1 or redis.call('EXISTS', KEY
 end
 
 local has_limits = #KEYS > 15
-local limits_ok, refused, counts, sizes = 1, nil, nil, nil
+local limits_ok, refused, counts = 1, nil, nil
 if has_limits then
-  limits_ok, refused, counts, sizes = units_check(15, 10)
+  limits_ok, refused, counts = units_check(15, 10)
   if limits_ok == 0 then
     local reply = {'limited', '', 0, 0, 0}
     units_report(15, 10, refused, counts, nil, reply)
@@ -81,7 +81,7 @@ end
 if has_limits then
   local fresh = nil
   if reply[1] ~= 'full' then
-    fresh = units_consume(15, 10, counts, sizes)
+    fresh = units_consume(15, 10, counts)
   end
   units_report(15, 10, refused, counts, fresh, reply)
   reply[5] = #reply - 5

@@ -1,44 +1,40 @@
--- acquire_units.lua (run with lib_units.lua prepended): check every rate-limit rule of one request and,
--- only if all admit, consume one unit of each (all-or-nothing in one atomic call; when any rule refuses
--- nothing is written).
+-- acquire_units.lua (run with lib_units.lua prepended): check every rate-limit rule of one request and, only if all admit, consume one
+-- unit of each (all-or-nothing in one atomic call; when any rule refuses nothing is written).
 --
--- Members are unit ids (one per request, so a refund can find its hits):
---   window rules (hourly/daily) of one subject share a ZSET of hits, score = hit time in ms; a hit counts
---     for a rule while hit > now - window (exact sliding window, no burst at an edge: a hit at t counts at
---     t+window-1ms, not at t+window); the key keeps hits for its longest window;
---   concurrent rule: its own ZSET, score = the unit's expiry in ms; a unit counts while expiry > now, so a
---     unit whose release was lost leaves by itself and the count cannot leak.
--- What no rule needs any more is dropped on every call. A key expires (PEXPIRE) when its last member stops
--- mattering, plus a slack (ARGV[4]): Redis counts a key's TTL on its own clock, and a node whose clock lags
--- Redis's must not see a key vanish while, by its clock, a member still counts.
+-- Each rule has one ZSET whose members are unit ids (one per request, so a refund can find its hits):
+--   window rule (hourly/daily): score = hit time in ms; a hit counts while hit > now - window
+--     (exact sliding window, no burst at an edge: a hit at t counts at t+window-1ms, not at t+window);
+--   concurrent rule: score = the unit's expiry in ms; a unit counts while expiry > now, so a unit whose
+--     release was lost leaves by itself and the count cannot leak.
+-- Expired members are dropped on every call. A key expires (PEXPIRE) when its last member stops mattering,
+-- plus a slack (ARGV[4]): Redis counts a key's TTL on its own clock, and a node whose clock lags Redis's
+-- must not see a key vanish while, by its clock, a member still counts.
 --
 -- Time is the caller's clock (ARGV[1]), not Redis TIME: it keeps the limiter testable with an injected
 -- clock, and gateway nodes sharing this Redis are expected to run NTP (skew of a few ms is irrelevant to
 -- hour-long windows and session-long holds).
 --
--- KEYS[i]          the ZSET of rule i, i = 1..n (window rules of one subject name the same key)
+-- KEYS[i]          the ZSET of rule i, i = 1..n (any number of rules; no two rules share a key)
 -- ARGV[1]          now, integer ms since the epoch
 -- ARGV[2]          unit id (unique per request)
 -- ARGV[3]          hold, integer ms > 0: how long a new concurrent unit lives before it expires by itself
 -- ARGV[4]          slack, integer ms >= 0, added to every key expiry (see above)
--- ARGV[2+3i]       limit of rule i, integer > 0
--- ARGV[3+3i]       window of rule i in integer ms, or 0 for a concurrent rule
--- ARGV[4+3i]       keep of rule i in integer ms: the longest window among the rules sharing its key
+-- ARGV[3+2i]       limit of rule i, integer > 0
+-- ARGV[4+2i]       window of rule i in integer ms, or 0 for a concurrent rule
 --
 -- Returns a flat array of 1 + 3n integers:
 --   [1]            1 if every rule admitted and a unit was consumed from each, else 0
---   [3i-1]         used_i: members counting for rule i now (after consuming, when admitted)
+--   [3i-1]         used_i: members counting now (after consuming, when admitted)
 --   [3i]           wait_i: ms until rule i's room grows (a full rule: until it admits again), i.e. until member
---                  number max(0, used_i - limit_i) (0-based, soonest to leave first) of those counting for
---                  it leaves; for an empty window the window itself (a hit made now stays that long), for
---                  an empty concurrent set 0
+--                  number max(0, used_i - limit_i) (0-based, soonest to leave first) leaves the set; for an empty
+--                  window the window itself (a hit made now stays that long), for an empty concurrent set 0
 --   [3i+1]         1 if rule i refused, else 0
 -- A unit id already present in a rule's set (a repeated acquire) is not counted twice.
 
-local allowed, refused, counts, sizes = units_check(0, 0)
+local allowed, refused, counts = units_check(0, 0)
 local fresh = nil
 if allowed == 1 then
-  fresh = units_consume(0, 0, counts, sizes)
+  fresh = units_consume(0, 0, counts)
 end
 local result = {allowed}
 units_report(0, 0, refused, counts, fresh, result)

@@ -2,109 +2,77 @@
 -- bigger atomic script (the gateway's admission decision) or on their own (acquire_units.lua,
 -- touch_units.lua). It is never run by itself: the Python side prepends it to the script that uses it.
 --
--- Layout (see acquire_units.lua for the full contract): members are unit ids (one per request). A subject's
--- window rules (hourly, daily) share one ZSET of hits scored by hit time in ms, so a request adds one
--- member for all of them and a window counts the hits inside it; a concurrent rule has its own ZSET
--- scored by each unit's expiry in ms. KEYS may therefore name one key for several rules.
+-- Layout (see acquire_units.lua for the full contract): one ZSET per rule, members are unit ids (one per
+-- request); a window rule scores a member by its hit time in ms, a concurrent rule by its expiry in ms.
 --
 -- Every function takes two offsets so that its KEYS/ARGV can sit behind the host script's own:
 --   kbase: the rule keys are KEYS[kbase + i], i = 1..n, where n = #KEYS - kbase (the rule keys come last)
 --   abase: ARGV[abase + 1] now in integer ms, ARGV[abase + 2] unit id, ARGV[abase + 3] hold in ms,
---          ARGV[abase + 4] key-expiry slack in ms, then three values per rule i:
---          ARGV[abase + 2 + 3i] limit, ARGV[abase + 3 + 3i] window in ms (0 = a concurrent rule),
---          ARGV[abase + 4 + 3i] keep in ms: the longest window of the rules sharing rule i's key (what
---          the key must remember; 0 for a concurrent rule)
+--          ARGV[abase + 4] key-expiry slack in ms, ARGV[abase + 3 + 2i] limit of rule i,
+--          ARGV[abase + 4 + 2i] window of rule i in ms (0 = a concurrent rule)
 -- With kbase = abase = 0 this is exactly the layout of acquire_units.lua.
 
 local function units_rule(kbase, abase, i)
-  local at = abase + 3 * i
-  return KEYS[kbase + i], tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4])
+  return KEYS[kbase + i], tonumber(ARGV[abase + 3 + 2 * i]), tonumber(ARGV[abase + 4 + 2 * i])
 end
 
 -- Key expiry = when the last member stops mattering, plus the slack (Redis counts TTLs on its own clock).
-local function units_expire_after_last(key, keep, now, slack)
+local function units_expire_after_last(key, window, now, slack)
   local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
   if last[1] then
-    redis.call('PEXPIRE', key, tonumber(last[2]) + keep - now + slack)
+    redis.call('PEXPIRE', key, tonumber(last[2]) + window - now + slack)
   end
 end
 
--- Drops what no rule needs any more and checks every rule; writes nothing else.
--- Returns allowed (1 or 0), refused[i] (1 or 0), counts[i] (members counting now for rule i) and sizes
--- (key -> members it holds now), which units_consume and units_report take so that they need not count
--- again. Most keys of a request are new (a client's first request, an IP seen for the first time): an
--- empty key costs one ZCARD here, which is why the count comes first.
+-- Drops expired members and checks every rule; writes nothing else.
+-- Returns allowed (1 or 0), a table refused[i] (1 or 0) and a table counts[i]: the members counting now,
+-- which units_consume and units_report take so that they need not count again.
+-- Most keys of a request are new (a client's first request, an IP seen for the first time): an empty
+-- set costs one ZCARD here, which is why the count comes first.
 local function units_check(kbase, abase)
   local now, unit = tonumber(ARGV[abase + 1]), ARGV[abase + 2]
-  local refused, counts, sizes, scores, allowed = {}, {}, {}, {}, 1
+  local refused, counts, allowed = {}, {}, 1
   for i = 1, #KEYS - kbase do
-    local key, limit, window, keep = units_rule(kbase, abase, i)
-    local size = sizes[key]
-    if size == nil then
-      size = redis.call('ZCARD', key)
-      if size > 0 then
-        -- for hits the score is the hit time, for a concurrent set it is the expiry
-        size = size - redis.call('ZREMRANGEBYSCORE', key, '-inf', now - keep)
-      end
-      sizes[key] = size
-    end
-    local count = size
-    if size > 0 and window < keep then
-      -- a shorter window than the key keeps: only the hits inside it (a hit counts while hit > now - window)
-      count = redis.call('ZCOUNT', key, '(' .. (now - window), '+inf')
+    local key, limit, window = units_rule(kbase, abase, i)
+    local count = redis.call('ZCARD', key)
+    if count > 0 then
+      -- for a window the score is the hit time, for a concurrent set it is the expiry
+      count = count - redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
     end
     counts[i] = count
     refused[i] = 0
-    if count >= limit then
-      -- full, unless this very unit already counts here (a repeated acquire is not counted twice)
-      local score = scores[key]
-      if score == nil then
-        score = tonumber(redis.call('ZSCORE', key, unit)) or false
-        scores[key] = score
-      end
-      if not (score and (window >= keep or score > now - window)) then
-        refused[i] = 1
-        allowed = 0
-      end
+    if count >= limit and not redis.call('ZSCORE', key, unit) then
+      refused[i] = 1
+      allowed = 0
     end
   end
-  return allowed, refused, counts, sizes
+  return allowed, refused, counts
 end
 
--- Consumes one hit / unit for every rule (call only after units_check allowed it, in the same script):
--- one member per key, whatever the number of rules sharing it; updates counts. Returns fresh: key -> true
--- when the unit is that key's only member (the key was empty).
-local function units_consume(kbase, abase, counts, sizes)
+-- Consumes one hit / unit of every rule (call only after units_check allowed it, in the same script) and
+-- updates counts. Returns a table fresh[i]: 1 when the unit is rule i's only member (the set was empty).
+local function units_consume(kbase, abase, counts)
   local now, unit = tonumber(ARGV[abase + 1]), ARGV[abase + 2]
   local hold, slack = tonumber(ARGV[abase + 3]), tonumber(ARGV[abase + 4])
-  local fresh, before = {}, {}
+  local fresh = {}
   for i = 1, #KEYS - kbase do
-    local key, _, window, keep = units_rule(kbase, abase, i)
-    if fresh[key] == nil then
-      local was_empty = sizes[key] == 0
-      local score = window > 0 and now or now + hold
-      if redis.call('ZADD', key, 'NX', score, unit) == 0 then
-        -- A repeated acquire: the unit is already here. Note where it stood (it may not have counted in
-        -- a shorter window), then move it to now, as a first acquire would have placed it.
-        before[key] = tonumber(redis.call('ZSCORE', key, unit))
-        redis.call('ZADD', key, 'XX', score, unit)
-      end
-      if window > 0 then
-        -- The new hit is the latest (hits of other nodes are later only by their clock skew, which the
-        -- slack covers), so the key must live as long as its longest window more.
-        redis.call('PEXPIRE', key, keep + slack)
-      elseif was_empty then
+    local key, _, window = units_rule(kbase, abase, i)
+    local was_empty = counts[i] == 0
+    if window > 0 then
+      counts[i] = counts[i] + redis.call('ZADD', key, now, unit)
+      -- The new hit is the latest (hits of other nodes are later only by their clock skew, which the
+      -- slack covers), so the key must live one window more.
+      redis.call('PEXPIRE', key, window + slack)
+    else
+      counts[i] = counts[i] + redis.call('ZADD', key, now + hold, unit)
+      if was_empty then
         redis.call('PEXPIRE', key, hold + slack)
       else
         -- a unit re-armed for a session may outlive the one added now
         units_expire_after_last(key, 0, now, slack)
       end
-      fresh[key] = was_empty
     end
-    local old = before[key]
-    if old == nil or (window > 0 and window < keep and old <= now - window) then
-      counts[i] = counts[i] + 1
-    end
+    fresh[i] = was_empty and 1 or 0
   end
   return fresh
 end
@@ -115,10 +83,10 @@ end
 local function units_report(kbase, abase, refused, counts, fresh, out)
   local now, hold = tonumber(ARGV[abase + 1]), tonumber(ARGV[abase + 3])
   for i = 1, #KEYS - kbase do
-    local key, limit, window, keep = units_rule(kbase, abase, i)
+    local key, limit, window = units_rule(kbase, abase, i)
     local used = counts[i]
     local wait = window
-    if fresh and fresh[key] then
+    if fresh and fresh[i] == 1 then
       -- the only member is the one just added: it leaves after one window, or one hold
       if window == 0 then
         wait = hold
@@ -128,12 +96,7 @@ local function units_report(kbase, abase, refused, counts, fresh, out)
       if index < 0 then
         index = 0
       end
-      local member
-      if window < keep then
-        member = redis.call('ZRANGEBYSCORE', key, '(' .. (now - window), '+inf', 'WITHSCORES', 'LIMIT', index, 1)
-      else
-        member = redis.call('ZRANGE', key, index, index, 'WITHSCORES')
-      end
+      local member = redis.call('ZRANGE', key, index, index, 'WITHSCORES')
       wait = tonumber(member[2]) + window - now
     end
     out[#out + 1] = used

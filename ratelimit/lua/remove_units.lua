@@ -8,8 +8,7 @@
 -- ARGV[1]     now, integer ms since the epoch (caller's clock)
 -- ARGV[2]     unit id
 -- ARGV[3]     slack, integer ms >= 0, added to every key expiry (clock-skew allowance, see acquire_units.lua)
--- ARGV[3+i]   keep of rule i in integer ms: the longest window among the rules sharing its key (window
---             rules of one subject share their hits), or 0 for a concurrent rule
+-- ARGV[3+i]   window of rule i in integer ms, or 0 for a concurrent rule
 --
 -- Returns an integer: how many sets held the unit.
 
@@ -19,12 +18,12 @@ local slack = tonumber(ARGV[3])
 local removed = 0
 for i = 1, #KEYS do
   local key = KEYS[i]
-  local keep = tonumber(ARGV[3 + i])
+  local window = tonumber(ARGV[3 + i])
   removed = removed + redis.call('ZREM', key, unit)
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - keep)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
   local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
   if last[1] then
-    redis.call('PEXPIRE', key, tonumber(last[2]) + keep - now + slack)
+    redis.call('PEXPIRE', key, tonumber(last[2]) + window - now + slack)
   end
 end
 return removed
