@@ -348,8 +348,9 @@ class AdmissionStore:
 
         Also works for a direct admission (never queued): the entry is created from ``entry``.
 
-        :returns: its position (1), or 0 if it was not requeued because it left the queue, already
-            has an outcome, or is held by another dispatcher now. The lease is released in any case.
+        :returns: its position (1); 0 if it was not requeued because it already has an outcome or is
+            held by another dispatcher now; -1 if the client left the queue meanwhile (nobody else gives
+            back what the request holds). The lease is released in any case.
         """
         _require_id(entry.request_id, "request_id")
         data_json = jsonutil.dumps_ascii(entry.data)

@@ -158,6 +158,13 @@ class QueueDispatcher:
         except PlatformError as exc:
             if exc.is_concurrency_limit:
                 position = await self._retry_store(lambda: self._store.requeue_front(entry))
+                if position < 0 and self._protection is not None:
+                    # The client left while this dispatch was under way and no session came of it: its
+                    # concurrency unit, kept for the session it might have got, goes back now.
+                    try:
+                        await self._protection.left(entry.request_id, subject_of(entry.data))
+                    except ProtectionUnavailable as exc:
+                        log.warning("could not give back the rate-limit unit of %s now: %s", entry.request_id, exc)
                 self._backoff = next_backoff(self._backoff)
                 self._paused_until = self._monotonic() + self._backoff
                 log.info("platform at its concurrency limit; request %s back at position %s, pausing %.0f s",

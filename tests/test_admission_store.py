@@ -227,11 +227,20 @@ async def test_requeue_front_releases_lease_and_returns_position(store):
     assert await store.counts() == {"active": 0, "pending": 0, "queued": 3, "campaigns": {}}
     [again] = await store.claim(caps=caps, pending_lease_seconds=30, limit=5)
     assert again.request_id == "r1" and again.lease_id != entry.lease_id
-    # an entry that left meanwhile is not brought back, but its lease is still released
+    # an entry that left meanwhile is not brought back (-1: nobody else settles it), but its lease is
+    # still released
     assert await store.remove("r1")
-    assert await store.requeue_front(again) == 0
+    assert await store.requeue_front(again) == -1
     assert await store.queue_ids() == ["r2", "r3"]
     assert (await store.counts())["pending"] == 0
+
+
+async def test_requeue_front_of_an_entry_already_settled_elsewhere_is_0(store):
+    await admit(store, "r1", caps=Caps(global_cap=0, campaign_caps={}))
+    [entry] = await store.claim(caps=Caps(global_cap=1, campaign_caps={}), pending_lease_seconds=30, limit=5)
+    await store.set_outcome("r1", status="ready", web_socket_url="ws://x", ttl_seconds=60)
+    assert await store.requeue_front(entry) == 0
+    assert await store.queue_ids() == []
 
 
 async def test_requeue_front_leaves_an_entry_another_dispatcher_holds(store, clock):

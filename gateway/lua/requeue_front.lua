@@ -9,10 +9,11 @@
 -- ARGV[3] lease_id the caller holds
 -- ARGV[4] campaign id (used only when the entry must be created)
 -- ARGV[5] entry data as JSON text (used only when the entry must be created)
--- Returns: the 1-based position (1), or 0 when nothing was requeued because the request left the
---          queue or already has an outcome (a tombstone or outcome exists), or another dispatcher
---          holds it now (its lease had been reaped and the entry re-claimed). The lease is released
---          in every case.
+-- Returns: the 1-based position (1); 0 when nothing was requeued because the request already has an
+--          outcome, or another dispatcher holds it now (its lease had been reaped and the entry
+--          re-claimed): whoever settled or holds it accounts for it; -1 when nothing was requeued because
+--          the client left the queue while this call was being dispatched (a tombstone and no outcome):
+--          nobody else will give back what the request holds. The lease is released in every case.
 -- The front is not limited by the max queue length: the request was already admitted once.
 -- Complexity: O(log N).
 local request_id, lease = ARGV[2], ARGV[3]
@@ -28,8 +29,11 @@ if holder and holder ~= lease then
   return 0
 end
 if redis.call('HEXISTS', K_ENTRIES, request_id) == 0 then
-  if redis.call('EXISTS', KEYS[14], KEYS[15]) > 0 then
+  if redis.call('EXISTS', KEYS[14]) == 1 then
     return 0
+  end
+  if redis.call('EXISTS', KEYS[15]) == 1 then
+    return -1
   end
   redis.call('HSET', K_ENTRIES, request_id, ARGV[5])
   redis.call('HSET', K_ENTRY_CAMPAIGN, request_id, ARGV[4])
