@@ -172,7 +172,11 @@ class SessionService:
                     limited=result.outcome is Outcome.LIMITED, values=result.limit_values, subject=subject)
             except ProtectionUnavailable as exc:
                 log.error("unreadable rate-limit report for %s: %s", request_id, exc)
-                raise ServiceUnavailable(STORE_DOWN_MESSAGE, retry_after=5) from exc
+                if result.outcome is Outcome.LIMITED:
+                    raise ServiceUnavailable(STORE_DOWN_MESSAGE, retry_after=5) from exc
+                # The decision stands (the request is queued or holds a slot, and its limits were
+                # consumed): answer it, only without the RateLimit headers.
+                refusal = None
             if refusal is not None:
                 raise Refused(refusal)
         if result.outcome is Outcome.FULL:

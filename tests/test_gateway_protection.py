@@ -211,3 +211,20 @@ async def test_the_concurrent_count_returns_to_zero_after_every_kind_of_ending(s
     response = await stack.request_session()
     assert response.code == 200
     assert await _concurrent_used(stack) == 1  # only the new one
+
+
+async def test_an_unreadable_rate_limit_report_does_not_undo_a_decision_already_made(stacks):
+    config = base_config(cap=0)
+    config["Security"].update({"RateLimitConcurrency": 5})
+    stack = await stacks(config)
+
+    def unreadable(*args, **kwargs):
+        raise ValueError("fault injected: report of the wrong shape")
+
+    stack.gateway.protection._plan.verdict = unreadable
+    response = await stack.request_session()
+    assert response.code == 202  # queued, and answered as such
+    assert "RateLimit" not in response.headers
+    request_id = body_of(response)["uniqueRequestId"]
+    assert await stack.gateway.store.queue_ids() == [request_id]
+    assert await _concurrent_used(stack) == 1  # its unit counts, as it waits
