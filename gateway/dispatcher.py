@@ -194,11 +194,7 @@ class QueueDispatcher:
     def _activation_units(self, entry: ClaimedEntry, conversation_session_id: str) -> UnitBinding | None:
         if self._protection is None:
             return None
-        try:
-            return self._protection.activation_units(entry.request_id, subject_of(entry.data), conversation_session_id)
-        except ProtectionUnavailable as exc:
-            log.error("could not prepare the rate-limit unit of %s: %s", entry.request_id, exc)
-            return None
+        return self._protection.activation_units(entry.request_id, subject_of(entry.data), conversation_session_id)
 
     async def _fail(self, entry: ClaimedEntry) -> None:
         await self._retry_store(lambda: self._store.release_lease(entry.lease_id))

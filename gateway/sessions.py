@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
 
-from gateway.admission import (AdmissionStore, ClaimedEntry, EndResult, Outcome, Removed, RequestStatus,
-                               UnitBinding)
+from gateway.admission import AdmissionStore, ClaimedEntry, EndResult, Outcome, Removed, RequestStatus
 from gateway.capacity import CapacityPolicy
 from gateway.dispatcher import QueueDispatcher
 from gateway.events import EventHub, QueueChanged
@@ -130,10 +129,7 @@ class SessionService:
             raise Refused(refusal)
         request_id = new_request_id()
         subject = Subject(client_identifier=request.client_identifier, ip=client_ip)
-        try:
-            limits = self._protection.limit_call(request_id, subject)
-        except ProtectionUnavailable as exc:
-            raise ServiceUnavailable(STORE_DOWN_MESSAGE, retry_after=5) from exc
+        limits = self._protection.limit_call(request_id, subject)
         try:
             return await self._admit(request, request_id, subject, client_ip, limits)
         except (Refused, QueueFull):
@@ -214,7 +210,7 @@ class SessionService:
                 conversation_session_id=session.conversation_session_id,
                 request_id=None,
                 session_lease_seconds=self._settings.concurrency.session_lease_seconds,
-                units=self._activation_units(request_id, subject, session.conversation_session_id),
+                units=self._protection.activation_units(request_id, subject, session.conversation_session_id),
             )
         except RedisError as exc:
             # The platform session exists, so the client gets it. The pending lease expires by itself,
@@ -224,13 +220,6 @@ class SessionService:
                       session.conversation_session_id, exc)
         return Admitted(web_socket_url=session.web_socket_url,
                         conversation_session_id=session.conversation_session_id, headers=limit_headers)
-
-    def _activation_units(self, request_id: str, subject: Subject, conversation_session_id: str) -> UnitBinding | None:
-        try:
-            return self._protection.activation_units(request_id, subject, conversation_session_id)
-        except ProtectionUnavailable as exc:
-            log.error("could not prepare the rate-limit unit of %s: %s", request_id, exc)
-            return None
 
     async def status(self, request_id: str) -> RequestStatus | None:
         return await self._store_or_unavailable(self._store.status(request_id))
