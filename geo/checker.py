@@ -3,22 +3,34 @@
 :class:`AnonymizerChecker` is a thin wrapper over ``maxminddb`` readers: it opens a GeoIP2-Anonymous-IP
 shaped database (and optionally a GeoLite2-ASN shaped one) at start-up, answers :meth:`check` with a
 :class:`Verdict` on every request, and picks up a database replaced on disk from :meth:`maybe_reload`.
+
+The policy and verdict values live in :mod:`geo.policy`, the per-file handle in :mod:`geo.database`; this
+module composes them with the verdict cache and owns the per-request path.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
-import os
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import maxminddb
 
 from geo.client_ip import normalize_ip
+from geo.database import Database, extension_available, open_required
 from geo.errors import GeoDatabaseError
-from geo.networks import LOCAL_NETWORKS, IPNetwork, NetworkMap, packed_address, packed_to_text
+from geo.networks import LOCAL_NETWORKS, NetworkMap, packed_address, packed_to_text
+from geo.policy import (
+    ALLOWED,
+    BLOCKED_DATACENTER,
+    BLOCKED_NETWORK,
+    BLOCKED_PROXY,
+    BLOCKED_TOR,
+    BLOCKED_VPN,
+    BlockPolicy,
+    Verdict,
+)
+from geo.warn_once import WarnOnce
 
 __all__ = [
     "ALLOWED",
@@ -27,6 +39,7 @@ __all__ = [
     "BLOCKED_PROXY",
     "BLOCKED_TOR",
     "BLOCKED_VPN",
+    "DEFAULT_CACHE_SIZE",
     "AnonymizerChecker",
     "BlockPolicy",
     "Verdict",
@@ -40,105 +53,6 @@ log = logging.getLogger("geo")
 DEFAULT_CACHE_SIZE = 65536
 
 
-def _as_network(entry: object, setting: str) -> IPNetwork:
-    if isinstance(entry, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
-        return entry
-    try:
-        return ipaddress.ip_network(str(entry).strip(), strict=False)
-    except ValueError as exc:
-        message = f"{setting} entry {entry!r} is not a CIDR network such as 203.0.113.0/24 ({exc})"
-        raise ValueError(message) from None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BlockPolicy:
-    """What to block (the ``Security`` settings).
-
-    :param block_vpn: block ``is_anonymous_vpn``.
-    :param block_proxy: block ``is_public_proxy`` and ``is_residential_proxy``.
-    :param block_datacenter: block ``is_hosting_provider`` and addresses whose ASN is in ``hosting_asns``.
-    :param block_tor: block ``is_tor_exit_node`` (documented by the original, never implemented there).
-    :param hosting_asns: autonomous system numbers treated as datacenters; needs the ASN database.
-    :param allowed_networks: networks that always pass (checked first); strings are parsed.
-    :param blocked_networks: networks that are always refused; strings are parsed.
-    :raises ValueError: naming a network entry that does not parse.
-    """
-
-    block_vpn: bool
-    block_proxy: bool
-    block_datacenter: bool
-    block_tor: bool
-    hosting_asns: frozenset[int] = frozenset()
-    allowed_networks: tuple[IPNetwork, ...] = ()
-    blocked_networks: tuple[IPNetwork, ...] = ()
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "hosting_asns", frozenset(int(asn) for asn in self.hosting_asns))
-        for name, setting in (("allowed_networks", "AllowedNetworks"), ("blocked_networks", "BlockedNetworks")):
-            entries: Iterable[object] = getattr(self, name)
-            if isinstance(entries, str):
-                entries = (entries,)
-            object.__setattr__(self, name, tuple(_as_network(entry, setting) for entry in entries))
-
-    @property
-    def needs_anonymous_ip_database(self) -> bool:
-        """True when any ``Block*`` flag is set."""
-        return self.block_vpn or self.block_proxy or self.block_datacenter or self.block_tor
-
-    @property
-    def needs_asn_database(self) -> bool:
-        """True when datacenters are blocked by ASN."""
-        return self.block_datacenter and bool(self.hosting_asns)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Verdict:
-    """The answer for one address.
-
-    :param allowed: whether the request may proceed.
-    :param reason: the exact message for the client when blocked, else ``None``.
-    """
-
-    allowed: bool
-    reason: str | None
-
-
-ALLOWED = Verdict(allowed=True, reason=None)
-BLOCKED_VPN = Verdict(allowed=False, reason="VPN detected.")
-BLOCKED_PROXY = Verdict(allowed=False, reason="Proxy detected.")
-BLOCKED_DATACENTER = Verdict(allowed=False, reason="Datacenter IP detected.")
-BLOCKED_TOR = Verdict(allowed=False, reason="Tor exit node detected.")
-BLOCKED_NETWORK = Verdict(allowed=False, reason="Access from this network is not allowed.")
-
-
-def extension_available() -> bool:
-    """Tell whether maxminddb's C extension (needed for ``MODE_MMAP_EXT``) is importable."""
-    try:
-        import maxminddb.extension  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-# Substrings of metadata.database_type expected for each kind of database (GeoIP2-Anonymous-IP,
-# GeoIP-Anonymous-Plus; GeoLite2-ASN, GeoIP2-ISP, which also carries autonomous_system_number).
-_TYPE_MARKERS = {"anonymous": ("anonymous",), "asn": ("asn", "isp")}
-
-
-def _signature(stat: os.stat_result) -> tuple[int, int, int, int]:
-    # A rename into place changes the inode; an in-place rewrite changes mtime or size.
-    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
-
-
-@dataclass(slots=True, kw_only=True)
-class _Database:
-    """One opened file and the stat signature it was opened with."""
-
-    path: str
-    reader: Any
-    signature: tuple[int, int, int, int]
-
-
 @dataclass(slots=True, kw_only=True)
 class _State:
     """Everything a lookup reads, swapped as one reference on reload so a lookup sees old or new, never a mix.
@@ -146,8 +60,8 @@ class _State:
     The verdict cache lives here, so a reload starts with an empty one.
     """
 
-    anonymous_ip: _Database | None
-    asn: _Database | None
+    anonymous_ip: Database | None
+    asn: Database | None
     cache: dict[str, Verdict] = field(default_factory=dict)
 
 
@@ -188,15 +102,17 @@ class AnonymizerChecker:
         self._block_datacenter = policy.block_datacenter
         self._block_tor = policy.block_tor
         self._hosting_asns = policy.hosting_asns
-        self._logged: set[str] = set()
+        self._warnings = WarnOnce(log)
         # Readers replaced by a reload; closed on the next reload, long after any lookup that picked one
         # up before the swap has finished (a lookup is microseconds, the reload timer is seconds).
         self._retired: list[Any] = []
         self._closed = False
+        # extension_available is looked up in this module's namespace so that a test can stand in for a
+        # machine without the extension.
         if extension_available():
-            self._mode = maxminddb.MODE_MMAP_EXT
+            mode = maxminddb.MODE_MMAP_EXT
         else:
-            self._mode = maxminddb.MODE_MMAP
+            mode = maxminddb.MODE_MMAP
             log.warning(
                 "maxminddb C extension is NOT available: anonymizer lookups use the pure-Python reader and "
                 "are many times slower; reinstall maxminddb with its extension (libmaxminddb) for production"
@@ -206,13 +122,13 @@ class AnonymizerChecker:
         anonymous = asn = None
         if policy.needs_asn_database:
             if asn_database:
-                asn = self._open_required(asn_database, "asn")
+                asn = open_required(asn_database, "asn", mode, self._warnings)
             else:
                 log.warning("hosting ASNs are configured but no ASN database is: ASN-based datacenter blocking is off")
         if policy.needs_anonymous_ip_database:
             if anonymous_ip_database:
                 try:
-                    anonymous = self._open_required(anonymous_ip_database, "anonymous")
+                    anonymous = open_required(anonymous_ip_database, "anonymous", mode, self._warnings)
                 except GeoDatabaseError:
                     if asn is not None:
                         asn.reader.close()
@@ -246,31 +162,6 @@ class AnonymizerChecker:
         """The policy this checker enforces."""
         return self._policy
 
-    # -- opening -------------------------------------------------------------------------------------
-
-    def _open(self, path: str, kind: str) -> _Database:
-        """Open and sanity-check one database; raises ``OSError``, ``InvalidDatabaseError`` or ``ValueError``."""
-        # Opening it ourselves first turns "unreadable" (permissions, a directory) into a clear OSError
-        # instead of the extension's generic "is this a valid MaxMind DB file?".
-        with open(path, "rb") as handle:
-            signature = _signature(os.fstat(handle.fileno()))
-        reader = maxminddb.open_database(path, self._mode)
-        database_type = str(reader.metadata().database_type)
-        if not any(marker in database_type.lower() for marker in _TYPE_MARKERS[kind]):
-            # A wrong file (say GeoLite2-City) opens fine but silently blocks nothing; say so loudly.
-            log.warning("%s has database_type %r, which does not look like an %s database", path, database_type, kind)
-        return _Database(path=path, reader=reader, signature=signature)
-
-    def _open_required(self, path: str, kind: str) -> _Database:
-        try:
-            return self._open(path, kind)
-        except FileNotFoundError:
-            raise GeoDatabaseError(path, "database file not found") from None
-        except OSError as exc:
-            raise GeoDatabaseError(path, f"cannot read database file ({exc.strerror or exc})") from None
-        except (maxminddb.InvalidDatabaseError, ValueError) as exc:
-            raise GeoDatabaseError(path, f"not a valid MaxMind DB ({exc})") from None
-
     # -- lookups -------------------------------------------------------------------------------------
 
     def check(self, ip: str) -> Verdict:
@@ -302,7 +193,7 @@ class AnonymizerChecker:
         if packed is None:
             text = normalize_ip(ip)
             if text is None:
-                self._log_once("not-an-ip", "anonymizer check got %r, which is not an IP address; clean", ip)
+                self._warnings.warning("not-an-ip", "anonymizer check got %r, which is not an IP address; clean", ip)
                 return ALLOWED
             ip = text
             packed = packed_address(text)
@@ -313,7 +204,8 @@ class AnonymizerChecker:
         override = self._overrides.get(packed)
         if override is not None:
             return override
-        record = self._lookup(state.anonymous_ip, ip)
+        anonymous = state.anonymous_ip
+        record = anonymous.lookup(ip) if anonymous is not None else None
         if record is not None:
             get = record.get
             if self._block_vpn and get("is_anonymous_vpn") is True:
@@ -322,41 +214,14 @@ class AnonymizerChecker:
                 return BLOCKED_PROXY
             if self._block_datacenter and get("is_hosting_provider") is True:
                 return BLOCKED_DATACENTER
-        if state.asn is not None:  # opened only when datacenters are blocked by ASN
-            asn_record = self._lookup(state.asn, ip)
+        asn = state.asn
+        if asn is not None:  # opened only when datacenters are blocked by ASN
+            asn_record = asn.lookup(ip)
             if asn_record is not None and asn_record.get("autonomous_system_number") in self._hosting_asns:
                 return BLOCKED_DATACENTER
         if record is not None and self._block_tor and record.get("is_tor_exit_node") is True:
             return BLOCKED_TOR
         return ALLOWED
-
-    def _lookup(self, database: _Database | None, ip: str) -> dict[str, Any] | None:
-        """Return the record for ``ip``, or ``None`` for unknown, empty or non-map records and for errors."""
-        if database is None:
-            return None
-        try:
-            record = database.reader.get(ip)
-        except ValueError as exc:
-            if database.reader.closed:
-                # Only after close(): a reader retired by a reload stays open for a whole timer period.
-                return None
-            # An IPv6 address in an IPv4-only database.
-            self._log_once(f"lookup:{database.path}", "lookup of %s in %s failed (%s); clean", ip, database.path, exc)
-            return None
-        except maxminddb.InvalidDatabaseError as exc:
-            # Fail open: a corrupt data section must not lock every user out; the next good file fixes it.
-            self._log_once(f"corrupt:{database.path}", "%s is corrupt (%s); addresses are clean", database.path, exc)
-            return None
-        return record if record and isinstance(record, dict) else None
-
-    def _log_once(self, key: str, message: str, *args: object) -> None:
-        # Repeated bad input must not flood the log; one line per kind is enough to notice it.
-        if key in self._logged:
-            log.debug(message, *args)
-            return
-        if len(self._logged) < 1000:
-            self._logged.add(key)
-        log.warning(message, *args)
 
     # -- reloading -----------------------------------------------------------------------------------
 
@@ -377,8 +242,8 @@ class AnonymizerChecker:
             reader.close()
         self._retired.clear()
         state = self._state
-        anonymous = self._reopened(state.anonymous_ip, "anonymous")
-        asn = self._reopened(state.asn, "asn")
+        anonymous = state.anonymous_ip.reopened() if state.anonymous_ip is not None else None
+        asn = state.asn.reopened() if state.asn is not None else None
         if anonymous is state.anonymous_ip and asn is state.asn:
             return False
         self._state = _State(anonymous_ip=anonymous, asn=asn)
@@ -387,32 +252,6 @@ class AnonymizerChecker:
                 self._retired.append(old.reader)
                 log.info("reloaded %s", old.path)
         return True
-
-    def _reopened(self, database: _Database | None, kind: str) -> _Database | None:
-        if database is None:
-            return None
-        stat_key = f"stat:{database.path}"
-        try:
-            signature = _signature(os.stat(database.path))
-        except OSError as exc:
-            self._log_once(stat_key, "cannot stat %s (%s); keeping the loaded database", database.path, exc)
-            return database
-        self._logged.discard(stat_key)  # warn again if it disappears again later
-        if signature == database.signature:
-            return database
-        try:
-            replacement = self._open(database.path, kind)
-        except (OSError, maxminddb.InvalidDatabaseError, ValueError) as exc:
-            self._log_once(
-                f"reload:{database.path}:{signature}",
-                "replacement %s cannot be opened (%s); keeping the loaded database",
-                database.path,
-                exc,
-            )
-            return database
-        # If the file was replaced again between _open's stat and its open, the recorded signature is the
-        # older one and the next call simply reopens: one extra reload, never a wrong one.
-        return replacement
 
     def close(self) -> None:
         """Close every reader. Later checks still answer (from the cache or as clean), never raise."""
