@@ -140,10 +140,10 @@ class QueueDispatcher:
         try:
             await self._serve(entry)
         except Exception:
-            # The pending lease expires by itself and the reaper puts the entry back at the front, so
-            # the client is served later. If the platform session had already been created (the store
-            # was down for longer than the pending lease), that session is lost and the client gets a
-            # second one; we log it, since its slot is not counted until its webhook comes.
+            # The pending lease expires by itself and the reaper puts the entry back at the front (after
+            # one more lease duration), so the client is served later. A platform session that already
+            # existed is lost only if the store stayed down for longer than the session lease (the
+            # recording is retried that long); then the client gets a second one, and we log it.
             log.exception("dispatch of request %s failed; it will be retried after its lease expires", entry.request_id)
 
     async def _serve(self, entry: ClaimedEntry) -> None:
@@ -177,17 +177,18 @@ class QueueDispatcher:
         self._backoff = 0.0
         # The unit's arguments carry the time: built for each attempt, so a retried activation still
         # makes the unit expire with the session lease.
+        session_lease = self._settings.concurrency.session_lease_seconds
         await self._retry_store(lambda: self._store.activate(
             lease_id=entry.lease_id,
             conversation_session_id=session.conversation_session_id,
             request_id=entry.request_id,
-            session_lease_seconds=self._settings.concurrency.session_lease_seconds,
+            session_lease_seconds=session_lease,
             units=self._activation_units(entry, session.conversation_session_id),
-        ))
+        ), patience=session_lease)
         await self._retry_store(lambda: self._store.set_outcome(
             entry.request_id, status="ready", web_socket_url=session.web_socket_url,
             ttl_seconds=self._settings.queue.ready_ttl_seconds,
-        ))
+        ), patience=session_lease)
         log.info("queued request %s is ready (conversation %s)", entry.request_id, session.conversation_session_id)
         self._events.publish(SessionReady(request_id=entry.request_id, web_socket_url=session.web_socket_url))
 
@@ -211,14 +212,17 @@ class QueueDispatcher:
         self._events.publish(SessionFailed(request_id=entry.request_id, message=SESSION_FAILED_MESSAGE))
         self.kick()  # the slot is free again
 
-    async def _retry_store(self, op: Callable[[], Awaitable[T]]) -> T:
-        """Run a store write, retrying through a short outage.
+    async def _retry_store(self, op: Callable[[], Awaitable[T]], *, patience: float | None = None) -> T:
+        """Run a store write, retrying through an outage.
 
         These writes record facts that already happened at the platform (a session exists, a call
         failed); giving up at the first connection error would leak a slot or strand a client. We retry
-        for about as long as the pending lease lives, after which the reaper takes over anyway.
+        for about as long as the pending lease lives (after which the reaper takes over), or for
+        ``patience`` seconds: a session that exists is worth recording for as long as its lease, and the
+        reaper holds the entry for one more lease duration once the store answers again, so the
+        recording lands before anyone dispatches the entry a second time.
         """
-        deadline = self._monotonic() + self._settings.concurrency.pending_lease_seconds
+        deadline = self._monotonic() + (patience or self._settings.concurrency.pending_lease_seconds)
         delay = 0.1
         while True:
             try:

@@ -132,6 +132,9 @@ async def test_dead_dispatchers_entry_goes_back_to_front_in_order(store, clock):
     assert [e.request_id for e in claimed] == ["r1", "r2", "r3"]
     await admit(store, "r5", caps=caps)
     clock.advance(10)
+    assert await store.reap() == 0  # expired, but held for one more lease duration (the grace)
+    assert await store.queue_ids() == ["r4", "r5"]
+    clock.advance(10)
     assert await store.reap() == 3
     assert await store.queue_ids() == ["r1", "r2", "r3", "r4", "r5"]
     assert await store.counts() == {"active": 0, "pending": 0, "queued": 5, "campaigns": {}}
@@ -156,6 +159,8 @@ async def test_activate_after_reap_records_session_and_dequeues_entry(store, clo
     await admit(store, "r1", caps=Caps(global_cap=0, campaign_caps={}))
     caps = Caps(global_cap=1, campaign_caps={})
     [entry] = await store.claim(caps=caps, pending_lease_seconds=10, limit=1)
+    clock.advance(11)
+    assert await store.reap() == 0  # the grace
     clock.advance(11)
     assert await store.reap() == 1
     assert await store.status("r1") == RequestStatus(status="queued", position=1)
@@ -235,6 +240,25 @@ async def test_requeue_front_releases_lease_and_returns_position(store):
     assert (await store.counts())["pending"] == 0
 
 
+async def test_a_live_dispatcher_records_its_session_within_the_grace_and_the_entry_is_served_once(store, clock):
+    # The dispatcher got a platform session but could not reach the store until after its pending lease
+    # ran out: the first reap that finds it gives one more lease duration instead of requeueing the entry,
+    # so the late activation still finds its lease pending and nobody dispatches the entry again.
+    await admit(store, "r1", caps=Caps(global_cap=0, campaign_caps={}))
+    caps = Caps(global_cap=2, campaign_caps={})
+    [entry] = await store.claim(caps=caps, pending_lease_seconds=10, limit=1)
+    clock.advance(300)  # a long outage
+    assert await store.claim(caps=caps, pending_lease_seconds=10, limit=5) == []  # not dispatched again
+    assert await store.counts() == {"active": 0, "pending": 1, "queued": 0, "campaigns": {"c1": 1}}
+    clock.advance(9)
+    await store.activate(lease_id=entry.lease_id, conversation_session_id="conv-late", request_id="r1",
+                         session_lease_seconds=600)
+    assert await store.counts() == {"active": 1, "pending": 0, "queued": 0, "campaigns": {"c1": 1}}
+    clock.advance(60)
+    assert await store.claim(caps=caps, pending_lease_seconds=10, limit=5) == []
+    assert await store.status("r1") == RequestStatus(status="dispatching")
+
+
 async def test_requeue_front_of_an_entry_already_settled_elsewhere_is_0(store):
     await admit(store, "r1", caps=Caps(global_cap=0, campaign_caps={}))
     [entry] = await store.claim(caps=Caps(global_cap=1, campaign_caps={}), pending_lease_seconds=30, limit=5)
@@ -247,6 +271,8 @@ async def test_requeue_front_leaves_an_entry_another_dispatcher_holds(store, clo
     await admit(store, "r1", caps=Caps(global_cap=0, campaign_caps={}))
     caps = Caps(global_cap=1, campaign_caps={})
     [stale] = await store.claim(caps=caps, pending_lease_seconds=10, limit=1)
+    clock.advance(10)
+    assert await store.claim(caps=caps, pending_lease_seconds=10, limit=1) == []  # the grace
     clock.advance(10)
     [fresh] = await store.claim(caps=caps, pending_lease_seconds=10, limit=1)  # reaped, re-claimed
     assert fresh.request_id == "r1" and fresh.lease_id != stale.lease_id

@@ -149,3 +149,53 @@ async def test_a_hung_redis_gives_503_within_the_client_timeouts_and_recovers(st
     ready = stack.outcome(waiting[0])
     assert (await stack.end(conversations[0])).code == 200
     assert isinstance(await asyncio.wait_for(ready, TIMEOUT), SessionReady)
+
+
+async def test_a_session_created_during_a_long_outage_is_recorded_not_created_twice(redis_proc):
+    # The dispatcher gets a platform session for a queued client while Redis is down, and Redis stays down
+    # for longer than the pending lease. When it comes back, the claim is held for one more lease
+    # duration, the dispatcher records its session, and the client gets that one: the platform sees one
+    # initiate for it, not two.
+    clock_offset = [0.0]
+
+    def clock() -> float:
+        return time.time() + clock_offset[0]
+
+    client = open_redis(redis_proc.url)
+    config = base_config(cap=1)
+    config["Concurrency"]["PendingLeaseSeconds"] = 10
+    stack = await start_stack(client, config=config, clock=clock)
+    try:
+        first = body_of(await stack.request_session())
+        waiting = body_of(await stack.request_session())
+        ready = stack.outcome(waiting["uniqueRequestId"])
+        platform = stack.gateway.platform
+        original = platform.initiate
+        calling, gate = asyncio.Event(), asyncio.Event()
+        initiates = []
+
+        async def gated_initiate(*args, **kwargs):
+            initiates.append(args)
+            calling.set()
+            await gate.wait()
+            return await original(*args, **kwargs)
+
+        platform.initiate = gated_initiate
+        assert (await stack.end(conversation_id_of(first["webSocketUrl"]))).code == 200
+        await asyncio.wait_for(calling.wait(), TIMEOUT)
+        redis_proc.stop()
+        gate.set()  # the platform creates the session; recording it fails while Redis is down
+        clock_offset[0] = 60.0  # the outage outlasts the pending lease (10 s) by far
+        redis_proc.start()
+        event = await asyncio.wait_for(ready, 30)
+        assert isinstance(event, SessionReady)
+        assert len(initiates) == 1
+        checker = open_redis(redis_proc.url)  # a connection of its own: the gateway's pool may hold stale ones
+        try:
+            assert await checker.zcard(stack.gateway.store.keys.active) == 1  # the session was recorded
+        finally:
+            await checker.aclose()
+    finally:
+        gate.set()
+        await stack.close()
+        await client.aclose()

@@ -13,8 +13,9 @@
 --   KEYS[6]  pending        ZSET  lease_id -> expiry time (pending leases cover the platform call)
 --   KEYS[7]  active         ZSET  conversation id (lower-case) -> expiry time (running sessions)
 --   KEYS[8]  lease_meta     HASH  lease_id -> cjson {"c": campaign, "r": request_id, "s": queue score
---                                 of a claimed entry}; kept 24 h after a
---                                 reap so a late activate still knows the campaign
+--                                 of a claimed entry, "d": its lease length, "g": 1 once reap() gave
+--                                 it its one grace}; kept 24 h after a reap so a late activate still
+--                                 knows the campaign
 --   KEYS[9]  reaped         ZSET  lease_id -> time it was reaped (drives the 24 h clean-up of lease_meta)
 --   KEYS[10] active_meta    HASH  conversation id -> campaign
 --   KEYS[11] in_use         HASH  campaign -> pending + active leases of that campaign (field gone at 0)
@@ -98,25 +99,39 @@ end
 -- Reclaim expired leases. A pending lease of a claimed entry whose dispatcher died sends the entry
 -- back to the front so it is retried; an expired active lease is a session whose end webhook never
 -- came, so its id is remembered as ended. Returns how many leases were reclaimed.
+--
+-- A claimed entry's pending lease is first given one more lease duration, counted from the reap that
+-- found it expired: its dispatcher may be alive, with a platform session already created, and only
+-- unable to record it because this store was unreachable. Retried at once, the entry would get a
+-- second platform session; given the grace, a live dispatcher records its session as soon as the store
+-- answers again, and only a dead one's entry is retried (after twice the lease).
 local function reap()
   local reclaimed = 0
   local requeue = {}
   local expired = redis.call('ZRANGEBYSCORE', K_PENDING, '-inf', NOW, 'LIMIT', 0, REAP_BATCH)
   for _, lease in ipairs(expired) do
-    redis.call('ZREM', K_PENDING, lease)
     local meta = decode_meta(redis.call('HGET', K_LEASE_META, lease))
-    if meta then
-      add_in_use(meta.c, -1)
-      local rid = meta.r
-      if rid and rid ~= '' and redis.call('HGET', K_ENTRY_LEASE, rid) == lease then
-        redis.call('HDEL', K_ENTRY_LEASE, rid)
-        if redis.call('HEXISTS', K_ENTRIES, rid) == 1 then
-          requeue[#requeue + 1] = {rid, tonumber(meta.s) or 0}
+    local rid = meta and meta.r
+    if meta and meta.d and not meta.g and rid and rid ~= '' and redis.call('HGET', K_ENTRY_LEASE, rid) == lease
+        and redis.call('HEXISTS', K_ENTRIES, rid) == 1 then
+      -- the grace: still held (slot counted, entry bound to this lease) for one more lease duration
+      meta.g = 1
+      redis.call('HSET', K_LEASE_META, lease, cjson.encode(meta))
+      redis.call('ZADD', K_PENDING, NOW + tonumber(meta.d), lease)
+    else
+      redis.call('ZREM', K_PENDING, lease)
+      if meta then
+        add_in_use(meta.c, -1)
+        if rid and rid ~= '' and redis.call('HGET', K_ENTRY_LEASE, rid) == lease then
+          redis.call('HDEL', K_ENTRY_LEASE, rid)
+          if redis.call('HEXISTS', K_ENTRIES, rid) == 1 then
+            requeue[#requeue + 1] = {rid, tonumber(meta.s) or 0}
+          end
         end
+        redis.call('ZADD', K_REAPED, NOW, lease)
       end
-      redis.call('ZADD', K_REAPED, NOW, lease)
+      reclaimed = reclaimed + 1
     end
-    reclaimed = reclaimed + 1
   end
   -- several entries going back keep their original relative order: push the youngest first
   table.sort(requeue, function(a, b) return a[2] > b[2] end)
@@ -146,10 +161,11 @@ local function reap()
 end
 
 -- Take a pending lease for request_id of campaign; score is the entry's queue score when it was
--- claimed from the queue (nil for a direct admission), so a reap can restore the order. O(log N).
-local function take_pending_lease(lease, campaign, request_id, expiry, score)
+-- claimed from the queue (nil for a direct admission), so a reap can restore the order, and duration
+-- the lease's length, the grace a reap gives a claimed entry (nil for a direct admission). O(log N).
+local function take_pending_lease(lease, campaign, request_id, expiry, score, duration)
   redis.call('ZADD', K_PENDING, expiry, lease)
-  redis.call('HSET', K_LEASE_META, lease, cjson.encode({c = campaign, r = request_id, s = score}))
+  redis.call('HSET', K_LEASE_META, lease, cjson.encode({c = campaign, r = request_id, s = score, d = duration}))
   add_in_use(campaign, 1)
 end
 
@@ -189,7 +205,7 @@ local function claim_eligible(out, caps, global_cap, lease_seconds, limit, nonce
         local lease = nonce .. ':' .. claimed
         redis.call('ZREM', K_QUEUE, rid)
         removed = removed + 1
-        take_pending_lease(lease, campaign, rid, expiry, tonumber(batch[i + 1]))
+        take_pending_lease(lease, campaign, rid, expiry, tonumber(batch[i + 1]), lease_seconds)
         redis.call('HSET', K_ENTRY_LEASE, rid, lease)
         room = room - 1
         out[#out + 1] = rid
