@@ -116,38 +116,9 @@ class Stack:
 async def start_stack(redis_client: aioredis.Redis, *, config: dict[str, Any] | None = None,
                       clock: Callable[[], float] | None = None, call_seconds: float | None = None,
                       concurrency_limit: int = 1000, dispatch_interval: float = 0.2) -> Stack:
-    gw_sockets = bind_sockets(0, "127.0.0.1")
-    gw_port = gw_sockets[0].getsockname()[1]
-    sim = PlatformSimulator(api_token=API_TOKEN,
-                            webhook_url=f"http://127.0.0.1:{gw_port}/api/webhook/session-ended",
-                            webhook_token=WEBHOOK_TOKEN, call_seconds=call_seconds,
-                            concurrency_limit=concurrency_limit, webhook_retry_delays=(0.05, 0.1))
-    sim_sockets = bind_sockets(0, "127.0.0.1")
-    sim_port = sim_sockets[0].getsockname()[1]
-    sim_server = HTTPServer(make_simulator_app(sim))
-    sim_server.add_sockets(sim_sockets)
-    config = copy.deepcopy(config or base_config())
-    config["VoiceAiPlatform"]["BaseUrl"] = f"http://127.0.0.1:{sim_port}/api/v1/"
-    settings = load_settings(data=config, environ={}).settings
-    kwargs: dict[str, Any] = {"redis": redis_client, "dispatch_interval": dispatch_interval}
-    if clock is not None:
-        kwargs["clock"] = clock
-    gateway = Gateway(settings, **kwargs)
-    await gateway.start(sockets=gw_sockets)
-    http = AsyncHTTPClient(force_instance=True, max_clients=256)
-    stack = Stack(gateway=gateway, sim=sim, sim_server=sim_server, base_url=f"http://127.0.0.1:{gw_port}",
-                  sim_url=f"http://127.0.0.1:{sim_port}", http=http)
-
-    def on_event(event: Any) -> None:
-        if isinstance(event, (SessionReady, SessionFailed)):
-            future = stack.outcome(event.request_id)
-            if not future.done():
-                future.set_result(event)
-
-    gateway.events.subscribe(on_event)
-    return stack
-
-
+    """A gateway and its own platform simulator on free ports (the session hub with default timers)."""
+    return await start_hub_stack(redis_client, config=config, clock=clock, call_seconds=call_seconds,
+                                 concurrency_limit=concurrency_limit, dispatch_interval=dispatch_interval)
 
 
 async def start_hub_stack(redis_client: aioredis.Redis, *, hub_tuning: Any = None, config: dict[str, Any] | None = None,
