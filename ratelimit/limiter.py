@@ -22,7 +22,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from ratelimit.errors import InvalidRule, StorageError
-from ratelimit.rules import Decision, Policy, Rule, RuleState
+from ratelimit.rules import HITS_HISTORY_SECONDS, Decision, Policy, Rule, RuleState
 
 logger = logging.getLogger("ratelimit")
 
@@ -41,6 +41,7 @@ REMOVE_SCRIPT = _script_text("remove_units.lua")
 #: Added to every key's expiry. Redis counts TTLs on its own clock while scores use the caller's; a minute
 #: of slack keeps a key alive as long as any node's clock says a member still counts.
 KEY_EXPIRY_SLACK_MS = 60_000
+HITS_HISTORY_MS = HITS_HISTORY_SECONDS * 1000
 
 
 def _ceil_seconds(ms: int) -> int:
@@ -76,7 +77,7 @@ class RateLimiter:
     after ``hold_seconds`` unless :meth:`touch` extends them; :meth:`refund` undoes an acquire completely.
 
     :param redis: an async Redis client (``redis.asyncio.Redis`` or ``fakeredis.FakeAsyncRedis``).
-    :param key_prefix: prepended to every key (``<prefix><policy>:<subject>``).
+    :param key_prefix: prepended to every key (see :meth:`key_for`).
     :param clock: seconds since the epoch; every script gets its time from here (tests inject one).
     """
 
@@ -91,8 +92,9 @@ class RateLimiter:
         self._remove = redis.register_script(REMOVE_SCRIPT)
 
     def key_for(self, rule: Rule) -> str:
-        """The Redis key holding ``rule``'s ZSET (for diagnostics and tests)."""
-        return f"{self._prefix}{rule.policy.value}:{rule.subject}"
+        """The Redis key holding ``rule``'s ZSET: ``<prefix>hits:<subject>`` for every window of a subject,
+        ``<prefix>concurrent:<subject>`` for its concurrent units."""
+        return f"{self._prefix}{rule.store_name}:{rule.subject}"
 
     async def acquire(self, unit_id: str, rules: Sequence[Rule], *, hold_seconds: float) -> Decision:
         """Check every rule and, only when all admit, consume one hit / unit of each, in one atomic call.
@@ -102,7 +104,8 @@ class RateLimiter:
         :param hold_seconds: how long the concurrent units live unless touched or released first.
         :returns: the decision, with one state per rule in the given order. Repeating an acquire with the same
             unit id does not count the unit twice.
-        :raises InvalidRule: on an empty unit id, a non-positive hold or two rules with the same key.
+        :raises InvalidRule: on an empty unit id, a non-positive hold or two rules with the same policy and
+            subject.
         :raises StorageError: when the store fails.
         """
         call = self.acquire_call(unit_id, rules, hold_seconds=hold_seconds)
@@ -209,11 +212,12 @@ class RateLimiter:
 
     async def _remove_unit(self, unit_id: str, rules: Sequence[Rule]) -> None:
         self._check_unit(unit_id)
-        keys = self._keys(rules)
-        if keys:
-            windows = [_window_ms(rule) for rule in rules]
-            args: list[int | str] = [self._now_ms(), unit_id, KEY_EXPIRY_SLACK_MS, *windows]
-            await self._call(self._remove, keys, args)
+        # Each set once (a subject's windows share one), with how long it keeps a member.
+        kept = dict(zip(self._keys(rules), (HITS_HISTORY_MS if rule.policy.is_window else 0 for rule in rules),
+                        strict=True))
+        if kept:
+            args: list[int | str] = [self._now_ms(), unit_id, KEY_EXPIRY_SLACK_MS, *kept.values()]
+            await self._call(self._remove, list(kept), args)
 
     def _decision(self, rules: Sequence[Rule], reply: list[int]) -> Decision:
         allowed = reply[0] == 1
@@ -244,7 +248,7 @@ class RateLimiter:
             if not isinstance(rule, Rule):
                 raise InvalidRule(f"expected a Rule, got {rule!r}")
             keys.append(self.key_for(rule))
-        if len(set(keys)) != len(keys):
+        if len({(rule.policy, rule.subject) for rule in rules}) != len(keys):
             raise InvalidRule("two rules share a policy and subject; each would count the request twice")
         return keys
 

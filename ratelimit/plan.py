@@ -38,7 +38,7 @@ class Verdict:
 class LimitPlan:
     """The rules of :func:`~ratelimit.rules.rules_for` for fixed limits, ready to key by client and IP.
 
-    :param key_prefix: the limiter's key prefix (keys are ``<prefix><policy>:<subject>``, as
+    :param key_prefix: the limiter's key prefix (keys are those of
         :meth:`~ratelimit.limiter.RateLimiter.key_for`).
     :param limits: the limits, as the keyword arguments of :func:`~ratelimit.rules.rules_for` (0 = unlimited).
     :raises InvalidRule: on a negative limit.
@@ -52,7 +52,7 @@ class LimitPlan:
                            per_ip_hourly=per_ip_hourly, per_ip_daily=per_ip_daily,
                            per_ip_concurrency=per_ip_concurrency)
         self._sample = sample
-        self._key_heads = tuple(f"{key_prefix}{rule.policy.value}:{CLIENT_PREFIX if not rule.is_ip else IP_PREFIX}"
+        self._key_heads = tuple(f"{key_prefix}{rule.store_name}:{CLIENT_PREFIX if not rule.is_ip else IP_PREFIX}"
                                 for rule in sample)
         self._by_ip = tuple(rule.is_ip for rule in sample)
         self._all_heads = tuple(zip(self._key_heads, self._by_ip, strict=True))

@@ -34,6 +34,11 @@ class Policy(StrEnum):
 
 #: The window a windowed policy gets when a rule does not name one.
 DEFAULT_WINDOW_SECONDS: dict[Policy, int] = {Policy.HOURLY: 3600, Policy.DAILY: 86400}
+#: How long a subject's set of hits keeps each hit: the longest window a rule may have. One set serves all
+#: of a subject's windows, and every call keeps this much history whatever windows it carries, so callers
+#: with different rules (nodes of a fleet during a configuration rollout) never trim each other's counts.
+#: ``UNITS_HISTORY_MS`` in ``lua/lib_units.lua`` is the same figure.
+HITS_HISTORY_SECONDS = 86400
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -44,8 +49,8 @@ class Rule:
     :param subject: whom it is counted for, e.g. ``"client:abc"`` or ``"ip:1.2.3.4"``.
     :param limit: the most units held at once / hits in any window; must be > 0 (0 = unlimited is
         represented by leaving the rule out, see :func:`rules_for`).
-    :param window_seconds: the window length for ``hourly`` / ``daily`` (default 3600 / 86400); must be
-        ``None`` for ``concurrent``.
+    :param window_seconds: the window length for ``hourly`` / ``daily`` (default 3600 / 86400, at most
+        :data:`HITS_HISTORY_SECONDS`); must be ``None`` for ``concurrent``.
     :raises InvalidRule: on any inconsistent field.
     """
 
@@ -66,13 +71,18 @@ class Rule:
             raise InvalidRule(f"rate-limit {self.policy} limit must be a positive integer, got {self.limit!r}")
         if self.policy.is_window:
             window = self.window_seconds if self.window_seconds is not None else DEFAULT_WINDOW_SECONDS[self.policy]
-            if isinstance(window, bool) or not isinstance(window, int) or window <= 0:
-                raise InvalidRule(
-                    f"rate-limit {self.policy} window must be a positive integer of seconds, got {window!r}"
-                )
+            if isinstance(window, bool) or not isinstance(window, int) or not 0 < window <= HITS_HISTORY_SECONDS:
+                raise InvalidRule(f"rate-limit {self.policy} window must be a whole number of seconds from 1 to "
+                                  f"{HITS_HISTORY_SECONDS} (hits are kept for a day), got {window!r}")
             object.__setattr__(self, "window_seconds", window)
         elif self.window_seconds is not None:
             raise InvalidRule("a concurrent rate-limit rule has no window")
+
+    @property
+    def store_name(self) -> str:
+        """The name of the set this rule counts in, before its subject: the windows of a subject share one
+        set of hits (``hits``); a concurrent rule has its own (``concurrent``)."""
+        return "hits" if self.policy.is_window else "concurrent"
 
     @property
     def is_ip(self) -> bool:

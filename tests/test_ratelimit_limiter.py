@@ -6,8 +6,10 @@ Time is injected: every test drives a :class:`StepClock`, so window edges are hi
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import fakeredis
@@ -19,6 +21,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis_process import free_port
 
+import ratelimit
 from ratelimit import (
     Decision,
     InvalidRule,
@@ -31,6 +34,7 @@ from ratelimit import (
     rules_for,
 )
 from ratelimit.limiter import KEY_EXPIRY_SLACK_MS
+from ratelimit.rules import HITS_HISTORY_SECONDS
 
 T0 = 1_700_000_000.0
 HOUR = 3600
@@ -293,7 +297,8 @@ async def test_keys_expire_when_nothing_in_them_matters(
     await limiter.acquire("u1", rules, hold_seconds=120)
     ttls = [await store.pttl(limiter.key_for(rule)) - SLACK for rule in rules]
     assert 115_000 < ttls[0] <= 120_000
-    assert HOUR * 1000 - 5000 < ttls[1] <= HOUR * 1000
+    # the subject's hits serve both windows, so they are kept for the longer one
+    assert DAY * 1000 - 5000 < ttls[1] <= DAY * 1000
     assert DAY * 1000 - 5000 < ttls[2] <= DAY * 1000
     clock.at(20)
     await limiter.touch("u1", rules, hold_seconds=600)
@@ -310,7 +315,59 @@ async def test_key_prefix_separates_limiters(store: redis.asyncio.Redis, clock: 
     other = RateLimiter(store, key_prefix="b:", clock=clock)
     assert (await one.acquire("u1", [hourly(1)], hold_seconds=1)).allowed
     assert (await other.acquire("u2", [hourly(1)], hold_seconds=1)).allowed
-    assert one.key_for(hourly(1)) == "a:hourly:client:id:a"
+    assert one.key_for(hourly(1)) == "a:hits:client:id:a"
+
+
+async def test_a_subjects_windows_share_one_set_with_one_member_per_request(
+    limiter: RateLimiter, store: redis.asyncio.Redis
+) -> None:
+    rules = [concurrent(3), hourly(3), daily(3), hourly(3, "ip:1.2.3.4")]
+    assert limiter.key_for(rules[1]) == limiter.key_for(rules[2]) == "iqra:rl:hits:client:id:a"
+    assert used(await limiter.acquire("u1", rules, hold_seconds=60)) == [1, 1, 1, 1]
+    assert used(await limiter.acquire("u2", rules, hold_seconds=60)) == [2, 2, 2, 2]
+    assert sorted(await store.keys("iqra:rl:*")) == [b"iqra:rl:concurrent:client:id:a", b"iqra:rl:hits:client:id:a",
+                                                     b"iqra:rl:hits:ip:1.2.3.4"]
+    assert await store.zcard("iqra:rl:hits:client:id:a") == 2
+    await limiter.refund("u2", rules)
+    assert await store.zcard("iqra:rl:hits:client:id:a") == 1
+    assert used(await limiter.acquire("u3", rules, hold_seconds=60)) == [2, 2, 2, 2]
+
+
+async def test_a_call_with_fewer_windows_keeps_the_history_of_longer_ones(
+    limiter: RateLimiter, clock: StepClock
+) -> None:
+    # A node configured with only an hourly limit (a rollout in progress) must not trim the hits another
+    # node's daily limit still counts.
+    assert (await limiter.acquire("u1", [hourly(5), daily(3)], hold_seconds=1)).allowed
+    clock.at(2 * HOUR)
+    assert used(await limiter.acquire("u2", [hourly(5)], hold_seconds=1)) == [1]
+    clock.at(3 * HOUR)
+    decision = await limiter.acquire("u3", [hourly(5), daily(3)], hold_seconds=1)
+    assert used(decision) == [1, 3]
+    refused = await limiter.acquire("u4", [hourly(5), daily(3)], hold_seconds=1)
+    assert not refused.allowed and refused.refused == daily(3)
+    # u1 (at 0) leaves the day first: exactly one day after it, counted from now (3 h)
+    assert refused.retry_after_seconds == DAY - 3 * HOUR
+    clock.at(DAY)  # u1's hit has just left the day
+    assert used(await limiter.acquire("u5", [hourly(5), daily(3)], hold_seconds=1)) == [1, 3]
+
+
+async def test_retry_after_counts_only_the_hits_inside_the_window(limiter: RateLimiter, clock: StepClock) -> None:
+    rules = [hourly(2), daily(10)]
+    for at, unit in ((0, "u1"), (1800, "u2"), (3700, "u3")):
+        clock.at(at)
+        assert (await limiter.acquire(unit, rules, hold_seconds=1)).allowed
+    clock.at(3701)
+    refused = await limiter.acquire("u4", rules, hold_seconds=1)
+    assert used(refused) == [2, 3] and refused.refused == hourly(2)
+    # u1 is still in the day's hits but not in the hour: the hour frees up when u2 (at 1800) leaves it
+    assert refused.retry_after_seconds == 1800 + HOUR - 3701
+
+
+def test_the_scripts_keep_hits_as_long_as_the_rules_say() -> None:
+    library = (Path(ratelimit.__file__).parent / "lua" / "lib_units.lua").read_text()
+    match = re.search(r"^local UNITS_HISTORY_MS = (\d+)$", library, re.MULTILINE)
+    assert match and int(match.group(1)) == HITS_HISTORY_SECONDS * 1000
 
 
 async def test_scripts_are_reloaded_after_script_flush(limiter: RateLimiter, store: redis.asyncio.Redis) -> None:
@@ -427,7 +484,8 @@ def test_rules_for_rejects_bad_settings(kwargs: dict[str, object], message: str)
         ({"subject": ""}, "non-empty subject"),
         ({"limit": 0}, "limit must be a positive integer"),
         ({"limit": True}, "limit must be a positive integer"),
-        ({"window_seconds": 0}, "window must be a positive integer"),
+        ({"window_seconds": 0}, "window must be a whole number of seconds from 1 to 86400"),
+        ({"window_seconds": 86401}, "hits are kept for a day"),
         ({"policy": Policy.CONCURRENT, "window_seconds": 60}, "concurrent rate-limit rule has no window"),
     ],
 )

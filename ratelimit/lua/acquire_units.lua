@@ -1,11 +1,13 @@
 -- acquire_units.lua (run with lib_units.lua prepended): check every rate-limit rule of one request and, only if all admit, consume one
 -- unit of each (all-or-nothing in one atomic call; when any rule refuses nothing is written).
 --
--- Each rule has one ZSET whose members are unit ids (one per request, so a refund can find its hits):
---   window rule (hourly/daily): score = hit time in ms; a hit counts while hit > now - window
---     (exact sliding window, no burst at an edge: a hit at t counts at t+window-1ms, not at t+window);
---   concurrent rule: score = the unit's expiry in ms; a unit counts while expiry > now, so a unit whose
---     release was lost leaves by itself and the count cannot leak.
+-- Members are unit ids (one per request, so a refund can find its hits):
+--   window rules (hourly/daily): the windows of one subject share one ZSET of hits, score = hit time in ms;
+--     a hit counts in a window while hit > now - window (exact sliding window, no burst at an edge: a hit
+--     at t counts at t+window-1ms, not at t+window); hits are kept for the longest window there is
+--     (UNITS_HISTORY_MS, one day), whatever windows a call carries;
+--   concurrent rule: its own ZSET, score = the unit's expiry in ms; a unit counts while expiry > now, so a
+--     unit whose release was lost leaves by itself and the count cannot leak.
 -- Expired members are dropped on every call. A key expires (PEXPIRE) when its last member stops mattering,
 -- plus a slack (ARGV[4]): Redis counts a key's TTL on its own clock, and a node whose clock lags Redis's
 -- must not see a key vanish while, by its clock, a member still counts.
@@ -14,13 +16,13 @@
 -- clock, and gateway nodes sharing this Redis are expected to run NTP (skew of a few ms is irrelevant to
 -- hour-long windows and session-long holds).
 --
--- KEYS[i]          the ZSET of rule i, i = 1..n (any number of rules; no two rules share a key)
+-- KEYS[i]          the ZSET of rule i, i = 1..n (window rules of one subject name the same set)
 -- ARGV[1]          now, integer ms since the epoch
 -- ARGV[2]          unit id (unique per request)
 -- ARGV[3]          hold, integer ms > 0: how long a new concurrent unit lives before it expires by itself
 -- ARGV[4]          slack, integer ms >= 0, added to every key expiry (see above)
 -- ARGV[3+2i]       limit of rule i, integer > 0
--- ARGV[4+2i]       window of rule i in integer ms, or 0 for a concurrent rule
+-- ARGV[4+2i]       window of rule i in integer ms (at most one day), or 0 for a concurrent rule
 --
 -- Returns a flat array of 1 + 3n integers:
 --   [1]            1 if every rule admitted and a unit was consumed from each, else 0

@@ -2,15 +2,23 @@
 -- bigger atomic script (the gateway's admission decision) or on their own (acquire_units.lua,
 -- touch_units.lua). It is never run by itself: the Python side prepends it to the script that uses it.
 --
--- Layout (see acquire_units.lua for the full contract): one ZSET per rule, members are unit ids (one per
--- request); a window rule scores a member by its hit time in ms, a concurrent rule by its expiry in ms.
+-- Layout (see acquire_units.lua for the full contract): members are unit ids (one per request). A
+-- concurrent rule has its own ZSET, scored by each unit's expiry in ms. The window rules of one subject
+-- (hourly, daily) share one ZSET of hits scored by hit time in ms: a request is one member whatever the
+-- number of windows, and each window counts the hits inside it. A set of hits keeps every hit for
+-- UNITS_HISTORY_MS, the longest window there is, whatever windows a call carries: so a call with fewer
+-- windows (another node's configuration during a rollout) never trims history that a longer window needs.
 --
 -- Every function takes two offsets so that its KEYS/ARGV can sit behind the host script's own:
---   kbase: the rule keys are KEYS[kbase + i], i = 1..n, where n = #KEYS - kbase (the rule keys come last)
+--   kbase: the rule keys are KEYS[kbase + i], i = 1..n, where n = #KEYS - kbase (the rule keys come last;
+--          window rules of one subject repeat the same key)
 --   abase: ARGV[abase + 1] now in integer ms, ARGV[abase + 2] unit id, ARGV[abase + 3] hold in ms,
 --          ARGV[abase + 4] key-expiry slack in ms, ARGV[abase + 3 + 2i] limit of rule i,
---          ARGV[abase + 4 + 2i] window of rule i in ms (0 = a concurrent rule)
+--          ARGV[abase + 4 + 2i] window of rule i in ms (0 = a concurrent rule; at most UNITS_HISTORY_MS)
 -- With kbase = abase = 0 this is exactly the layout of acquire_units.lua.
+
+-- ratelimit.rules.HITS_HISTORY_SECONDS in ms (a test checks that the two agree)
+local UNITS_HISTORY_MS = 86400000
 
 local function units_rule(kbase, abase, i)
   return KEYS[kbase + i], tonumber(ARGV[abase + 3 + 2 * i]), tonumber(ARGV[abase + 4 + 2 * i])
@@ -32,18 +40,41 @@ end
 local function units_check(kbase, abase)
   local now, unit = tonumber(ARGV[abase + 1]), ARGV[abase + 2]
   local refused, counts, allowed = {}, {}, 1
+  local hits = {}  -- key -> hits kept in that set, so that a subject's second window does not trim again
   for i = 1, #KEYS - kbase do
     local key, limit, window = units_rule(kbase, abase, i)
-    local count = redis.call('ZCARD', key)
-    if count > 0 then
-      -- for a window the score is the hit time, for a concurrent set it is the expiry
-      count = count - redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+    local count
+    if window > 0 then
+      local kept = hits[key]
+      if kept == nil then
+        kept = redis.call('ZCARD', key)
+        if kept > 0 then
+          kept = kept - redis.call('ZREMRANGEBYSCORE', key, '-inf', now - UNITS_HISTORY_MS)
+        end
+        hits[key] = kept
+      end
+      if kept == 0 or window >= UNITS_HISTORY_MS then
+        count = kept
+      else
+        count = redis.call('ZCOUNT', key, '(' .. (now - window), '+inf')
+      end
+    else
+      -- a concurrent set is scored by expiry
+      count = redis.call('ZCARD', key)
+      if count > 0 then
+        count = count - redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+      end
     end
     counts[i] = count
     refused[i] = 0
-    if count >= limit and not redis.call('ZSCORE', key, unit) then
-      refused[i] = 1
-      allowed = 0
+    if count >= limit then
+      -- a repeated acquire is not refused for its own unit, if that counts here (a set of hits also
+      -- holds hits older than this window)
+      local score = redis.call('ZSCORE', key, unit)
+      if not score or (window > 0 and tonumber(score) <= now - window) then
+        refused[i] = 1
+        allowed = 0
+      end
     end
   end
   return allowed, refused, counts
@@ -54,15 +85,28 @@ end
 local function units_consume(kbase, abase, counts)
   local now, unit = tonumber(ARGV[abase + 1]), ARGV[abase + 2]
   local hold, slack = tonumber(ARGV[abase + 3]), tonumber(ARGV[abase + 4])
-  local fresh = {}
+  local fresh, added = {}, {}
   for i = 1, #KEYS - kbase do
     local key, _, window = units_rule(kbase, abase, i)
     local was_empty = counts[i] == 0
     if window > 0 then
-      counts[i] = counts[i] + redis.call('ZADD', key, now, unit)
-      -- The new hit is the latest (hits of other nodes are later only by their clock skew, which the
-      -- slack covers), so the key must live one window more.
-      redis.call('PEXPIRE', key, window + slack)
+      -- added[key]: false when the unit was not in the set yet, else its earlier hit time (a repeated
+      -- acquire moves its hit to now, which adds it to the windows it had already left)
+      local before = added[key]
+      if before == nil then
+        before = false
+        if redis.call('ZADD', key, 'NX', now, unit) == 0 then
+          before = tonumber(redis.call('ZSCORE', key, unit))
+          redis.call('ZADD', key, now, unit)
+        end
+        added[key] = before
+        -- The new hit is the latest (hits of other nodes are later only by their clock skew, which the
+        -- slack covers), and hits are kept for the history.
+        redis.call('PEXPIRE', key, UNITS_HISTORY_MS + slack)
+      end
+      if not before or before <= now - window then
+        counts[i] = counts[i] + 1
+      end
     else
       counts[i] = counts[i] + redis.call('ZADD', key, now + hold, unit)
       if was_empty then
@@ -96,7 +140,13 @@ local function units_report(kbase, abase, refused, counts, fresh, out)
       if index < 0 then
         index = 0
       end
-      local member = redis.call('ZRANGE', key, index, index, 'WITHSCORES')
+      -- the member that must leave first, among those counting (a set of hits holds older ones too)
+      local member
+      if window > 0 then
+        member = redis.call('ZRANGEBYSCORE', key, '(' .. (now - window), '+inf', 'WITHSCORES', 'LIMIT', index, 1)
+      else
+        member = redis.call('ZRANGE', key, index, index, 'WITHSCORES')
+      end
       wait = tonumber(member[2]) + window - now
     end
     out[#out + 1] = used

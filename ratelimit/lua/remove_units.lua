@@ -4,11 +4,12 @@
 -- Same layout and clock choice as acquire_units.lua. Expired members are dropped too, and each key's
 -- expiry is recomputed from its last member (Redis deletes a set that becomes empty).
 --
--- KEYS[i]     the ZSET of rule i, i = 1..n
+-- KEYS[i]     a rule set, i = 1..n (each set once)
 -- ARGV[1]     now, integer ms since the epoch (caller's clock)
 -- ARGV[2]     unit id
 -- ARGV[3]     slack, integer ms >= 0, added to every key expiry (clock-skew allowance, see acquire_units.lua)
--- ARGV[3+i]   window of rule i in integer ms, or 0 for a concurrent rule
+-- ARGV[3+i]   how long set i keeps a member, in integer ms: the hits history for a set of hits,
+--             0 for a concurrent set (scored by expiry)
 --
 -- Returns an integer: how many sets held the unit.
 
