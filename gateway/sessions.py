@@ -8,11 +8,13 @@ on any failure path, and the platform's own concurrency refusal sending the clie
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.admission import AdmissionStore, ClaimedEntry, EndResult, Outcome, Removed, RequestStatus
 from gateway.capacity import CapacityPolicy
@@ -78,6 +80,7 @@ class Queued:
 STORE_DOWN_MESSAGE = "The session service is temporarily unavailable. Please try again shortly."
 #: Published for every request that joins the queue (events are immutable, so one instance serves all).
 _JOINED = QueueChanged(reason="joined")
+_WITHDRAWN = QueueChanged(reason="withdrawn")
 
 
 def new_request_id() -> str:
@@ -115,6 +118,7 @@ class SessionService:
         self._capacity = capacity
         self._dispatcher = dispatcher
         self._events = events
+        self._cleanups: set[asyncio.Task[None]] = set()
 
     async def request_session(self, request: SessionRequest, *, client_ip: str) -> Admitted | Queued:
         """Admit ``request`` now (platform session created) or queue it.
@@ -134,11 +138,19 @@ class SessionService:
             return await self._admit(request, request_id, subject, client_ip, limits)
         except (Refused, QueueFull):
             raise  # the admission call consumed nothing
-        except BaseException:
+        except BaseException as exc:
             # The request never happened (platform failure, store lost after the decision, shutdown): the
-            # client may try again without it counting. Removing a unit that was never added is harmless.
-            if limits is not None:
-                await self._refund_quietly(request_id, subject)
+            # client may try again without it counting. A lost store reply may hide a queued entry, which
+            # would otherwise wait, and be served, for a client told it failed. Removing an entry or a
+            # unit that was never added is harmless. After a store timeout the clean-up runs behind the
+            # answer: the client would otherwise wait another timeout or two.
+            clean_up = self._take_back(request_id, subject if limits is not None else None)
+            if isinstance(exc.__cause__, RedisTimeoutError):
+                task = asyncio.create_task(clean_up, name=f"take-back-{request_id}")
+                self._cleanups.add(task)  # the loop keeps only a weak reference
+                task.add_done_callback(self._cleanups.discard)
+            else:
+                await clean_up
             raise
 
     async def _admit(self, request: SessionRequest, request_id: str, subject: Subject, client_ip: str,
@@ -254,6 +266,20 @@ class SessionService:
                      "; its session was already being created" if removed is Removed.DISPATCHING else "")
             self._events.publish(QueueChanged(reason=reason))
         return bool(removed)
+
+    async def _take_back(self, request_id: str, subject: Subject | None) -> None:
+        """Withdraw a failed request's queue entry, if any, then refund its limits (when it had some)."""
+        try:
+            removed = await self._store.remove(request_id)
+        except RedisError as exc:
+            # An entry left behind is abandoned by the hub's register timeout, which gives its unit back.
+            log.warning("could not withdraw failed request %s from the queue now: %s", request_id, exc)
+        else:
+            if removed:
+                log.info("failed request %s withdrawn from the queue (%s)", request_id, removed)
+                self._events.publish(_WITHDRAWN)
+        if subject is not None:
+            await self._refund_quietly(request_id, subject)
 
     async def _refund_quietly(self, request_id: str, subject: Subject) -> None:
         try:
