@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -55,9 +56,9 @@ class Refusal:
     headers: dict[str, str]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Subject:
-    """Who a request is counted against: its client key (identifier or IP) and its IP."""
+class Subject(NamedTuple):
+    """Who a request is counted against: its client key (identifier or IP) and its IP. (A named tuple: one
+    is made for every request.)"""
 
     client_identifier: str | None
     ip: str

@@ -15,9 +15,8 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis.exceptions import RedisError
 
@@ -53,18 +52,19 @@ def _window_ms(rule: Rule) -> int:
     return rule.window_seconds * 1000 if rule.window_seconds is not None else 0
 
 
-@dataclass(frozen=True, slots=True)
-class UnitCall:
+class UnitCall(NamedTuple):
     """The KEYS and ARGV of one unit operation, for a script that embeds ``lib_units.lua``.
 
     A host script appends ``keys`` after its own KEYS and ``args`` after its own ARGV and calls the library
     function with those two offsets, so the operation shares the host's atomic call (the gateway decides
     admission and consumes the rate limits in one round trip). ``rules`` are the rules the call covers, in
-    the order of ``keys``, for turning the reply into a :class:`~ratelimit.rules.Decision`.
+    the order of ``keys``, for turning the reply into a :class:`~ratelimit.rules.Decision`. Arguments may
+    be integers, text or their bytes (what Redis receives is the same). A named tuple: one is made for
+    every request.
     """
 
     keys: tuple[str, ...]
-    args: tuple[int | str, ...]
+    args: tuple[int | str | bytes, ...]
     rules: tuple[Rule, ...]
 
 

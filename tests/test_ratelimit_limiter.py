@@ -310,6 +310,24 @@ async def test_keys_expire_when_nothing_in_them_matters(
     assert 575_000 < await store.pttl(limiter.key_for(rules[0])) - SLACK <= 580_000
 
 
+async def test_a_shorter_unit_added_later_never_shortens_the_key(
+    limiter: RateLimiter, store: redis.asyncio.Redis, clock: StepClock
+) -> None:
+    rules = [concurrent(3)]
+    key = limiter.key_for(rules[0])
+    await limiter.acquire("u1", rules, hold_seconds=3000)
+    clock.at(10)
+    await limiter.acquire("u2", rules, hold_seconds=60)
+    # still u1's (Redis counts the TTL on its own clock, which the injected one does not move)
+    assert 2_995_000 < await store.pttl(key) - SLACK <= 3_000_000
+    clock.at(20)
+    await limiter.acquire("u3", rules, hold_seconds=4000)
+    assert 3_995_000 < await store.pttl(key) - SLACK <= 4_000_000  # a later one extends it
+    clock.at(3500)
+    used_now = used(await limiter.acquire("u4", rules, hold_seconds=1))
+    assert used_now == [2]  # u1 and u2 lapsed; u3 and u4 count
+
+
 async def test_key_prefix_separates_limiters(store: redis.asyncio.Redis, clock: StepClock) -> None:
     one = RateLimiter(store, key_prefix="a:", clock=clock)
     other = RateLimiter(store, key_prefix="b:", clock=clock)

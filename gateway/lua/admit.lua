@@ -44,12 +44,13 @@ if redis.call('HEXISTS', K_ENTRIES, request_id) == 1 or redis.call('EXISTS', KEY
 end
 
 local has_limits = #KEYS > 15
-local limits_ok, refused, counts = 1, nil, nil
+local limits_ok, limit_call, refused, counts = 1, nil, nil, nil
 if has_limits then
-  limits_ok, refused, counts = units_check(15, 10)
+  limit_call = units_parse(15, 10)
+  limits_ok, refused, counts = units_check(limit_call)
   if limits_ok == 0 then
     local reply = {'limited', '', 0, 0, 0}
-    units_report(15, 10, refused, counts, nil, reply)
+    units_report(limit_call, refused, counts, nil, reply)
     reply[5] = #reply - 5
     return reply
   end
@@ -81,9 +82,9 @@ end
 if has_limits then
   local fresh = nil
   if reply[1] ~= 'full' then
-    fresh = units_consume(15, 10, counts)
+    fresh = units_consume(limit_call, counts)
   end
-  units_report(15, 10, refused, counts, fresh, reply)
+  units_report(limit_call, refused, counts, fresh, reply)
   reply[5] = #reply - 5
 end
 for _, v in ipairs(claimed_list) do

@@ -33,11 +33,12 @@
 --   [3i+1]         1 if rule i refused, else 0
 -- A unit id already present in a rule's set (a repeated acquire) is not counted twice.
 
-local allowed, refused, counts = units_check(0, 0)
+local call = units_parse(0, 0)
+local allowed, refused, counts = units_check(call)
 local fresh = nil
 if allowed == 1 then
-  fresh = units_consume(0, 0, counts)
+  fresh = units_consume(call, counts)
 end
 local result = {allowed}
-units_report(0, 0, refused, counts, fresh, result)
+units_report(call, refused, counts, fresh, result)
 return result

@@ -9,7 +9,8 @@
 -- UNITS_HISTORY_MS, the longest window there is, whatever windows a call carries: so a call with fewer
 -- windows (another node's configuration during a rollout) never trims history that a longer window needs.
 --
--- Every function takes two offsets so that its KEYS/ARGV can sit behind the host script's own:
+-- A call's KEYS/ARGV can sit behind the host script's own, at two offsets (units_parse for the rule
+-- operations, units_touch and units_release take them directly):
 --   kbase: the rule keys are KEYS[kbase + i], i = 1..n, where n = #KEYS - kbase (the rule keys come last;
 --          window rules of one subject repeat the same key)
 --   abase: ARGV[abase + 1] now in integer ms, ARGV[abase + 2] unit id, ARGV[abase + 3] hold in ms,
@@ -20,10 +21,6 @@
 -- ratelimit.rules.HITS_HISTORY_SECONDS in ms (a test checks that the two agree)
 local UNITS_HISTORY_MS = 86400000
 
-local function units_rule(kbase, abase, i)
-  return KEYS[kbase + i], tonumber(ARGV[abase + 3 + 2 * i]), tonumber(ARGV[abase + 4 + 2 * i])
-end
-
 -- Key expiry = when the last member stops mattering, plus the slack (Redis counts TTLs on its own clock).
 local function units_expire_after_last(key, window, now, slack)
   local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
@@ -32,17 +29,31 @@ local function units_expire_after_last(key, window, now, slack)
   end
 end
 
--- Drops expired members and checks every rule; writes nothing else.
+-- Reads a call's arguments once: check, consume and report all need them, and converting ARGV strings
+-- to numbers again in each step cost the admission script more than its Redis commands did.
+-- Returns the call: {now, unit, hold, slack, n, keys = {}, limits = {}, windows = {}}.
+local function units_parse(kbase, abase)
+  local call = {now = tonumber(ARGV[abase + 1]), unit = ARGV[abase + 2], hold = tonumber(ARGV[abase + 3]),
+                slack = tonumber(ARGV[abase + 4]), n = #KEYS - kbase, keys = {}, limits = {}, windows = {}}
+  for i = 1, call.n do
+    call.keys[i] = KEYS[kbase + i]
+    call.limits[i] = tonumber(ARGV[abase + 3 + 2 * i])
+    call.windows[i] = tonumber(ARGV[abase + 4 + 2 * i])
+  end
+  return call
+end
+
+-- Drops expired members and checks every rule of a parsed call; writes nothing else.
 -- Returns allowed (1 or 0), a table refused[i] (1 or 0) and a table counts[i]: the members counting now,
 -- which units_consume and units_report take so that they need not count again.
 -- Most keys of a request are new (a client's first request, an IP seen for the first time): an empty
 -- set costs one ZCARD here, which is why the count comes first.
-local function units_check(kbase, abase)
-  local now, unit = tonumber(ARGV[abase + 1]), ARGV[abase + 2]
+local function units_check(call)
+  local now, unit = call.now, call.unit
   local refused, counts, allowed = {}, {}, 1
   local hits = {}  -- key -> hits kept in that set, so that a subject's second window does not trim again
-  for i = 1, #KEYS - kbase do
-    local key, limit, window = units_rule(kbase, abase, i)
+  for i = 1, call.n do
+    local key, limit, window = call.keys[i], call.limits[i], call.windows[i]
     local count
     if window > 0 then
       local kept = hits[key]
@@ -82,12 +93,11 @@ end
 
 -- Consumes one hit / unit of every rule (call only after units_check allowed it, in the same script) and
 -- updates counts. Returns a table fresh[i]: 1 when the unit is rule i's only member (the set was empty).
-local function units_consume(kbase, abase, counts)
-  local now, unit = tonumber(ARGV[abase + 1]), ARGV[abase + 2]
-  local hold, slack = tonumber(ARGV[abase + 3]), tonumber(ARGV[abase + 4])
+local function units_consume(call, counts)
+  local now, unit, hold, slack = call.now, call.unit, call.hold, call.slack
   local fresh, added = {}, {}
-  for i = 1, #KEYS - kbase do
-    local key, _, window = units_rule(kbase, abase, i)
+  for i = 1, call.n do
+    local key, window = call.keys[i], call.windows[i]
     local was_empty = counts[i] == 0
     if window > 0 then
       -- added[key]: false when the unit was not in the set yet, else its earlier hit time (a repeated
@@ -112,8 +122,10 @@ local function units_consume(kbase, abase, counts)
       if was_empty then
         redis.call('PEXPIRE', key, hold + slack)
       else
-        -- a unit re-armed for a session may outlive the one added now
-        units_expire_after_last(key, 0, now, slack)
+        -- Only ever later: the key already lives as long as its last unit (a unit re-armed for a session
+        -- may outlive the one added now). Every script gives a set its expiry as it creates it, so GT
+        -- never meets a key without one (GT would leave such a key forever).
+        redis.call('PEXPIRE', key, hold + slack, 'GT')
       end
     end
     fresh[i] = was_empty and 1 or 0
@@ -124,10 +136,10 @@ end
 -- Appends used_i, wait_i, refused_i for every rule to out (see acquire_units.lua for their meaning).
 -- counts: from units_check (updated by units_consume); fresh: from units_consume, or nil when nothing
 -- was consumed.
-local function units_report(kbase, abase, refused, counts, fresh, out)
-  local now, hold = tonumber(ARGV[abase + 1]), tonumber(ARGV[abase + 3])
-  for i = 1, #KEYS - kbase do
-    local key, limit, window = units_rule(kbase, abase, i)
+local function units_report(call, refused, counts, fresh, out)
+  local now, hold = call.now, call.hold
+  for i = 1, call.n do
+    local key, limit, window = call.keys[i], call.limits[i], call.windows[i]
     local used = counts[i]
     local wait = window
     if fresh and fresh[i] == 1 then
