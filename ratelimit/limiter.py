@@ -52,6 +52,17 @@ def _window_ms(rule: Rule) -> int:
     return rule.window_seconds * 1000 if rule.window_seconds is not None else 0
 
 
+def rule_spec(keys: Sequence[str], rules: Sequence[Rule]) -> tuple[tuple[str, ...], bytes]:
+    """The distinct sets of ``rules`` (whose keys are ``keys``, one per rule) and the rules argument of
+    ``lib_units.lua``: ``"set limit window_ms"`` per rule, ``set`` counting the distinct sets from 1."""
+    sets: dict[str, int] = {}
+    triples = []
+    for key, rule in zip(keys, rules, strict=True):
+        index = sets.setdefault(key, len(sets) + 1)
+        triples.append(f"{index} {rule.limit} {_window_ms(rule)}")
+    return tuple(sets), " ".join(triples).encode()
+
+
 class UnitCall(NamedTuple):
     """The KEYS and ARGV of one unit operation, for a script that embeds ``lib_units.lua``.
 
@@ -126,10 +137,8 @@ class RateLimiter:
         keys = self._keys(rules)
         if not keys:
             return None
-        args: list[int | str] = [self._now_ms(), unit_id, hold_ms, KEY_EXPIRY_SLACK_MS]
-        for rule in rules:
-            args += [rule.limit, _window_ms(rule)]
-        return UnitCall(tuple(keys), tuple(args), rules)
+        sets, spec = rule_spec(keys, rules)
+        return UnitCall(sets, (self._now_ms(), unit_id, hold_ms, KEY_EXPIRY_SLACK_MS, spec), rules)
 
     def decision(self, call: UnitCall, reply: Any) -> Decision:
         """The decision in the reply of an acquire: ``[allowed, used_1, wait_1, refused_1, ...]``.

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from ratelimit.headers import rate_limit_policy
-from ratelimit.limiter import KEY_EXPIRY_SLACK_MS, UnitCall, _ceil_seconds
+from ratelimit.limiter import KEY_EXPIRY_SLACK_MS, UnitCall, _ceil_seconds, rule_spec
 from ratelimit.rules import CLIENT_PREFIX, IP_PREFIX, Decision, Policy, Rule, RuleState, refusal_message, rules_for
 
 
@@ -55,12 +55,13 @@ class LimitPlan:
         self._key_heads = tuple(f"{key_prefix}{rule.store_name}:{CLIENT_PREFIX if not rule.is_ip else IP_PREFIX}"
                                 for rule in sample)
         self._by_ip = tuple(rule.is_ip for rule in sample)
-        self._all_heads = tuple(zip(self._key_heads, self._by_ip, strict=True))
-        # Sent as bytes, the form they take on the wire: the Redis client packs bytes several times faster
-        # than integers, and these are the same for every request.
-        self._limit_args: tuple[bytes, ...] = tuple(
-            str(value).encode() for rule in sample
-            for value in (rule.limit, rule.window_seconds * 1000 if rule.window_seconds is not None else 0))
+        # The sets of a request (a subject's windows share one) and the rules argument, with a key head in
+        # place of each key: the heads stand for the same sets whatever the subjects.
+        heads, self._spec = rule_spec(self._key_heads, sample)
+        by_ip = dict(zip(self._key_heads, self._by_ip, strict=True))
+        self._set_heads = tuple((head, by_ip[head]) for head in heads)
+        # Sent as bytes, the form they take on the wire (the Redis client packs bytes faster than integers),
+        # once per deployment: they are the same for every request.
         self._slack_arg = str(KEY_EXPIRY_SLACK_MS).encode()
         self._tails: dict[int, tuple[bytes, ...]] = {}  # hold in ms -> the call's constant arguments
         self._concurrent = tuple(i for i, rule in enumerate(sample) if rule.policy is Policy.CONCURRENT)
@@ -90,10 +91,10 @@ class LimitPlan:
 
     def acquire_call(self, unit_id: str, *, client_key: str, ip: str, now_ms: int, hold_ms: int) -> UnitCall:
         """KEYS / ARGV of an acquire for one request (see ``lib_units.lua``); the caller checks ``empty``."""
-        keys = tuple([head + (ip if by_ip else client_key) for head, by_ip in self._all_heads])
+        keys = tuple([head + (ip if by_ip else client_key) for head, by_ip in self._set_heads])
         tail = self._tails.get(hold_ms)
         if tail is None:
-            tail = self._tails[hold_ms] = (str(hold_ms).encode(), self._slack_arg, *self._limit_args)
+            tail = self._tails[hold_ms] = (str(hold_ms).encode(), self._slack_arg, self._spec)
         return UnitCall(keys, (now_ms, unit_id, *tail), ())
 
     def touch_call(self, unit_id: str, *, client_key: str, ip: str, now_ms: int, hold_ms: int) -> UnitCall | None:

@@ -16,13 +16,13 @@
 -- clock, and gateway nodes sharing this Redis are expected to run NTP (skew of a few ms is irrelevant to
 -- hour-long windows and session-long holds).
 --
--- KEYS[i]          the ZSET of rule i, i = 1..n (window rules of one subject name the same set)
+-- KEYS[j]          the sets the rules count in, j = 1..m, each once (a subject's windows share one)
 -- ARGV[1]          now, integer ms since the epoch
 -- ARGV[2]          unit id (unique per request)
 -- ARGV[3]          hold, integer ms > 0: how long a new concurrent unit lives before it expires by itself
 -- ARGV[4]          slack, integer ms >= 0, added to every key expiry (see above)
--- ARGV[3+2i]       limit of rule i, integer > 0
--- ARGV[4+2i]       window of rule i in integer ms (at most one day), or 0 for a concurrent rule
+-- ARGV[5]          the rules, in order: "set limit window" per rule, space-separated integers; set is the
+--                  rule's j in KEYS, limit > 0, window in ms (at most one day), or 0 for a concurrent rule
 --
 -- Returns a flat array of 1 + 3n integers:
 --   [1]            1 if every rule admitted and a unit was consumed from each, else 0

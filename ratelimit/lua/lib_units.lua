@@ -11,11 +11,14 @@
 --
 -- A call's KEYS/ARGV can sit behind the host script's own, at two offsets (units_parse for the rule
 -- operations, units_touch and units_release take them directly):
---   kbase: the rule keys are KEYS[kbase + i], i = 1..n, where n = #KEYS - kbase (the rule keys come last;
---          window rules of one subject repeat the same key)
+--   kbase: the call's sets are KEYS[kbase + j], j = 1..m, where m = #KEYS - kbase (they come last; each
+--          set once, so a subject's windows name one set of hits)
 --   abase: ARGV[abase + 1] now in integer ms, ARGV[abase + 2] unit id, ARGV[abase + 3] hold in ms,
---          ARGV[abase + 4] key-expiry slack in ms, ARGV[abase + 3 + 2i] limit of rule i,
---          ARGV[abase + 4 + 2i] window of rule i in ms (0 = a concurrent rule; at most UNITS_HISTORY_MS)
+--          ARGV[abase + 4] key-expiry slack in ms, and for the rule operations ARGV[abase + 5] the rules:
+--          one "set limit window" triple of integers per rule, separated by spaces, where set is j above,
+--          limit > 0, and window is in ms (0 = a concurrent rule; at most UNITS_HISTORY_MS). One argument
+--          for every rule: a deployment's rules are the same for every request, so the caller encodes them
+--          once, and the client packs (and Redis reads) one argument instead of two per rule.
 -- With kbase = abase = 0 this is exactly the layout of acquire_units.lua.
 
 -- ratelimit.rules.HITS_HISTORY_SECONDS in ms (a test checks that the two agree)
@@ -31,14 +34,16 @@ end
 
 -- Reads a call's arguments once: check, consume and report all need them, and converting ARGV strings
 -- to numbers again in each step cost the admission script more than its Redis commands did.
--- Returns the call: {now, unit, hold, slack, n, keys = {}, limits = {}, windows = {}}.
+-- Returns the call: {now, unit, hold, slack, n, keys = {}, limits = {}, windows = {}}, indexed by rule.
 local function units_parse(kbase, abase)
   local call = {now = tonumber(ARGV[abase + 1]), unit = ARGV[abase + 2], hold = tonumber(ARGV[abase + 3]),
-                slack = tonumber(ARGV[abase + 4]), n = #KEYS - kbase, keys = {}, limits = {}, windows = {}}
-  for i = 1, call.n do
-    call.keys[i] = KEYS[kbase + i]
-    call.limits[i] = tonumber(ARGV[abase + 3 + 2 * i])
-    call.windows[i] = tonumber(ARGV[abase + 4 + 2 * i])
+                slack = tonumber(ARGV[abase + 4]), n = 0, keys = {}, limits = {}, windows = {}}
+  for set, limit, window in string.gmatch(ARGV[abase + 5], '(%d+) (%d+) (%d+)') do
+    local n = call.n + 1
+    call.n = n
+    call.keys[n] = KEYS[kbase + tonumber(set)]
+    call.limits[n] = tonumber(limit)
+    call.windows[n] = tonumber(window)
   end
   return call
 end
