@@ -11,6 +11,7 @@ of one request (client and IP subjects) live in different hash slots.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -54,13 +55,13 @@ def _window_ms(rule: Rule) -> int:
 
 def rule_spec(keys: Sequence[str], rules: Sequence[Rule]) -> tuple[tuple[str, ...], bytes]:
     """The distinct sets of ``rules`` (whose keys are ``keys``, one per rule) and the rules argument of
-    ``lib_units.lua``: ``"set limit window_ms"`` per rule, ``set`` counting the distinct sets from 1."""
+    ``lib_units.lua``: a flat JSON array of ``set, limit, window_ms`` per rule, ``set`` counting the
+    distinct sets from 1."""
     sets: dict[str, int] = {}
-    triples = []
+    numbers: list[int] = []
     for key, rule in zip(keys, rules, strict=True):
-        index = sets.setdefault(key, len(sets) + 1)
-        triples.append(f"{index} {rule.limit} {_window_ms(rule)}")
-    return tuple(sets), " ".join(triples).encode()
+        numbers += (sets.setdefault(key, len(sets) + 1), rule.limit, _window_ms(rule))
+    return tuple(sets), json.dumps(numbers, separators=(",", ":")).encode()
 
 
 class UnitCall(NamedTuple):

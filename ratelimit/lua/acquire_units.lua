@@ -21,8 +21,8 @@
 -- ARGV[2]          unit id (unique per request)
 -- ARGV[3]          hold, integer ms > 0: how long a new concurrent unit lives before it expires by itself
 -- ARGV[4]          slack, integer ms >= 0, added to every key expiry (see above)
--- ARGV[5]          the rules, in order: "set limit window" per rule, space-separated integers; set is the
---                  rule's j in KEYS, limit > 0, window in ms (at most one day), or 0 for a concurrent rule
+-- ARGV[5]          the rules, in order, as a flat JSON array of integers, three per rule: set (the rule's j
+--                  in KEYS), limit > 0, window in ms (at most one day), or 0 for a concurrent rule
 --
 -- Returns a flat array of 1 + 3n integers:
 --   [1]            1 if every rule admitted and a unit was consumed from each, else 0
