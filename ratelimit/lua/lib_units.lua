@@ -34,11 +34,18 @@ local function units_expire_after_last(key, window, now, slack)
 end
 
 -- Reads a call's arguments once: check, consume and report all need them, and converting ARGV strings
--- to numbers again in each step cost the admission script more than its Redis commands did.
--- Returns the call: {now, unit, hold, slack, n, keys = {}, limits = {}, windows = {}}, indexed by rule.
+-- to numbers again in each step cost the admission script more than its Redis commands did. For the same
+-- reason the numbers the commands take are turned into text once per call (a Lua number passed to
+-- redis.call is formatted as a float each time, which costs more than the command).
+-- Returns the call: {now, unit, hold, slack, n, keys = {}, limits = {}, windows = {}} (indexed by rule),
+-- with the text arguments now_arg, hit_ttl (a set of hits' expiry), unit_expiry and unit_ttl.
 local function units_parse(kbase, abase)
   local call = {now = tonumber(ARGV[abase + 1]), unit = ARGV[abase + 2], hold = tonumber(ARGV[abase + 3]),
                 slack = tonumber(ARGV[abase + 4]), n = 0, keys = {}, limits = {}, windows = {}}
+  call.now_arg = ARGV[abase + 1]
+  call.hit_ttl = tostring(UNITS_HISTORY_MS + call.slack)
+  call.unit_expiry = tostring(call.now + call.hold)
+  call.unit_ttl = tostring(call.hold + call.slack)
   local rules = cjson.decode(ARGV[abase + 5])
   local n = 0
   for at = 1, #rules, 3 do
@@ -59,6 +66,7 @@ end
 local function units_check(call)
   local now, unit = call.now, call.unit
   local refused, counts, allowed = {}, {}, 1
+  local history_floor = nil  -- text of now - UNITS_HISTORY_MS, made on first use
   local hits = {}  -- key -> hits kept in that set, so that a subject's second window does not trim again
   for i = 1, call.n do
     local key, limit, window = call.keys[i], call.limits[i], call.windows[i]
@@ -68,7 +76,8 @@ local function units_check(call)
       if kept == nil then
         kept = redis.call('ZCARD', key)
         if kept > 0 then
-          kept = kept - redis.call('ZREMRANGEBYSCORE', key, '-inf', now - UNITS_HISTORY_MS)
+          history_floor = history_floor or tostring(now - UNITS_HISTORY_MS)
+          kept = kept - redis.call('ZREMRANGEBYSCORE', key, '-inf', history_floor)
         end
         hits[key] = kept
       end
@@ -81,7 +90,7 @@ local function units_check(call)
       -- a concurrent set is scored by expiry
       count = redis.call('ZCARD', key)
       if count > 0 then
-        count = count - redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+        count = count - redis.call('ZREMRANGEBYSCORE', key, '-inf', call.now_arg)
       end
     end
     counts[i] = count
@@ -102,7 +111,7 @@ end
 -- Consumes one hit / unit of every rule (call only after units_check allowed it, in the same script) and
 -- updates counts. Returns a table fresh[i]: 1 when the unit is rule i's only member (the set was empty).
 local function units_consume(call, counts)
-  local now, unit, hold, slack = call.now, call.unit, call.hold, call.slack
+  local now, unit = call.now, call.unit
   local fresh, added = {}, {}
   for i = 1, call.n do
     local key, window = call.keys[i], call.windows[i]
@@ -113,27 +122,27 @@ local function units_consume(call, counts)
       local before = added[key]
       if before == nil then
         before = false
-        if redis.call('ZADD', key, 'NX', now, unit) == 0 then
+        if redis.call('ZADD', key, 'NX', call.now_arg, unit) == 0 then
           before = tonumber(redis.call('ZSCORE', key, unit))
-          redis.call('ZADD', key, now, unit)
+          redis.call('ZADD', key, call.now_arg, unit)
         end
         added[key] = before
         -- The new hit is the latest (hits of other nodes are later only by their clock skew, which the
         -- slack covers), and hits are kept for the history.
-        redis.call('PEXPIRE', key, UNITS_HISTORY_MS + slack)
+        redis.call('PEXPIRE', key, call.hit_ttl)
       end
       if not before or before <= now - window then
         counts[i] = counts[i] + 1
       end
     else
-      counts[i] = counts[i] + redis.call('ZADD', key, now + hold, unit)
+      counts[i] = counts[i] + redis.call('ZADD', key, call.unit_expiry, unit)
       if was_empty then
-        redis.call('PEXPIRE', key, hold + slack)
+        redis.call('PEXPIRE', key, call.unit_ttl)
       else
         -- Only ever later: the key already lives as long as its last unit (a unit re-armed for a session
         -- may outlive the one added now). Every script gives a set its expiry as it creates it, so GT
         -- never meets a key without one (GT would leave such a key forever).
-        redis.call('PEXPIRE', key, hold + slack, 'GT')
+        redis.call('PEXPIRE', key, call.unit_ttl, 'GT')
       end
     end
     fresh[i] = was_empty and 1 or 0
