@@ -244,6 +244,8 @@ class Gateway:
             if not await self.inflight.wait_idle(grace):
                 log.warning("shutting down with %d request(s) still in flight", self.inflight.count)
             await self.server.close_all_connections()
+        if not await self.service.settle(grace):
+            log.warning("shutting down with failed requests not yet withdrawn; the register timeout removes them")
         await self.dispatcher.stop()
         for task in (self._geo_reload_task, self._unit_renew_task):
             if task is not None:

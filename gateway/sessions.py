@@ -267,6 +267,14 @@ class SessionService:
             self._events.publish(QueueChanged(reason=reason))
         return bool(removed)
 
+    async def settle(self, timeout: float | None = None) -> bool:
+        """Wait for the clean-ups still running behind answers (after store timeouts); True when none is
+        left. The gateway waits for them when it stops, so a refund is not cut off by a restart."""
+        if not self._cleanups:
+            return True
+        _, pending = await asyncio.wait(set(self._cleanups), timeout=timeout)
+        return not pending
+
     async def _take_back(self, request_id: str, subject: Subject | None) -> None:
         """Withdraw a failed request's queue entry, if any, then refund its limits (when it had some)."""
         try:

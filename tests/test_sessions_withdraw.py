@@ -8,15 +8,18 @@ reply is lost: it runs for real, then raises the connection error a dropped repl
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import ujson
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.events import QueueChanged
 from gateway.sessions import STORE_DOWN_MESSAGE
-from gateway.store import open_redis
+from gateway.store import COMMAND_TIMEOUT_SECONDS, open_redis
 from gateway_harness import base_config, conversation_id_of, session_body, start_stack
 from ratelimit import Policy, Rule
+from redis_process import RedisProcess
 
 pytestmark = pytest.mark.redis
 
@@ -108,3 +111,32 @@ async def test_nothing_is_dispatched_for_a_request_failed_after_a_lost_reply(sta
     counts = await stack.gateway.store.counts()
     assert (counts["active"], counts["pending"], counts["queued"]) == (1, 0, 0)
     assert (await stack.gateway.store.status(request_id)).status == "expired"
+
+
+async def test_after_a_store_timeout_the_answer_does_not_wait_and_the_request_is_taken_back_later():
+    # Redis hangs while the admission call is in flight: the client gets its 503 after one command timeout,
+    # not after the withdrawal and the refund have timed out too; when Redis answers again, whatever the
+    # hung call may have queued is taken back and its unit given back.
+    server = RedisProcess()
+    server.start()
+    client = open_redis(server.url)
+    config = base_config(cap=0)
+    config["Security"].update({"RateLimitConcurrency": 5})
+    made = await start_stack(client, config=config, dispatch_interval=3600)
+    try:
+        server.pause()
+        try:
+            started = time.monotonic()
+            response = await made.request_session()
+            elapsed = time.monotonic() - started
+        finally:
+            server.resume()
+        assert (response.code, body_of(response)) == (503, {"message": STORE_DOWN_MESSAGE})
+        assert elapsed < COMMAND_TIMEOUT_SECONDS + 2, f"answered after {elapsed:.1f} s"
+        assert await made.gateway.service.settle(timeout=3 * COMMAND_TIMEOUT_SECONDS)
+        assert await made.gateway.store.queue_ids() == []
+        assert await concurrent_units(made) == []
+    finally:
+        await made.close()
+        await client.aclose()
+        server.close()
