@@ -4,7 +4,7 @@ from setuptools import find_packages, setup
 
 setup(
     name="iqra-gateway",
-    version="0.1.0",
+    version="0.2.0",
     description=(
         "Web-session gateway between browser voice widgets and the Iqra AI voice platform: "
         "admission, rate limits, anonymizer blocking, a Redis-backed queue and a pure-Python SignalR hub."

@@ -6,12 +6,13 @@ imports them from there.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from collections.abc import Mapping
 
 from gateway import jsonutil
 from ratelimit import UnitCall
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Caps:

@@ -42,7 +42,7 @@ from gateway.protection import RENEW_INTERVAL_SECONDS, ClientProtection, Protect
 from gateway.session_hub import HUB_PATH, HubTuning, install_session_hub
 from gateway.sessions import SessionService
 from gateway.settings import Settings
-from gateway.store import open_redis
+from gateway.store import check_redis_version, open_redis
 from geo.client_ip import TrustedProxies
 
 log = logging.getLogger("gateway")
@@ -203,7 +203,11 @@ class Gateway:
 
     async def start(self, *, port: int = 0, host: str = "127.0.0.1",
                     sockets: list[socket.socket] | None = None, extra_routes: list[Any] | None = None) -> int:
-        """Start the dispatcher and listen; returns the bound port."""
+        """Start the dispatcher and listen; returns the bound port.
+
+        :raises ConfigError: when the Redis is too old for the scripts.
+        """
+        await check_redis_version(self.redis)
         for step in self._on_start:
             await step()
         self.dispatcher.start()

@@ -154,7 +154,12 @@ async def _serve_worker(settings, index: int, channel) -> int:  # type: ignore[n
     gateway = _build_gateway(settings, one_request_per_hub_connection=True)
     if gateway is None:
         return 1
-    await gateway.start(sockets=[])
+    try:
+        await gateway.start(sockets=[])
+    except ConfigError as exc:
+        print(f"worker {index}: " + "; ".join(exc.problems), file=sys.stderr)
+        await gateway.stop()
+        return 1
     settle_heap()
     loop = asyncio.get_running_loop()
     channel.setblocking(False)
@@ -190,6 +195,12 @@ async def _serve(args: argparse.Namespace) -> int:
         port = await gateway.start(port=args.port, host=args.host)
     except OSError as exc:
         print(f"cannot listen on {args.host}:{args.port}: {exc.strerror}; choose another --port", file=sys.stderr)
+        return 1
+    except ConfigError as exc:
+        print("The configuration has problems:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        await gateway.stop()
         return 1
     settle_heap()
     # On stdout as well as in the log, so scripts and supervisors can wait for it.

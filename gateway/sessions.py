@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -39,6 +41,10 @@ class ServiceUnavailable(Exception):
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
+
+
+class _QueuingReplyLost(ServiceUnavailable):
+    """A store call that may have queued the request failed, so nobody knows whether it did."""
 
 
 class QueueFull(ServiceUnavailable):
@@ -81,6 +87,8 @@ STORE_DOWN_MESSAGE = "The session service is temporarily unavailable. Please try
 #: Published for every request that joins the queue (events are immutable, so one instance serves all).
 _JOINED = QueueChanged(reason="joined")
 _WITHDRAWN = QueueChanged(reason="withdrawn")
+#: Take-backs allowed to wait for a hung store at once (each may hold a pool connection for two timeouts).
+MAX_BACKGROUND_TAKE_BACKS = 32
 
 
 def new_request_id() -> str:
@@ -140,17 +148,18 @@ class SessionService:
             raise  # the admission call consumed nothing
         except BaseException as exc:
             # The request never happened (platform failure, store lost after the decision, shutdown): the
-            # client may try again without it counting. A lost store reply may hide a queued entry, which
-            # would otherwise wait, and be served, for a client told it failed. Removing an entry or a
-            # unit that was never added is harmless. After a store timeout the clean-up runs behind the
-            # answer: the client would otherwise wait another timeout or two.
-            clean_up = self._take_back(request_id, subject if limits is not None else None)
-            if isinstance(exc.__cause__, RedisTimeoutError):
-                task = asyncio.create_task(clean_up, name=f"take-back-{request_id}")
-                self._cleanups.add(task)  # the loop keeps only a weak reference
-                task.add_done_callback(self._cleanups.discard)
-            else:
-                await clean_up
+            # client may try again without it counting. Giving back a unit that was never added is harmless.
+            if isinstance(exc, _QueuingReplyLost):
+                # The call may have queued the request: an entry that would wait, and be served, for a
+                # client told it failed. After a timeout this runs behind the answer, which would otherwise
+                # wait for another timeout or two.
+                take_back = self._take_back(request_id, subject if limits is not None else None)
+                if isinstance(exc.__cause__, RedisTimeoutError):
+                    self._in_background(take_back, request_id)
+                else:
+                    await take_back
+            elif limits is not None:
+                await self._refund_quietly(request_id, subject)
             raise
 
     async def _admit(self, request: SessionRequest, request_id: str, subject: Subject, client_ip: str,
@@ -169,7 +178,7 @@ class SessionService:
             )
         except RedisError as exc:
             log.warning("admission failed, store unavailable: %s", exc)
-            raise ServiceUnavailable(STORE_DOWN_MESSAGE, retry_after=5) from exc
+            raise _QueuingReplyLost(STORE_DOWN_MESSAGE, retry_after=5) from exc
         if result.claimed:
             # Older queued entries that were eligible go first; this call claimed them for us.
             self._dispatcher.dispatch_claimed(result.claimed)
@@ -202,7 +211,10 @@ class SessionService:
                 # The platform is fuller than we knew (other traffic on the account): wait in line.
                 entry = ClaimedEntry(request_id=request_id, campaign=request.campaign_id,
                                      lease_id=result.lease_id, data=data)
-                position = await self._store_or_unavailable(self._store.requeue_front(entry))
+                try:
+                    position = await self._store.requeue_front(entry)
+                except RedisError as store_exc:
+                    raise _QueuingReplyLost(STORE_DOWN_MESSAGE, retry_after=5) from store_exc
                 if position <= 0:
                     # Not queued after all (the store found it already settled): nothing to wait for.
                     log.warning("platform full and request %s could not be queued", request_id)
@@ -268,26 +280,61 @@ class SessionService:
         return bool(removed)
 
     async def settle(self, timeout: float | None = None) -> bool:
-        """Wait for the clean-ups still running behind answers (after store timeouts); True when none is
-        left. The gateway waits for them when it stops, so a refund is not cut off by a restart."""
+        """Wait for the take-backs still running behind answers (after store timeouts); True when none is
+        left. The gateway waits for them when it stops, so a refund is not cut off by a restart; what is
+        still running after ``timeout`` is cancelled (the register timeout and key expiry cover it)."""
         if not self._cleanups:
             return True
         _, pending = await asyncio.wait(set(self._cleanups), timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
         return not pending
 
+    def _in_background(self, take_back: Coroutine[Any, Any, None], request_id: str) -> None:
+        if len(self._cleanups) >= MAX_BACKGROUND_TAKE_BACKS:
+            # A long store outage: more would only queue for pool connections ahead of new requests. The
+            # register timeout removes a left-behind entry and gives its unit back; hits expire.
+            take_back.close()
+            log.warning("not taking back failed request %s now: %d take-backs already wait for the store",
+                        request_id, len(self._cleanups))
+            return
+        task = asyncio.create_task(take_back, name=f"take-back-{request_id}")
+        self._cleanups.add(task)  # the loop keeps only a weak reference
+
+        def done(finished: asyncio.Task[None]) -> None:
+            self._cleanups.discard(finished)
+            if not finished.cancelled() and finished.exception() is not None:
+                log.error("taking back failed request %s failed", request_id, exc_info=finished.exception())
+
+        task.add_done_callback(done)
+
     async def _take_back(self, request_id: str, subject: Subject | None) -> None:
-        """Withdraw a failed request's queue entry, if any, then refund its limits (when it had some)."""
+        """Withdraw a request whose queuing call failed from the queue, then refund its limits unless a
+        dispatcher is serving it (or served it already): the session it gets counts until its webhook,
+        as for a client that leaves while its session is being created."""
         try:
             removed = await self._store.remove(request_id)
+            served = removed is Removed.DISPATCHING or (
+                removed is Removed.NOTHING and await self._was_served(request_id))
         except RedisError as exc:
             # An entry left behind is abandoned by the hub's register timeout, which gives its unit back.
-            log.warning("could not withdraw failed request %s from the queue now: %s", request_id, exc)
+            log.info("could not withdraw failed request %s from the queue now: %s", request_id, exc)
+            served = False
         else:
             if removed:
                 log.info("failed request %s withdrawn from the queue (%s)", request_id, removed)
                 self._events.publish(_WITHDRAWN)
-        if subject is not None:
+        if served:
+            log.warning("failed request %s was served by a dispatcher meanwhile; its limits stay counted",
+                        request_id)
+        elif subject is not None:
             await self._refund_quietly(request_id, subject)
+
+    async def _was_served(self, request_id: str) -> bool:
+        status = await self._store.status(request_id)
+        return status is not None and status.status == "ready"
 
     async def _refund_quietly(self, request_id: str, subject: Subject) -> None:
         try:

@@ -15,8 +15,10 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import MaxConnectionsError, NoScriptError
+from redis.exceptions import MaxConnectionsError, NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from gateway.errors import ConfigError
 
 try:
     import hiredis
@@ -222,6 +224,38 @@ async def run_script(client: aioredis.Redis, script: AsyncScript, keys: tuple[st
     finally:
         if not pool.give_back(connection):
             await pool.release(connection)
+
+
+#: The oldest Redis the scripts run on (``ZADD ... GT`` needs 6.2, ``PEXPIRE ... GT`` 7.0).
+MIN_REDIS_VERSION = (7, 0)
+
+
+async def check_redis_version(client: aioredis.Redis) -> None:
+    """Refuse a Redis too old for the scripts, at start-up rather than as 503s under load (an old Redis
+    answers ``PEXPIRE ... GT`` with a syntax error, and only for a client's second concurrent request).
+
+    A Redis that cannot be reached now is not an error here: the gateway starts and reports not ready.
+    :raises ConfigError: when the Redis is older than :data:`MIN_REDIS_VERSION`.
+    """
+    if not isinstance(client.connection_pool, _WaitingPool):
+        return  # the embedded store runs whatever the installed fakeredis emulates
+    try:
+        info = await client.info("server")
+    except RedisError as exc:
+        log.warning("could not read the Redis version now (%s); the scripts need Redis %d.%d or newer",
+                    exc, *MIN_REDIS_VERSION)
+        return
+    version = str(info.get("redis_version", ""))
+    try:
+        found = tuple(int(part) for part in version.split(".")[:2])
+    except ValueError:
+        log.warning("unrecognised Redis version %r; the scripts need Redis %d.%d or newer", version,
+                    *MIN_REDIS_VERSION)
+        return
+    if found < MIN_REDIS_VERSION:
+        raise ConfigError([f"RedisConnectionString: the Redis there is version {version}; the gateway needs "
+                           f"Redis {MIN_REDIS_VERSION[0]}.{MIN_REDIS_VERSION[1]} or newer (its scripts use "
+                           f"ZADD ... GT and PEXPIRE ... GT)"])
 
 
 def open_redis(url: str | None, *, pool_size: int = POOL_SIZE) -> aioredis.Redis:

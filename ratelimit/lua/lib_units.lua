@@ -36,16 +36,17 @@ end
 -- Reads a call's arguments once: check, consume and report all need them, and converting ARGV strings
 -- to numbers again in each step cost the admission script more than its Redis commands did. For the same
 -- reason the numbers the commands take are turned into text once per call (a Lua number passed to
--- redis.call is formatted as a float each time, which costs more than the command).
+-- redis.call is formatted as a float each time, which costs more than the command), as integers ('%d':
+-- tostring would switch to an exponent beyond 14 digits).
 -- Returns the call: {now, unit, hold, slack, n, keys = {}, limits = {}, windows = {}} (indexed by rule),
 -- with the text arguments now_arg, hit_ttl (a set of hits' expiry), unit_expiry and unit_ttl.
 local function units_parse(kbase, abase)
   local call = {now = tonumber(ARGV[abase + 1]), unit = ARGV[abase + 2], hold = tonumber(ARGV[abase + 3]),
                 slack = tonumber(ARGV[abase + 4]), n = 0, keys = {}, limits = {}, windows = {}}
   call.now_arg = ARGV[abase + 1]
-  call.hit_ttl = tostring(UNITS_HISTORY_MS + call.slack)
-  call.unit_expiry = tostring(call.now + call.hold)
-  call.unit_ttl = tostring(call.hold + call.slack)
+  call.hit_ttl = string.format('%d', UNITS_HISTORY_MS + call.slack)
+  call.unit_expiry = string.format('%d', call.now + call.hold)
+  call.unit_ttl = string.format('%d', call.hold + call.slack)
   local rules = cjson.decode(ARGV[abase + 5])
   local n = 0
   for at = 1, #rules, 3 do
@@ -76,7 +77,7 @@ local function units_check(call)
       if kept == nil then
         kept = redis.call('ZCARD', key)
         if kept > 0 then
-          history_floor = history_floor or tostring(now - UNITS_HISTORY_MS)
+          history_floor = history_floor or string.format('%d', now - UNITS_HISTORY_MS)
           kept = kept - redis.call('ZREMRANGEBYSCORE', key, '-inf', history_floor)
         end
         hits[key] = kept
