@@ -44,7 +44,14 @@ class ServiceUnavailable(Exception):
 
 
 class _QueuingReplyLost(ServiceUnavailable):
-    """A store call that may have queued the request failed, so nobody knows whether it did."""
+    """A store call that may have queued the request failed, so nobody knows whether it did.
+
+    :param lease_id: the pending lease the call would have turned into a queue entry, if any.
+    """
+
+    def __init__(self, message: str, *, retry_after: int, lease_id: str | None = None) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.lease_id = lease_id
 
 
 class QueueFull(ServiceUnavailable):
@@ -153,7 +160,7 @@ class SessionService:
                 # The call may have queued the request: an entry that would wait, and be served, for a
                 # client told it failed. After a timeout this runs behind the answer, which would otherwise
                 # wait for another timeout or two.
-                take_back = self._take_back(request_id, subject if limits is not None else None)
+                take_back = self._take_back(request_id, subject if limits is not None else None, exc.lease_id)
                 if isinstance(exc.__cause__, RedisTimeoutError):
                     self._in_background(take_back, request_id)
                 else:
@@ -214,7 +221,8 @@ class SessionService:
                 try:
                     position = await self._store.requeue_front(entry)
                 except RedisError as store_exc:
-                    raise _QueuingReplyLost(STORE_DOWN_MESSAGE, retry_after=5) from store_exc
+                    raise _QueuingReplyLost(STORE_DOWN_MESSAGE, retry_after=5,
+                                            lease_id=result.lease_id) from store_exc
                 if position <= 0:
                     # Not queued after all (the store found it already settled): nothing to wait for.
                     log.warning("platform full and request %s could not be queued", request_id)
@@ -310,10 +318,13 @@ class SessionService:
 
         task.add_done_callback(done)
 
-    async def _take_back(self, request_id: str, subject: Subject | None) -> None:
+    async def _take_back(self, request_id: str, subject: Subject | None, lease_id: str | None = None) -> None:
         """Withdraw a request whose queuing call failed from the queue, then refund its limits unless a
         dispatcher is serving it (or served it already): the session it gets counts until its webhook,
-        as for a client that leaves while its session is being created."""
+        as for a client that leaves while its session is being created. A pending lease the call would
+        have turned into an entry is given back (a no-op when the call did run)."""
+        if lease_id is not None:
+            await self._release_quietly(lease_id)
         try:
             removed = await self._store.remove(request_id)
             served = removed is Removed.DISPATCHING or (

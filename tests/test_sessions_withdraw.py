@@ -166,3 +166,24 @@ async def test_a_request_a_dispatcher_took_meanwhile_keeps_its_limits(stack):
     [entry] = claimed
     assert await concurrent_units(stack) == [entry.request_id]
     assert (await store.status(entry.request_id)).status == "expired"  # withdrawn from the queue
+
+
+async def test_a_requeue_that_never_ran_gives_its_slot_back_at_once(stack):
+    # The platform said "concurrency limit" and the requeue failed before Redis ran it: the request still
+    # holds its pending lease, which must not keep the slot from the next client until the lease expires.
+    store = stack.gateway.store
+    real = store.requeue_front
+
+    async def fail_unsent(entry):
+        store.requeue_front = real
+        raise RedisConnectionError("Error 111 connecting to 127.0.0.1. Connection refused.")
+
+    store.requeue_front = fail_unsent
+    stack.sim.fail_next(1, "concurrency")
+    response = await stack.request_session()
+    assert (response.code, body_of(response)) == (503, {"message": STORE_DOWN_MESSAGE})
+    counts = await store.counts()
+    assert (counts["pending"], counts["queued"]) == (0, 0)
+    assert await concurrent_units(stack) == []
+    after = await stack.request_session()  # the cap is 1: served only if the slot came back
+    assert after.code == 200, body_of(after)
