@@ -83,6 +83,18 @@ def clean_addresses(database: Path, rng: random.Random, count: int) -> list[str]
         checker.close()
 
 
+def session_request(port: int, client: int, addresses: list[str]) -> bytes:
+    """``POST /api/session/request`` from client number ``client`` (its ``clientIdentifier`` and address)."""
+    body = json.dumps({
+        "campaignId": "BenchCampaign", "regionId": "local", "transportType": 0,
+        "clientIdentifier": f"client-{client}", "dynamicVariables": {}, "metadata": {},
+        "audioConfiguration": {"inputEncodingType": 1, "inputSampleRate": 16000, "inputBitsPerSample": 16,
+                               "outputEncodingType": 1, "outputSampleRate": 16000, "outputBitsPerSample": 16},
+    }).encode()
+    return build_request("POST", "127.0.0.1", port, "/api/session/request", body,
+                         {"Content-Type": "application/json", "X-Forwarded-For": addresses[client % len(addresses)]})
+
+
 def _request_factory(port: int, addresses: list[str], counter: Iterator[int] | None = None,
                      requests_per_client: int = 1):  # type: ignore[no-untyped-def]
     """Requests numbered by ``counter`` (pass one counter to every round, so that no round reuses another's
@@ -90,15 +102,7 @@ def _request_factory(port: int, addresses: list[str], counter: Iterator[int] | N
     counter = counter if counter is not None else itertools.count()
 
     def make() -> bytes:
-        n = next(counter) // requests_per_client
-        body = json.dumps({
-            "campaignId": "BenchCampaign", "regionId": "local", "transportType": 0,
-            "clientIdentifier": f"client-{n}", "dynamicVariables": {}, "metadata": {},
-            "audioConfiguration": {"inputEncodingType": 1, "inputSampleRate": 16000, "inputBitsPerSample": 16,
-                                   "outputEncodingType": 1, "outputSampleRate": 16000, "outputBitsPerSample": 16},
-        }).encode()
-        return build_request("POST", "127.0.0.1", port, "/api/session/request", body,
-                             {"Content-Type": "application/json", "X-Forwarded-For": addresses[n % len(addresses)]})
+        return session_request(port, next(counter) // requests_per_client, addresses)
 
     return make
 

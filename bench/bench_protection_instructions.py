@@ -65,8 +65,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_admission import QUIET_DISPATCH_INTERVAL, Processes  # noqa: E402
 from bench_geo import build_database  # noqa: E402
-from bench_protection import _config, clean_addresses  # noqa: E402
-from loadgen import build_request, run_load  # noqa: E402
+from bench_protection import _config, clean_addresses, session_request  # noqa: E402
+from loadgen import run_load  # noqa: E402
 from redis_process import RedisProcess, free_port  # noqa: E402
 
 from gateway.protection import RENEW_INTERVAL_SECONDS  # noqa: E402
@@ -132,15 +132,7 @@ def _dump_total(pid: int, out_file: Path) -> int:
 
 
 def _request(port: int, n: int, addresses: list[str], per_client: int) -> bytes:
-    client = n // per_client
-    body = json.dumps({
-        "campaignId": "BenchCampaign", "regionId": "local", "transportType": 0,
-        "clientIdentifier": f"client-{client}", "dynamicVariables": {}, "metadata": {},
-        "audioConfiguration": {"inputEncodingType": 1, "inputSampleRate": 16000, "inputBitsPerSample": 16,
-                               "outputEncodingType": 1, "outputSampleRate": 16000, "outputBitsPerSample": 16},
-    }).encode()
-    return build_request("POST", "127.0.0.1", port, "/api/session/request", body,
-                         {"Content-Type": "application/json", "X-Forwarded-For": addresses[client]})
+    return session_request(port, n // per_client, addresses)
 
 
 def _drive(port: int, numbers: range, addresses: list[str], per_client: int, connections: int) -> dict[int, int]:
