@@ -133,7 +133,7 @@ class SessionService:
         self._capacity = capacity
         self._dispatcher = dispatcher
         self._events = events
-        self._cleanups: set[asyncio.Task[None]] = set()
+        self._take_backs: set[asyncio.Task[None]] = set()
 
     async def request_session(self, request: SessionRequest, *, client_ip: str) -> Admitted | Queued:
         """Admit ``request`` now (platform session created) or queue it.
@@ -291,9 +291,9 @@ class SessionService:
         """Wait for the take-backs still running behind answers (after store timeouts); True when none is
         left. The gateway waits for them when it stops, so a refund is not cut off by a restart; what is
         still running after ``timeout`` is cancelled (the register timeout and key expiry cover it)."""
-        if not self._cleanups:
+        if not self._take_backs:
             return True
-        _, pending = await asyncio.wait(set(self._cleanups), timeout=timeout)
+        _, pending = await asyncio.wait(set(self._take_backs), timeout=timeout)
         for task in pending:
             task.cancel()
         if pending:
@@ -301,18 +301,18 @@ class SessionService:
         return not pending
 
     def _in_background(self, take_back: Coroutine[Any, Any, None], request_id: str) -> None:
-        if len(self._cleanups) >= MAX_BACKGROUND_TAKE_BACKS:
+        if len(self._take_backs) >= MAX_BACKGROUND_TAKE_BACKS:
             # A long store outage: more would only queue for pool connections ahead of new requests. The
             # register timeout removes a left-behind entry and gives its unit back; hits expire.
             take_back.close()
             log.warning("not taking back failed request %s now: %d take-backs already wait for the store",
-                        request_id, len(self._cleanups))
+                        request_id, len(self._take_backs))
             return
         task = asyncio.create_task(take_back, name=f"take-back-{request_id}")
-        self._cleanups.add(task)  # the loop keeps only a weak reference
+        self._take_backs.add(task)  # the loop keeps only a weak reference
 
         def done(finished: asyncio.Task[None]) -> None:
-            self._cleanups.discard(finished)
+            self._take_backs.discard(finished)
             if not finished.cancelled() and finished.exception() is not None:
                 log.error("taking back failed request %s failed", request_id, exc_info=finished.exception())
 
