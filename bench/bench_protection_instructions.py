@@ -49,7 +49,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -78,36 +77,10 @@ REGISTER_TIMEOUT_SECONDS = 86_400
 CALLGRIND = ["valgrind", "--tool=callgrind", "--collect-atstart=yes", "--cache-sim=no", "--branch-sim=no"]
 
 
-class CallgrindRedis(RedisProcess):
-    """The tests' ``RedisProcess``, launched by callgrind (its own ``start`` runs the binary directly)."""
-
-    def __init__(self, out_file: Path, hz: int) -> None:
-        super().__init__()
-        self.out_file = out_file
-        self.hz = hz
-
-    def start(self, timeout: float = 120.0) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not installed; run the README's test command, which installs it")
-        self._proc = subprocess.Popen(
-            [*CALLGRIND, f"--callgrind-out-file={self.out_file}", binary, "--port", str(self.port),
-             "--bind", "127.0.0.1", *self._persistence_args(), "--dir", self._dir, "--loglevel", "warning",
-             "--hz", str(self.hz)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"redis-server under callgrind exited with code {self._proc.returncode}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                    sock.settimeout(5)
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"redis-server under callgrind did not answer on port {self.port} within {timeout} s")
+def callgrind_redis(out_file: Path, hz: int) -> RedisProcess:
+    """The tests' ``RedisProcess``, launched by callgrind (slow to answer its first PING)."""
+    return RedisProcess(launcher=[*CALLGRIND, f"--callgrind-out-file={out_file}"], extra_args=["--hz", str(hz)],
+                        probe_timeout=5.0)
 
 
 def _callgrind_control(option: str, pid: int) -> None:
@@ -187,7 +160,7 @@ def _measure(name: str, tmp: Path, database: Path, addresses: list[str], first: 
     """Fresh Redis and gateway under callgrind: warm-up, idle sample, the measured requests, idle sample."""
     tag = f"{name}-{run}"
     redis_out, gateway_out = tmp / f"callgrind.redis-{tag}", tmp / f"callgrind.gateway-{tag}"
-    server = CallgrindRedis(redis_out, args.redis_hz)
+    server = callgrind_redis(redis_out, args.redis_hz)
     procs = Processes(tmp)
     try:
         server.start(timeout=args.startup_timeout)

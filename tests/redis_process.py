@@ -16,6 +16,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 
 
 def free_port() -> int:
@@ -33,9 +34,16 @@ class RedisProcess:
         object's private directory; ``False`` (the default) switches all persistence off.
     """
 
-    def __init__(self, port: int | None = None, *, persistent: bool = False) -> None:
+    def __init__(self, port: int | None = None, *, persistent: bool = False, launcher: Sequence[str] = (),
+                 extra_args: Sequence[str] = (), probe_timeout: float = 0.2) -> None:
+        """:param launcher: a command the server runs under (a benchmark uses valgrind); none by default.
+        :param extra_args: more ``redis-server`` options.
+        :param probe_timeout: how long one start-up PING may take (longer under a slow launcher)."""
         self.port = port or free_port()
         self.persistent = persistent
+        self._launcher = tuple(launcher)
+        self._extra_args = tuple(extra_args)
+        self._probe_timeout = probe_timeout
         self._dir = tempfile.mkdtemp(prefix="iqra-redis-")
         self._proc: subprocess.Popen[bytes] | None = None
         self._paused = False
@@ -59,8 +67,8 @@ class RedisProcess:
         if binary is None:
             raise RuntimeError("redis-server is not installed; run the README's test command, which installs it")
         self._proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", *self._persistence_args(),
-             "--dir", self._dir, "--loglevel", "warning"],
+            [*self._launcher, binary, "--port", str(self.port), "--bind", "127.0.0.1", *self._persistence_args(),
+             "--dir", self._dir, "--loglevel", "warning", *self._extra_args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -71,7 +79,7 @@ class RedisProcess:
             if self._proc.poll() is not None:
                 raise RuntimeError(f"redis-server exited with code {self._proc.returncode}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=self._probe_timeout) as sock:
                     sock.sendall(b"PING\r\n")
                     if sock.recv(16).startswith(b"+PONG"):
                         return
