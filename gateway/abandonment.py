@@ -23,14 +23,18 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from redis.exceptions import RedisError
+
+from gateway.outages import StoreOutages, observe
 
 if TYPE_CHECKING:
     from gateway.presence import PresenceStore
 
 log = logging.getLogger("gateway.abandonment")
+
+T = TypeVar("T")
 
 
 class Verdict(StrEnum):
@@ -95,11 +99,18 @@ class AbandonmentReaper:
     :param register_timeout: ``Queue.RegisterTimeoutSeconds``.
     :param disconnect_grace: ``Queue.DisconnectGraceSeconds``.
     :param interval: seconds between rounds.
+    :param outages: when this process could not reach the store (shared with the hub's heartbeat); that
+        time is added to both deadlines, so nobody is dropped for the store's silence.
+    :param on_recovery: awaited when a round's first answer ends an outage, before anything is judged:
+        the hub touches its local registrations, whose heartbeats could not land meanwhile.
     """
 
     def __init__(self, *, presence: PresenceStore, leave: Callable[..., Awaitable[bool]],
                  clock: Callable[[], float], register_timeout: float, disconnect_grace: float,
-                 interval: float = 2.0) -> None:
+                 interval: float = 2.0, outages: StoreOutages | None = None,
+                 on_recovery: Callable[[], Awaitable[None]] | None = None) -> None:
+        self._outages = outages if outages is not None else StoreOutages()
+        self._on_recovery = on_recovery
         self._presence = presence
         self._leave = leave
         self._clock = clock
@@ -141,17 +152,29 @@ class AbandonmentReaper:
 
     async def run_once(self) -> list[tuple[str, Verdict]]:
         """One round: returns the requests removed and why (empty if another process leads)."""
-        if not await self._presence.try_lead(self._interval * 3):
+        led = await self._observed(self._presence.try_lead(self._interval * 3))
+        if not led:
             return []
-        records = await self._presence.scan(register_timeout=self._register_timeout, disconnect_grace=self._grace)
-        candidates = decide(records, now=self._clock(), register_timeout=self._register_timeout,
-                            disconnect_grace=self._grace)
+        # Time the store could not be reached is nobody's absence: each deadline is extended by the
+        # outage time inside it (the scripts re-check with the same extended limits).
+        now = self._clock()
+        timeout = self._register_timeout + self._outages.excused(now, self._register_timeout)
+        grace = self._grace + self._outages.excused(now, self._grace)
+        records = await self._observed(self._presence.scan(register_timeout=timeout, disconnect_grace=grace))
+        candidates = decide(records, now=now, register_timeout=timeout, disconnect_grace=grace)
         removed = []
         for request_id, _ in candidates:
-            verdict = await self._presence.abandon(request_id, register_timeout=self._register_timeout,
-                                                   disconnect_grace=self._grace)
+            verdict = await self._observed(
+                self._presence.abandon(request_id, register_timeout=timeout, disconnect_grace=grace))
             if verdict is None:
                 continue  # a client came back between the snapshot and now
             if await self._leave(request_id, reason=f"abandoned ({verdict})"):
                 removed.append((request_id, verdict))
         return removed
+
+    async def _observed(self, call: Awaitable[T]) -> T:
+        result, recovered = await observe(self._outages, self._clock, call)
+        if recovered and self._on_recovery is not None:
+            # The store answers again: the local heartbeats that could not land go first.
+            await self._on_recovery()
+        return result

@@ -272,10 +272,11 @@ class AdmissionStore:
         return RequestStatus(status=status, position=position or None, web_socket_url=url or None,
                              message=message or None)
 
-    async def remove(self, request_id: str) -> Removed:
-        """Drop a queued (or dispatching) entry because the client left; it then reads "expired"."""
+    async def remove(self, request_id: str, *, message: str = LEFT_QUEUE_MESSAGE) -> Removed:
+        """Drop a queued (or dispatching) entry because the client left or is gone; it then reads "failed"
+        with ``message`` (what its client is told) for 24 h."""
         _require_id(request_id, "request_id")
-        reply = await self._run("remove", [request_id, LEFT_QUEUE_MESSAGE], self._request_keys(request_id))
+        reply = await self._run("remove", [request_id, message], self._request_keys(request_id))
         return _REMOVED[int(reply)]
 
     async def entry_data(self, request_id: str) -> dict | None:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.enums import DISABLED_ENCODINGS, WEBRTC_ENCODINGS, AudioEncodingType, TransportType
 from gateway.errors import PayloadError
+from gateway.wire_text import is_sendable, unsendable_message
 
 if TYPE_CHECKING:
     from gateway.settings import CampaignSettings
@@ -201,7 +202,9 @@ def _fields(obj: Mapping[str, Any] | _Members, path: str) -> dict[str, Any]:
     for name, value in pairs:
         key = str(name).lower()
         if key in out:
-            where = f"{path}.{name}" if path else str(name)
+            # The name is echoed back: a lone surrogate in it would make the answer itself unencodable.
+            shown = str(name) if is_sendable(str(name)) else str(name).encode("utf-8", "backslashreplace").decode()
+            where = f"{path}.{shown}" if path else shown
             raise PayloadError(f"The field {where} is given more than once (field names are case-insensitive).", where)
         out[key] = value
     return out
@@ -247,6 +250,8 @@ def _client_identifier(value: Any) -> str | None:
         raise PayloadError(f"{field} must not contain '/' or '\\'.", field)
     if any(unicodedata.category(ch) == "Cc" for ch in value):
         raise PayloadError(f"{field} must not contain control characters.", field)
+    if not is_sendable(value):
+        raise PayloadError(unsendable_message(field), field)
     return value
 
 
@@ -261,6 +266,9 @@ def _string_map(value: Any, field: str) -> Mapping[str, str]:
     out: dict[str, str] = {}
     for key, item in pairs:
         key = str(key)
+        if not is_sendable(key):
+            # Checked first: the key cannot be echoed back in any message, having no UTF-8 form.
+            raise PayloadError(unsendable_message(f"A key of {field}"), field)
         if key in out:
             raise PayloadError(f"{field} has the key {key!r} more than once.", f"{field}.{key}")
         if not 1 <= len(key) <= MAX_KEY_LENGTH:
@@ -269,6 +277,8 @@ def _string_map(value: Any, field: str) -> Mapping[str, str]:
             raise PayloadError(f"{field}.{key} must be a string.", f"{field}.{key}")
         if len(item) > MAX_VALUE_LENGTH:
             raise PayloadError(f"{field}.{key} must be at most {MAX_VALUE_LENGTH} characters.", f"{field}.{key}")
+        if not is_sendable(item):
+            raise PayloadError(unsendable_message(f"{field}.{key}"), f"{field}.{key}")
         out[key] = item
     return MappingProxyType(out)
 

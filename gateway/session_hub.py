@@ -27,10 +27,13 @@ from redis.exceptions import RedisError
 
 from gateway.abandonment import AbandonmentReaper
 from gateway.admission import MAX_ID_LENGTH
+from gateway.departures import Departure
 from gateway.events import Event, QueueChanged, SessionFailed, SessionReady
+from gateway.outages import StoreOutages, observe
 from gateway.positions import PositionBroadcaster, position_message
 from gateway.presence import PresenceStore
 from gateway.sessions import ServiceUnavailable
+from gateway.wire_text import is_sendable, unsendable_message
 from signalr import Hub, HubError, HubOptions
 from signalr.lifetime import HubLifetimeManager, invocation
 from signalr.tornado import hub_routes
@@ -85,9 +88,14 @@ class SessionHub(Hub):
 
 
 def _check_id(value: Any) -> str:
+    """The request id of a hub call, lower-cased: ids are UUIDs, which the REST routes also take in
+    any letter case, and the group an outcome is sent to is named by the lower-case form."""
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_ID_LENGTH:
         raise HubError(BAD_ID_MESSAGE)
-    return value
+    if not is_sendable(value):
+        # It could be neither looked up in Redis nor named as a group: refuse it before either.
+        raise HubError(unsendable_message("uniqueRequestId"))
+    return value.lower()
 
 
 class SessionHubService:
@@ -125,10 +133,13 @@ class SessionHubService:
             local_requests=lambda: self._by_request.keys(), send=self._send_position,
             clock=self._clock, monotonic=time.monotonic,
             min_interval=self.tuning.position_interval, poll_interval=self.tuning.poll_interval)
+        #: When this process could not reach the store: the reaper does not count it against anyone.
+        self.outages = StoreOutages()
         self.reaper = AbandonmentReaper(
             presence=self.presence, leave=self._sessions.leave, clock=self._clock,
             register_timeout=settings.queue.register_timeout_seconds,
-            disconnect_grace=settings.queue.disconnect_grace_seconds, interval=self.tuning.reap_interval)
+            disconnect_grace=settings.queue.disconnect_grace_seconds, interval=self.tuning.reap_interval,
+            outages=self.outages, on_recovery=self._touch_local)
         # Local bookkeeping: request id -> connection ids of this process that registered it, and back.
         self._by_request: dict[str, set[str]] = {}
         self._by_connection: dict[str, set[str]] = {}
@@ -154,7 +165,7 @@ class SessionHubService:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)
-        await self._touch(list(self._by_request))
+        await self._touch_local()
         await self.server.shutdown()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=2)
@@ -196,11 +207,13 @@ class SessionHubService:
 
     async def leave(self, connection_id: str, request_id: Any) -> None:
         request_id = _check_id(request_id)
+        # Out of the group first: the SessionFailed ("you left") announced to the request's other
+        # connections is no news to the one that asked.
+        await self._forget(connection_id, request_id)
         try:
-            await self._sessions.leave(request_id, reason="left")
+            await self._sessions.leave(request_id, reason=Departure.LEFT)
         except ServiceUnavailable as exc:
             raise HubError(UNAVAILABLE_MESSAGE) from exc
-        await self._forget(connection_id, request_id)
 
     async def connection_closed(self, connection_id: str) -> None:
         gone = []
@@ -295,24 +308,38 @@ class SessionHubService:
         except Exception as exc:  # the connection may be gone already; nothing to undo then
             log.debug("could not remove %s from group %s: %s", connection_id, request_id, exc)
 
-    async def _touch(self, request_ids: list[str]) -> None:
+    async def _touch(self, request_ids: list[str], *, catch_up: bool = True) -> None:
+        """Heartbeat ``request_ids``; when this answer ends an outage and ``catch_up``, every local
+        registration is touched too (their heartbeats could not land meanwhile)."""
         if not request_ids:
             return
         try:
-            await self.presence.touch(request_ids)
-            self._touch_failing_since = None
+            _, recovered = await observe(self.outages, self._clock, self.presence.touch(request_ids))
         except RedisError as exc:
             # Once per outage, not once per disconnecting client.
             if self._touch_failing_since is None:
                 self._touch_failing_since = self._clock()
-                log.warning("presence heartbeat failed (%s); the reaper's grace covers a short outage", exc)
+                log.warning("presence heartbeat failed (%s); waiting clients keep their places, and the "
+                            "time the store is unreachable does not count against them", exc)
+            return
+        if self._touch_failing_since is not None:
+            log.info("presence heartbeat works again after %.1f s", self._clock() - self._touch_failing_since)
+            self._touch_failing_since = None
+        if recovered and catch_up:
+            await self._touch_local()
+
+    async def _touch_local(self) -> None:
+        """Touch every request registered by a connection of this process."""
+        await self._touch(list(self._by_request), catch_up=False)
 
     async def _heartbeat_loop(self) -> None:
         grace = max(1.0, float(self._settings.queue.disconnect_grace_seconds))
         interval = min(self.tuning.heartbeat_interval, grace / 3)
         while True:
-            await asyncio.sleep(interval)
-            await self._touch(list(self._by_request))
+            # While the store does not answer, try every second: the first touch that lands after an
+            # outage is what keeps a connected client from looking gone.
+            await asyncio.sleep(min(interval, 1.0) if self.outages.failing else interval)
+            await self._touch_local()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

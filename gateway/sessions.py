@@ -21,7 +21,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from gateway.admission import AdmissionStore, ClaimedEntry, EndResult, Outcome, Removed, RequestStatus
 from gateway.capacity import CapacityPolicy
 from gateway.dispatcher import QueueDispatcher
-from gateway.events import EventHub, QueueChanged
+from gateway.departures import Departure, departure_message
+from gateway.events import EventHub, QueueChanged, SessionFailed
 from gateway.payload import SessionRequest
 from gateway.platform import PlatformClient, PlatformError
 from gateway.protection import ClientProtection, ProtectionUnavailable, Refusal, Subject, subject_of
@@ -269,11 +270,14 @@ class SessionService:
                 log.warning("could not give back the rate-limit unit of %s now: %s", conversation_session_id, exc)
         return result
 
-    async def leave(self, request_id: str, *, reason: str = "left") -> bool:
+    async def leave(self, request_id: str, *, reason: Departure | str = Departure.LEFT) -> bool:
         """Take a waiting request out of the queue (the client left, or abandoned it); the places behind
-        it move up. Returns False when it was not waiting (already served, failed or unknown)."""
+        it move up, and its open hub connections hear why (``SessionFailed``; the status says the same).
+        Returns False when it was not waiting (already served, failed or unknown)."""
+        departure = Departure(reason)
+        message = self._departure_message(departure)
         data = await self._store_or_unavailable(self._store.entry_data(request_id))
-        removed = await self._store_or_unavailable(self._store.remove(request_id))
+        removed = await self._store_or_unavailable(self._store.remove(request_id, message=message))
         if removed is Removed.WAITING and data is not None:
             try:
                 await self._protection.left(request_id, subject_of(data))
@@ -282,10 +286,22 @@ class SessionService:
         # A request being dispatched keeps its unit: its platform call is in flight, and the session it may
         # get counts until its webhook (the activation re-arms the unit; a failure refunds it).
         if removed:
-            log.info("request %s left the queue (%s%s)", request_id, reason,
+            log.info("request %s left the queue (%s%s)", request_id, departure,
                      "; its session was already being created" if removed is Removed.DISPATCHING else "")
-            self._events.publish(QueueChanged(reason=reason))
+            self._announce_departure(request_id, removed, message)
+            self._events.publish(QueueChanged(reason=str(departure)))
         return bool(removed)
+
+    def _departure_message(self, departure: Departure) -> str:
+        queue = self._settings.queue
+        return departure_message(departure, register_timeout=queue.register_timeout_seconds,
+                                 disconnect_grace=queue.disconnect_grace_seconds)
+
+    def _announce_departure(self, request_id: str, removed: Removed, message: str) -> None:
+        # A waiting client's connections must not be left with no news. One whose session was already
+        # being created hears that dispatch's outcome instead (the session exists, or it failed).
+        if removed is Removed.WAITING:
+            self._events.publish(SessionFailed(request_id=request_id, message=message))
 
     async def settle(self, timeout: float | None = None) -> bool:
         """Wait for the take-backs still running behind answers (after store timeouts); True when none is
@@ -325,8 +341,9 @@ class SessionService:
         have turned into an entry is given back (a no-op when the call did run)."""
         if lease_id is not None:
             await self._release_quietly(lease_id)
+        message = self._departure_message(Departure.WITHDRAWN)
         try:
-            removed = await self._store.remove(request_id)
+            removed = await self._store.remove(request_id, message=message)
             served = removed is Removed.DISPATCHING or (
                 removed is Removed.NOTHING and await self._was_served(request_id))
         except RedisError as exc:
@@ -336,6 +353,8 @@ class SessionService:
         else:
             if removed:
                 log.info("failed request %s withdrawn from the queue (%s)", request_id, removed)
+                # Its client was told the request failed; another window that registered it hears so too.
+                self._announce_departure(request_id, removed, message)
                 self._events.publish(_WITHDRAWN)
         if served:
             log.warning("failed request %s was served by a dispatcher meanwhile; its limits stay counted",

@@ -101,12 +101,30 @@ class GroupManager:
         self._lifetime = lifetime
 
     async def add(self, connection_id: str, group: str) -> None:
-        """Add a connection to ``group`` (idempotent)."""
-        await self._lifetime.add_to_group(connection_id, group)
+        """Add a connection to ``group`` (idempotent).
+
+        :raises ValueError: ``group`` is not a non-empty string with a UTF-8 form.
+        """
+        await self._lifetime.add_to_group(connection_id, _group_name(group))
 
     async def remove(self, connection_id: str, group: str) -> None:
-        """Remove a connection from ``group`` (idempotent)."""
-        await self._lifetime.remove_from_group(connection_id, group)
+        """Remove a connection from ``group`` (idempotent).
+
+        :raises ValueError: ``group`` is not a non-empty string with a UTF-8 form.
+        """
+        await self._lifetime.remove_from_group(connection_id, _group_name(group))
+
+
+def _group_name(group: object) -> str:
+    """``group`` when a backplane can name a channel after it, else ValueError before any state changes
+    (a lone surrogate from a JSON ``\\ud800`` would fail half-way through a subscription change)."""
+    if not isinstance(group, str) or not group:
+        raise ValueError(f"a group name must be a non-empty string, not {group!r}")
+    try:
+        group.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"the group name {group!r} has no UTF-8 form (it holds a lone surrogate)") from None
+    return group
 
 
 class HubContext:

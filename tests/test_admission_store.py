@@ -300,13 +300,13 @@ async def test_status_transitions(store, clock):
         await admit(store, "r1", caps=Caps(global_cap=5, campaign_caps={}))
 
 
-async def test_removed_entry_reads_expired_left_the_queue(store):
+async def test_removed_entry_reads_failed_with_the_reason(store):
     await admit(store, "r1", caps=Caps(global_cap=0, campaign_caps={}))
     await admit(store, "r2", caps=Caps(global_cap=0, campaign_caps={}))
-    assert await store.remove("r1") is Removed.WAITING
+    assert await store.remove("r1", message="You left.") is Removed.WAITING
     assert await store.remove("r1") is Removed.NOTHING
     assert await store.remove("unknown") is Removed.NOTHING
-    assert await store.status("r1") == RequestStatus(status="expired", message="left the queue")
+    assert await store.status("r1") == RequestStatus(status="failed", message="You left.")
     assert await store.status("r2") == RequestStatus(status="queued", position=1)
 
 

@@ -281,11 +281,16 @@ async def test_error_responses_keep_their_cors_headers(stack_factory):
     assert body_of(response) == {"message": "This method is not allowed here."}
 
 
-async def test_text_that_has_no_utf8_form_is_queued_not_a_server_error(stack_factory):
-    # "\ud800" is valid JSON but a lone surrogate: it must survive being stored and handed to the platform.
+async def test_text_that_has_no_utf8_form_is_refused_at_the_door(stack_factory):
+    # "\ud800" is valid JSON but a lone surrogate: it cannot be sent to the platform. Queued, it would fail
+    # every dispatch and take a slot each time it reached the front; refused here, nothing is held.
     stack = await stack_factory(config=base_config(cap=0))
-    raw = ujson.dumps(session_body(metadata={"note": "@"})).replace("@", "\\ud800").encode()
-    response = await stack.call("POST", "/api/session/request", raw=raw)
-    assert response.code == 202, response.body
-    data = await stack.gateway.store.entry_data(body_of(response)["uniqueRequestId"])
-    assert data["request"]["metadata"] == {"note": "\ud800"}
+    for field, document in (
+        ("metadata.note", session_body(metadata={"note": "@"})),
+        ("clientIdentifier", dict(session_body(), clientIdentifier="id-@")),
+    ):
+        raw = ujson.dumps(document).replace("@", "\\ud800").encode()
+        response = await stack.call("POST", "/api/session/request", raw=raw)
+        assert response.code == 400, response.body
+        assert body_of(response)["message"].startswith(f"{field} contains a character that is not valid Unicode")
+    assert (await stack.gateway.store.counts())["queued"] == 0

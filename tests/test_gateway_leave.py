@@ -11,12 +11,14 @@ import asyncio
 import pytest
 import ujson
 
+from gateway.departures import Departure, departure_message
 from gateway.events import SessionFailed, SessionReady
 from gateway_harness import base_config, conversation_id_of, start_stack
 
 TIMEOUT = 10
 ALLOWED = "https://shop.example"  # in base_config's AllowedOrigins
 UNKNOWN_ID = "edbdf408-db05-4ebd-a3c3-376df1f5b021"
+LEFT_MESSAGE = departure_message(Departure.LEFT, register_timeout=60, disconnect_grace=45)
 
 
 @pytest.fixture
@@ -51,7 +53,7 @@ async def test_a_waiting_request_leaves_and_the_one_behind_takes_its_turn(stack)
                                 headers={"Content-Type": "text/plain;charset=UTF-8"})
     assert response.code == 204
     assert response.body == b"" and "Content-Type" not in response.headers
-    assert (await _status(stack, leaving))["status"] == "expired"
+    assert (await _status(stack, leaving)) == {"status": "failed", "queuePosition": None, "message": LEFT_MESSAGE}
     assert (await _status(stack, behind)) == {"status": "queued", "queuePosition": 1}
     assert (await stack.gateway.store.counts())["queued"] == 1
 
@@ -59,7 +61,7 @@ async def test_a_waiting_request_leaves_and_the_one_behind_takes_its_turn(stack)
     served = stack.outcome(behind)
     assert (await stack.end(conversation_id_of(first["webSocketUrl"]))).code == 200
     assert isinstance(await asyncio.wait_for(served, TIMEOUT), SessionReady)
-    assert not stack.outcome(leaving).done()
+    assert stack.outcome(leaving).result() == SessionFailed(request_id=leaving, message=LEFT_MESSAGE)
 
 
 async def test_the_delete_form_leaves_too_and_ids_match_in_any_case(stack):
@@ -97,7 +99,7 @@ async def test_a_request_that_is_no_longer_waiting_is_409_and_nothing_changes(st
     assert (await stack.call("POST", f"/api/session/leave/{gone}")).code == 204
     again = await stack.call("POST", f"/api/session/leave/{gone}")
     assert again.code == 409
-    assert body_of(again)["status"] == "expired"
+    assert body_of(again)["status"] == "failed"
 
     await stack.sim_call("POST", "/_sim/fail", {"count": 1, "mode": "error"})
     failed = stack.outcome(failing)

@@ -468,3 +468,57 @@ def test_from_dict_rechecks_the_rules() -> None:
     with pytest.raises(PayloadError) as caught:
         SessionRequest.from_dict(stored)
     assert caught.value.field == "audioConfiguration.inputSampleRate"
+
+
+def _with_lone_surrogate(document: dict[str, Any]) -> bytes:
+    """JSON for ``document`` where every ``@`` becomes the escape of a lone surrogate (valid JSON text)."""
+    return json.dumps(document).replace("@", "\\ud800").encode()
+
+
+@pytest.mark.parametrize(
+    ("where", "field", "shown"),
+    [
+        ("clientIdentifier", "clientIdentifier", "clientIdentifier"),
+        ("dynamicVariables value", "dynamicVariables.userName", "dynamicVariables.userName"),
+        ("dynamicVariables key", "dynamicVariables", "A key of dynamicVariables"),
+        ("metadata value", "metadata.source", "metadata.source"),
+        ("metadata key", "metadata", "A key of metadata"),
+    ],
+)
+def test_text_without_a_utf8_form_is_refused_naming_the_field(where: str, field: str, shown: str) -> None:
+    # A lone surrogate decodes from JSON but cannot be sent to the platform: accepted, it would fail every
+    # dispatch of the entry, far from its source. Refused here, the message names the field.
+    document = valid()
+    if where == "clientIdentifier":
+        document["clientIdentifier"] = "id-@"
+    elif where.endswith("value"):
+        document[field.split(".")[0]][field.split(".")[1]] = "x@y"
+    else:
+        document[field]["k@"] = "v"
+    with pytest.raises(PayloadError) as caught:
+        parse(_with_lone_surrogate(document))
+    assert caught.value.field == field
+    assert caught.value.message.startswith(f"{shown} contains a character that is not valid Unicode")
+    # The message itself must be sendable (it is echoed to the client as UTF-8 JSON).
+    caught.value.message.encode("utf-8")
+
+
+def test_a_repeated_field_name_without_a_utf8_form_is_echoed_escaped() -> None:
+    raw = b'{"a\\ud800": 1, "A\\ud800": 2}'
+    with pytest.raises(PayloadError) as caught:
+        parse(raw)
+    assert caught.value.message == "The field A\\ud800 is given more than once (field names are case-insensitive)."
+    caught.value.message.encode("utf-8")
+
+
+def test_stored_requests_with_unsendable_text_are_refused_too() -> None:
+    stored = SessionRequest.from_dict(json.loads(body())).to_dict()
+    stored["dynamicVariables"] = {"userName": "\ud800"}
+    with pytest.raises(PayloadError):
+        SessionRequest.from_dict(stored)
+
+
+def test_astral_characters_and_paired_surrogate_escapes_are_accepted() -> None:
+    # A correctly paired escape (U+1F600) is ordinary text with a UTF-8 form.
+    raw = json.dumps(dict(valid(), metadata={"smile": "@"})).replace("@", "\\ud83d\\ude00").encode()
+    assert parse(raw).metadata == {"smile": "\U0001F600"}

@@ -95,7 +95,7 @@ async def test_never_registered_entry_goes_after_the_timeout_and_not_before(part
     assert await parts.reaper.run_once() == [("never", Verdict.UNREGISTERED)]
     assert parts.left == [("never", "abandoned (unregistered)")]
     assert await parts.store.queue_ids() == ["later"]
-    assert (await parts.store.status("never")).status == "expired"
+    assert (await parts.store.status("never")).status == "failed"
     # The next round finds it due and gone: its presence is forgotten, the abandonment mark included.
     assert await parts.reaper.run_once() == []
     assert await parts.score(keys.waiting, "never") is None

@@ -15,98 +15,19 @@ import redis.asyncio as aioredis
 import tornado.httpclient
 import tornado.websocket
 
+from gateway.departures import Departure, departure_message
 from gateway.session_hub import EXPIRED_ID_MESSAGE, UNKNOWN_ID_MESSAGE, HubTuning
 from signalr import HubOptions
 from gateway_harness import Stack, base_config, conversation_id_of, start_hub_stack
+from hub_client import RS, TIMEOUT, HubClient
 
 pytestmark = pytest.mark.redis
 
-RS = "\x1e"
-TIMEOUT = 10.0
+LEFT_MESSAGE = departure_message(Departure.LEFT, register_timeout=60, disconnect_grace=45)
+
 # Quick timers; the short keep-alive also lets signalrcore's blocking receive thread stop promptly.
 FAST = HubTuning(position_interval=0.2, poll_interval=0.2, reap_interval=0.1, heartbeat_interval=0.2,
                  hub_options=HubOptions(keep_alive_interval=0.5))
-
-
-class HubClient:
-    """A JSON-protocol SignalR client that records every invocation it receives."""
-
-    def __init__(self, ws: tornado.websocket.WebSocketClientConnection) -> None:
-        self.ws = ws
-        self.events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        self.completions: dict[str, dict[str, Any]] = {}
-        self._waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
-        self._ids = 0
-        self.token = ""
-        self.closed = asyncio.Event()
-        self._reader = asyncio.create_task(self._read())
-
-    @classmethod
-    async def connect(cls, base_url: str) -> HubClient:
-        http = tornado.httpclient.AsyncHTTPClient()
-        negotiated = await http.fetch(f"{base_url}/sessionHub/negotiate?negotiateVersion=1", method="POST", body=b"")
-        token = json.loads(negotiated.body)["connectionToken"]
-        ws_url = base_url.replace("http://", "ws://") + f"/sessionHub?id={token}"
-        ws = await tornado.websocket.websocket_connect(ws_url)
-        await ws.write_message(json.dumps({"protocol": "json", "version": 1}) + RS)
-        client = cls(ws)
-        client.token = token
-        return client
-
-    async def _read(self) -> None:
-        buffer = ""
-        while True:
-            data = await self.ws.read_message()
-            if data is None:
-                self.closed.set()
-                return
-            buffer += data if isinstance(data, str) else data.decode()
-            *frames, buffer = buffer.split(RS)
-            for frame in frames:
-                message = json.loads(frame)
-                kind = message.get("type")
-                if kind == 1:
-                    self.events.put_nowait((message["target"], message["arguments"][0]))
-                elif kind == 3:
-                    waiter = self._waiters.pop(message["invocationId"], None)
-                    if waiter is not None:
-                        waiter.set_result(message)
-
-    async def invoke(self, target: str, *args: Any) -> dict[str, Any]:
-        self._ids += 1
-        invocation_id = str(self._ids)
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters[invocation_id] = waiter
-        await self.ws.write_message(json.dumps({"type": 1, "invocationId": invocation_id, "target": target,
-                                                "arguments": list(args)}) + RS)
-        return await asyncio.wait_for(waiter, TIMEOUT)
-
-    async def register(self, request_id: str) -> Any:
-        reply = await self.invoke("Register", request_id)
-        assert "error" not in reply, reply
-        return reply["result"]
-
-    async def next_event(self, target: str | None = None, timeout: float = TIMEOUT) -> tuple[str, Any]:
-        while True:
-            name, payload = await asyncio.wait_for(self.events.get(), timeout)
-            if target is None or name == target:
-                return name, payload
-
-    async def position(self, expected: int) -> dict[str, Any]:
-        """Wait for the QueuePositionUpdated that announces ``expected``."""
-        while True:
-            _, payload = await self.next_event("QueuePositionUpdated")
-            if payload["queuePosition"] == expected:
-                return payload
-
-    def kill(self) -> None:
-        """Drop the socket without a close frame (a network failure)."""
-        self.ws.stream.close()  # type: ignore[union-attr]
-
-    async def close(self) -> None:
-        self.ws.close()
-        self._reader.cancel()
-        await asyncio.gather(self._reader, return_exceptions=True)
 
 
 @pytest.fixture
@@ -198,9 +119,11 @@ async def test_leave_moves_the_others_up(redis_client: aioredis.Redis) -> None:
         assert "error" not in reply
         await clients[1].position(1)
         await clients[2].position(2)
-        assert (await stack.gateway.service.status(queued[0])).status == "expired"
-        reply = await clients[0].invoke("Register", queued[0])
-        assert reply["error"].endswith(f"HubException: {EXPIRED_ID_MESSAGE}")
+        # The request reads "failed" with the reason, and a later Register hears it at once.
+        left = await stack.gateway.service.status(queued[0])
+        assert (left.status, left.message) == ("failed", LEFT_MESSAGE)
+        assert await clients[0].register(queued[0]) == {"status": "failed", "queuePosition": None}
+        assert await clients[0].next_event("SessionFailed") == ("SessionFailed", {"message": LEFT_MESSAGE})
     finally:
         for client in clients:
             await client.close()
@@ -231,8 +154,13 @@ async def test_unregistered_entry_is_reaped_and_reconnect_keeps_place(redis_clie
         await stayer.position(2)
         status = await stack.gateway.service.status(queued[1])
         assert (status.status, status.position) == ("queued", 1)
-        assert (await stack.gateway.service.status(queued[2])).status == "expired"
-        assert (await stack.gateway.service.status(queued[0])).status == "expired"
+        # Both read "failed", each with its own reason a person can act on.
+        vanished_status = await stack.gateway.service.status(queued[2])
+        assert (vanished_status.status, vanished_status.message) == ("failed", departure_message(
+            Departure.DISCONNECTED, register_timeout=1, disconnect_grace=2))
+        unregistered = await stack.gateway.service.status(queued[0])
+        assert (unregistered.status, unregistered.message) == ("failed", departure_message(
+            Departure.UNREGISTERED, register_timeout=1, disconnect_grace=2))
     finally:
         for client in clients:
             await client.close()
@@ -539,7 +467,7 @@ async def test_a_client_that_polls_the_status_endpoint_keeps_its_place(redis_cli
         stop_polling.set()
         await polling
         await asyncio.wait_for(stayer.position(1), TIMEOUT)
-        assert (await stack.gateway.service.status(poller)).status == "expired"
+        assert (await stack.gateway.service.status(poller)).status == "failed"
     finally:
         if stayer is not None:
             await stayer.close()

@@ -92,7 +92,7 @@ async def test_a_request_failed_after_a_lost_reply_leaves_no_entry_and_no_unit(s
     request_id, reasons, _ = await fail_after_queueing(stack, lost_call)
     store = stack.gateway.store
     assert await store.queue_ids() == []
-    assert (await store.status(request_id)).status == "expired"
+    assert (await store.status(request_id)).status == "failed"
     assert await concurrent_units(stack) == []
     counts = await store.counts()
     assert (counts["pending"], counts["queued"]) == (0, 0)
@@ -111,7 +111,7 @@ async def test_nothing_is_dispatched_for_a_request_failed_after_a_lost_reply(sta
     assert len(stack.sim.calls) == initiated + 1
     counts = await stack.gateway.store.counts()
     assert (counts["active"], counts["pending"], counts["queued"]) == (1, 0, 0)
-    assert (await stack.gateway.store.status(request_id)).status == "expired"
+    assert (await stack.gateway.store.status(request_id)).status == "failed"
 
 
 async def test_after_a_store_timeout_the_answer_does_not_wait_and_the_request_is_taken_back_later():
@@ -165,7 +165,7 @@ async def test_a_request_a_dispatcher_took_meanwhile_keeps_its_limits(stack):
     assert (response.code, body_of(response)) == (503, {"message": STORE_DOWN_MESSAGE})
     [entry] = claimed
     assert await concurrent_units(stack) == [entry.request_id]
-    assert (await store.status(entry.request_id)).status == "expired"  # withdrawn from the queue
+    assert (await store.status(entry.request_id)).status == "failed"  # withdrawn from the queue
 
 
 async def test_a_requeue_that_never_ran_gives_its_slot_back_at_once(stack):

@@ -1,0 +1,94 @@
+"""The session hub under hostile or unlucky input: ids in any case, text without a UTF-8 form, and failed
+registrations that must leave nothing behind in Redis."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis.asyncio as aioredis
+
+from gateway.session_hub import HubTuning
+from gateway.wire_text import unsendable_message
+from signalr import HubOptions
+from gateway_harness import start_hub_stack
+from hub_client import TIMEOUT, HubClient
+from test_session_hub import fill_and_queue
+
+pytestmark = pytest.mark.redis
+
+FAST = HubTuning(position_interval=0.2, poll_interval=0.2, reap_interval=0.1, heartbeat_interval=0.2,
+                 hub_options=HubOptions(keep_alive_interval=0.5))
+
+
+@pytest.fixture
+async def redis_client(redis_url: str):
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+async def test_register_accepts_the_id_in_any_letter_case(redis_client: aioredis.Redis) -> None:
+    # The REST routes take ids in any case (UUIDs are case-insensitive); the hub must too, and the
+    # outcome must reach the connection that registered the upper-case form.
+    stack = await start_hub_stack(redis_client, hub_tuning=FAST)
+    client = await HubClient.connect(stack.base_url)
+    try:
+        conversations, queued = await fill_and_queue(stack, 1)
+        assert await client.register(queued[0].upper()) == {"status": "queued", "queuePosition": 1}
+        assert (await stack.end(conversations[0])).code == 200
+        _, ready = await client.next_event("SessionReady")
+        assert ready["webSocketUrl"].startswith("ws")
+        reply = await client.invoke("Leave", queued[0].upper())
+        assert "error" not in reply
+    finally:
+        await client.close()
+        await stack.close()
+
+
+async def test_an_id_without_a_utf8_form_is_a_hub_error(redis_client: aioredis.Redis) -> None:
+    stack = await start_hub_stack(redis_client, hub_tuning=FAST)
+    client = await HubClient.connect(stack.base_url)
+    try:
+        # json.dumps writes the lone surrogate as the escape "\\ud800": valid JSON, no UTF-8 form.
+        reply = await client.invoke("Register", "b\ud800")
+        assert reply["error"].endswith("HubException: " + unsendable_message("uniqueRequestId"))
+        reply = await client.invoke("Leave", "b\ud800")
+        assert reply["error"].endswith("HubException: " + unsendable_message("uniqueRequestId"))
+        # The connection survives and works.
+        _, queued = await fill_and_queue(stack, 1)
+        assert await client.register(queued[0]) == {"status": "queued", "queuePosition": 1}
+    finally:
+        await client.close()
+        await stack.close()
+
+
+async def _subscriptions(redis_client: aioredis.Redis) -> tuple[list[bytes], list[tuple[bytes, int]]]:
+    channels = sorted(await redis_client.pubsub_channels())
+    counts = sorted(await redis_client.pubsub_numsub(*channels)) if channels else []
+    return channels, counts
+
+
+async def test_failed_registrations_leave_no_subscription_behind(redis_client: aioredis.Redis) -> None:
+    stack = await start_hub_stack(redis_client, hub_tuning=FAST)
+    try:
+        before = await _subscriptions(redis_client)
+        hub = stack.gateway.session_hub
+        closed = hub.connection_closed
+        gone: asyncio.Queue[str] = asyncio.Queue()
+
+        async def connection_closed(connection_id: str) -> None:
+            await closed(connection_id)
+            gone.put_nowait(connection_id)
+
+        hub.connection_closed = connection_closed  # type: ignore[method-assign]
+        for i in range(50):
+            client = await HubClient.connect(stack.base_url)
+            bad = ["no-such-request-%d" % i, "x" * 300, "", 7][i % 4]
+            reply = await client.invoke("Register", bad)
+            assert "error" in reply, reply
+            await client.close()
+            await asyncio.wait_for(gone.get(), TIMEOUT)
+        assert await _subscriptions(redis_client) == before
+    finally:
+        await stack.close()
