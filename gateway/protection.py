@@ -30,6 +30,7 @@ from gateway import jsonutil
 from gateway.admission import UnitBinding
 from gateway.settings import Settings
 from geo.checker import AnonymizerChecker, BlockPolicy
+from geo.networks import rate_limit_subject
 from ratelimit import RateLimiter, Rule, StorageError, UnitCall
 from ratelimit.plan import LimitPlan
 
@@ -65,8 +66,12 @@ class Subject(NamedTuple):
 
     @property
     def client_key(self) -> str:
+        return self.client_key_for(self.ip)
+
+    def client_key_for(self, ip_key: str) -> str:
+        """The client key when the IP is counted as ``ip_key`` (an IPv6 client as its subnet)."""
         # The kind prefix keeps an identifier that looks like an IP from sharing that IP's counters.
-        return f"id:{self.client_identifier}" if self.client_identifier else f"ip:{self.ip}"
+        return f"id:{self.client_identifier}" if self.client_identifier else f"ip:{ip_key}"
 
 
 class ProtectionUnavailable(Exception):
@@ -87,6 +92,7 @@ class ClientProtection:
                                per_ip_concurrency=s.per_ip_rate_limit_concurrency)
         self._any_limit = not self._plan.empty
         self._session_lease = settings.concurrency.session_lease_seconds
+        self._ipv6_prefix = s.ipv6_prefix_length
         self._redis = redis
         self._clock = clock
         self._limiter = RateLimiter(redis, key_prefix=KEY_PREFIX, clock=clock)
@@ -113,7 +119,14 @@ class ClientProtection:
     def rules(self, subject: Subject) -> tuple[Rule, ...]:
         if not self._any_limit:
             return ()
-        return self._plan.rules(subject.client_key, subject.ip)
+        client_key, ip = self._keys(subject)
+        return self._plan.rules(client_key, ip)
+
+    def _keys(self, subject: Subject) -> tuple[str, str]:
+        """The client key and the IP key ``subject`` is counted under: an IPv6 client by its network of
+        ``Security.Ipv6PrefixLength`` bits, so rotating addresses inside its subnet escapes no limit."""
+        ip = subject.ip if ":" not in subject.ip else rate_limit_subject(subject.ip, self._ipv6_prefix)
+        return subject.client_key_for(ip), ip
 
     def _now_ms(self) -> int:
         return round(self._clock() * 1000)
@@ -122,7 +135,8 @@ class ClientProtection:
         """The rate-limit part of the admission call for ``subject`` (None when no limit applies)."""
         if not self._any_limit:
             return None
-        return self._plan.acquire_call(request_id, client_key=subject.client_key, ip=subject.ip,
+        client_key, ip = self._keys(subject)
+        return self._plan.acquire_call(request_id, client_key=client_key, ip=ip,
                                        now_ms=self._now_ms(), hold_ms=QUEUED_HOLD_SECONDS * 1000)
 
     def verdict(self, *, limited: bool, values: tuple[int, ...],
@@ -143,7 +157,8 @@ class ClientProtection:
         return Refusal(status=429, message=verdict.message, headers=verdict.headers), verdict.headers
 
     def _touch_call(self, request_id: str, subject: Subject, hold_seconds: float) -> UnitCall | None:
-        return self._plan.touch_call(request_id, client_key=subject.client_key, ip=subject.ip,
+        client_key, ip = self._keys(subject)
+        return self._plan.touch_call(request_id, client_key=client_key, ip=ip,
                                      now_ms=self._now_ms(), hold_ms=max(1, round(hold_seconds * 1000)))
 
     def activation_units(self, request_id: str, subject: Subject, conversation_session_id: str) -> UnitBinding | None:

@@ -103,6 +103,8 @@ class SecuritySettings:
     :param block_proxy: ``BlockProxy``.
     :param block_datacenter: ``BlockDatacenter``.
     :param block_tor: ``BlockTor``.
+    :param ipv6_prefix_length: ``Ipv6PrefixLength``, the bits of an IPv6 address that per-IP limits count as
+        one client (its /64 by default, so rotating addresses inside it does not escape them).
     """
 
     rate_limit_hourly: int = 0
@@ -116,6 +118,7 @@ class SecuritySettings:
     block_proxy: bool = False
     block_datacenter: bool = False
     block_tor: bool = False
+    ipv6_prefix_length: int = 64
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

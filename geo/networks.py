@@ -24,6 +24,7 @@ __all__ = [
     "NetworkSet",
     "packed_address",
     "packed_to_text",
+    "rate_limit_subject",
     "to_ipv4_network",
 ]
 
@@ -59,6 +60,28 @@ def packed_address(ip: str) -> bytes | None:
 def packed_to_text(packed: bytes) -> str:
     """Return the canonical text of a packed address (RFC 5952 for IPv6)."""
     return _inet_ntop(_AF_INET if len(packed) == 4 else _AF_INET6, packed)
+
+
+def rate_limit_subject(ip: str, ipv6_prefix_length: int) -> str:
+    """The part of ``ip`` that per-IP limits count: IPv4 whole, IPv6 its network of the given prefix.
+
+    One IPv6 customer is usually given a whole /64 (or more), so counting single IPv6 addresses would let a
+    client rotate through billions of them; counting the /64 treats it as one household, as one IPv4
+    address is. Unparseable text is returned as it is (the caller's own key then applies).
+
+    :param ip: the client address, canonical text.
+    :param ipv6_prefix_length: bits of an IPv6 address that identify one client (1 to 128).
+    :returns: the IPv4 address, or the IPv6 network as ``"<address>/<prefix>"`` (the address alone for 128).
+    """
+    if ":" not in ip:
+        return ip  # IPv4: the common case, and no parse needed
+    packed = packed_address(ip)
+    if packed is None:
+        return ip
+    if len(packed) == 4 or ipv6_prefix_length >= 128:
+        return packed_to_text(packed)  # IPv4-mapped: the IPv4 address; or the whole IPv6 address
+    bits = int.from_bytes(packed, "big") >> (128 - ipv6_prefix_length) << (128 - ipv6_prefix_length)
+    return f"{packed_to_text(bits.to_bytes(16, 'big'))}/{ipv6_prefix_length}"
 
 
 def to_ipv4_network(network: IPNetwork) -> IPNetwork:

@@ -295,6 +295,8 @@ def test_environment_type_errors_name_the_key_and_the_variable() -> None:
         ("Security.PerIpRateLimitConcurrency", 1.5, "Security.PerIpRateLimitConcurrency: must be a whole number >= 0, got 1.5"),
         ("Security.PerIpRateLimitDaily", 2.0, "Security.PerIpRateLimitDaily: must be a whole number >= 0, got 2.0"),
         ("Security.BlockVpn", "yes", "Security.BlockVpn: must be true or false, got 'yes'"),
+        ("Security.Ipv6PrefixLength", 0, "Security.Ipv6PrefixLength: must be between 1 and 128, got 0"),
+        ("Security.Ipv6PrefixLength", 129, "Security.Ipv6PrefixLength: must be between 1 and 128, got 129"),
         ("Security.WebhookApiToken", 3.0, "Security.WebhookApiToken: must be a string"),
         ("Concurrency.MaxConcurrentSessions", -5, "Concurrency.MaxConcurrentSessions: must be >= 0, got -5"),
         ("Concurrency.SessionLeaseSeconds", 0, "Concurrency.SessionLeaseSeconds: must be >= 1, got 0"),
@@ -474,3 +476,8 @@ def test_redis_unknown_options_and_extra_endpoints_are_warnings() -> None:
 def test_empty_or_absent_redis_means_embedded(value: str | None) -> None:
     assert load(with_("RedisConnectionString", value)).settings.redis_url is None
     assert load(with_("RedisConnectionString", ...)).settings.redis_url is None
+
+
+def test_ipv6_prefix_length_defaults_to_one_customer_subnet() -> None:
+    assert load(minimal()).settings.security.ipv6_prefix_length == 64
+    assert load(with_("Security.Ipv6PrefixLength", 56)).settings.security.ipv6_prefix_length == 56

@@ -162,6 +162,27 @@ async def test_client_identifier_keys_the_limits_and_per_ip_limits_stop_rotation
     assert (rotated.code, body_of(rotated)) == (429, {"message": "Too many concurrent sessions from your IP."})
 
 
+@pytest.mark.parametrize(("prefix", "refused_at"), [(None, 3), (48, 3), (128, None)])
+async def test_ipv6_clients_are_counted_by_their_subnet(stacks, prefix, refused_at):
+    # One IPv6 customer holds a whole /64 (often a /56 or /48): rotating addresses inside it must not
+    # escape the per-IP limit, while IPv4 stays the single address.
+    config = base_config(cap=100)
+    config["Security"].update({"PerIpRateLimitHourly": 2})
+    if prefix is not None:
+        config["Security"]["Ipv6PrefixLength"] = prefix
+    config["ForwardedHeaders"] = {"KnownProxies": ["127.0.0.1"]}
+    stack = await stacks(config)
+    codes = [(await stack.request_session(headers=from_ip(f"2001:db8:1:0:{i:x}::{i + 1:x}"))).code for i in range(4)]
+    if refused_at is None:
+        assert codes == [200, 200, 200, 200]
+    else:
+        assert codes[:refused_at - 1] == [200] * (refused_at - 1) and set(codes[refused_at - 1:]) == {429}
+    # Another /64 (and, with /48, another /48) is another client; IPv4 neighbours are distinct addresses.
+    assert (await stack.request_session(headers=from_ip("2001:db9::1"))).code == 200
+    assert (await stack.request_session(headers=from_ip("198.51.100.1"))).code == 200
+    assert (await stack.request_session(headers=from_ip("198.51.100.2"))).code == 200
+
+
 async def _concurrent_used(stack) -> int:
     limiter = stack.gateway.protection._limiter
     from ratelimit import Policy, Rule

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from geo.networks import rate_limit_subject
 from geo.client_ip import ClientAddress, TrustedProxies, normalize_ip, resolve_client_address
 from geo.networks import NetworkMap, NetworkSet, packed_address, to_ipv4_network
 
@@ -315,3 +316,15 @@ def test_network_map_folds_mapped_and_whole_ipv6_networks() -> None:
     assert table.get(socket.inet_pton(socket.AF_INET6, "2001:db8::1")) == "all"
     assert len(table) == 2
     assert socket.inet_aton("192.0.2.200") in NetworkSet([ipaddress.ip_network("192.0.2.128/25")])
+
+
+@pytest.mark.parametrize(("ip", "prefix", "expected"), [
+    ("198.51.100.7", 64, "198.51.100.7"),
+    ("::ffff:198.51.100.7", 64, "198.51.100.7"),
+    ("2001:db8:1:2:3:4:5:6", 64, "2001:db8:1:2::/64"),
+    ("2001:db8:1:2:3:4:5:6", 48, "2001:db8:1::/48"),
+    ("2001:db8:1:2:3:4:5:6", 128, "2001:db8:1:2:3:4:5:6"),
+    ("2001:db8:1:2:3:4:5:6", 1, "::/1"),
+])
+def test_rate_limit_subject_counts_an_ipv6_client_by_its_subnet(ip: str, prefix: int, expected: str) -> None:
+    assert rate_limit_subject(ip, prefix) == expected

@@ -21,6 +21,13 @@ _IPAPI_KEY_REPLACED = (
 )
 
 
+def _prefix_length(binder: Binder, section: Section, default: int) -> int:
+    value = binder.integer(section.child_path("Ipv6PrefixLength"), section.take("Ipv6PrefixLength"),
+                           minimum=1, maximum=128, hint="; the bits of an IPv6 address that count as one client (64 "
+                           "is one customer's subnet, 128 a single address)")
+    return default if value is None else value
+
+
 def bind_security(binder: Binder, section: Section | None, geoip: GeoIpSettings) -> SecuritySettings:
     defaults = SecuritySettings()
     # Read even when absent: an empty webhook token deserves its warning either way.
@@ -48,6 +55,7 @@ def bind_security(binder: Binder, section: Section | None, geoip: GeoIpSettings)
         block_proxy=flag("BlockProxy", defaults.block_proxy),
         block_datacenter=flag("BlockDatacenter", defaults.block_datacenter),
         block_tor=flag("BlockTor", defaults.block_tor),
+        ipv6_prefix_length=_prefix_length(binder, section, defaults.ipv6_prefix_length),
     )
     for legacy in ("EnableIpApiCheck", "EnableIpApiCache", "IpApiCacheDurationDays"):
         if section.take(legacy) is not None:
