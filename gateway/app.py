@@ -25,6 +25,7 @@ from gateway.admission import AdmissionStore
 from gateway.capacity import CapacityPolicy
 from gateway.cors import CorsPolicy
 from gateway.dispatcher import QueueDispatcher
+from gateway.epoch import CHECK_INTERVAL_SECONDS, EpochWatcher, StoreEpoch
 from gateway.events import EventHub
 from gateway.handlers import (
     HealthHandler,
@@ -91,6 +92,7 @@ class Gateway:
     """One gateway process: services, HTTP app and server.
 
     :param hub_tuning: timers of the ``/sessionHub`` live queue (:class:`gateway.session_hub.HubTuning`).
+    :param epoch_interval: seconds between checks that the store was not reset (:mod:`gateway.epoch`).
     :param one_request_per_hub_connection: close the TCP connection after each hub HTTP request; set by
         the ``--processes`` workers, whose front routes each new connection by its connection token.
     """
@@ -105,6 +107,7 @@ class Gateway:
         dispatch_interval: float = 1.0,
         hub_tuning: HubTuning | None = None,
         one_request_per_hub_connection: bool = False,
+        epoch_interval: float = CHECK_INTERVAL_SECONDS,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -139,7 +142,14 @@ class Gateway:
         self._extra_routes: list[Any] = []
         self._on_start: list[Callable[[], Awaitable[None]]] = []
         self._on_stop: list[Callable[[], Awaitable[None]]] = []
+        # Notices a store that was reset (restarted empty, flushed) and has the services catch up.
+        self.epoch = EpochWatcher(StoreEpoch(self.redis, key=f"{KEY_PREFIX}epoch"), interval=epoch_interval)
+        self.on_start(self._start_epoch_watcher)
+        self.on_stop(self.epoch.stop)
         self.session_hub = install_session_hub(self, tuning=hub_tuning)
+
+    async def _start_epoch_watcher(self) -> None:
+        self.epoch.start()
 
     async def _poll_presence(self, request_id: str) -> None:
         """A status poll is a sign of life: the client waits without a hub connection."""

@@ -230,6 +230,10 @@ class SessionHubService:
         if not self._stopping:
             await self._touch(gone)
 
+    async def store_reset(self) -> None:
+        """The store was reset: clients of this process whose requests it lost hear why at once."""
+        await self._sessions.lost_in_reset(list(self._by_request))
+
     # -- events ----------------------------------------------------------------------------------
 
     def on_event(self, event: Event) -> None:
@@ -359,6 +363,7 @@ def install_session_hub(gateway: Gateway, *, tuning: HubTuning | None = None) ->
     gateway.on_start(service.start)
     gateway.on_stop(service.stop)
     gateway.events.subscribe(service.on_event)
+    gateway.epoch.on_reset(service.store_reset)
     return service
 
 

@@ -292,6 +292,29 @@ class SessionService:
             self._events.publish(QueueChanged(reason=str(departure)))
         return bool(removed)
 
+    async def lost_in_reset(self, request_ids: list[str]) -> list[str]:
+        """After a store reset: of ``request_ids`` (requests whose clients are still connected), those the
+        store no longer knows get "failed" with the reason, recorded in the new store so the status says
+        it too, and ``SessionFailed`` to their connections. Returns them."""
+        message = self._departure_message(Departure.STORE_RESET)
+        lost = []
+        for request_id in request_ids:
+            try:
+                if await self._store.status(request_id) is not None:
+                    continue  # still known: its place survived (or it was re-admitted since)
+                await self._store.set_outcome(request_id, status="failed", message=message,
+                                              ttl_seconds=self._settings.queue.ready_ttl_seconds)
+            except RedisError as exc:
+                log.warning("could not check request %s after the store reset: %s", request_id, exc)
+                continue
+            lost.append(request_id)
+            self._events.publish(SessionFailed(request_id=request_id, message=message))
+        if lost:
+            log.warning("told %d waiting client(s) of this process that the store reset lost their requests",
+                        len(lost))
+            self._events.publish(QueueChanged(reason=str(Departure.STORE_RESET)))
+        return lost
+
     def _departure_message(self, departure: Departure) -> str:
         queue = self._settings.queue
         return departure_message(departure, register_timeout=queue.register_timeout_seconds,

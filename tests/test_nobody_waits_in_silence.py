@@ -155,3 +155,46 @@ async def test_a_client_whose_place_is_given_up_elsewhere_hears_why(redis_url: s
             await client.close()
         await stack.close()
         await client_redis.aclose()
+
+
+async def test_a_store_reset_is_noticed_and_every_client_whose_request_is_gone_hears_it(
+        redis_proc: RedisProcess, caplog: pytest.LogCaptureFixture) -> None:
+    a, b, redis_clients = await _two_gateways(redis_proc.url)
+    hub_clients: list[HubClient] = []
+    try:
+        for _ in range(2):
+            assert (await a.request_session()).code == 200
+        queued = []
+        for _ in range(2):
+            response = await a.request_session()
+            assert response.code == 202
+            queued.append(json.loads(response.body)["uniqueRequestId"])
+        for i, rid in enumerate(queued):  # one client on each gateway
+            client = await HubClient.connect((a, b)[i].base_url)
+            hub_clients.append(client)
+            await client.register(rid)
+        # Both processes know the epoch before the reset.
+        for stack in (a, b):
+            await stack.gateway.epoch.check_once()
+
+        redis_proc.stop()
+        redis_proc.start()  # empty: no persistence
+        loop = asyncio.get_running_loop()
+        restarted = loop.time()
+        message = departure_message(Departure.STORE_RESET, register_timeout=GRACE, disconnect_grace=GRACE)
+        for client in hub_clients:
+            assert await client.next_event("SessionFailed", timeout=5.0) == ("SessionFailed", {"message": message})
+        assert loop.time() - restarted < 5.0
+        # The status endpoint says the same; one ERROR per process; and the gateway carries on.
+        polled = json.loads((await a.call("GET", f"/api/session/status/{queued[0]}")).body)
+        assert polled == {"status": "failed", "queuePosition": None, "message": message}
+        resets = [r for r in caplog.records if r.name == "gateway.epoch" and r.levelname == "ERROR"]
+        assert len(resets) == 2, [r.getMessage() for r in resets]
+        assert (await b.request_session()).code in (200, 202)
+    finally:
+        for client in hub_clients:
+            await client.close()
+        await b.close()
+        await a.close()
+        for client in redis_clients:
+            await client.aclose()
