@@ -29,6 +29,7 @@ from gateway import jsonutil
 from gateway.admission_types import (
     _OUTCOMES,
     _REMOVED,
+    _RENEWALS,
     AdmitResult,
     Caps,
     ClaimedEntry,
@@ -37,6 +38,7 @@ from gateway.admission_types import (
     Outcome,
     RequestStatus,
     Removed,
+    Renewal,
     UnitBinding,
 )
 from gateway.keys import DEFAULT_PREFIX, AdmissionKeys
@@ -54,7 +56,7 @@ MAX_ID_LENGTH = 256
 DEFAULT_SCAN_LIMIT = 1000
 
 _OPERATIONS = ("admit", "claim", "reap", "activate", "release_lease", "end_session", "requeue_front",
-               "set_outcome", "status", "remove")
+               "set_outcome", "status", "remove", "extend_lease")
 #: Operations that also carry rate-limit unit work (their scripts embed ``ratelimit/lua/lib_units.lua``).
 _WITH_UNITS = frozenset({"admit", "activate"})
 _OUTCOME_STATUSES = frozenset({"ready", "failed"})
@@ -87,8 +89,27 @@ def _claimed_entries(flat: list[Any], start: int, count: int) -> tuple[ClaimedEn
     for i in range(count):
         rid, campaign, lease, data = flat[start + 4 * i: start + 4 * i + 4]
         entries.append(ClaimedEntry(request_id=_text(rid), campaign=_text(campaign), lease_id=_text(lease),
-                                    data=jsonutil.loads(data)))
+                                    data=_entry_data(rid, data)))
     return tuple(entries)
+
+
+def _entry_data(request_id: Any, raw: Any) -> dict:
+    """An entry's stored data; ``{}`` when it cannot be read, so that one damaged entry fails alone
+    (its dispatch cannot rebuild a request from it) instead of losing the whole reply, and with it the
+    other entries the same call claimed."""
+    try:
+        data = jsonutil.loads(raw) if raw else None
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        log.error("queued request %s has unreadable entry data", _text(request_id))
+        return {}
+    return data
+
+
+def new_claim_token() -> str:
+    """A fresh claim token: the prefix of the lease ids one claim creates (see ``claim.lua``)."""
+    return secrets.token_hex(8)
 
 
 def _require_id(value: str, what: str) -> str:
@@ -227,16 +248,46 @@ class AdmissionStore:
         conv = _require_id(conversation_session_id, "conversation_session_id").lower()
         return EndResult(_text(await self._run("end_session", [conv])))
 
-    async def claim(self, *, caps: Caps, pending_lease_seconds: float, limit: int) -> list[ClaimedEntry]:
-        """Reap expired leases, then claim up to ``limit`` oldest eligible entries with pending leases."""
+    async def claim(self, *, caps: Caps, pending_lease_seconds: float, limit: int,
+                    token: str | None = None) -> list[ClaimedEntry]:
+        """Reap expired leases, then claim up to ``limit`` oldest eligible entries with pending leases.
+
+        :param token: the claim token (:func:`new_claim_token`), chosen by the caller so that it can
+            :meth:`settle_claim` what this call took if the reply is lost; a fresh one by default.
+        """
         _require_seconds(pending_lease_seconds, "pending_lease_seconds")
         if not isinstance(limit, int) or limit < 0:
             raise ValueError("limit must be an int >= 0")
         if limit == 0:
             return []
+        token = _require_id(token, "token") if token is not None else new_claim_token()
         reply = await self._run("claim", [caps.global_cap, caps.campaign_caps_json(), _num(pending_lease_seconds),
-                                          limit, secrets.token_hex(8), self._scan_limit])
+                                          limit, token, self._scan_limit, "claim"], [self._keys.claim_fence(token)])
         return list(_claimed_entries(reply, 1, int(reply[0])))
+
+    async def settle_claim(self, token: str, *, pending_lease_seconds: float, limit: int) -> list[ClaimedEntry]:
+        """What a :meth:`claim` with ``token`` holds, whether or not it has run; it will claim nothing after.
+
+        For a caller whose claim reply was lost: it serves the entries returned (their pending leases
+        renewed to cover the platform call from now on). Idempotent: repeat it until it answers.
+
+        :param limit: the ``limit`` the claim was given.
+        """
+        _require_id(token, "token")
+        _require_seconds(pending_lease_seconds, "pending_lease_seconds")
+        if not isinstance(limit, int) or limit < 0:
+            raise ValueError("limit must be an int >= 0")
+        reply = await self._run("claim", [0, "{}", _num(pending_lease_seconds), limit, token, self._scan_limit,
+                                          "settle"], [self._keys.claim_fence(token)])
+        return list(_claimed_entries(reply, 1, int(reply[0])))
+
+    async def extend_lease(self, entry: ClaimedEntry, *, pending_lease_seconds: float) -> Renewal:
+        """Renew the pending lease of an entry being dispatched, before another platform call for it."""
+        _require_id(entry.lease_id, "lease_id")
+        _require_id(entry.request_id, "request_id")
+        _require_seconds(pending_lease_seconds, "pending_lease_seconds")
+        reply = await self._run("extend_lease", [entry.lease_id, entry.request_id, _num(pending_lease_seconds)])
+        return _RENEWALS[int(reply)]
 
     async def requeue_front(self, entry: ClaimedEntry) -> int:
         """Release the entry's pending lease and put the request at the front of the queue.

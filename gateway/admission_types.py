@@ -110,6 +110,17 @@ class Removed(StrEnum):
 _REMOVED = {0: Removed.NOTHING, 1: Removed.WAITING, 2: Removed.DISPATCHING}
 
 
+class Renewal(StrEnum):
+    """What :meth:`AdmissionStore.extend_lease` found. Only ``RENEWED`` lets the dispatcher go on."""
+
+    RENEWED = "renewed"  # the lease covers the next platform call
+    LOST = "lost"        # the lease was reaped: the entry is back in the queue or held by someone else
+    LEFT = "left"        # the client left meanwhile: the lease is released, nobody else gives back its unit
+
+
+_RENEWALS = {1: Renewal.RENEWED, 0: Renewal.LOST, -1: Renewal.LEFT}
+
+
 class EndResult(StrEnum):
     RELEASED = "released"
     ALREADY_ENDED = "already_ended"

@@ -4,7 +4,8 @@ Capacity frees when a session-ended webhook arrives, when a lease is reclaimed, 
 Anything that frees capacity calls :meth:`QueueDispatcher.kick`; a timer also wakes the loop every
 ``interval`` seconds so that expired leases are reclaimed (and entries of a dead process retried) even
 without traffic. Claims are atomic in Redis, so any number of gateway processes can run a dispatcher
-against one store without serving an entry twice.
+against one store without serving an entry twice; each claim carries a token made here, so a claim
+whose reply is lost is settled (its entries served) as soon as the store answers again.
 """
 
 from __future__ import annotations
@@ -13,16 +14,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from enum import StrEnum
 from typing import TypeVar
 
 from redis.exceptions import RedisError
 
-from gateway.admission import AdmissionStore, ClaimedEntry, UnitBinding
+from gateway.admission import AdmissionStore, ClaimedEntry, Renewal, UnitBinding, new_claim_token
 from gateway.capacity import CapacityPolicy, PlatformUsage
 from gateway.events import EventHub, QueueChanged, SessionFailed, SessionReady
 from gateway.payload import SessionRequest
-from gateway.platform import PlatformClient, PlatformError
-from gateway.protection import ClientProtection, ProtectionUnavailable, subject_of
+from gateway.platform import FailureKind, InitiatedSession, PlatformClient, PlatformError
+from gateway.protection import ClientProtection, ProtectionUnavailable, Subject, subject_of
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway.dispatcher")
@@ -33,9 +35,40 @@ SESSION_FAILED_MESSAGE = "An error occurred while creating your session. Please 
 T = TypeVar("T")
 
 
+#: Pause before the second call for an entry whose first failed harmlessly; it doubles for each next one.
+RETRY_FIRST_DELAY = 0.5
+RETRY_MAX_DELAY = 5.0
+
+
 def next_backoff(current: float, *, first: float = 1.0, ceiling: float = 30.0) -> float:
     """The pause after another platform concurrency refusal: doubling, capped."""
     return first if current <= 0 else min(ceiling, current * 2)
+
+
+def retry_delay(failed_calls: int) -> float:
+    """The pause after ``failed_calls`` platform calls for one entry failed without creating a session."""
+    return min(RETRY_MAX_DELAY, RETRY_FIRST_DELAY * 2 ** (failed_calls - 1))
+
+
+class _Ending(StrEnum):
+    """How a dispatch without a session ends."""
+
+    FAIL = "fail"  # the client gets SessionFailed, the slot and the limits go back
+    STOP = "stop"  # someone else accounts for the entry now (requeued, left, held by another dispatcher)
+
+
+_WHY_NOT_AGAIN = {
+    FailureKind.AMBIGUOUS: "; not repeated, the platform may have created a session",
+    FailureKind.PERMANENT: "; a retry cannot succeed",
+}
+
+
+def _subject(entry: ClaimedEntry) -> Subject | None:
+    """The entry's rate-limit subject, or None when its data is damaged (then nothing can be given back)."""
+    try:
+        return subject_of(entry.data)
+    except (KeyError, TypeError, AttributeError):
+        return None
 
 
 class QueueDispatcher:
@@ -69,6 +102,8 @@ class QueueDispatcher:
         self._inflight: set[asyncio.Task[None]] = set()
         self._backoff = 0.0
         self._paused_until = 0.0
+        #: The token of a claim whose reply was lost, settled before the next claim.
+        self._unsettled: str | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -94,6 +129,11 @@ class QueueDispatcher:
     def kick(self) -> None:
         """Capacity may have freed: claim now rather than at the next tick."""
         self._wake.set()
+
+    async def wait_idle(self) -> None:
+        """Wait until no dispatch is under way (for tests and orderly shutdowns)."""
+        while self._inflight:
+            await asyncio.wait(set(self._inflight))
 
     def dispatch_claimed(self, entries: tuple[ClaimedEntry, ...] | list[ClaimedEntry]) -> None:
         """Serve entries that another call (an admission) already claimed."""
@@ -121,74 +161,169 @@ class QueueDispatcher:
                 log.exception("queue dispatch round failed")
 
     async def _claim_round(self) -> None:
+        if self._unsettled is not None:
+            await self._settle(self._unsettled)
         if self._monotonic() < self._paused_until:
             # Backing off after the platform said it is full: still reclaim expired leases.
             await self._store.reap()
             return
-        entries = await self._store.claim(
-            caps=self._capacity.caps(),
-            pending_lease_seconds=self._settings.concurrency.pending_lease_seconds,
-            limit=self._batch,
-        )
+        token = new_claim_token()
+        try:
+            entries = await self._store.claim(
+                caps=self._capacity.caps(),
+                pending_lease_seconds=self._settings.concurrency.pending_lease_seconds,
+                limit=self._batch,
+                token=token,
+            )
+        except Exception:
+            # Redis may have run the claim and only its reply be lost (a stall past the command timeout):
+            # the entries it took would wait for their leases to expire twice. The next round settles the
+            # token first, and serves them as soon as the store answers.
+            self._unsettled = token
+            raise
+        self._serve_claimed(entries)
+
+    async def _settle(self, token: str) -> None:
+        """Serve what an earlier claim with ``token`` took, its reply having been lost (see ``claim.lua``)."""
+        entries = await self._store.settle_claim(
+            token, pending_lease_seconds=self._settings.concurrency.pending_lease_seconds, limit=self._batch)
+        self._unsettled = None
+        if entries:
+            log.warning("serving %d queued request(s) claimed by a call whose reply was lost: %s",
+                        len(entries), ", ".join(entry.request_id for entry in entries))
+        self._serve_claimed(entries)
+
+    def _serve_claimed(self, entries: list[ClaimedEntry]) -> None:
         if entries:
             self.dispatch_claimed(entries)
             self._events.publish(QueueChanged(reason="dispatched"))
             if len(entries) == self._batch:
                 self._wake.set()  # more may be eligible; go round again at once
 
+    # -- one dispatch ------------------------------------------------------------------------------
+    #
+    # How a failed platform call ends (PlatformError.kind):
+    # * PLATFORM_FULL: the entry goes back to the front of the queue and claims pause (a back-off).
+    # * RETRYABLE (certainly no session: nothing sent, or a 5xx): called again after a back-off, up to
+    #   Concurrency.MaxDispatchAttempts calls in all. The slot stays held meanwhile, its pending lease
+    #   renewed before each call, so the lease covers every call and the entry keeps its turn; it holds
+    #   the slot no longer than its calls and pauses take (a few seconds while the platform answers).
+    #   A client that left meanwhile is not called for: the renewal finds its entry gone.
+    # * AMBIGUOUS (sent, no usable answer: the platform may have created a session) and PERMANENT (4xx,
+    #   a refusal, a request we cannot send): the entry fails at once. Not retrying an ambiguous call is
+    #   what keeps any client from getting two platform sessions.
+    # Any other exception before a session exists is our own failure (a damaged entry, a bug), which
+    # would recur each time the entry reached the front: the entry fails at once too.
+
     async def _dispatch(self, entry: ClaimedEntry) -> None:
         try:
-            await self._serve(entry)
+            result = await self._call_platform(entry)
+        except RedisError as exc:
+            # Only the store calls between platform calls raise this, and no session exists: the lease
+            # expires and the reaper puts the entry back at the front, to be tried again.
+            log.warning("dispatch of request %s stopped, store unavailable (%s); it is retried after its lease "
+                        "expires", entry.request_id, exc)
+            return
         except Exception:
-            # The pending lease expires by itself and the reaper puts the entry back at the front (after
-            # one more lease duration), so the client is served later. A platform session that already
-            # existed is lost only if the store stayed down for longer than the session lease (the
-            # recording is retried that long); then the client gets a second one, and we log it.
-            log.exception("dispatch of request %s failed; it will be retried after its lease expires", entry.request_id)
+            log.exception("dispatch of queued request %s failed in the gateway; it fails now rather than take "
+                          "a slot again each time it reaches the front", entry.request_id)
+            result = _Ending.FAIL
+        if result is _Ending.FAIL:
+            await self._fail_or_leave_to_lease(entry)
+        elif result is not _Ending.STOP:
+            await self._record(entry, result)
 
-    async def _serve(self, entry: ClaimedEntry) -> None:
+    async def _call_platform(self, entry: ClaimedEntry) -> InitiatedSession | _Ending:
         campaign = self._settings.platform.campaigns.get(entry.campaign)
         if campaign is None:
             log.error("queued request %s names campaign %r, which is no longer configured", entry.request_id, entry.campaign)
-            await self._fail(entry)
-            return
+            return _Ending.FAIL
         request = SessionRequest.from_dict(entry.data["request"])
-        try:
-            session = await self._platform.initiate(campaign, request, entry.data["ip"])
-        except PlatformError as exc:
-            if exc.is_concurrency_limit:
-                position = await self._retry_store(lambda: self._store.requeue_front(entry))
-                if position < 0 and self._protection is not None:
-                    # The client left while this dispatch was under way and no session came of it: its
-                    # concurrency unit, kept for the session it might have got, goes back now.
-                    try:
-                        await self._protection.left(entry.request_id, subject_of(entry.data))
-                    except ProtectionUnavailable as exc:
-                        log.warning("could not give back the rate-limit unit of %s now: %s", entry.request_id, exc)
-                self._backoff = next_backoff(self._backoff)
-                self._paused_until = self._monotonic() + self._backoff
-                log.info("platform at its concurrency limit; request %s back at position %s, pausing %.0f s",
-                         entry.request_id, position, self._backoff)
-                self._events.publish(QueueChanged(reason="requeued"))
-                return
-            log.warning("platform refused queued request %s: %s", entry.request_id, exc)
-            await self._fail(entry)
+        attempts = self._settings.concurrency.max_dispatch_attempts
+        attempt = 1
+        while True:
+            try:
+                return await self._platform.initiate(campaign, request, entry.data["ip"])
+            except PlatformError as exc:
+                kind = exc.kind
+                if kind is FailureKind.PLATFORM_FULL:
+                    await self._requeue(entry)
+                    return _Ending.STOP
+                if kind is not FailureKind.RETRYABLE or attempt >= attempts:
+                    log.warning("platform call for queued request %s failed (%s, call %d of at most %d%s): %s",
+                                entry.request_id, kind, attempt, attempts, _WHY_NOT_AGAIN.get(kind, ""), exc)
+                    return _Ending.FAIL
+                delay = retry_delay(attempt)
+                log.info("platform call for queued request %s failed (%s, call %d of at most %d); again in %.1f s",
+                         entry.request_id, exc, attempt, attempts, delay)
+            await asyncio.sleep(delay)
+            if not await self._still_ours(entry):
+                return _Ending.STOP
+            attempt += 1
+
+    async def _still_ours(self, entry: ClaimedEntry) -> bool:
+        """Renew the entry's pending lease for the next call; False when the entry is no longer ours."""
+        renewal = await self._retry_store(lambda: self._store.extend_lease(
+            entry, pending_lease_seconds=self._settings.concurrency.pending_lease_seconds))
+        if renewal is Renewal.RENEWED:
+            return True
+        if renewal is Renewal.LEFT:
+            # The client left between two calls: no session came of it, so its unit (kept for the session
+            # it might have got) goes back now, and the freed slot serves the next client.
+            log.info("request %s left while its session was being retried; not calling the platform again",
+                     entry.request_id)
+            await self._give_back_unit(entry)
+            self.kick()
+        else:
+            log.warning("request %s lost its lease between two platform calls; its next holder serves it",
+                        entry.request_id)
+        return False
+
+    async def _requeue(self, entry: ClaimedEntry) -> None:
+        position = await self._retry_store(lambda: self._store.requeue_front(entry))
+        if position < 0:
+            # The client left while this dispatch was under way and no session came of it: its concurrency
+            # unit, kept for the session it might have got, goes back now.
+            await self._give_back_unit(entry)
+        self._backoff = next_backoff(self._backoff)
+        self._paused_until = self._monotonic() + self._backoff
+        log.info("platform at its concurrency limit; request %s back at position %s, pausing %.0f s",
+                 entry.request_id, position, self._backoff)
+        self._events.publish(QueueChanged(reason="requeued"))
+
+    async def _give_back_unit(self, entry: ClaimedEntry) -> None:
+        subject = _subject(entry)
+        if self._protection is None or subject is None:
             return
+        try:
+            await self._protection.left(entry.request_id, subject)
+        except ProtectionUnavailable as exc:
+            log.warning("could not give back the rate-limit unit of %s now: %s", entry.request_id, exc)
+
+    async def _record(self, entry: ClaimedEntry, session: InitiatedSession) -> None:
+        """The platform session exists: record it and tell the client."""
         self._backoff = 0.0
         # The unit's arguments carry the time: built for each attempt, so a retried activation still
         # makes the unit expire with the session lease.
         session_lease = self._settings.concurrency.session_lease_seconds
-        await self._retry_store(lambda: self._store.activate(
-            lease_id=entry.lease_id,
-            conversation_session_id=session.conversation_session_id,
-            request_id=entry.request_id,
-            session_lease_seconds=session_lease,
-            units=self._activation_units(entry, session.conversation_session_id),
-        ), patience=session_lease)
-        await self._retry_store(lambda: self._store.set_outcome(
-            entry.request_id, status="ready", web_socket_url=session.web_socket_url,
-            ttl_seconds=self._settings.queue.ready_ttl_seconds,
-        ), patience=session_lease)
+        try:
+            await self._retry_store(lambda: self._store.activate(
+                lease_id=entry.lease_id,
+                conversation_session_id=session.conversation_session_id,
+                request_id=entry.request_id,
+                session_lease_seconds=session_lease,
+                units=self._activation_units(entry, session.conversation_session_id),
+            ), patience=session_lease)
+            await self._retry_store(lambda: self._store.set_outcome(
+                entry.request_id, status="ready", web_socket_url=session.web_socket_url,
+                ttl_seconds=self._settings.queue.ready_ttl_seconds,
+            ), patience=session_lease)
+        except Exception:
+            # The store stayed down for longer than the session lease (the recording is retried that
+            # long): the reaper puts the entry back and the client gets a second session later. Logged.
+            log.exception("could not record session %s of queued request %s; the request will be served again",
+                          session.conversation_session_id, entry.request_id)
+            return
         log.info("queued request %s is ready (conversation %s)", entry.request_id, session.conversation_session_id)
         self._events.publish(SessionReady(request_id=entry.request_id, web_socket_url=session.web_socket_url))
 
@@ -197,16 +332,24 @@ class QueueDispatcher:
             return None
         return self._protection.activation_units(entry.request_id, subject_of(entry.data), conversation_session_id)
 
+    async def _fail_or_leave_to_lease(self, entry: ClaimedEntry) -> None:
+        try:
+            await self._fail(entry)
+        except RedisError as exc:
+            log.warning("could not record the failure of request %s (store unavailable: %s); it is tried again "
+                        "after its lease expires", entry.request_id, exc)
+
     async def _fail(self, entry: ClaimedEntry) -> None:
         await self._retry_store(lambda: self._store.release_lease(entry.lease_id))
         await self._retry_store(lambda: self._store.set_outcome(
             entry.request_id, status="failed", message=SESSION_FAILED_MESSAGE,
             ttl_seconds=self._settings.queue.ready_ttl_seconds,
         ))
-        if self._protection is not None:
+        subject = _subject(entry)
+        if self._protection is not None and subject is not None:
             try:
                 # The client never got a session: it may try again without this request counting.
-                await self._protection.refund(entry.request_id, subject_of(entry.data))
+                await self._protection.refund(entry.request_id, subject)
             except ProtectionUnavailable as exc:
                 log.warning("could not refund the rate limits of %s: %s", entry.request_id, exc)
         self._events.publish(SessionFailed(request_id=entry.request_id, message=SESSION_FAILED_MESSAGE))

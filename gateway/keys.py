@@ -110,3 +110,8 @@ class AdmissionKeys:
     def tombstone(self, request_id: str) -> str:
         """HASH marking a finished or removed request for 24 h, so it reads "expired"."""
         return self._name(f"tomb:{request_id}")
+
+    def claim_fence(self, token: str) -> str:
+        """STRING set when a dispatcher settles a claim token whose reply it lost (lives an hour), so the
+        lost claim, should Redis run it later, claims nothing."""
+        return self._name(f"claim_fence:{token}")

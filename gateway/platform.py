@@ -15,17 +15,21 @@ open-source one (``sessionId``, ``sessionWebSocketURL``). Both are accepted; whe
 missing it is read from the audio URL (``/ws/session/{conversationSessionId}/...``).
 
 Every failure surfaces as one exception type, :class:`PlatformError`, so the HTTP edge and the queue
-processor have a single thing to catch. The API token is a credential and is never logged; neither is the
+processor have a single thing to catch; its :attr:`PlatformError.kind` says what a retry would do (see
+:class:`FailureKind`). The API token is a credential and is never logged; neither is the
 audio URL, whose last path segment is the call's access token.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import math
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlsplit
 
@@ -72,24 +76,62 @@ class PlatformConcurrency:
     limit: int
 
 
+class FailureKind(StrEnum):
+    """What a failed initiate means for trying again.
+
+    The line that matters is whether the platform may have created a session: such a call is never
+    repeated, so that no client ever gets two platform sessions.
+    """
+
+    #: The platform refused because too many calls are live: wait in line and try later.
+    PLATFORM_FULL = "platform_full"
+    #: Certainly no session was created (nothing was sent, or the platform answered 5xx) and a retry may
+    #: succeed.
+    RETRYABLE = "retryable"
+    #: The request was sent and no usable answer came (a timeout, a connection closed, a 504 of a proxy,
+    #: a success we cannot read): the platform may have created a session, so it is not repeated.
+    AMBIGUOUS = "ambiguous"
+    #: No retry can succeed: the platform refused this request (4xx, ``success: false``), or we cannot
+    #: even send it.
+    PERMANENT = "permanent"
+
+
+#: Statuses that say "not now": the request was not processed and the same request may succeed later.
+_TRY_LATER_STATUSES = frozenset({408, 429})
+#: Connect errors: no connection was made, so nothing reached the platform.
+_CONNECT_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN,
+                             errno.EHOSTDOWN, errno.EADDRNOTAVAIL})
+#: Words of a timeout that fired before the request was written: while resolving, connecting or
+#: shaking hands with TLS, or waiting in our own client's queue (Tornado's simple client; curl says
+#: "Connection/Resolving timed out"). Tornado's "Timeout during request" has none of them.
+_UNSENT_TIMEOUT_MARKERS = ("connect", "resolv", "request queue", "tls handshake")
+
+
 class PlatformError(Exception):
     """The platform could not be reached, refused the request, or answered something unusable.
 
     :param message: human-readable text (the platform's own message when it sent one).
     :param code: the platform's code (e.g. ``InitiateWebSession:REGION_NOT_FOUND``) or one of ours:
-        :attr:`TIMEOUT`, :attr:`UNREACHABLE`, :attr:`HTTP_STATUS`, :attr:`INVALID_RESPONSE`.
+        :attr:`TIMEOUT`, :attr:`UNREACHABLE`, :attr:`HTTP_STATUS`, :attr:`INVALID_RESPONSE`,
+        :attr:`UNSENDABLE`.
     :param status: the HTTP status of the answer, ``None`` when there was no answer.
+    :param sent: ``False`` when the request certainly never reached the platform (no connection was
+        made, or it timed out in our own client's queue); ``True`` when it may have.
     """
 
     TIMEOUT = "TIMEOUT"
     UNREACHABLE = "UNREACHABLE"
     HTTP_STATUS = "HTTP_STATUS"
     INVALID_RESPONSE = "INVALID_RESPONSE"
+    #: Our own failure to build the request (text with no UTF-8 form): nothing was sent.
+    UNSENDABLE = "UNSENDABLE"
 
-    def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None,
+                 sent: bool = True) -> None:
         self.code = code
         self.message = message
         self.status = status
+        self.sent = sent
         # Same text as the original's exception ("[code] message"), which operators grep for.
         super().__init__(f"[{code}] {message}" if code else message)
 
@@ -98,6 +140,41 @@ class PlatformError(Exception):
         """Whether the platform refused because too many calls are live (the original's text test)."""
         text = f"{self.code or ''} {self.message}".lower()
         return "concurrency" in text or "too many" in text
+
+    @property
+    def may_have_created(self) -> bool:
+        """Whether the platform may have created a session despite the failure (never retry then)."""
+        if not self.sent:
+            return False
+        if self.status is None or self.status == 504:
+            return True  # sent and no answer, or a proxy that stopped waiting for the platform's
+        return 200 <= self.status < 300 and self.code == self.INVALID_RESPONSE
+
+    @property
+    def retryable(self) -> bool:
+        """Whether the same request may succeed later and certainly made no session this time."""
+        if self.code == self.UNSENDABLE or self.is_concurrency_limit:
+            return False
+        if not self.sent:
+            return True
+        return self.status is not None and (
+            (500 <= self.status < 600 and self.status != 504) or self.status in _TRY_LATER_STATUSES)
+
+    @property
+    def kind(self) -> FailureKind:
+        """What the failure means for trying again (see :class:`FailureKind`)."""
+        if self.is_concurrency_limit:
+            return FailureKind.PLATFORM_FULL
+        if self.retryable:
+            return FailureKind.RETRYABLE
+        if self.may_have_created:
+            return FailureKind.AMBIGUOUS
+        return FailureKind.PERMANENT
+
+
+def _never_connected(exc: OSError) -> bool:
+    """True for an error raised while connecting (refused, no route, DNS), before anything was sent."""
+    return isinstance(exc, socket.gaierror) or exc.errno in _CONNECT_ERRNOS
 
 
 def platform_client_identifier(client_identifier: str | None, ip: str) -> str:
@@ -306,14 +383,19 @@ class PlatformClient:
             # An injected curl client reports timeouts as a plain 599 whose text says so.
             text = str(exc).lower()
             if isinstance(exc, HTTPTimeoutError) or "timeout" in text or "timed out" in text:
-                raise PlatformError(self._timeout_message(what, text), code=PlatformError.TIMEOUT) from None
-            # Otherwise the connection closed before an answer, or the answer was too big.
+                sent = not any(marker in text for marker in _UNSENT_TIMEOUT_MARKERS)
+                raise PlatformError(self._timeout_message(what, text), code=PlatformError.TIMEOUT,
+                                    sent=sent) from None
+            # Otherwise the connection closed before an answer, or the answer was too big: after sending.
             raise PlatformError(
                 f"{what}: the Iqra platform closed the connection ({exc}).", code=PlatformError.UNREACHABLE
             ) from None
         except OSError as exc:
+            # Refused or unroutable: nothing was sent. A reset or a broken pipe may come after the
+            # request went out, so only the connect errors count as unsent.
             raise PlatformError(
-                f"{what}: cannot reach the Iqra platform ({exc.strerror or exc}).", code=PlatformError.UNREACHABLE
+                f"{what}: cannot reach the Iqra platform ({exc.strerror or exc}).", code=PlatformError.UNREACHABLE,
+                sent=not _never_connected(exc),
             ) from None
 
     def _timeout_message(self, what: str, error_text: str) -> str:
@@ -333,16 +415,14 @@ class PlatformClient:
         :param campaign: the campaign settings (business id and web campaign id).
         :param request: the validated widget request.
         :param client_ip: the caller's IP, appended to the client identifier.
-        :raises PlatformError: on any failure; :attr:`PlatformError.is_concurrency_limit` tells a full
-            platform apart.
+        :raises PlatformError: on any failure; :attr:`PlatformError.kind` tells a full platform, a failure
+            worth retrying and one that may have created a session apart.
         """
-        body = ujson.dumps(
-            initiate_body(campaign, request, client_ip), ensure_ascii=False, escape_forward_slashes=False
-        )
         path = f"business/{quote(str(campaign.business_id), safe='')}/websession/initiate"
         what = f"Initiate web session (campaign {campaign.name})"
         try:
-            response = await self._fetch(self._request("POST", path, body.encode("utf-8")), what)
+            body = self._initiate_payload(campaign, request, client_ip, what)
+            response = await self._fetch(self._request("POST", path, body), what)
             session = parse_initiate_data(parse_envelope(response, what), status=response.code)
         except PlatformError as exc:
             log.warning("platform initiate failed for campaign %s: %s", campaign.name, exc)
@@ -354,6 +434,19 @@ class PlatformClient:
             campaign.name,
         )
         return session
+
+    @staticmethod
+    def _initiate_payload(campaign: CampaignSettings, request: SessionRequest, client_ip: str, what: str) -> bytes:
+        try:
+            body = ujson.dumps(
+                initiate_body(campaign, request, client_ip), ensure_ascii=False, escape_forward_slashes=False
+            )
+            return body.encode("utf-8")
+        except (UnicodeError, ValueError, TypeError, OverflowError) as exc:
+            # Our own failure (a lone surrogate has no UTF-8 form): the same request can never be sent.
+            reason = exc.reason if isinstance(exc, UnicodeError) and hasattr(exc, "reason") else type(exc).__name__
+            raise PlatformError(f"{what}: the request cannot be sent as UTF-8 JSON ({reason}).",
+                                code=PlatformError.UNSENDABLE, sent=False) from None
 
     async def concurrency(self) -> PlatformConcurrency:
         """Live calls and the plan's limit from the two billing endpoints, queried in parallel.

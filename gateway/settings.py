@@ -61,6 +61,8 @@ class ConcurrencySettings:
     :param sync_from_platform: ``SyncFromPlatform``, poll the billing endpoints for the account's cap and
         usage. Defaults to true when no global cap is configured.
     :param sync_interval_seconds: ``SyncIntervalSeconds``, the poll period (the original's 15 s).
+    :param max_dispatch_attempts: ``MaxDispatchAttempts``, platform calls made for a queued request whose
+        failures certainly created no session (connection refused, a 5xx answer) before it fails.
     """
 
     max_concurrent_sessions: int | None = None
@@ -68,6 +70,7 @@ class ConcurrencySettings:
     pending_lease_seconds: int = 30
     sync_from_platform: bool = False
     sync_interval_seconds: float = 15.0
+    max_dispatch_attempts: int = 3
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -63,13 +63,18 @@ class InitiateHandler(_PlatformHandler):
         if mode == "http500":
             self.send_json({"title": "Internal Server Error", "status": 500}, 500)
             return
+        if mode == "http400":
+            self.send_json({"title": "One or more validation errors occurred.", "status": 400}, 400)
+            return
+        if mode == "hangup":
+            self._stream().close()
+            return
         if mode == "timeout":
             await self.sim.hang()
-            if self.request.connection is not None and self.request.connection.stream.closed():  # type: ignore[attr-defined]
-                return
-            self.send_json(self.sim.failure_envelope("error"))
+            if not self._stream().closed():
+                self.send_json(self.sim.failure_envelope("error"))
             return
-        if mode is not None:
+        if mode is not None and mode != "slow":
             self.send_json(self.sim.failure_envelope(mode))
             return
         body = self.json_body()
@@ -77,7 +82,15 @@ class InitiateHandler(_PlatformHandler):
             # ASP.NET's model binding rejects unreadable JSON before the controller runs.
             self.send_json({"title": "One or more validation errors occurred.", "status": 400}, 400)
             return
-        self.send_json(self.sim.initiate(business_id, body, self.request.host))
+        answer = self.sim.initiate(business_id, body, self.request.host)
+        if mode == "slow":
+            await self.sim.hang()  # the call exists; its answer comes late, or never reaches a client gone
+            if self._stream().closed():
+                return
+        self.send_json(answer)
+
+    def _stream(self) -> Any:
+        return self.request.connection.stream  # type: ignore[union-attr]
 
 
 class BillingUsageHandler(_PlatformHandler):

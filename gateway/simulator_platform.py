@@ -36,7 +36,12 @@ from gateway.simulator_webhook import WebhookSender
 
 log = logging.getLogger("gateway.simulator")
 
-FAIL_MODES = ("http500", "error", "concurrency", "timeout")
+#: Injectable initiate failures: ``http500`` and ``http400`` answer that status; ``error`` a
+#: ``success: false`` envelope; ``concurrency`` the platform's concurrency refusal; ``timeout`` holds the
+#: request (creating nothing) for ``hang_seconds``; ``slow`` creates the call, then holds the answer as
+#: long (a client that times out never learns of the call); ``hangup`` closes the connection without an
+#: answer after reading the request.
+FAIL_MODES = ("http500", "http400", "error", "concurrency", "timeout", "slow", "hangup")
 SHAPES = ("newer", "public")
 MAX_CAPTURED_REQUESTS = 200
 
@@ -274,7 +279,7 @@ class PlatformSimulator:
         await self._webhooks.drain()
 
     async def hang(self) -> None:
-        """Hold a ``timeout`` failure until ``hang_seconds`` pass or the simulator closes."""
+        """Hold a ``timeout`` or ``slow`` answer until ``hang_seconds`` pass or the simulator closes."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._closed.wait(), self.hang_seconds)
 

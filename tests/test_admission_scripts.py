@@ -20,7 +20,7 @@ from redis_process import RedisProcess, free_port
 from fake_clock import FakeClock
 
 LUA_DIR = resources.files("gateway") / "lua"
-OPERATIONS = ["activate", "admit", "claim", "end_session", "reap", "release_lease", "remove",
+OPERATIONS = ["activate", "admit", "claim", "end_session", "extend_lease", "reap", "release_lease", "remove",
               "requeue_front", "set_outcome", "status"]
 SHARED_KEYS = 13
 

@@ -413,7 +413,7 @@ async def test_failed_session_is_delivered_live_and_replayed(redis_client: aiore
     try:
         conversations, queued = await fill_and_queue(stack, 1)
         await live.register(queued[0])
-        assert (await stack.sim_call("POST", "/_sim/fail", {"count": 1, "mode": "http500"})).code == 200
+        assert (await stack.sim_call("POST", "/_sim/fail", {"count": 1, "mode": "http400"})).code == 200  # not retried
         assert (await stack.end(conversations[0])).code == 200
         _, failure = await live.next_event("SessionFailed")
         assert failure == {"message": SESSION_FAILED_MESSAGE}

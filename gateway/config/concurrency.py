@@ -20,6 +20,8 @@ def bind_concurrency(binder: Binder, section: Section | None) -> ConcurrencySett
     session_lease = binder.integer(s.child_path("SessionLeaseSeconds"), s.take("SessionLeaseSeconds"), minimum=1)
     pending_lease = binder.integer(s.child_path("PendingLeaseSeconds"), s.take("PendingLeaseSeconds"), minimum=1)
     interval = binder.seconds(s.child_path("SyncIntervalSeconds"), s.take("SyncIntervalSeconds"))
+    attempts = binder.integer(s.child_path("MaxDispatchAttempts"), s.take("MaxDispatchAttempts"),
+                              minimum=1, maximum=10)
     binder.warn_unknown(s)
     failed = len(binder.problems)
     cap_given = s.has("MaxConcurrentSessions")
@@ -58,6 +60,7 @@ def bind_concurrency(binder: Binder, section: Section | None) -> ConcurrencySett
         pending_lease_seconds=pending_lease,
         sync_from_platform=sync,
         sync_interval_seconds=defaults.sync_interval_seconds if interval is None else interval,
+        max_dispatch_attempts=defaults.max_dispatch_attempts if attempts is None else attempts,
     )
 
 

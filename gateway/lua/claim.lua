@@ -1,19 +1,64 @@
--- claim.lua: when capacity frees, reap expired leases and claim the oldest eligible queued entries.
+-- claim.lua: when capacity frees, reap expired leases and claim the oldest eligible queued entries; or
+-- settle an earlier claim whose reply was lost.
 -- Run with lib_store.lua prepended (shared KEYS[1..13] and ARGV[1] = now are documented there).
+-- KEYS[14] fence of this claim token (STRING, set by "settle"; a claim whose token is fenced claims nothing)
 -- ARGV[1] now (caller clock, seconds)
 -- ARGV[2] global cap
 -- ARGV[3] per-campaign caps as a JSON object {"campaign": cap}
 -- ARGV[4] pending lease seconds
 -- ARGV[5] limit: most entries to claim
--- ARGV[6] lease nonce (random, unique per call)
+-- ARGV[6] claim token (random, unique per claim, made by the caller); lease ids are token..':'..n
 -- ARGV[7] scan limit (max queue entries inspected)
+-- ARGV[8] mode: "claim", or "settle" to recover what a claim with this token took
 -- Returns: {n, then n times: request_id, campaign, lease_id, data}
+--   "claim": the entries claimed now. "settle": the entries still held under the token (their leases
+--   renewed to now + ARGV[4]), after fencing the token so that the claim, if it has not run yet, claims
+--   nothing when it does. A pending lease of the token whose entry is gone (the client left) is released.
+-- Why "settle": a dispatcher whose claim reply was lost (Redis stalled past its command timeout) cannot
+-- know what it claimed, but it knows the token it sent. Settling is idempotent, so it may be repeated
+-- until a reply arrives, in either order with the lost claim.
 -- Atomic, so two processes never claim the same entry: a claimed entry leaves the queue and is bound
 -- to its lease in entry_lease within this one script.
--- Complexity: reap() plus O((S + n) log N), S <= ARGV[7].
+-- Complexity: claim: reap() plus O((S + n) log N), S <= ARGV[7]; settle: O(ARGV[5] log N).
+local token, limit, lease_seconds = ARGV[6], tonumber(ARGV[5]), tonumber(ARGV[4])
+local FENCE_SECONDS = 3600  -- far longer than a lost claim can stay unexecuted in a stalled Redis
+
+if ARGV[8] == 'settle' then
+  redis.call('SET', KEYS[14], '1', 'EX', FENCE_SECONDS)
+  local reply = {0}
+  for n = 1, limit do
+    local lease = token .. ':' .. n
+    if redis.call('ZSCORE', K_PENDING, lease) then
+      local meta = decode_meta(redis.call('HGET', K_LEASE_META, lease))
+      local rid = meta and meta.r
+      if rid and redis.call('HGET', K_ENTRY_LEASE, rid) == lease and redis.call('HEXISTS', K_ENTRIES, rid) == 1 then
+        -- the dispatcher serves it now: the lease covers its platform call from now on
+        meta.g = nil
+        redis.call('HSET', K_LEASE_META, lease, cjson.encode(meta))
+        redis.call('ZADD', K_PENDING, NOW + lease_seconds, lease)
+        reply[1] = reply[1] + 1
+        reply[#reply + 1] = rid
+        reply[#reply + 1] = meta.c
+        reply[#reply + 1] = lease
+        reply[#reply + 1] = redis.call('HGET', K_ENTRIES, rid)
+      else
+        redis.call('ZREM', K_PENDING, lease)
+        redis.call('HDEL', K_LEASE_META, lease)
+        if meta then
+          add_in_use(meta.c, -1)
+        end
+      end
+    end
+  end
+  return reply
+end
+
+if redis.call('EXISTS', KEYS[14]) == 1 then
+  return {0}
+end
 reap()
 local reply = {0}
-local claimed = claim_eligible(reply, cjson.decode(ARGV[3]), tonumber(ARGV[2]), tonumber(ARGV[4]),
-                               tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7]))
+local claimed = claim_eligible(reply, cjson.decode(ARGV[3]), tonumber(ARGV[2]), lease_seconds, limit, token,
+                               tonumber(ARGV[7]))
 reply[1] = claimed
 return reply

@@ -1,0 +1,91 @@
+"""A claim whose reply is lost in a Redis stall does not park the head of the queue.
+
+The dispatcher's claim reaches a frozen (SIGSTOP) Redis and times out; after SIGCONT Redis runs it. The
+dispatcher knows the token it claimed with and settles it as soon as Redis answers, so the head is served
+within the stall plus two seconds, once. The gateway's clock is fake and never moves: no lease expires, so
+nothing but the settlement can serve the head.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import ujson
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from gateway.admission import Caps
+from gateway.events import SessionReady
+from gateway.store import COMMAND_TIMEOUT_SECONDS, open_redis
+from gateway_harness import base_config, conversation_id_of, start_stack
+from redis_process import RedisProcess
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+#: Longer than the command timeout, so the claim's reply is lost.
+STALL_SECONDS = COMMAND_TIMEOUT_SECONDS + 1.5
+
+
+@pytest.fixture
+def redis_proc():
+    server = RedisProcess()
+    server.start()
+    yield server
+    server.close()
+
+
+async def test_a_claim_whose_reply_was_lost_is_served_once_redis_answers(redis_proc, clock, caplog):
+    client = open_redis(redis_proc.url)
+    stack = await start_stack(client, config=base_config(cap=1), clock=clock)
+    store = stack.gateway.store
+    original_claim = store.claim
+    arrived, release = asyncio.Event(), asyncio.Event()
+    claim_errors: list[BaseException] = []
+
+    async def gated_claim(**kwargs):
+        arrived.set()
+        await release.wait()  # the test lets the claim go once Redis is frozen
+        try:
+            return await original_claim(**kwargs)
+        except BaseException as exc:
+            claim_errors.append(exc)
+            raise
+
+    try:
+        first = ujson.loads((await stack.request_session()).body)
+        head = ujson.loads((await stack.request_session()).body)
+        assert head["queuePosition"] == 1
+        ready = stack.outcome(head["uniqueRequestId"])
+        # A running gateway has long loaded its claim script; a lost EVALSHA of an unknown script would
+        # only come back NOSCRIPT, claiming nothing. (A cap of 0 claims nothing here.)
+        await store.claim(caps=Caps(global_cap=0), pending_lease_seconds=5, limit=1)
+        store.claim = gated_claim
+        # The slot frees; the dispatcher's next claim waits at the gate.
+        assert (await stack.end(conversation_id_of(first["webSocketUrl"]))).code == 200
+        await asyncio.wait_for(arrived.wait(), 10)
+        redis_proc.pause()
+        stalled_at = time.monotonic()
+        store.claim = original_claim  # later rounds claim normally
+        release.set()
+        try:
+            await asyncio.sleep(STALL_SECONDS)  # the outage itself, not a synchronisation
+        finally:
+            redis_proc.resume()
+        event = await asyncio.wait_for(ready, 30)
+        served_after = time.monotonic() - stalled_at
+        assert isinstance(event, SessionReady)
+        assert [type(e) for e in claim_errors] == [RedisTimeoutError]  # the claim's reply was lost
+        # ... and Redis ran it after all: the head was served under that claim, not a later one.
+        assert any("claimed by a call whose reply was lost" in r.getMessage() and head["uniqueRequestId"]
+                   in r.getMessage() for r in caplog.records if r.name == "gateway.dispatcher")
+        assert served_after <= STALL_SECONDS + 2, f"served {served_after:.1f} s after a {STALL_SECONDS} s stall"
+        await stack.gateway.dispatcher.wait_idle()
+        assert stack.sim.stats()["initiated"] == 2  # the head reached the platform once
+        counts = await store.counts()
+        assert (counts["pending"], counts["active"], counts["queued"]) == (0, 1, 0)
+    finally:
+        release.set()
+        redis_proc.resume()
+        await stack.close()
+        await client.aclose()
