@@ -273,6 +273,7 @@ class QueueDispatcher:
             log.info("request %s left while its session was being retried; not calling the platform again",
                      entry.request_id)
             await self._give_back_unit(entry)
+            await self._announce_departure(entry)
             self.kick()
         else:
             log.warning("request %s lost its lease between two platform calls; its next holder serves it",
@@ -285,11 +286,23 @@ class QueueDispatcher:
             # The client left while this dispatch was under way and no session came of it: its concurrency
             # unit, kept for the session it might have got, goes back now.
             await self._give_back_unit(entry)
+            await self._announce_departure(entry)
         self._backoff = next_backoff(self._backoff)
         self._paused_until = self._monotonic() + self._backoff
         log.info("platform at its concurrency limit; request %s back at position %s, pausing %.0f s",
                  entry.request_id, position, self._backoff)
         self._events.publish(QueueChanged(reason="requeued"))
+
+    async def _announce_departure(self, entry: ClaimedEntry) -> None:
+        """A request that left while being dispatched ended without a session: its other open connections
+        (another window) hear why, in the words its departure recorded."""
+        try:
+            status = await self._store.status(entry.request_id)
+        except RedisError as exc:
+            log.warning("could not read why request %s left: %s", entry.request_id, exc)
+            return
+        if status is not None and status.status == "failed" and status.message:
+            self._events.publish(SessionFailed(request_id=entry.request_id, message=status.message))
 
     async def _give_back_unit(self, entry: ClaimedEntry) -> None:
         subject = _subject(entry)

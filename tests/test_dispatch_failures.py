@@ -17,6 +17,7 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from gateway.admission import Caps, Outcome
+from gateway.departures import Departure, departure_message
 from gateway.events import SessionFailed, SessionReady
 from gateway.platform import FailureKind, PlatformError
 from gateway.simulator import make_simulator_app
@@ -197,9 +198,11 @@ async def test_a_client_that_leaves_between_two_calls_is_not_called_for_again(st
         assert isinstance(await asyncio.wait_for(stack.outcome(served), TIMEOUT), SessionReady)
         await stack.gateway.dispatcher.wait_idle()
         assert initiates_for(stack, "leaving") == 1
-        assert not stack.outcome(leaving).done()
+        # No session came of it: its other open connections hear why it ended (it left), as the status says.
+        left = departure_message(Departure.LEFT, register_timeout=60, disconnect_grace=45)
+        assert stack.outcome(leaving).result() == SessionFailed(request_id=leaving, message=left)
         status = await stack.call("GET", f"/api/session/status/{leaving}")
-        assert body_of(status)["status"] == "expired"
+        assert body_of(status) == {"status": "failed", "queuePosition": None, "message": left}
         assert await pending_and_active(stack) == (0, 1)
         assert await stack.gateway.redis.zcard(unit_key) == 0  # given back when the dispatch ended
     finally:
