@@ -39,6 +39,7 @@ from gateway.admission_types import (
     RequestStatus,
     Removed,
     Renewal,
+    StoreReset,
     UnitBinding,
 )
 from gateway.keys import DEFAULT_PREFIX, AdmissionKeys
@@ -82,6 +83,11 @@ def _text(value: Any) -> str:
 def _num(value: float) -> str:
     # Fixed-point keeps microseconds; repr() could produce exponents Lua's tonumber reads but humans don't.
     return f"{value:.6f}"
+
+
+def _raise_if_reset(exc: ResponseError) -> None:
+    if str(exc).startswith("EPOCH"):
+        raise StoreReset(str(exc)) from exc
 
 
 def _claimed_entries(flat: list[Any], start: int, count: int) -> tuple[ClaimedEntry, ...]:
@@ -137,9 +143,11 @@ class AdmissionStore:
     """
 
     def __init__(self, redis: aioredis.Redis, *, key_prefix: str = DEFAULT_PREFIX,
-                 clock: Callable[[], float] = time.time, scan_limit: int = DEFAULT_SCAN_LIMIT) -> None:
+                 clock: Callable[[], float] = time.time, scan_limit: int = DEFAULT_SCAN_LIMIT,
+                 epoch: Callable[[], str | None] = lambda: None) -> None:
         if scan_limit < 1:
             raise ValueError("scan_limit must be >= 1")
+        self._epoch = epoch
         self._redis = redis
         self._keys = AdmissionKeys(prefix=key_prefix)
         self._shared_keys = tuple(self._keys.shared())
@@ -189,17 +197,18 @@ class AdmissionStore:
         args: tuple[Any, ...] = (request_id, campaign, data_json, caps.global_cap, caps.campaign_caps_json(),
                                  _num(pending_lease_seconds), max_queue_length, secrets.token_hex(8),
                                  self._scan_limit)
-        keys = self._request_keys(request_id)
+        keys = [*self._request_keys(request_id), self._keys.epoch]
         if limits is not None:
             if limits.args[1] != request_id:
                 raise ValueError("the rate-limit unit id must be the request id")
             args += limits.args
             keys += limits.keys
         try:
-            reply = await self._run("admit", args, keys)
+            reply = await self._run("admit", (*args, self._epoch() or ""), keys)
         except ResponseError as exc:
             if "DUPLICATE" in str(exc):
                 raise DuplicateRequestError(f"request id {request_id!r} is already known") from exc
+            _raise_if_reset(exc)
             raise
         outcome = _OUTCOMES[reply[0]]
         m = int(reply[4])
@@ -261,8 +270,13 @@ class AdmissionStore:
         if limit == 0:
             return []
         token = _require_id(token, "token") if token is not None else new_claim_token()
-        reply = await self._run("claim", [caps.global_cap, caps.campaign_caps_json(), _num(pending_lease_seconds),
-                                          limit, token, self._scan_limit, "claim"], [self._keys.claim_fence(token)])
+        try:
+            reply = await self._run("claim", [caps.global_cap, caps.campaign_caps_json(), _num(pending_lease_seconds),
+                                              limit, token, self._scan_limit, "claim", self._epoch() or ""],
+                                    [self._keys.claim_fence(token), self._keys.epoch])
+        except ResponseError as exc:
+            _raise_if_reset(exc)
+            raise
         return list(_claimed_entries(reply, 1, int(reply[0])))
 
     async def settle_claim(self, token: str, *, pending_lease_seconds: float, limit: int) -> list[ClaimedEntry]:
@@ -278,7 +292,7 @@ class AdmissionStore:
         if not isinstance(limit, int) or limit < 0:
             raise ValueError("limit must be an int >= 0")
         reply = await self._run("claim", [0, "{}", _num(pending_lease_seconds), limit, token, self._scan_limit,
-                                          "settle"], [self._keys.claim_fence(token)])
+                                          "settle", ""], [self._keys.claim_fence(token), self._keys.epoch])
         return list(_claimed_entries(reply, 1, int(reply[0])))
 
     async def extend_lease(self, entry: ClaimedEntry, *, pending_lease_seconds: float) -> Renewal:

@@ -6,6 +6,8 @@ imports them from there.
 
 from __future__ import annotations
 
+from redis.exceptions import RedisError
+
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -139,3 +141,8 @@ class RequestStatus:
 
 class DuplicateRequestError(ValueError):
     """:meth:`AdmissionStore.admit` was given a request id the store already knows."""
+
+
+class StoreReset(RedisError):
+    """The store is not the one this process knew (its epoch changed: Redis restarted empty or was
+    flushed); the call did nothing. The caller has the reset handled, then may try again."""

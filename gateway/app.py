@@ -22,7 +22,8 @@ import tornado.netutil
 import tornado.web
 
 from gateway.admission import AdmissionStore
-from gateway.capacity import CapacityPolicy
+from gateway.keys import AdmissionKeys
+from gateway.capacity import CapacityPolicy, PlatformCapacitySync
 from gateway.cors import CorsPolicy
 from gateway.dispatcher import QueueDispatcher
 from gateway.epoch import CHECK_INTERVAL_SECONDS, EpochWatcher, StoreEpoch
@@ -117,7 +118,11 @@ class Gateway:
         self._owns_redis = redis is None
         self.platform = platform if platform is not None else PlatformClient(settings.platform)
         self.events = EventHub()
-        self.store = AdmissionStore(self.redis, key_prefix=KEY_PREFIX, clock=clock)
+        # The deployment's epoch: admissions and claims carry it, so none runs against a store that was
+        # reset (restarted empty, flushed) before this process has caught up (gateway.epoch).
+        store_epoch = StoreEpoch(self.redis, key=AdmissionKeys(prefix=KEY_PREFIX).epoch)
+        self.epoch = EpochWatcher(store_epoch, interval=epoch_interval)
+        self.store = AdmissionStore(self.redis, key_prefix=KEY_PREFIX, clock=clock, epoch=lambda: store_epoch.known)
         campaign_caps = {name: c.max_concurrent_sessions for name, c in settings.platform.campaigns.items()
                          if c.max_concurrent_sessions is not None}
         self.capacity = CapacityPolicy(global_cap=settings.concurrency.max_concurrent_sessions,
@@ -125,10 +130,16 @@ class Gateway:
         self.protection = ClientProtection(settings, self.redis, clock=clock)
         self.dispatcher = QueueDispatcher(store=self.store, platform=self.platform, settings=settings,
                                           capacity=self.capacity, events=self.events,
-                                          interval=dispatch_interval, protection=self.protection)
+                                          interval=dispatch_interval, protection=self.protection,
+                                          on_store_reset=self.epoch.check_now)
+        self.capacity_sync = PlatformCapacitySync(platform=self.platform, store=self.store, capacity=self.capacity,
+                                                  interval=settings.concurrency.sync_interval_seconds,
+                                                  grew=self.dispatcher.kick)
+        # First after a reset: the cap stops counting the sessions the store forgot as free slots.
+        self.epoch.on_reset(self.capacity_sync.after_store_reset)
         self.service = SessionService(settings=settings, store=self.store, platform=self.platform,
                                       capacity=self.capacity, dispatcher=self.dispatcher, events=self.events,
-                                      protection=self.protection)
+                                      protection=self.protection, on_store_reset=self.epoch.check_now)
         self._geo_reload_task: asyncio.Task[None] | None = None
         self._unit_renew_task: asyncio.Task[None] | None = None
         self.trusted_proxies = TrustedProxies.parse(settings.forwarded_headers.known_proxies,
@@ -142,14 +153,14 @@ class Gateway:
         self._extra_routes: list[Any] = []
         self._on_start: list[Callable[[], Awaitable[None]]] = []
         self._on_stop: list[Callable[[], Awaitable[None]]] = []
-        # Notices a store that was reset (restarted empty, flushed) and has the services catch up.
-        self.epoch = EpochWatcher(StoreEpoch(self.redis, key=f"{KEY_PREFIX}epoch"), interval=epoch_interval)
-        self.on_start(self._start_epoch_watcher)
+        self.on_start(self.epoch.start)
+        self.on_start(self._start_capacity_sync)
+        self.on_stop(self.capacity_sync.stop)
         self.on_stop(self.epoch.stop)
         self.session_hub = install_session_hub(self, tuning=hub_tuning)
 
-    async def _start_epoch_watcher(self) -> None:
-        self.epoch.start()
+    async def _start_capacity_sync(self) -> None:
+        self.capacity_sync.start()
 
     async def _poll_presence(self, request_id: str) -> None:
         """A status poll is a sign of life: the client waits without a hub connection."""

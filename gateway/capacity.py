@@ -12,11 +12,19 @@ gateway admits optimistically and lets the platform's own concurrency error send
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from gateway.admission import Caps
+from redis.exceptions import RedisError
+
+from gateway.admission import AdmissionStore, Caps
+from gateway.platform import PlatformError
+
+if TYPE_CHECKING:
+    from gateway.platform import PlatformClient
 
 log = logging.getLogger("gateway.capacity")
 
@@ -71,3 +79,81 @@ class CapacityPolicy:
         else:
             self._learned = cap_from_platform(usage, ours)
         return self.caps().global_cap > before
+
+    def assume_reset(self) -> None:
+        """The store was reset: its count of our sessions restarts at zero while those sessions still run,
+        and no earlier reading knows how many there are. Until the next reading nothing is admitted (the
+        queue waits a platform round trip), so the forgotten sessions are not admitted again on top of
+        themselves; the reading then counts every call the platform reports, ours included."""
+        if self._configured is None:
+            self._learned = 0
+
+
+class PlatformCapacitySync:
+    """Reads the platform's billing endpoints every ``interval`` seconds into :class:`CapacityPolicy`.
+
+    :param platform: the platform client.
+    :param store: the admission store (our own live sessions, which the platform's usage includes).
+    :param capacity: the policy to update.
+    :param interval: ``Concurrency.SyncIntervalSeconds``.
+    :param grew: called when the cap grew (the dispatcher claims at once).
+    """
+
+    def __init__(self, *, platform: PlatformClient, store: AdmissionStore, capacity: CapacityPolicy,
+                 interval: float, grew: Callable[[], None]) -> None:
+        self._platform = platform
+        self._store = store
+        self._capacity = capacity
+        self._interval = interval
+        self._grew = grew
+        self._now = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._failures = 0
+
+    def start(self) -> None:
+        if self._capacity.syncs_from_platform:
+            self._task = asyncio.create_task(self._run(), name="platform-capacity-sync")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    def sync_now(self) -> None:
+        """Read the platform again without waiting for the next interval."""
+        self._now.set()
+
+    async def after_store_reset(self) -> None:
+        """Reset handler: count all platform usage as others' at once, then read the platform again."""
+        if self._capacity.syncs_from_platform:
+            self._capacity.assume_reset()
+            self.sync_now()
+
+    async def sync_once(self) -> None:
+        usage: PlatformUsage | None
+        try:
+            reading = await self._platform.concurrency()
+            usage = PlatformUsage(current=reading.current, limit=reading.limit)
+            self._failures = 0
+        except PlatformError as exc:
+            usage = None
+            self._failures += 1
+            if self._failures == 1:  # log once per outage, not every 15 s
+                log.warning("platform concurrency sync failed (%s); admitting optimistically until it works", exc)
+        try:
+            counts = await self._store.counts()
+        except RedisError as exc:
+            log.warning("platform concurrency sync could not read the store: %s", exc)
+            return
+        if self._capacity.learn(usage, int(counts.get("active", 0)) + int(counts.get("pending", 0))):
+            self._grew()
+
+    async def _run(self) -> None:
+        while True:
+            self._now.clear()
+            await self.sync_once()
+            try:
+                await asyncio.wait_for(self._now.wait(), self._interval)
+            except TimeoutError:
+                pass

@@ -19,8 +19,8 @@ from typing import TypeVar
 
 from redis.exceptions import RedisError
 
-from gateway.admission import AdmissionStore, ClaimedEntry, Renewal, UnitBinding, new_claim_token
-from gateway.capacity import CapacityPolicy, PlatformUsage
+from gateway.admission import AdmissionStore, ClaimedEntry, Renewal, StoreReset, UnitBinding, new_claim_token
+from gateway.capacity import CapacityPolicy
 from gateway.events import EventHub, QueueChanged, SessionFailed, SessionReady
 from gateway.payload import SessionRequest
 from gateway.platform import FailureKind, InitiatedSession, PlatformClient, PlatformError
@@ -86,6 +86,7 @@ class QueueDispatcher:
         batch: int = 32,
         monotonic: Callable[[], float] = time.monotonic,
         protection: ClientProtection | None = None,
+        on_store_reset: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._protection = protection
         self._store = store
@@ -98,7 +99,7 @@ class QueueDispatcher:
         self._monotonic = monotonic
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
-        self._sync_task: asyncio.Task[None] | None = None
+        self._on_store_reset = on_store_reset
         self._inflight: set[asyncio.Task[None]] = set()
         self._backoff = 0.0
         self._paused_until = 0.0
@@ -109,20 +110,15 @@ class QueueDispatcher:
 
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._run(), name="queue-dispatcher")
-        if self._capacity.syncs_from_platform:
-            self._sync_task = asyncio.create_task(self._sync_platform(), name="platform-capacity-sync")
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Stop claiming; let dispatches already under way finish (their sessions exist or will)."""
-        for task in (self._loop_task, self._sync_task):
-            if task is not None:
-                task.cancel()
-        for task in (self._loop_task, self._sync_task):
-            if task is not None:
-                try:
-                    await task
-                except asyncio.CancelledError:
-                    pass
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            try:
+                await self._loop_task
+            except asyncio.CancelledError:
+                pass
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=timeout)
 
@@ -175,6 +171,13 @@ class QueueDispatcher:
                 limit=self._batch,
                 token=token,
             )
+        except StoreReset:
+            # Refused before doing anything: nothing to settle. Once the reset is handled (the capacity
+            # takes the platform's usage as it now stands), the next round claims under the new epoch.
+            if self._on_store_reset is not None:
+                await self._on_store_reset()
+            self._wake.set()
+            return
         except Exception:
             # Redis may have run the claim and only its reply be lost (a stall past the command timeout):
             # the entries it took would wait for their leases to expire twice. The next round settles the
@@ -388,28 +391,3 @@ class QueueDispatcher:
                     raise
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-
-    # -- platform capacity sync --------------------------------------------------------------------
-
-    async def _sync_platform(self) -> None:
-        interval = self._settings.concurrency.sync_interval_seconds
-        failures = 0
-        while True:
-            usage: PlatformUsage | None
-            try:
-                reading = await self._platform.concurrency()
-                usage = PlatformUsage(current=reading.current, limit=reading.limit)
-                failures = 0
-            except PlatformError as exc:
-                usage = None
-                failures += 1
-                if failures == 1:  # log once per outage, not every 15 s
-                    log.warning("platform concurrency sync failed (%s); admitting optimistically until it works", exc)
-            try:
-                counts = await self._store.counts()
-                ours = int(counts.get("active", 0)) + int(counts.get("pending", 0))
-                if self._capacity.learn(usage, ours):
-                    self.kick()
-            except RedisError as exc:
-                log.warning("platform concurrency sync could not read the store: %s", exc)
-            await asyncio.sleep(interval)

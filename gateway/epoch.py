@@ -85,11 +85,17 @@ class EpochWatcher:
         self.handlers: list[ResetHandler] = list(handlers or [])
         self._interval = interval
         self._task: asyncio.Task[None] | None = None
+        self._check: asyncio.Future[bool] | None = None
 
     def on_reset(self, handler: ResetHandler) -> None:
         self.handlers.append(handler)
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """Learn the epoch (when the store answers) before anything is admitted, then watch it."""
+        try:
+            await self.check_once()
+        except RedisError:
+            pass  # the store is down at start-up: the first check that reaches it learns the epoch
         self._task = asyncio.create_task(self._run(), name="store-epoch-watcher")
 
     async def stop(self) -> None:
@@ -97,6 +103,17 @@ class EpochWatcher:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+
+    async def check_now(self) -> None:
+        """Check at once, because a call was refused for an epoch it did not know; callers that ask
+        while a check runs share it, so a burst of refused calls costs one check.
+
+        :raises RedisError: when the store cannot be reached.
+        """
+        if self._check is None or self._check.done():
+            self._check = asyncio.ensure_future(self.check_once())
+        # Shielded: one caller giving up (its request was cancelled) must not cancel the others' check.
+        await asyncio.shield(self._check)
 
     async def check_once(self) -> bool:
         """One check; runs the handlers and returns True when the store was reset."""
@@ -115,10 +132,10 @@ class EpochWatcher:
 
     async def _run(self) -> None:
         while True:
+            await asyncio.sleep(self._interval)
             try:
                 await self.check_once()
             except RedisError:
                 pass  # unreachable: nothing to conclude; outages are logged by the calls that need the store
             except Exception:  # noqa: BLE001 - the watcher must outlive a bug in one round
                 log.exception("checking the store epoch failed")
-            await asyncio.sleep(self._interval)

@@ -111,6 +111,12 @@ class AdmissionKeys:
         """HASH marking a finished or removed request for 24 h, so it reads "expired"."""
         return self._name(f"tomb:{request_id}")
 
+    @property
+    def epoch(self) -> str:
+        """STRING: the deployment's epoch token (:mod:`gateway.epoch`); gone or changed after a store reset.
+        Admission and claims carry the token they know and are refused when it no longer matches."""
+        return f"{self.prefix}epoch"
+
     def claim_fence(self, token: str) -> str:
         """STRING set when a dispatcher settles a claim token whose reply it lost (lives an hour), so the
         lost claim, should Redis run it later, claims nothing."""

@@ -231,8 +231,9 @@ class SessionHubService:
             await self._touch(gone)
 
     async def store_reset(self) -> None:
-        """The store was reset: clients of this process whose requests it lost hear why at once."""
-        await self._sessions.lost_in_reset(list(self._by_request))
+        """The store was reset: clients of this process whose requests it lost hear why at once (in the
+        background: an admission waiting for the reset to be handled must not wait for this)."""
+        self._spawn(self._sessions.lost_in_reset(list(self._by_request)))
 
     # -- events ----------------------------------------------------------------------------------
 

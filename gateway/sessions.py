@@ -11,14 +11,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway.admission import AdmissionStore, ClaimedEntry, EndResult, Outcome, Removed, RequestStatus
+from gateway.admission import (
+    AdmissionStore,
+    AdmitResult,
+    ClaimedEntry,
+    EndResult,
+    Outcome,
+    Removed,
+    RequestStatus,
+    StoreReset,
+)
 from gateway.capacity import CapacityPolicy
 from gateway.dispatcher import QueueDispatcher
 from gateway.departures import Departure, departure_message
@@ -126,7 +135,9 @@ class SessionService:
         dispatcher: QueueDispatcher,
         events: EventHub,
         protection: ClientProtection,
+        on_store_reset: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        self._on_store_reset = on_store_reset
         self._protection = protection
         self._settings = settings
         self._store = store
@@ -175,15 +186,18 @@ class SessionService:
         campaign = self._settings.platform.campaigns[request.campaign_id]
         data = {"request": request.to_dict(), "ip": client_ip}
         try:
-            result = await self._store.admit(
-                request_id=request_id,
-                campaign=request.campaign_id,
-                data=data,
-                caps=self._capacity.caps(),
-                pending_lease_seconds=self._settings.concurrency.pending_lease_seconds,
-                max_queue_length=self._settings.queue.max_length,
-                limits=limits,
-            )
+            try:
+                result = await self._admit_call(request, request_id, data, limits)
+            except StoreReset:
+                # The store was reset since this process last looked, and the call did nothing. Catch up
+                # (the cap stops counting the sessions the store forgot as free), then decide once more.
+                if self._on_store_reset is None:
+                    raise
+                await self._on_store_reset()
+                result = await self._admit_call(request, request_id, data, limits)
+        except StoreReset as exc:
+            log.warning("admission refused twice for a changed store epoch: %s", exc)
+            raise ServiceUnavailable(STORE_DOWN_MESSAGE, retry_after=5) from exc
         except RedisError as exc:
             log.warning("admission failed, store unavailable: %s", exc)
             raise _QueuingReplyLost(STORE_DOWN_MESSAGE, retry_after=5) from exc
@@ -253,6 +267,18 @@ class SessionService:
                       session.conversation_session_id, exc)
         return Admitted(web_socket_url=session.web_socket_url,
                         conversation_session_id=session.conversation_session_id, headers=limit_headers)
+
+    async def _admit_call(self, request: SessionRequest, request_id: str, data: dict[str, Any],
+                          limits: UnitCall | None) -> AdmitResult:
+        return await self._store.admit(
+            request_id=request_id,
+            campaign=request.campaign_id,
+            data=data,
+            caps=self._capacity.caps(),
+            pending_lease_seconds=self._settings.concurrency.pending_lease_seconds,
+            max_queue_length=self._settings.queue.max_length,
+            limits=limits,
+        )
 
     async def status(self, request_id: str) -> RequestStatus | None:
         return await self._store_or_unavailable(self._store.status(request_id))

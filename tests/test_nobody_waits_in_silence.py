@@ -198,3 +198,37 @@ async def test_a_store_reset_is_noticed_and_every_client_whose_request_is_gone_h
         await a.close()
         for client in redis_clients:
             await client.aclose()
+
+
+async def test_after_a_store_reset_the_platforms_usage_keeps_admission_within_its_limit(
+        redis_proc: RedisProcess) -> None:
+    # No configured cap: the cap is the platform's billing limit (2) minus the usage that is not ours.
+    # A reset makes the store forget our two running sessions; counted as free, they would be admitted
+    # again on top of themselves. The sync interval is an hour, so only the reset handling can prevent it.
+    config = base_config(cap=None, Queue={"RegisterTimeoutSeconds": 60, "DisconnectGraceSeconds": 45})
+    config["Concurrency"]["SyncIntervalSeconds"] = 3600
+    client = open_redis(redis_proc.url)
+    stack = await start_hub_stack(client, hub_tuning=TUNING, config=config, concurrency_limit=2)
+    try:
+        await stack.gateway.capacity_sync.sync_once()
+        for _ in range(2):
+            assert (await stack.request_session()).code == 200
+        assert stack.sim.stats()["live"] == 2
+
+        redis_proc.stop()
+        redis_proc.start()  # empty
+        codes = []
+        for _ in range(2):
+            response = await stack.request_session()
+            for _attempt in range(5):  # the first use of a connection from before the restart may fail
+                if response.code != 503:
+                    break
+                response = await stack.request_session()
+            codes.append(response.code)
+        assert codes == [202, 202]
+        # Queued by the gateway itself: the platform was never asked beyond its limit.
+        assert stack.sim.stats()["refused"] == 0
+        assert stack.sim.stats()["live"] == 2
+    finally:
+        await stack.close()
+        await client.aclose()

@@ -2,6 +2,7 @@
 -- settle an earlier claim whose reply was lost.
 -- Run with lib_store.lua prepended (shared KEYS[1..13] and ARGV[1] = now are documented there).
 -- KEYS[14] fence of this claim token (STRING, set by "settle"; a claim whose token is fenced claims nothing)
+-- KEYS[15] the deployment's epoch (STRING, gateway/epoch.py)
 -- ARGV[1] now (caller clock, seconds)
 -- ARGV[2] global cap
 -- ARGV[3] per-campaign caps as a JSON object {"campaign": cap}
@@ -10,6 +11,8 @@
 -- ARGV[6] claim token (random, unique per claim, made by the caller); lease ids are token..':'..n
 -- ARGV[7] scan limit (max queue entries inspected)
 -- ARGV[8] mode: "claim", or "settle" to recover what a claim with this token took
+-- ARGV[9] the epoch the caller knows, or "" (not checked); a claim under another epoch is refused with
+--         the error "EPOCH ...", as in admit.lua
 -- Returns: {n, then n times: request_id, campaign, lease_id, data}
 --   "claim": the entries claimed now. "settle": the entries still held under the token (their leases
 --   renewed to now + ARGV[4]), after fencing the token so that the claim, if it has not run yet, claims
@@ -23,6 +26,9 @@
 local token, limit, lease_seconds = ARGV[6], tonumber(ARGV[5]), tonumber(ARGV[4])
 local FENCE_SECONDS = 3600  -- far longer than a lost claim can stay unexecuted in a stalled Redis
 
+if ARGV[9] ~= '' and redis.call('GET', KEYS[15]) ~= ARGV[9] then
+  return redis.error_reply('EPOCH the store was reset since this process last looked')
+end
 if ARGV[8] == 'settle' then
   redis.call('SET', KEYS[14], '1', 'EX', FENCE_SECONDS)
   local reply = {0}
