@@ -131,6 +131,8 @@ class Supervisor:
         self._stopping = False
         self._next = 0
         self._selector = selectors.DefaultSelector()
+        # Accepted connections whose first bytes have not arrived yet, with the time to stop waiting.
+        self._pending: dict[socket.socket, float] = {}
 
     def _spawn(self, index: int) -> None:
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -138,10 +140,13 @@ class Supervisor:
         if pid == 0:  # the worker
             code = 1
             try:
+                # Nothing of the parent's stays open here: a client socket kept by a worker that
+                # does not serve it would never be closed.
                 parent_end.close()
                 self._listener.close()
-                for other in self._channels.values():
-                    other.close()
+                self._selector.close()
+                for inherited in (*self._channels.values(), *self._pending):
+                    inherited.close()
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 code = self._main(index, child_end)
@@ -174,13 +179,13 @@ class Supervisor:
         selector = self._selector
         self._listener.setblocking(False)
         selector.register(self._listener, selectors.EVENT_READ, (_LISTENER, None))
-        pending: dict[socket.socket, float] = {}
+        pending = self._pending
         try:
             while not self._stopping:
                 for key, _ in selector.select(timeout=0.5):
                     kind, index = key.data
                     if kind == _LISTENER:
-                        self._accept(pending)
+                        self._accept()
                     elif kind == _CHANNEL:
                         self._relay(key.fileobj, index)  # type: ignore[arg-type]
                     else:
@@ -200,13 +205,13 @@ class Supervisor:
             self._shutdown()
         return 0
 
-    def _accept(self, pending: dict[socket.socket, float]) -> None:
+    def _accept(self) -> None:
         try:
             conn, _ = self._listener.accept()
         except (BlockingIOError, InterruptedError):
             return
         self._selector.register(conn, selectors.EVENT_READ, (_CLIENT, None))
-        pending[conn] = time.monotonic() + 5.0
+        self._pending[conn] = time.monotonic() + 5.0
 
     def _route(self, conn: socket.socket) -> None:
         try:

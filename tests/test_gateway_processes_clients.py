@@ -15,6 +15,7 @@ and the third reach the same worker and the second the other one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import queue
@@ -135,9 +136,9 @@ def _stop(proc: subprocess.Popen[bytes]) -> int:
     return proc.returncode
 
 
-@pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    tmp = tmp_path_factory.mktemp("processes")
+@contextlib.contextmanager
+def _running(tmp: Path) -> Iterator[tuple[Deployment, subprocess.Popen[bytes]]]:
+    """Redis, the simulator and ``serve --processes 2`` (cap 1), stopped afterwards."""
     redis = RedisProcess()
     redis.start()
     gw_port, sim_port = free_port(), free_port()
@@ -161,12 +162,18 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
                 cwd=ROOT, stdout=gw_log, stderr=subprocess.STDOUT, env=env))
         result = Deployment(port=gw_port)
         _wait_healthy(result, procs[1], log_path)
-        yield result
+        yield result, procs[1]
         assert _stop(procs[1]) == 0, log_path.read_text()
     finally:
         for proc in reversed(procs):
             _stop(proc)
         redis.close()
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    with _running(tmp_path_factory.mktemp("processes")) as (running, _):
+        yield running
 
 
 # -- ids ------------------------------------------------------------------------------------------
@@ -451,3 +458,30 @@ def test_streaming_transport_on_a_kept_alive_connection(deployment: Deployment, 
     finally:
         first.close()
         second.close()
+
+
+def _workers(parent: int) -> set[int]:
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    return {int(pid) for pid in children}
+
+
+def test_a_restarted_worker_keeps_no_client_socket_of_the_parent(tmp_path: Path) -> None:
+    """A worker started again while the parent holds a connection that has sent nothing yet must not
+    keep a copy of that socket: the connection would then never close for its client."""
+    with _running(tmp_path) as (running, proc):
+        with socket.create_connection(("127.0.0.1", running.port), timeout=TIMEOUT) as silent:
+            # Accepted in order: once a later connection is answered, the parent holds the silent one.
+            assert running.call("GET", "/healthz")[0] == 200
+            before = _workers(proc.pid)
+            victim = min(before)
+            os.kill(victim, signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while len((after := _workers(proc.pid)) - before) < 1 or len(after) < 2:
+                assert time.monotonic() < deadline, "the worker was not started again"
+                time.sleep(0.05)  # another process's children: there is no event to wait on
+            _wait_healthy(running, proc, tmp_path / "gateway.log")
+            silent.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            received = b""
+            while chunk := silent.recv(4096):  # up to the end of the stream: the worker closed it
+                received += chunk
+            assert received.startswith(b"HTTP/1.1 200 OK") and received.endswith(b'{"status":"alive"}')
