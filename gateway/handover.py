@@ -51,8 +51,9 @@ def unread_bytes(stream: tornado.iostream.IOStream) -> bytes:
     """Every byte read from ``stream``'s socket (or handed in with it) and not yet consumed; the stream
     is to be closed afterwards, not read again."""
     # Tornado has no public way to take back its read buffer: read it where BaseIOStream keeps it
-    # (Tornado 6.4 to 6.6; tests/test_gateway_handover.py pins it).
-    buffered = bytes(stream._read_buffer[: stream._read_buffer_size])  # type: ignore[attr-defined]
+    # (tests/test_gateway_handover.py pins it; older Tornados kept a start offset too).
+    start = getattr(stream, "_read_buffer_pos", 0)
+    buffered = bytes(stream._read_buffer[start : start + stream._read_buffer_size])  # type: ignore[attr-defined]
     return buffered + (stream.take_unread() if isinstance(stream, HandedStream) else b"")
 
 
@@ -103,4 +104,5 @@ class Handover:
         except OSError:  # the client is already gone
             sock.close()
             return
-        server.handle_stream(HandedStream(sock, arrival.unread), address)
+        stream = HandedStream(sock, arrival.unread) if arrival.unread else tornado.iostream.IOStream(sock)
+        server.handle_stream(stream, address)

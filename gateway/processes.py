@@ -43,7 +43,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 log = logging.getLogger("gateway.processes")
 
@@ -71,7 +71,7 @@ def owner_of(target: str, workers: int) -> int | None:
 
     :param target: the request target (``/sessionHub?id=...``).
     """
-    query = urlsplit(target).query
+    query = target.partition("?")[2]  # a request target has no fragment
     if "id=" not in query.lower():  # the common case: nothing to parse
         return None
     token = None
