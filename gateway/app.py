@@ -17,6 +17,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import tornado.httpserver
+import tornado.httputil
 import tornado.iostream
 import tornado.netutil
 import tornado.web
@@ -41,7 +42,7 @@ from gateway.handlers import (
 )
 from gateway.platform import PlatformClient
 from gateway.protection import RENEW_INTERVAL_SECONDS, ClientProtection, ProtectionUnavailable
-from gateway.session_hub import HUB_PATH, HubTuning, install_session_hub
+from gateway.session_hub import HubTuning, install_session_hub
 from gateway.sessions import SessionService
 from gateway.settings import Settings
 from gateway.store import check_redis_version, open_redis
@@ -94,8 +95,10 @@ class Gateway:
 
     :param hub_tuning: timers of the ``/sessionHub`` live queue (:class:`gateway.session_hub.HubTuning`).
     :param epoch_interval: seconds between checks that the store was not reset (:mod:`gateway.epoch`).
-    :param one_request_per_hub_connection: close the TCP connection after each hub HTTP request; set by
-        the ``--processes`` workers, whose front routes each new connection by its connection token.
+    :param hand_over: called with each request once its head is read; returns True when it passed the
+        request's connection to another process (then this one serves nothing more of it). The
+        ``--processes`` workers pass on requests naming another worker's SignalR connection
+        (:class:`gateway.handover.Handover`).
     """
 
     def __init__(
@@ -107,13 +110,13 @@ class Gateway:
         clock: Callable[[], float] = time.time,
         dispatch_interval: float = 1.0,
         hub_tuning: HubTuning | None = None,
-        one_request_per_hub_connection: bool = False,
+        hand_over: Callable[[tornado.httputil.HTTPServerRequest], bool] | None = None,
         epoch_interval: float = CHECK_INTERVAL_SECONDS,
     ) -> None:
         self.settings = settings
         self.clock = clock
         self.key_prefix = KEY_PREFIX
-        self.one_request_per_hub_connection = one_request_per_hub_connection
+        self.hand_over = hand_over
         self.redis = redis if redis is not None else open_redis(settings.redis_url)
         self._owns_redis = redis is None
         self.platform = platform if platform is not None else PlatformClient(settings.platform)
@@ -198,7 +201,7 @@ class Gateway:
 
     def make_app(self, extra_routes: list[Any] | None = None) -> tornado.web.Application:
         inflight = self.inflight
-        one_request_per_hub_connection = self.one_request_per_hub_connection
+        hand_over = self.hand_over
 
         class _Tracked(tornado.web.Application):
             # Counting here (rather than in each handler) covers every route, including SignalR's.
@@ -207,13 +210,9 @@ class Gateway:
                 _log_request(handler)
 
             def find_handler(self, request, **kwargs):  # type: ignore[no-untyped-def]
+                if hand_over is not None and hand_over(request):
+                    return tornado.httputil.HTTPMessageDelegate()  # the connection is detached: nothing to do
                 inflight.started()
-                if (one_request_per_hub_connection and request.path.startswith(HUB_PATH)
-                        and request.headers.get("Upgrade", "").lower() != "websocket"):
-                    # Behind the --processes front, the next request on this TCP connection could
-                    # belong to another worker's hub connection: make the browser open a new one.
-                    # (Tornado has no public switch for this; it is the flag its own keep-alive logic sets.)
-                    request.connection._disconnect_on_finish = True
                 return super().find_handler(request, **kwargs)
 
         return _Tracked(

@@ -141,17 +141,20 @@ def _serve_processes(args: argparse.Namespace) -> int:
              args.host, listener.getsockname()[1], args.processes)
 
     def worker(index: int, channel: _socket.socket) -> int:
-        return _run(_serve_worker(settings, index, channel))
+        return _run(_serve_worker(settings, index, channel, workers=args.processes))
 
     return Supervisor(listener, args.processes, worker).run()
 
 
-async def _serve_worker(settings, index: int, channel) -> int:  # type: ignore[no-untyped-def]
-    from gateway.processes import receive_socket, token_prefix
-    from signalr.ids import set_token_prefix
+async def _serve_worker(settings, index: int, channel, *, workers: int) -> int:  # type: ignore[no-untyped-def]
+    from gateway.handover import Handover
+    from gateway.processes import receive, token_prefix
+    from signalr.ids import set_id_prefix
 
-    set_token_prefix(token_prefix(index))
-    gateway = _build_gateway(settings, one_request_per_hub_connection=True)
+    set_id_prefix(token_prefix(index))
+    channel.setblocking(False)
+    handover = Handover(index, workers, channel)
+    gateway = _build_gateway(settings, hand_over=handover)
     if gateway is None:
         return 1
     try:
@@ -162,13 +165,12 @@ async def _serve_worker(settings, index: int, channel) -> int:  # type: ignore[n
         return 1
     settle_heap()
     loop = asyncio.get_running_loop()
-    channel.setblocking(False)
     closed = asyncio.Event()
 
     def on_readable() -> None:
         try:
-            for sock in receive_socket(channel):
-                gateway.accept_socket(sock)
+            for arrival in receive(channel):
+                handover.serve(gateway.server, arrival)
         except EOFError:  # the supervisor is gone: shut down
             loop.remove_reader(channel.fileno())
             closed.set()

@@ -10,25 +10,27 @@ import secrets
 
 ID_BYTES = 16
 
-# A per-process prefix of connection tokens (see :func:`set_token_prefix`); empty by default.
-_token_prefix = ""
+# A per-process prefix of connection ids and tokens (see :func:`set_id_prefix`); empty by default.
+_id_prefix = ""
 
 
-def set_token_prefix(prefix: str) -> None:
-    """Start every connection token of this process with ``prefix`` (URL-safe, e.g. ``"3."``).
+def set_id_prefix(prefix: str) -> None:
+    """Start every connection id and token of this process with ``prefix`` (URL-safe, e.g. ``"3."``).
 
     A front process that shares one port between several worker processes reads it from ``id=`` to
-    send each request of a connection to the worker that holds it.
+    send each request of a connection to the worker that holds it. Ids get it too, not only tokens:
+    negotiate version 0 clients (and skip-negotiation) send the connection id as ``id=``. The prefix is
+    added in front of the 16 random bytes, so it takes nothing from what an attacker must guess.
     """
-    global _token_prefix
-    _token_prefix = prefix
+    global _id_prefix
+    _id_prefix = prefix
 
 
 def new_connection_id() -> str:
     """Return a fresh public connection id."""
-    return secrets.token_urlsafe(ID_BYTES)
+    return _id_prefix + secrets.token_urlsafe(ID_BYTES)
 
 
 def new_connection_token() -> str:
     """Return a fresh private connection token (what clients put in ``id=``)."""
-    return _token_prefix + secrets.token_urlsafe(ID_BYTES)
+    return _id_prefix + secrets.token_urlsafe(ID_BYTES)
