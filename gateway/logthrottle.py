@@ -45,6 +45,7 @@ class _Kind:
     pathname: str
     lineno: int
     func: str | None
+    template: str
     started: float
     ends: float
     suppressed: int = 0
@@ -114,9 +115,12 @@ class RepeatThrottle(logging.Filter):
             else:
                 self._kinds.move_to_end(key)
                 kind.suppressed += 1
-                kind.last = _text_of(record)
                 passed = False
                 self._arm_timer(now)
+        if not passed:
+            # Formatted outside the lock: an argument's __str__ may itself log. A summary written meanwhile
+            # shows the template instead.
+            kind.last = _text_of(record)
         self._write(due)
         return passed
 
@@ -153,7 +157,7 @@ class RepeatThrottle(logging.Filter):
                 evicted.append(self._summary(oldest, now))
         ends = now + self.interval
         self._kinds[key] = _Kind(record.name, record.levelno, record.pathname, record.lineno, record.funcName,
-                                 started=now, ends=ends)
+                                 key[2], started=now, ends=ends)
         self._next_sweep = min(self._next_sweep, ends)
         return evicted
 
@@ -180,7 +184,7 @@ class RepeatThrottle(logging.Filter):
 
     @staticmethod
     def _summary(kind: _Kind, until: float) -> _Summary:
-        return _Summary(kind, kind.suppressed, max(0.0, until - kind.started), kind.last)
+        return _Summary(kind, kind.suppressed, max(0.0, until - kind.started), kind.last or kind.template)
 
     def _arm_timer(self, now: float) -> None:
         if not self._use_timer or self._timer is not None:

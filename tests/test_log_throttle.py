@@ -239,3 +239,25 @@ def test_a_forked_child_starts_with_its_own_counts(sink, clock):
         os._exit(0 if [r.getMessage() for r in handler.plain] == ["worker 1 exited", "worker 2 exited"] else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_an_argument_that_logs_while_it_is_formatted_does_not_deadlock(sink, clock):
+    root, handler, throttle = throttled(sink, clock, interval=10)
+
+    class Chatty:
+        def __str__(self) -> str:
+            root.warning("formatting %s", "an argument")  # logging from inside a record being throttled
+            return "chatty"
+
+    def flood() -> None:
+        for _ in range(3):
+            root.warning("value: %s", Chatty())
+
+    worker = threading.Thread(target=flood, daemon=True)
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive(), "logging deadlocked inside the throttle"
+    throttle.flush()
+    assert [r.getMessage() for r in handler.plain] == ["value: chatty", "formatting an argument"]
+    [values] = [s for s in handler.summaries if "value: " in s.getMessage()]
+    assert count_of(values) == 2
