@@ -34,7 +34,7 @@ CLEAR_MESSAGE = "is unreachable (connection refused); starting without the store
                 "answers, and the gateway recovers by itself"
 
 
-class Gateway:
+class ServeProcess:
     """The ``serve`` child; its stdout and stderr are read continuously into ``lines``."""
 
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
@@ -104,7 +104,7 @@ async def gateway(simulator, redis_later, tmp_path):
         sys.executable, "-m", "gateway", "serve", "--config", str(config_file), "--host", "127.0.0.1",
         "--port", str(gateway_port), cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    child = Gateway(proc)
+    child = ServeProcess(proc)
     try:
         await asyncio.wait_for(asyncio.shield(child.listening), START_TIMEOUT)
         yield child, f"http://127.0.0.1:{gateway_port}"
