@@ -18,12 +18,16 @@ from collections.abc import Sequence
 from gateway.config import load_settings
 from gateway.errors import ConfigError
 from gateway.logcontext import configure_logging
+from gateway.logthrottle import install_repeat_throttle
 
 log = logging.getLogger("gateway")
 
 
 def _setup_logging(level: str) -> None:
     configure_logging(getattr(logging, level.upper(), logging.INFO))
+    # A Redis outage or a flood repeats one warning per request: one line per kind and interval instead.
+    for handler in logging.getLogger().handlers:
+        install_repeat_throttle(handler)
 
 
 def _parser() -> argparse.ArgumentParser:

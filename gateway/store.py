@@ -19,6 +19,7 @@ from redis.exceptions import MaxConnectionsError, NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.errors import ConfigError
+from gateway.redis_gate import MIN_REDIS_VERSION, RedisGate, RedisTooOld  # noqa: F401  (the version, re-exported)
 
 try:
     import hiredis
@@ -135,8 +136,21 @@ class _WaitingPool(aioredis.BlockingConnectionPool):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._waiters = 0
+        #: Checks the Redis version on the first connection that reaches it (:mod:`gateway.redis_gate`).
+        self.gate = RedisGate("the configured Redis")
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
+        connection = await self.checkout()
+        if not self.gate.verified:
+            try:
+                await self.gate.verify(connection)
+            except BaseException:
+                await self.release(connection)
+                raise
+        return connection
+
+    async def checkout(self) -> AbstractConnection:
+        """A connected connection, without the version check (:meth:`get_connection` adds it)."""
         if not self._waiters and self.can_get_connection():
             try:
                 return await ConnectionPool.get_connection(self)
@@ -155,9 +169,10 @@ class _WaitingPool(aioredis.BlockingConnectionPool):
         for unread data. Without an ``await`` between taking and marking the connection no lock is
         needed; we publish no metrics; and no connection comes back with an unread reply: redis-py
         disconnects a connection whose read failed, and so does :func:`run_script`. None when nothing is
-        idle or someone already waits, so that waiters keep their turn.
+        idle or someone already waits, so that waiters keep their turn, or while the Redis version has not
+        been checked (:meth:`get_connection` does that).
         """
-        if self._waiters or not self._available_connections:
+        if self._waiters or not self._available_connections or not self.gate.verified:
             return None
         connection = self._available_connections.pop()
         self._in_use_connections.add(connection)
@@ -226,36 +241,30 @@ async def run_script(client: aioredis.Redis, script: AsyncScript, keys: tuple[st
             await pool.release(connection)
 
 
-#: The oldest Redis the scripts run on (``ZADD ... GT`` needs 6.2, ``PEXPIRE ... GT`` 7.0).
-MIN_REDIS_VERSION = (7, 0)
-
-
 async def check_redis_version(client: aioredis.Redis) -> None:
     """Refuse a Redis too old for the scripts, at start-up rather than as 503s under load (an old Redis
     answers ``PEXPIRE ... GT`` with a syntax error, and only for a client's second concurrent request).
 
-    A Redis that cannot be reached now is not an error here: the gateway starts and reports not ready.
+    A Redis that cannot be reached now is not an error here: the gateway says so once and starts without
+    the store (503s, not ready); the version is checked when Redis first answers (:mod:`gateway.redis_gate`).
     :raises ConfigError: when the Redis is older than :data:`MIN_REDIS_VERSION`.
     """
-    if not isinstance(client.connection_pool, _WaitingPool):
+    pool = client.connection_pool
+    if not isinstance(pool, _WaitingPool):
         return  # the embedded store runs whatever the installed fakeredis emulates
     try:
-        info = await client.info("server")
+        connection = await pool.checkout()
     except RedisError as exc:
-        log.warning("could not read the Redis version now (%s); the scripts need Redis %d.%d or newer",
-                    exc, *MIN_REDIS_VERSION)
+        pool.gate.started_without_store(exc)
         return
-    version = str(info.get("redis_version", ""))
     try:
-        found = tuple(int(part) for part in version.split(".")[:2])
-    except ValueError:
-        log.warning("unrecognised Redis version %r; the scripts need Redis %d.%d or newer", version,
-                    *MIN_REDIS_VERSION)
-        return
-    if found < MIN_REDIS_VERSION:
-        raise ConfigError([f"RedisConnectionString: the Redis there is version {version}; the gateway needs "
-                           f"Redis {MIN_REDIS_VERSION[0]}.{MIN_REDIS_VERSION[1]} or newer (its scripts use "
-                           f"ZADD ... GT and PEXPIRE ... GT)"])
+        await pool.gate.verify(connection, at_start=True)
+    except RedisTooOld as exc:
+        raise ConfigError([f"RedisConnectionString: {exc}"]) from None
+    except RedisError as exc:
+        pool.gate.started_without_store(exc)
+    finally:
+        await pool.release(connection)
 
 
 def open_redis(url: str | None, *, pool_size: int = POOL_SIZE) -> aioredis.Redis:
@@ -279,6 +288,7 @@ def open_redis(url: str | None, *, pool_size: int = POOL_SIZE) -> aioredis.Redis
             health_check_interval=30,
         )
         pool.connection_class = _lean(pool.connection_class)  # no connection exists yet
+        pool.gate = RedisGate(redact_url(url))
         client = aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes its sockets
         log.info("shared store: Redis at %s", redact_url(url))
         return client
