@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from gateway.config import load_settings
 from gateway.errors import ConfigError
 from gateway.logcontext import configure_logging
-from gateway.logthrottle import install_repeat_throttle
+from gateway.logthrottle import flush_repeat_throttles, install_repeat_throttle
 
 log = logging.getLogger("gateway")
 
@@ -187,6 +187,8 @@ async def _serve_worker(settings, index: int, channel, *, workers: int) -> int: 
     loop.remove_reader(channel.fileno())
     log.info("worker %d shutting down", index)
     await gateway.stop()
+    # Workers end with os._exit, which runs no exit hooks: write what the log throttle still counts.
+    flush_repeat_throttles()
     return 0
 
 

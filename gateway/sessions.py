@@ -397,7 +397,8 @@ class SessionService:
                 removed is Removed.NOTHING and await self._was_served(request_id))
         except RedisError as exc:
             # An entry left behind is abandoned by the hub's register timeout, which gives its unit back.
-            log.info("could not withdraw failed request %s from the queue now: %s", request_id, exc)
+            # A warning (so a flood of them is summarised by the log throttle, not written one per request).
+            log.warning("could not withdraw failed request %s from the queue now: %s", request_id, exc)
             served = False
         else:
             if removed:

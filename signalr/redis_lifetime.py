@@ -25,6 +25,7 @@ import secrets
 import socket
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -62,6 +63,18 @@ __all__ = ["RedisHubLifetimeManager", "reconnect_delay"]
 logger = logging.getLogger("signalr.lifetime.redis")
 
 RedisFactory = Callable[[], Redis]
+
+
+def _without_credentials(url: str) -> str:
+    """``url`` as it may be logged: a password (or user name) in it is left out."""
+    parts = urlsplit(url)
+    if parts.password is None and parts.username is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port is not None else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def _default_factory(redis_url: str, timeout: float) -> RedisFactory:
@@ -145,7 +158,7 @@ class RedisHubLifetimeManager(HubLifetimeManager):
         except TimeoutError:
             logger.error(
                 "Redis backplane at %s is not reachable yet; delivering locally and retrying",
-                self._redis_url,
+                _without_credentials(self._redis_url),
             )
 
     async def close(self) -> None:

@@ -1,4 +1,5 @@
-"""Group names a backplane cannot name a channel after are refused before any state changes."""
+"""Backplane hygiene: group names a backplane cannot name a channel after are refused before any state
+changes, and the Redis URL is never logged with its password."""
 
 from __future__ import annotations
 
@@ -49,3 +50,17 @@ async def test_redis_backplane_keeps_no_subscription_after_a_refused_group_name(
     finally:
         await manager.close()
         await observer.aclose()
+
+
+async def test_an_unreachable_backplane_is_logged_without_its_password(caplog: pytest.LogCaptureFixture) -> None:
+    from redis_process import free_port
+
+    url = f"redis://:s3cret-pw@127.0.0.1:{free_port()}/0"
+    manager = RedisHubLifetimeManager(url, prefix="test:signalr", hub_name="pw", ack_timeout=0.2)
+    await manager.start()
+    try:
+        logged = " ".join(record.getMessage() for record in caplog.records)
+        assert "not reachable" in logged
+        assert "s3cret-pw" not in logged
+    finally:
+        await manager.close()
