@@ -279,7 +279,7 @@ async def run(waiting: int, samples: int, workdir: Path, root: Path = ROOT) -> d
 
         async def request() -> dict[str, Any]:
             response = await http.fetch(base + "/api/session/request", method="POST", body=json.dumps(BODY),
-                                        request_timeout=60)
+                                        request_timeout=60, headers={"Content-Type": "application/json"})
             return json.loads(response.body)
 
         active = [await request() for _ in range(CAP)]
