@@ -24,7 +24,6 @@ import logging
 import resource
 import socket
 from collections.abc import Awaitable, Callable, Coroutine
-from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -61,6 +60,9 @@ _TORNADO_BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\n\r\n"
 LINGER_SECONDS = 2.0
 #: At most this much is read (and dropped) while lingering.
 LINGER_BYTES = 1024 * 1024
+#: At most this many connections linger at once; beyond, they are closed at once (a flood of refused
+#: connections must not hold sockets for the linger time each).
+MAX_LINGERING = 1024
 #: Refusals are logged at most once per this many seconds, with a count: a flood must not flood the log.
 REFUSAL_LOG_INTERVAL_SECONDS = 60.0
 #: Tornado's own body limit, kept out of the way: it refuses with a bare 400 before the body is read,
@@ -190,7 +192,7 @@ async def _linger(sock: socket.socket, answer: bytes | None) -> None:
         if answer is not None:
             await stream.write(answer)
         sock.shutdown(socket.SHUT_WR)
-        deadline = timedelta(seconds=LINGER_SECONDS)
+        deadline = stream.io_loop.time() + LINGER_SECONDS  # for the whole linger, not each read
         read = 0
         while read < LINGER_BYTES:
             data = await gen.with_timeout(deadline, stream.read_bytes(65536, partial=True),
@@ -200,6 +202,23 @@ async def _linger(sock: socket.socket, answer: bytes | None) -> None:
         pass
     finally:
         stream.close()
+
+
+def _close_now(sock: socket.socket, answer: bytes | None) -> None:
+    """Without lingering: send what fits of ``answer`` at once, read what has arrived (so that the close
+    is not a reset, as far as that goes), and close."""
+    try:
+        sock.setblocking(False)
+        if answer is not None:
+            sock.send(answer)
+        sock.shutdown(socket.SHUT_WR)
+        for _ in range(16):
+            if not sock.recv(65536):
+                break
+    except OSError:  # BlockingIOError included: nothing more has arrived
+        pass
+    finally:
+        sock.close()
 
 
 class EdgeServer(tornado.httpserver.HTTPServer):
@@ -243,7 +262,10 @@ class EdgeServer(tornado.httpserver.HTTPServer):
         refusal = self.caps.admit(key)
         if refusal is not None:
             self._refusals.note(refusal, key)
-            self._spawn_linger(_linger(sock, error_response(refusal)), None)
+            if len(self._lingering) < MAX_LINGERING:
+                self._spawn_linger(_linger(sock, error_response(refusal)), None)
+            else:
+                _close_now(sock, error_response(refusal))
             return
         stream = EdgeStream(sock, on_closed=partial(self.caps.release, key), linger=self._linger_socket,
                             max_buffer_size=self.max_buffer_size, read_chunk_size=self.read_chunk_size)
@@ -251,7 +273,11 @@ class EdgeServer(tornado.httpserver.HTTPServer):
 
     def _linger_socket(self, sock: socket.socket, on_closed: Callable[[], None]) -> None:
         # The connection still counts against the caps while it lingers: it still holds a file.
-        self._spawn_linger(_linger(sock, None), on_closed)
+        if len(self._lingering) < MAX_LINGERING:
+            self._spawn_linger(_linger(sock, None), on_closed)
+        else:
+            _close_now(sock, None)
+            on_closed()
 
     def _spawn_linger(self, work: Coroutine[Any, Any, None], on_closed: Callable[[], None] | None) -> None:
         task = asyncio.ensure_future(work)
