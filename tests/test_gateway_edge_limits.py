@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import resource
+import socket
 
 import pytest
 
@@ -210,4 +211,33 @@ async def test_an_aborted_upload_does_not_hold_up_a_graceful_shutdown():
         assert loop.time() - started < 3, "the shutdown waited for requests whose clients had gone"
         assert gateway.inflight.count == 0
     finally:
+        await redis.aclose()
+
+
+async def test_sockets_handed_over_by_the_processes_front_are_counted_and_timed_out_alike():
+    # As a --processes worker: started without a listener, fed accepted sockets through accept_socket.
+    redis = open_redis(None)
+    config = base_config(Limits={"MaxConnectionsPerIp": 2, "RequestHeadersTimeoutSeconds": 0.5})
+    gateway = Gateway(load_settings(data=config, environ={}).settings, redis=redis)
+    await gateway.start(sockets=[])
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    loop = asyncio.get_running_loop()
+    clients = []
+    try:
+        for _ in range(3):
+            clients.append(await connect(listener.getsockname()[1]))
+            accepted, _ = await loop.sock_accept(listener)
+            gateway.accept_socket(accepted)
+        (r1, w1), (r2, w2), (r3, _) = clients
+        refused = parse_response(await read_to_end(r3))
+        assert refused.status == 503 and refused.json()["message"].startswith("Too many open connections")
+        w1.write(b"GET /healthz HTTP/1.1\r\nHost: g\r\n\r\n")
+        assert (await read_one_response(r1)).status == 200
+        w2.write(SLOW_HEAD)
+        assert await read_to_end(r2) == b""  # the headers timeout applies to handed-over sockets too
+    finally:
+        close_all(clients)
+        listener.close()
+        await gateway.stop(grace=1)
         await redis.aclose()
