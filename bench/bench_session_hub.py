@@ -193,6 +193,8 @@ class Servers:
             "Security": {"WebhookApiToken": WEBHOOK_TOKEN},
             "Concurrency": {"MaxConcurrentSessions": CAP},
             "Queue": {"MaxLength": 100000, "RegisterTimeoutSeconds": 3600, "DisconnectGraceSeconds": 3600},
+            # Every client is on 127.0.0.1: the per-address connection cap would refuse most of them.
+            "Limits": {"MaxConnectionsPerIp": 0, "MaxConnections": 0},
         }
         path = self.workdir / "appsettings.json"
         path.write_text(json.dumps(config))
