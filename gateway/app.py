@@ -23,7 +23,7 @@ from gateway.admission import AdmissionStore
 from gateway.capacity import CapacityPolicy
 from gateway.cors import CorsPolicy
 from gateway.dispatcher import QueueDispatcher
-from gateway.edge import EdgeServer, InflightRequests, open_file_limit_warning
+from gateway.edge import EdgeServer, open_file_limit_warning
 from gateway.events import EventHub
 from gateway.handlers import (
     ForbiddenOriginHandler,
@@ -37,6 +37,7 @@ from gateway.handlers import (
     SessionStatusHandler,
     request_id_of,
 )
+from gateway.inflight import InflightRequests
 from gateway.platform import PlatformClient
 from gateway.protection import RENEW_INTERVAL_SECONDS, ClientProtection, ProtectionUnavailable
 from gateway.session_hub import HUB_PATH, HubTuning, install_session_hub

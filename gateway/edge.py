@@ -46,6 +46,7 @@ from gateway.edge_rules import (
     head_error,
     oversize_head_error,
 )
+from gateway.inflight import InflightRequests
 from gateway.jsonutil import dumps
 from gateway.settings import LimitsSettings
 
@@ -71,41 +72,6 @@ REFUSAL_LOG_INTERVAL_SECONDS = 60.0
 _TORNADO_BODY_LIMIT = 2**62
 #: Files a process needs besides its client connections (Redis, the platform, listeners, databases, logs).
 _OTHER_FILES = 100
-
-
-class InflightRequests:
-    """Requests being handled, so that a graceful shutdown can wait for them.
-
-    A request is in flight from routing until its handler finishes, or until its client goes away
-    before the request was fully received: then no handler will ever finish it, and counting it would
-    make a shutdown wait the whole grace for nothing. Requests are keyed by their connection object,
-    so each end may be reported more than once.
-    """
-
-    def __init__(self) -> None:
-        self._requests: set[object] = set()
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    @property
-    def count(self) -> int:
-        return len(self._requests)
-
-    def started(self, request: object) -> None:
-        self._requests.add(request)
-        self._idle.clear()
-
-    def finished(self, request: object) -> None:
-        self._requests.discard(request)
-        if not self._requests:
-            self._idle.set()
-
-    async def wait_idle(self, timeout: float) -> bool:
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-            return True
-        except TimeoutError:
-            return False
 
 
 class EdgeStream(tornado.iostream.IOStream):

@@ -21,7 +21,8 @@ def bind_limits(binder: Binder, section: Section | None) -> LimitsSettings:
         return default if value is None else value
 
     result = LimitsSettings(
-        request_headers_timeout_seconds=seconds("RequestHeadersTimeoutSeconds", defaults.request_headers_timeout_seconds),
+        request_headers_timeout_seconds=seconds("RequestHeadersTimeoutSeconds",
+                                                defaults.request_headers_timeout_seconds),
         keep_alive_timeout_seconds=seconds("KeepAliveTimeoutSeconds", defaults.keep_alive_timeout_seconds),
         request_body_timeout_seconds=seconds("RequestBodyTimeoutSeconds", defaults.request_body_timeout_seconds),
         max_connections=count("MaxConnections", defaults.max_connections),
