@@ -11,7 +11,9 @@ server lets a subclass in:
   for both), and wraps each request in :class:`_EdgeRequest`, which refuses long URLs and large bodies
   with JSON before a route runs and tells :class:`InflightRequests` about requests whose client left;
 * :class:`EdgeStream` (the connection's IOStream) turns the few answers Tornado writes or skips itself,
-  a bare ``400 Bad Request`` and a silent close for an over-long head, into JSON answers.
+  a bare ``400 Bad Request`` and a silent close for an over-long head, into JSON answers; and a
+  connection closed while its client is still sending lingers (half-closed, read from for up to 2 s),
+  so that the reset a close with unread input causes cannot destroy the answer.
 
 The rules (limits, caps, response bytes) live in :mod:`gateway.edge_rules`.
 """
