@@ -193,6 +193,8 @@ class Servers:
             "Security": {"WebhookApiToken": WEBHOOK_TOKEN},
             "Concurrency": {"MaxConcurrentSessions": CAP},
             "Queue": {"MaxLength": 100000, "RegisterTimeoutSeconds": 3600, "DisconnectGraceSeconds": 3600},
+            # Every client is on 127.0.0.1: the per-address connection cap would refuse most of them.
+            "Limits": {"MaxConnectionsPerIp": 0, "MaxConnections": 0},
         }
         path = self.workdir / "appsettings.json"
         path.write_text(json.dumps(config))
@@ -279,7 +281,7 @@ async def run(waiting: int, samples: int, workdir: Path, root: Path = ROOT) -> d
 
         async def request() -> dict[str, Any]:
             response = await http.fetch(base + "/api/session/request", method="POST", body=json.dumps(BODY),
-                                        request_timeout=60)
+                                        request_timeout=60, headers={"Content-Type": "application/json"})
             return json.loads(response.body)
 
         active = [await request() for _ in range(CAP)]

@@ -16,9 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
-import tornado.httpserver
 import tornado.httputil
-import tornado.iostream
 import tornado.netutil
 import tornado.web
 
@@ -27,9 +25,11 @@ from gateway.keys import AdmissionKeys
 from gateway.capacity import CapacityPolicy, PlatformCapacitySync
 from gateway.cors import CorsPolicy
 from gateway.dispatcher import QueueDispatcher
+from gateway.edge import EdgeServer, open_file_limit_warning
 from gateway.epoch import CHECK_INTERVAL_SECONDS, EpochWatcher, StoreEpoch
 from gateway.events import EventHub
 from gateway.handlers import (
+    ForbiddenOriginHandler,
     HealthHandler,
     NotFoundHandler,
     ReadyHandler,
@@ -40,9 +40,10 @@ from gateway.handlers import (
     SessionStatusHandler,
     request_id_of,
 )
+from gateway.inflight import InflightRequests
 from gateway.platform import PlatformClient
 from gateway.protection import RENEW_INTERVAL_SECONDS, ClientProtection, ProtectionUnavailable
-from gateway.session_hub import HubTuning, install_session_hub
+from gateway.session_hub import HUB_PATH, HubTuning, install_session_hub
 from gateway.sessions import SessionService
 from gateway.settings import Settings
 from gateway.store import check_redis_version, open_redis
@@ -52,6 +53,7 @@ log = logging.getLogger("gateway")
 access_log = logging.getLogger("gateway.access")
 
 KEY_PREFIX = "iqra:"
+NEGOTIATE_PATH = HUB_PATH + "/negotiate"
 #: How often the MaxMind database files are checked for replacement.
 GEO_RELOAD_SECONDS = 5.0
 
@@ -62,32 +64,6 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
     access_log.log(level, "%d %s %s %.1fms ip=%s request=%s", status, handler.request.method,
                    handler.request.uri, 1000.0 * handler.request.request_time(),
                    handler.request.remote_ip, request_id_of(handler.request))
-
-
-class InflightRequests:
-    """Counts requests being handled, so a graceful shutdown can wait for them."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    def started(self) -> None:
-        self.count += 1
-        self._idle.clear()
-
-    def finished(self) -> None:
-        self.count -= 1
-        if self.count <= 0:
-            self.count = 0
-            self._idle.set()
-
-    async def wait_idle(self, timeout: float) -> bool:
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-            return True
-        except TimeoutError:
-            return False
 
 
 class Gateway:
@@ -149,7 +125,7 @@ class Gateway:
                                                     settings.forwarded_headers.known_networks)
         self.cors = CorsPolicy(settings.allowed_origins)
         self.inflight = InflightRequests()
-        self.server: tornado.httpserver.HTTPServer | None = None
+        self.server: EdgeServer | None = None
         self.port: int | None = None
         # Extension points for features mounted on the gateway (the SignalR session hub, the demo page):
         # they add routes and lifecycle steps without the composition root knowing their internals.
@@ -202,17 +178,24 @@ class Gateway:
     def make_app(self, extra_routes: list[Any] | None = None) -> tornado.web.Application:
         inflight = self.inflight
         hand_over = self.hand_over
+        cors = self.cors
 
         class _Tracked(tornado.web.Application):
-            # Counting here (rather than in each handler) covers every route, including SignalR's.
+            # Counting here (rather than in each handler) covers every route, including SignalR's. A
+            # request whose client leaves before it was fully received ends in the EdgeServer instead.
             def log_request(self, handler: tornado.web.RequestHandler) -> None:
-                inflight.finished()
+                inflight.finished(handler.request.connection)
                 _log_request(handler)
 
             def find_handler(self, request, **kwargs):  # type: ignore[no-untyped-def]
                 if hand_over is not None and hand_over(request):
                     return tornado.httputil.HTTPMessageDelegate()  # the connection is detached: nothing to do
-                inflight.started()
+                inflight.started(request.connection)
+                if (request.method == "POST" and request.path == NEGOTIATE_PATH
+                        and cors.refuses(request.headers.get("Origin"))):
+                    # The SignalR library only hides answers from foreign origins; a negotiate is the
+                    # first step of a hub connection made with the visitor's IP, so it is refused here.
+                    return self.get_handler_delegate(request, ForbiddenOriginHandler, {"cors": cors})
                 return super().find_handler(request, **kwargs)
 
         return _Tracked(
@@ -236,7 +219,10 @@ class Gateway:
         if self.protection.limits_enabled:
             self._unit_renew_task = asyncio.create_task(self._renew_queued_units(), name="rate-limit-unit-renewal")
         app = self.make_app(extra_routes)
-        self.server = tornado.httpserver.HTTPServer(app, xheaders=False, max_body_size=1024 * 1024)
+        self.server = EdgeServer(app, limits=self.settings.limits, inflight=self.inflight, xheaders=False)
+        warning = open_file_limit_warning(self.settings.limits)
+        if warning:
+            log.warning("%s", warning)
         if sockets is None:
             sockets = tornado.netutil.bind_sockets(port, address=host)
         self.server.add_sockets(sockets)
@@ -247,13 +233,13 @@ class Gateway:
     def accept_socket(self, sock: socket.socket) -> None:
         """Serve a client connection accepted elsewhere (the ``--processes`` front hands them over)."""
         assert self.server is not None, "start() first"
-        sock.setblocking(False)
         try:
             address = sock.getpeername()
         except OSError:
             sock.close()
             return
-        self.server.handle_stream(tornado.iostream.IOStream(sock), address)
+        # Through the same door as the server's own accepts: counted against Limits, timed out alike.
+        self.server.serve_socket(sock, address)
 
     async def stop(self, *, grace: float = 10.0) -> None:
         """Stop accepting, finish in-flight requests (up to ``grace`` s), then release everything."""
@@ -268,6 +254,7 @@ class Gateway:
             if not await self.inflight.wait_idle(grace):
                 log.warning("shutting down with %d request(s) still in flight", self.inflight.count)
             await self.server.close_all_connections()
+            await self.server.close_lingering()
         if not await self.service.settle(grace):
             log.warning("shutting down with failed requests not yet withdrawn; the register timeout removes them")
         await self.dispatcher.stop()

@@ -2,6 +2,8 @@
 
 Pure functions over header values, so the policy is testable without a server. Browsers get CORS
 headers only for an allowed origin; any other origin gets none (the browser then blocks the response).
+CORS only hides answers: the routes that act (session request, leave, negotiate) also refuse a foreign
+origin outright (:meth:`CorsPolicy.refuses`), or a page anywhere could make its visitors queue.
 """
 
 from __future__ import annotations
@@ -24,6 +26,14 @@ class CorsPolicy:
         if not origin:
             return False
         return self._any or origin.rstrip("/").lower() in self._allowed
+
+    def refuses(self, origin: str | None) -> bool:
+        """True when a browser request comes from a page whose origin is not allowed.
+
+        Requests without ``Origin`` (apps, servers, same-origin GETs) are not refused: the header is what
+        tells a foreign page's request, which a browser sends with its visitor's IP, from a program's.
+        """
+        return bool(origin) and not self.allows(origin)
 
     def response_headers(self, origin: str | None) -> dict[str, str]:
         """Headers for an actual (non-preflight) response."""

@@ -10,20 +10,22 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
-import re
 from typing import Any
 
-import tornado.web
 from redis.exceptions import RedisError
-from tornado.httputil import HTTPServerRequest
 
 from gateway import jsonutil
 from gateway.admission import EndResult
-from gateway.cors import CorsPolicy
 from gateway.errors import PayloadError
-from gateway.logcontext import current_request_id
-from gateway.payload import MAX_BODY_BYTES, parse_session_request
+from gateway.json_handler import (
+    MAX_ID_LENGTH,
+    ORIGIN_NOT_ALLOWED_MESSAGE,
+    UNKNOWN_REQUEST_MESSAGE,
+    JsonHandler,
+    LimitedBodyHandler,
+    request_id_of,
+)
+from gateway.payload import parse_session_request
 from gateway.sessions import (
     STORE_DOWN_MESSAGE,
     Admitted,
@@ -34,157 +36,17 @@ from gateway.sessions import (
     ServiceUnavailable,
     SessionService,
 )
+from gateway.wire_text import is_sendable, unsendable_message
 from geo.client_ip import TrustedProxies, resolve_client_address
 
 log = logging.getLogger("gateway.access")
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-
-BODY_TOO_LARGE_MESSAGE = f"The request body is larger than {MAX_BODY_BYTES // 1024} KiB."
 NO_CLIENT_IP_MESSAGE = "Could not determine client IP address."
 MISSING_SESSION_ID_MESSAGE = "Invalid or missing ConversationSessionId."
 UNKNOWN_SESSION_MESSAGE = "No session found for ConversationSessionId."
 BAD_TOKEN_MESSAGE = "Missing or invalid X-Api-Token header."
-UNKNOWN_REQUEST_MESSAGE = "No queued request with this uniqueRequestId."
 NOT_WAITING_MESSAGE = "The request is no longer waiting in the queue; nothing was changed."
-#: The longest request or conversation id the admission store accepts.
-MAX_ID_LENGTH = 256
-
-
-def request_id_of(request: HTTPServerRequest) -> str:
-    """The caller's ``X-Request-Id`` when it is sane, else a fresh one (kept on the request)."""
-    existing = getattr(request, "_iqra_request_id", None)
-    if existing:
-        return existing
-    supplied = request.headers.get("X-Request-Id", "")
-    rid = supplied if _REQUEST_ID.match(supplied) else os.urandom(8).hex()
-    request._iqra_request_id = rid  # type: ignore[attr-defined]
-    return rid
-
-
-class JsonHandler(tornado.web.RequestHandler):
-    """JSON responses, CORS, request ids, and error bodies a person can act on."""
-
-    cors: CorsPolicy
-
-    def initialize(self, *, cors: CorsPolicy, **deps: Any) -> None:
-        self.cors = cors
-        for name, value in deps.items():
-            setattr(self, name, value)
-
-    def set_default_headers(self) -> None:
-        self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.set_header("Cache-Control", "no-store")
-        self.set_header("X-Request-Id", request_id_of(self.request))
-        # Tornado clears all headers before an error page (send_error): putting CORS here too keeps a
-        # 500 readable by the page that asked. On the very first call initialize() has not run yet.
-        if getattr(self, "cors", None) is not None:
-            self._apply_cors()
-
-    def prepare(self) -> None:
-        # Set for each request before anything else runs: everything the request awaits, and the tasks
-        # it starts (a dispatch it triggers), log under its id.
-        current_request_id.set(request_id_of(self.request))
-        self._apply_cors()
-
-    def _apply_cors(self) -> None:
-        origin = self.request.headers.get("Origin")
-        if origin:
-            self.set_header("Vary", "Origin")
-            if self.request.method != "OPTIONS":
-                for name, value in self.cors.response_headers(origin).items():
-                    self.set_header(name, value)
-
-    def options(self, *args: Any) -> None:
-        headers = self.cors.preflight_headers(
-            self.request.headers.get("Origin"),
-            self.request.headers.get("Access-Control-Request-Method"),
-            self.request.headers.get("Access-Control-Request-Headers"),
-        )
-        for name, value in headers.items():
-            self.set_header(name, value)
-        self.clear_header("Content-Type")
-        self.set_status(204)
-        self.finish()
-
-    def send_json(self, status: int, body: Any | None, *, headers: dict[str, str] | None = None) -> None:
-        self.set_status(status)
-        for name, value in (headers or {}).items():
-            self.set_header(name, value)
-        if body is None:
-            self.clear_header("Content-Type")
-            self.finish()
-        else:
-            self.finish(jsonutil.dumps(body))
-
-    def send_message(self, status: int, message: str, *, headers: dict[str, str] | None = None) -> None:
-        self.send_json(status, {"message": message}, headers=headers)
-
-    def request_id_of_path(self, raw_id: str) -> str | None:
-        """The request id in a path, lower-cased (ids are UUIDs, case-insensitive); None after answering
-        404 when it is longer than any id can be (as for any unknown one)."""
-        if len(raw_id) > MAX_ID_LENGTH:
-            self.send_message(404, UNKNOWN_REQUEST_MESSAGE)
-            return None
-        return raw_id.lower()
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        # Tornado's default page includes a traceback in debug mode and HTML otherwise; clients get JSON.
-        messages = {
-            400: "The request could not be understood.",
-            404: "Not found.",
-            405: "This method is not allowed here.",
-            413: BODY_TOO_LARGE_MESSAGE,
-        }
-        message = messages.get(status_code, "An unexpected error occurred. Please try again.")
-        self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.finish(jsonutil.dumps({"message": message}))
-
-    def log_exception(self, typ, value, tb) -> None:  # type: ignore[no-untyped-def]
-        if isinstance(value, tornado.web.HTTPError):
-            super().log_exception(typ, value, tb)
-        else:
-            log.error("unhandled error in %s %s [request %s]", self.request.method, self.request.path,
-                      request_id_of(self.request), exc_info=(typ, value, tb))
-
-
-@tornado.web.stream_request_body
-class LimitedBodyHandler(JsonHandler):
-    """Reads the body itself so that an oversize one is refused with 413 before it is buffered."""
-
-    max_body_bytes = MAX_BODY_BYTES
-
-    def prepare(self) -> None:
-        super().prepare()
-        self._chunks: list[bytes] = []
-        self._size = 0
-        self._too_large = False
-        if self.request.method in ("POST", "PUT", "PATCH"):
-            declared = self.request.headers.get("Content-Length")
-            if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-                self._too_large = True
-                # Tornado closes the connection after this response because the body was not read.
-                self.send_message(413, BODY_TOO_LARGE_MESSAGE)
-
-    def data_received(self, chunk: bytes) -> None:
-        if self._too_large:
-            return
-        self._size += len(chunk)
-        if self._size > self.max_body_bytes:
-            self._too_large = True
-            self._chunks.clear()
-            return
-        self._chunks.append(chunk)
-
-    @property
-    def body(self) -> bytes:
-        return b"".join(self._chunks)
-
-    def body_too_large(self) -> bool:
-        """True when a chunked body went over the limit (the declared case answered in ``prepare``)."""
-        if self._too_large and not self._finished:
-            self.send_message(413, BODY_TOO_LARGE_MESSAGE)
-        return self._too_large
+NOT_JSON_MESSAGE = 'Send the session request as JSON, with the header "Content-Type: application/json".'
 
 
 class SessionRequestHandler(LimitedBodyHandler):
@@ -193,6 +55,13 @@ class SessionRequestHandler(LimitedBodyHandler):
     service: SessionService
     campaigns: Any
     trusted_proxies: TrustedProxies
+    origin_guarded = True
+
+    def check_request_head(self) -> None:
+        # Only JSON: a foreign page's "simple" cross-site request (form or text/plain, sent without a
+        # preflight) never reaches the service, even from a browser that sends no Origin.
+        if self.request.method == "POST" and not _is_json(self.request.headers.get("Content-Type", "")):
+            self.send_message(415, NOT_JSON_MESSAGE)
 
     async def post(self) -> None:
         if self.body_too_large():
@@ -240,6 +109,7 @@ class SessionStatusHandler(JsonHandler):
     """``GET /api/session/status/{uniqueRequestId}``: polling for clients that cannot use SignalR."""
 
     service: SessionService
+    path_argument = "uniqueRequestId"
 
     poll_presence: Any = None  # async (request_id) -> None: a poll counts as the client being present
 
@@ -273,15 +143,18 @@ class SessionStatusHandler(JsonHandler):
         self.send_json(200, body)
 
 
-class _LeaveQueueHandler(JsonHandler):
+class _LeaveQueueHandler(LimitedBodyHandler):
     """Leaving the queue over plain HTTP, for a client without a live hub connection.
 
     The hub's ``Leave`` needs a hub connection; a page that is closing, or that has none yet, has only
     HTTP. The id is a random UUID that only its client was told, so knowing it is the permission to
-    give the place up.
+    give the place up. From a browser, only an allowed origin may (a beacon from the widget's page is).
+    Any body is read (up to the usual limit) and ignored.
     """
 
     service: SessionService
+    origin_guarded = True
+    path_argument = "uniqueRequestId"
 
     async def _leave(self, raw_id: str) -> None:
         request_id = self.request_id_of_path(raw_id)
@@ -338,6 +211,9 @@ class SessionEndedHandler(LimitedBodyHandler):
         if not session_id:
             self.send_message(400, MISSING_SESSION_ID_MESSAGE)
             return
+        if not is_sendable(session_id):  # "\ud800" in JSON: no store or platform call could carry it
+            self.send_message(400, unsendable_message("ConversationSessionId"))
+            return
         if len(session_id) > MAX_ID_LENGTH:  # longer than any id the store accepts: never seen
             self.send_message(400, UNKNOWN_SESSION_MESSAGE)
             return
@@ -350,6 +226,11 @@ class SessionEndedHandler(LimitedBodyHandler):
             self.send_message(400, UNKNOWN_SESSION_MESSAGE)
             return
         self.send_json(200, None)
+
+
+def _is_json(content_type: str) -> bool:
+    """``application/json``, with or without parameters (``; charset=utf-8``), in any letter case."""
+    return content_type.split(";", 1)[0].strip().lower() == "application/json"
 
 
 def _conversation_session_id(body: bytes) -> str | None:
@@ -387,6 +268,15 @@ class ReadyHandler(JsonHandler):
                            headers={"Retry-After": "5"})
             return
         self.send_json(200, {"status": "ready"})
+
+
+class ForbiddenOriginHandler(JsonHandler):
+    """403 for a request from a browser page on a foreign origin to a route served by another library
+    (the SignalR negotiate): the application routes such requests here instead."""
+
+    def prepare(self) -> None:
+        super().prepare()
+        self.send_message(403, ORIGIN_NOT_ALLOWED_MESSAGE)
 
 
 class NotFoundHandler(JsonHandler):

@@ -155,6 +155,27 @@ class GeoIpSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LimitsSettings:
+    """What one HTTP connection may cost the server (``Limits``). Counts use 0 for "unlimited".
+
+    :param request_headers_timeout_seconds: ``RequestHeadersTimeoutSeconds``, time a new connection has to
+        send its first request's whole head; a stalled (slowloris) connection is closed after it.
+    :param keep_alive_timeout_seconds: ``KeepAliveTimeoutSeconds``, time a kept-alive connection has, after
+        a response, to send the whole head of its next request.
+    :param request_body_timeout_seconds: ``RequestBodyTimeoutSeconds``, time to receive a whole request body.
+    :param max_connections: ``MaxConnections``, open connections this process accepts in total.
+    :param max_connections_per_ip: ``MaxConnectionsPerIp``, open connections from one client address
+        (an IPv6 client by its /64); the TCP peer counts, so behind a proxy raise it or set 0.
+    """
+
+    request_headers_timeout_seconds: float = 30.0
+    keep_alive_timeout_seconds: float = 60.0
+    request_body_timeout_seconds: float = 60.0
+    max_connections: int = 10000
+    max_connections_per_ip: int = 500
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """Everything the gateway is configured with.
 
@@ -167,6 +188,7 @@ class Settings:
     :param queue: ``Queue``.
     :param security: ``Security``.
     :param geoip: ``GeoIp``.
+    :param limits: ``Limits``.
     """
 
     platform: PlatformSettings
@@ -177,6 +199,7 @@ class Settings:
     queue: QueueSettings = field(default_factory=QueueSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
     geoip: GeoIpSettings = field(default_factory=GeoIpSettings)
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
 
 
 def frozen_campaigns(campaigns: Mapping[str, CampaignSettings]) -> Mapping[str, CampaignSettings]:

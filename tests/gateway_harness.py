@@ -88,6 +88,9 @@ class Stack:
         payload = raw if raw is not None else (ujson.dumps(body).encode() if body is not None else None)
         if payload is None and method in ("POST", "PUT"):
             payload = b""
+        if payload is not None and not any(name.lower() == "content-type" for name in headers or {}):
+            # As the widget does (a session request must be JSON); Tornado's client would say form data.
+            headers = {**(headers or {}), "Content-Type": "application/json"}
         return await self.http.fetch((base or self.base_url) + path, method=method, body=payload,
                                      headers=headers, raise_error=False, request_timeout=20)
 

@@ -252,6 +252,7 @@ async def test_cors_preflight_and_responses_for_allowed_and_other_origins(stack_
     allowed = await stack.request_session(headers={"Origin": "https://shop.example"})
     assert allowed.headers["Access-Control-Allow-Origin"] == "https://shop.example"
     denied = await stack.request_session(headers={"Origin": "https://evil.example"})
+    assert (denied.code, body_of(denied)) == (403, {"message": "Origin not allowed."})
     assert "Access-Control-Allow-Origin" not in denied.headers
 
 

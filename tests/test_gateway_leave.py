@@ -142,9 +142,10 @@ async def test_cors_as_for_the_other_session_routes(stack):
     assert unknown.code == 404
     assert unknown.headers["Access-Control-Allow-Origin"] == ALLOWED
 
-    # Another origin cannot read the answer; the id, not the origin, is what permits leaving (a beacon
-    # is sent whatever CORS says), so the request still leaves.
+    # A page on another origin is refused outright (a beacon is sent whatever CORS says), and the
+    # request keeps its place.
     stranger = await _queued(stack)
     denied = await stack.call("POST", f"/api/session/leave/{stranger}", headers={"Origin": "https://evil.example"})
-    assert denied.code == 204
+    assert (denied.code, body_of(denied)) == (403, {"message": "Origin not allowed."})
     assert "Access-Control-Allow-Origin" not in denied.headers
+    assert (await _status(stack, stranger))["status"] == "queued"

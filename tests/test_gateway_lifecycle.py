@@ -146,7 +146,8 @@ async def test_the_demo_command_serves_a_session_end_to_end():
         answers = []
         for _ in range(3):
             response = await http.fetch(f"http://127.0.0.1:{port}/api/session/request", method="POST",
-                                        body=json.dumps(body), raise_error=False)
+                                        body=json.dumps(body), raise_error=False,
+                                        headers={"Content-Type": "application/json"})
             answers.append((response.code, body_of(response)))
         http.close()
         assert [code for code, _ in answers] == [200, 200, 202]  # the demo's cap is 2

@@ -130,7 +130,7 @@ async def test_two_gateway_processes_dispatch_every_queued_request_exactly_once(
     async def call(base: str, method: str, path: str, body=None) -> tuple[int, object]:
         payload = ujson.dumps(body) if body is not None else (b"" if method == "POST" else None)
         response = await http.fetch(base + path, method=method, body=payload, raise_error=False,
-                                    request_timeout=TIMEOUT)
+                                    request_timeout=TIMEOUT, headers={"Content-Type": "application/json"})
         return response.code, (ujson.loads(response.body) if response.body else None)
 
     sent = 0

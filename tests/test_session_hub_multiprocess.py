@@ -120,7 +120,8 @@ async def test_serve_processes_two_workers(redis_url: str, tmp_path: Path) -> No
 
         async def request() -> dict:
             response = await http.fetch(base + "/api/session/request", method="POST",
-                                        body=json.dumps(session_body()), raise_error=False)
+                                        body=json.dumps(session_body()), raise_error=False,
+                                        headers={"Content-Type": "application/json"})
             return {"code": response.code, **json.loads(response.body)}
 
         active = [await request() for _ in range(2)]

@@ -44,7 +44,8 @@ WAIT_MS = 15_000
 def demo_config(*, cap: int | None = 2, origins: list[str] | None = None, **sections: Any) -> dict[str, Any]:
     """The demo's configuration (campaign ``DemoCampaign``, region ``local``), with test overrides."""
     config: dict[str, Any] = {
-        "AllowedOrigins": origins or [],
+        # The demo page is served by the gateway: its own origin is allowed, as `iqra-gateway demo` does.
+        "AllowedOrigins": ["{gateway}", *(origins or [])],
         "VoiceAiPlatform": {"ApiSecretToken": API_TOKEN, "BaseUrl": "http://placeholder/api/v1/",
                             "Campaigns": {"DemoCampaign": {"BusinessId": "1", "WebCampaignId": "demo-web-campaign",
                                                            "AllowedRegionIds": ["local"]}},

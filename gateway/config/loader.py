@@ -10,6 +10,7 @@ from typing import Any
 from gateway.config.binder import Binder
 from gateway.config.concurrency import bind_concurrency, bind_queue
 from gateway.config.edge import bind_forwarded, bind_origins
+from gateway.config.limits import bind_limits
 from gateway.config.problems import Section
 from gateway.config.redis_url import bind_redis
 from gateway.config.security import IPAPI_REPLACED, bind_geoip, bind_security
@@ -28,6 +29,7 @@ TOP_LEVEL_KEYS = (
     "Queue",
     "Security",
     "GeoIp",
+    "Limits",
     "IpApi",
     "Logging",
     "AllowedHosts",
@@ -90,6 +92,7 @@ def _bind_settings(binder: Binder, root: Node) -> Settings | None:
     geoip = bind_geoip(binder, binder.section(top, "GeoIp"))
     security = bind_security(binder, binder.section(top, "Security"), geoip)
     concurrency = bind_concurrency(binder, binder.section(top, "Concurrency"))
+    limits = bind_limits(binder, binder.section(top, "Limits"))
     if top.take("IpApi") is not None:
         binder.warn("IpApi", IPAPI_REPLACED)
     top.take("Logging")  # ASP.NET's logging section: our logging is set up by the command line.
@@ -106,4 +109,5 @@ def _bind_settings(binder: Binder, root: Node) -> Settings | None:
         queue=queue,
         security=security,
         geoip=geoip,
+        limits=limits,
     )
