@@ -107,6 +107,7 @@ class HubConnection(MessageDispatch, InvocationRunner):
         self._backlog: tuple[Sequence[HubMessage], int] = NO_BACKLOG
         self._handoff: Step | BaseException = None
         # Invocations holding a slot; the receive loop's wait for a free one; set once input ended.
+        self._parallel = options.maximum_parallel_invocations_per_client
         self._running = 0
         self._slot: asyncio.Future[None] | None = None
         self._stopped = False

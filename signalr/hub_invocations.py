@@ -89,6 +89,7 @@ class InvocationRunner:
     _busy: int
     _last_received: float
     _stopped: bool
+    _parallel: int
     _running: int
     _slot: asyncio.Future[None] | None
     _tasks: set[asyncio.Task[Any]]
@@ -156,8 +157,11 @@ class InvocationRunner:
     def _start_plain(self, method: HubMethod, message: InvocationMessage, arguments: list[Any]) -> Step:
         """Start a non-streaming invocation now if a slot is free; otherwise make the receive loop
         wait for one (and so stop taking input) instead of queueing the invocation."""
-        if self._running < self._options.maximum_parallel_invocations_per_client:
-            self._begin(method, message, arguments)
+        if self._running < self._parallel:
+            if method.is_sync:  # (what _begin does, spelled out on the hot path)
+                self._invoke_inline(method, message, arguments)
+            else:
+                self._spawn(method, message, arguments, None)
             return None
         free = asyncio.get_running_loop().create_future()
         self._slot = free
@@ -180,7 +184,7 @@ class InvocationRunner:
     def _invocation_done(self, _: asyncio.Task[None]) -> None:
         self._running -= 1
         free = self._slot
-        if free is not None and self._running < self._options.maximum_parallel_invocations_per_client:
+        if free is not None and self._running < self._parallel:
             self._slot = None
             if not free.done():
                 free.set_result(None)

@@ -419,3 +419,21 @@ async def test_a_client_that_pings_in_time_stays_connected() -> None:
         assert (await client.invoke("Count", 3, ""))["result"] == 3
         assert not Work.gone.is_set()
         client.close()
+
+
+async def test_the_official_js_client_keeps_its_connection_through_idle_periods() -> None:
+    """Its Pings (every 15 s by default, here every 200 ms) keep it inside the client timeout
+    (30 s by default, here 600 ms), although the clock now starts at the handshake."""
+    from signalr_interop_harness import run_node
+
+    from signalr.example import ChatHub
+
+    options = {"client_timeout_interval": 0.6, "keep_alive_interval": 0.2, "heartbeat_interval": 0.02}
+    async with running(ChatHub, **options) as h:
+        result = await asyncio.to_thread(
+            run_node, "keepalive.mjs", "--url", h.base, "--combos", "ws:json,sse:json,ws:msgpack",
+            "--keepalive", "200", "--idle", "2000",
+        )
+    assert result == {
+        name: {"closedWith": None, "afterIdle": "still here"} for name in ("ws-json", "sse-json", "ws-msgpack")
+    }

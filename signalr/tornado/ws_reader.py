@@ -84,13 +84,19 @@ class HubWebSocketProtocol(tornado.websocket.WebSocketProtocol13):
             self.handler.on_ws_connection_close(self.close_code, self.close_reason)
 
     async def _until_taken(self, handled: Awaitable[Any]) -> None:
-        """Wait, reading nothing, until the hub took what it was given; give up once the peer left."""
+        """Wait, reading nothing, until the hub took what it was given; give up once the peer left.
+
+        Checked after every wait too: bytes a client sent before it reset the connection can still
+        be read, megabytes of them, and they are work nobody will see the answer to.
+        """
         future = asyncio.ensure_future(handled)
-        while not future.done():
-            await asyncio.wait((future,), timeout=_PEER_CHECK_INTERVAL)
-            if not future.done() and peer_gone(self.stream.socket):
+        while True:
+            if not future.done():
+                await asyncio.wait((future,), timeout=_PEER_CHECK_INTERVAL)
+            if peer_gone(self.stream.socket):
                 raise StreamClosedError()
-        future.result()
+            if future.done():
+                return
 
     async def _linger(self) -> None:
         """After refusing a frame with 1009, end the hub connection at once but keep the socket a
