@@ -76,7 +76,7 @@ class _SlotWait:
 
 
 class InvocationRunner:
-    """Starts, queues and completes the invocations of a hub connection."""
+    """Starts, limits, completes and (when the connection ends) cancels the invocations of a hub connection."""
 
     # State owned by HubConnection.__init__.
     connection_id: str

@@ -17,6 +17,7 @@ import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 from signalr_harness import RS, TIMEOUT, Harness, JsonWs, running, wait_until
 from tornado.util import _websocket_mask
 
@@ -170,6 +171,19 @@ async def _token(h: Harness) -> str:
 
 async def _first_blocked(n: int = 0) -> None:
     assert await asyncio.wait_for(Work.blocked.get(), TIMEOUT) == n
+
+
+def test_the_limits_default_to_aspnet_core_signalr_s() -> None:
+    options = HubOptions()
+    assert options.maximum_parallel_invocations_per_client == 1
+    assert options.transport_max_buffer_size == options.application_max_buffer_size == 64 * 1024
+    assert options.client_timeout_interval == 30 and options.keep_alive_interval == 15
+    # One WebSocket message or POST body may carry several messages: the transport buffer is the floor.
+    assert options.receive_unit_limit == 64 * 1024
+    assert HubOptions(maximum_receive_message_size=1 << 20).receive_unit_limit == 1 << 20
+    assert HubOptions(maximum_receive_message_size=None).receive_unit_limit is None
+    with pytest.raises(ValueError, match="maximum_parallel_invocations_per_client"):
+        HubOptions(maximum_parallel_invocations_per_client=0)
 
 
 # -- 1. at most N invocations run; beyond that the server stops reading ---------------------------
