@@ -41,6 +41,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -288,7 +289,7 @@ async def measure(args: argparse.Namespace, port: int, pid: int, redis_url: str)
         warm = await open_hub_socket(port)
         await asyncio.get_running_loop().sock_sendall(warm, flood_frame())
         warm.close()
-        figures.health_idle = await probe_result(await start_probe(port, 2.0))
+        figures.health_idle = await probe_result(await start_probe(port, args.idle_seconds))
         figures.rss_idle_kib = rss_kib(pid)
 
         sockets = [await open_hub_socket(port) for _ in range(args.connections)]
@@ -355,19 +356,22 @@ async def run(args: argparse.Namespace) -> Figures:
     env = dict(os.environ)
     roots = [str(args.signalr_root)] if args.signalr_root else []
     env["PYTHONPATH"] = os.pathsep.join([*roots, str(ROOT), env.get("PYTHONPATH", "")])
+    log = tempfile.TemporaryFile()  # the server's log (its warnings about the 10 MB frame, say)
     server = subprocess.Popen(
         [sys.executable, __file__, "--serve", "--port", str(port), "--redis", redis_server.url],
-        stdout=subprocess.PIPE, env=env, cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=log, env=env, cwd=ROOT,
     )
     try:
         assert server.stdout is not None
         line = await asyncio.wait_for(asyncio.to_thread(server.stdout.readline), 30)
         if b"listening" not in line:
-            raise RuntimeError("the hub server did not start")
+            log.seek(0)
+            raise RuntimeError(f"the hub server did not start: {log.read()[-2000:].decode(errors='replace')}")
         return await measure(args, port, server.pid, redis_server.url)
     finally:
         server.terminate()
         server.wait(10)
+        log.close()
         redis_server.close()
 
 
@@ -376,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=6)
     parser.add_argument("--megabytes", type=float, default=30.0, help="what each connection tries to write")
     parser.add_argument("--flood-seconds", type=float, default=15.0)
+    parser.add_argument("--idle-seconds", type=float, default=2.0, help="of the idle baseline")
     parser.add_argument("--signalr-root", type=Path, default=None, help="serve the signalr package of this tree")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure here")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
