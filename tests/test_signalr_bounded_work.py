@@ -22,6 +22,7 @@ from signalr_harness import RS, TIMEOUT, Harness, JsonWs, running, wait_until
 from tornado.util import _websocket_mask
 
 from signalr import Hub, HubOptions
+from signalr.hub_dispatch import DISPATCH_BATCH
 
 HANDSHAKE = ('{"protocol":"json","version":1}' + RS).encode()
 PAD = "p" * 200
@@ -293,6 +294,9 @@ async def test_frames_up_to_the_transport_buffer_pass_and_one_byte_more_is_refus
         batch = batch[: batch.rindex(RS.encode()) + 1]
         client.send(batch + invocation("Count", -1, "", invocation_id="ok"))
         assert await client.messages() == [{"type": 3, "invocationId": "ok", "result": -1}]
+        # More than one dispatch batch (the reader lets other connections run in between), all in order.
+        assert len(Work.counted) > DISPATCH_BATCH
+        assert Work.counted == [*range(len(Work.counted) - 1), -1]
         client.send(b" " * (limit + 1))
         opcode, payload = await client.read_frame()
         assert opcode == 0x8 and struct.unpack("!H", payload[:2])[0] == CLOSE_TOO_BIG
