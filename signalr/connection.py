@@ -1,4 +1,5 @@
-"""Transport-level connection state: one inbound byte queue and ONE outbound frame queue.
+"""Transport-level connection state: one inbound byte queue (:mod:`signalr.inbox`) and ONE outbound
+frame queue.
 
 The hub layer only ever enqueues whole serialized hub messages on :class:`Outbox`; every transport
 (WebSocket writer, SSE stream, each long poll) drains that same queue, so ordering and "whole
@@ -19,7 +20,10 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from signalr.inbox import Inbox
 from signalr.options import HubOptions, TransportType
+
+__all__ = ["Activation", "ConnectionStatus", "Frame", "HttpConnection", "Inbox", "Outbox", "RequestInfo"]
 
 log = logging.getLogger("signalr.transport")
 
@@ -166,69 +170,6 @@ class Outbox:
         if self._frames:
             return self.take_batch()
         return None if self._closed else []
-
-
-class Inbox:
-    """Bytes received from the client, in arrival order, then end of input.
-
-    One reader only, so a list and a single waiter future do the job of an ``asyncio.Queue``,
-    whose four deques (and Event) cost about 3 KiB per idle connection.
-
-    While the reader is parked in :meth:`receive` with nothing queued, bytes go straight to its
-    :attr:`handler` instead of waking it: most messages (an Echo, a Ping) are then handled inside
-    the transport's own callback, saving a task switch per message. A handler that cannot finish
-    synchronously calls :meth:`interrupt` to have the reader take over.
-    """
-
-    __slots__ = ("_chunks", "_ended", "_waiter", "_interrupted", "handler")
-
-    def __init__(self) -> None:
-        self._chunks: list[bytes] = []
-        self._ended = False
-        self._waiter: asyncio.Future[None] | None = None
-        self._interrupted = False
-        self.handler: Callable[[bytes], None] | None = None
-
-    def feed(self, data: bytes) -> None:
-        """Hand received bytes to the application (ignored after end of input)."""
-        if not self._ended and data:
-            handler, waiter = self.handler, self._waiter
-            if handler is not None and waiter is not None and not waiter.done() and not self._chunks:
-                handler(data)
-                return
-            self._chunks.append(data)
-            self._wake()
-
-    def feed_eof(self) -> None:
-        """Signal that the client will send nothing more."""
-        if not self._ended:
-            self._ended = True
-            self._wake()
-
-    def interrupt(self) -> None:
-        """Wake the reader without data: :meth:`receive` returns ``b""`` if nothing else is queued."""
-        self._interrupted = True
-        self._wake()
-
-    def _wake(self) -> None:
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def receive(self) -> bytes | None:
-        """All bytes received since the last call (joined), ``b""`` after :meth:`interrupt`, or
-        ``None`` once input has ended."""
-        while not self._chunks:
-            if self._interrupted:
-                self._interrupted = False
-                return b""
-            if self._ended:
-                return None
-            self._waiter = asyncio.get_running_loop().create_future()
-            await self._waiter
-        self._interrupted = False
-        chunks, self._chunks = self._chunks, []
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class ConnectionStatus(enum.Enum):

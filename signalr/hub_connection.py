@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -20,7 +19,7 @@ from signalr.connection import HttpConnection
 from signalr.errors import HandshakeError, ProtocolError
 from signalr.hub import Hub, HubCallerContext, HubError, HubMethodTable, UploadStream
 from signalr.hub_dispatch import NO_BACKLOG, MessageDispatch, Step
-from signalr.hub_invocations import InvocationRunner, Queued
+from signalr.hub_invocations import InvocationRunner
 from signalr.options import HubOptions, TransportType
 from signalr.protocol import (
     PING,
@@ -101,18 +100,17 @@ class HubConnection(MessageDispatch, InvocationRunner):
         now = clock()
         self._last_ping_sent = now
         self._last_received = now
-        self._ping_received = False
         self._busy = 0
         # Unparsed tail of the input; a stalled batch's remaining messages; work handed from the
         # inline receive path to the receive loop.
         self._buffer = b""
         self._backlog: tuple[Sequence[HubMessage], int] = NO_BACKLOG
         self._handoff: Step | BaseException = None
-        # Created on the first queued invocation: an idle connection then carries no deque and no task.
-        self._invocations: deque[Queued] | None = None
-        self._invocation_running = False
-        self._worker: asyncio.Task[None] | None = None
-        self._worker_waiter: asyncio.Future[None] | None = None
+        # Invocations holding a slot; the receive loop's wait for a free one; set once input ended.
+        self._parallel = options.maximum_parallel_invocations_per_client
+        self._running = 0
+        self._slot: asyncio.Future[None] | None = None
+        self._stopped = False
         self._caller_clients: HubCallerClients | None = None
         self._group_manager: GroupManager | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -166,6 +164,12 @@ class HubConnection(MessageDispatch, InvocationRunner):
         self.connection.on_reattach = self._on_reattach
         self.connection.on_overflow = self._on_overflow
         self.connection.outbox.limit = self._options.maximum_send_buffer_size
+        inbox = self.connection.inbox
+        inbox.limit = self._options.application_max_buffer_size
+        # However the connection ends (client gone, DELETE, server abort), its work ends with it.
+        inbox.on_end = self._stop_invocations
+        if inbox.ended:
+            self._stopped = True
         try:
             leftover = await self._handshake()
             if leftover is None:
@@ -174,6 +178,7 @@ class HubConnection(MessageDispatch, InvocationRunner):
         finally:
             self._closing = True
             self._space.set()
+            inbox.on_end = None
             self.connection.outbox.close()
             self.finished.set()
 
@@ -227,6 +232,8 @@ class HubConnection(MessageDispatch, InvocationRunner):
         if stateful:
             self._stateful = StatefulBuffer(limit=self._options.stateful_reconnect_buffer_size)
         self.connection.outbox.put(write_handshake_response(), binary=binary)
+        # The client timeout runs from here: a client that never sends anything is closed too.
+        self._last_received = self._clock()
         log.debug("connection %s handshake ok (%s v%s)", self.connection_id, protocol.name, request.version)
         return rest
 
@@ -263,12 +270,8 @@ class HubConnection(MessageDispatch, InvocationRunner):
             else:
                 exception = await self._receive_loop(leftover)
         finally:
-            workers = [self._worker] if self._worker is not None else []
-            for task in [*workers, *self._tasks]:
-                task.cancel()
-            for upload in self._uploads.values():
-                upload.complete()
-            await asyncio.gather(*workers, *self._tasks, return_exceptions=True)
+            self._stop_invocations()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
             request = self._close_request
             if request is not None and self.protocol is not None:
                 self._write(CloseMessage(error=request.error, allow_reconnect=request.allow_reconnect))
@@ -312,11 +315,7 @@ class HubConnection(MessageDispatch, InvocationRunner):
         if now - self._last_ping_sent >= self._options.keep_alive_interval:
             self._last_ping_sent = now
             self._write(PING)
-        if (
-            self._ping_received
-            and self._busy == 0
-            and now - self._last_received > self._options.client_timeout_interval
-        ):
+        if self._busy == 0 and now - self._last_received > self._options.client_timeout_interval:
             log.info("client timeout on connection %s", self.connection_id)
             self.abort(error=hub_module.CONNECTION_ERROR, allow_reconnect=True)
 

@@ -1,16 +1,20 @@
 """Receiving for one hub connection: parse the client's bytes and route each message.
 
 Most messages are handled synchronously inside the transport's own callback (see
-:attr:`signalr.connection.Inbox.handler`); a message that has to wait (a full upload buffer, a full
-replay buffer, an invocation that must be awaited) hands the rest of its batch to the receive loop.
+:attr:`signalr.inbox.Inbox.handler`); a message that has to wait (a full upload buffer, a full
+replay buffer, an invocation that finds every slot taken) hands the rest of its batch to the receive
+loop, which takes no more input until it has dispatched that batch: what the client sends meanwhile
+stays in the connection's bounded inbox, then in the transport. A long batch also gives the event
+loop a turn every :data:`DISPATCH_BATCH` messages, so one flooding client cannot starve the others.
 :class:`MessageDispatch` is a mixin of :class:`signalr.hub_connection.HubConnection`: it works on
 that object's state directly, because this path runs once per received message.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from signalr.errors import ProtocolError
@@ -43,6 +47,26 @@ log = logging.getLogger("signalr.hub")
 END = object()
 Step: TypeAlias = "Awaitable[Any] | object | None"
 NO_BACKLOG: tuple[Sequence[Any], int] = ((), 0)
+#: Messages dispatched in a row before the receive loop lets other connections run.
+DISPATCH_BATCH = 256
+
+
+class _Yield:
+    """A step that only gives the event loop one turn (a bare ``yield``, as ``asyncio.sleep(0)``)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[None, None, None]:
+        yield
+
+
+YIELD = _Yield()
+
+
+def drop_step(step: Step | BaseException) -> None:
+    """Forget a step that will not be awaited (the connection ended) without a "never awaited" warning."""
+    if inspect.iscoroutine(step):
+        step.close()
 
 
 class MessageDispatch:
@@ -54,7 +78,7 @@ class MessageDispatch:
     protocol: HubProtocol | None
     _clock: Callable[[], float]
     _last_received: float
-    _ping_received: bool
+    _stopped: bool
     _buffer: bytes
     _backlog: tuple[Sequence[HubMessage], int]
     _handoff: Step | BaseException
@@ -78,6 +102,11 @@ class MessageDispatch:
         inbox.handler = self._receive_inline
         try:
             while True:
+                if self._stopped:
+                    # The connection ended: what it sent but we did not dispatch yet is dropped.
+                    drop_step(self._handoff)
+                    self._handoff = None
+                    return None
                 try:
                     if self._handoff is not None:
                         step, self._handoff = self._handoff, None
@@ -116,6 +145,9 @@ class MessageDispatch:
 
     def _dispatch_from(self, messages: Sequence[HubMessage], start: int) -> Step:
         for index in range(start, len(messages)):
+            if index - start == DISPATCH_BATCH:
+                self._backlog = (messages, index)
+                return YIELD
             step = self._dispatch(messages[index])
             if step is not None:
                 if step is not END:
@@ -129,6 +161,8 @@ class MessageDispatch:
             if isinstance(step, BaseException):
                 raise step
             await step
+            if self._stopped:
+                return END
             messages, start = self._backlog
             self._backlog = NO_BACKLOG
             step = self._dispatch_from(messages, start)
@@ -162,8 +196,7 @@ class MessageDispatch:
                     self._cancelled_streams.add(message.invocation_id)
                     task.cancel()
             case PingMessage():
-                # The client-timeout clock only starts once the client has shown it pings.
-                self._ping_received = True
+                pass  # receiving anything at all resets the client timeout; a Ping needs no more
             case CloseMessage():
                 log.debug("client closed connection %s (error=%s)", self.connection_id, message.error)
                 return END

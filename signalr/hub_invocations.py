@@ -1,8 +1,11 @@
-"""Running invocations for one hub connection: inline calls, the worker, streams and uploads.
+"""Running invocations for one hub connection: inline calls, slots, streams and uploads.
 
-Non-streaming invocations run one at a time per connection in arrival order (ASP.NET's
-``MaximumParallelInvocationsPerClient`` of 1); a plain function with nothing queued ahead of it runs
-inline in the receive path. Streaming and upload invocations run as their own tasks.
+At most ``HubOptions.maximum_parallel_invocations_per_client`` non-streaming invocations run at once
+per connection (ASP.NET's default of 1 runs them one at a time, in arrival order). One that finds
+every slot taken is not queued: it becomes the receive loop's step, so the loop (and with it the
+transport, once the connection's small inbox fills) waits until a slot frees. A plain function run
+while a slot is free runs inline in the receive path. Streaming and upload invocations run as their
+own tasks beside the others. When the connection ends, everything running is cancelled.
 :class:`InvocationRunner` is a mixin of :class:`signalr.hub_connection.HubConnection` for the same
 reason as :class:`signalr.hub_dispatch.MessageDispatch`: it is on the per-invocation path.
 """
@@ -12,10 +15,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any
 
 from signalr import hub as hub_module
 from signalr.errors import SerializationError
@@ -35,20 +37,46 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("signalr.hub")
 
-#: A plain invocation waiting for the worker; the last item is what an inline call already produced.
-Queued: TypeAlias = "tuple[HubMethod, InvocationMessage, list[Any], Any]"
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Ready:
-    """The outcome of a plain function that ran inline but whose Completion the worker sends."""
+    """The outcome of a plain function that ran inline but whose Completion a task sends."""
 
     value: Any = None
     error: Exception | None = None
 
 
+class _SlotWait:
+    """The receive loop's step for an invocation that found every slot taken: awaiting it waits
+    for a free slot, then starts the invocation (unless the connection ended meanwhile).
+
+    Not a coroutine, so a step that is dropped unawaited (the connection ended) leaves no warning.
+    """
+
+    __slots__ = ("_runner", "_free", "_method", "_message", "_arguments")
+
+    def __init__(
+        self,
+        runner: InvocationRunner,
+        free: asyncio.Future[None],
+        method: HubMethod,
+        message: InvocationMessage,
+        arguments: list[Any],
+    ) -> None:
+        self._runner = runner
+        self._free = free
+        self._method = method
+        self._message = message
+        self._arguments = arguments
+
+    def __await__(self) -> Generator[Any, None, None]:
+        yield from self._free.__await__()
+        if not self._runner._stopped:
+            self._runner._begin(self._method, self._message, self._arguments)
+
+
 class InvocationRunner:
-    """Starts, queues and completes the invocations of a hub connection."""
+    """Starts, limits, completes and (when the connection ends) cancels the invocations of a hub connection."""
 
     # State owned by HubConnection.__init__.
     connection_id: str
@@ -60,10 +88,10 @@ class InvocationRunner:
     _space: asyncio.Event
     _busy: int
     _last_received: float
-    _invocations: deque[Queued] | None
-    _invocation_running: bool
-    _worker: asyncio.Task[None] | None
-    _worker_waiter: asyncio.Future[None] | None
+    _stopped: bool
+    _parallel: int
+    _running: int
+    _slot: asyncio.Future[None] | None
     _tasks: set[asyncio.Task[Any]]
     _streams: dict[str, asyncio.Task[None]]
     _cancelled_streams: set[str]
@@ -80,6 +108,8 @@ class InvocationRunner:
         async def _send(self, message: HubMessage) -> None: ...
 
     def _on_invocation(self, message: InvocationMessage | StreamInvocationMessage) -> Step:
+        if self._stopped:
+            return None  # the connection ended while its last batch was being dispatched
         target = message.target
         invocation_id = message.invocation_id
         streaming = isinstance(message, StreamInvocationMessage)
@@ -105,10 +135,8 @@ class InvocationRunner:
         if streaming and invocation_id in self._streams:
             return self._fail(invocation_id, hub_module.duplicate_invocation_error(invocation_id))
         if not message.stream_ids:
-            if not streaming and method.is_sync and not self._invocation_running and not self._invocations:
-                # Nothing ahead of it: run it right here, as ASP.NET awaits a lone invocation inline.
-                self._invoke_inline(method, message, arguments)
-                return None
+            if not streaming:
+                return self._start_plain(method, message, arguments)
             uploads: list[UploadStream] = []
         else:
             uploads = [UploadStream(self._options.stream_buffer_capacity) for _ in message.stream_ids]
@@ -121,29 +149,63 @@ class InvocationRunner:
             task = loop.create_task(self._run_stream(method, invocation_id, arguments))
             self._streams[invocation_id] = task
             self._track(task)
-        elif uploads:
+        else:
             # Upload methods run beside the reader so their items can keep arriving.
             self._track(loop.create_task(self._run_invocation(method, message, arguments, uploads)))
-        else:
-            self._enqueue(method, message, arguments, None)
         return None
 
-    def _enqueue(self, method: HubMethod, message: InvocationMessage, arguments: list[Any], started: Any) -> None:
-        # One non-streaming invocation at a time per connection, in arrival order.
-        if self._invocations is None:
-            self._invocations = deque()
-        self._invocations.append((method, message, arguments, started))
-        if self._worker is None:
-            self._worker = asyncio.get_running_loop().create_task(self._invocation_worker())
+    def _start_plain(self, method: HubMethod, message: InvocationMessage, arguments: list[Any]) -> Step:
+        """Start a non-streaming invocation now if a slot is free; otherwise make the receive loop
+        wait for one (and so stop taking input) instead of queueing the invocation."""
+        if self._running < self._parallel:
+            if method.is_sync:  # (what _begin does, spelled out on the hot path)
+                self._invoke_inline(method, message, arguments)
+            else:
+                self._spawn(method, message, arguments, None)
+            return None
+        free = asyncio.get_running_loop().create_future()
+        self._slot = free
+        return _SlotWait(self, free, method, message, arguments)
+
+    def _begin(self, method: HubMethod, message: InvocationMessage, arguments: list[Any]) -> None:
+        if method.is_sync:
+            # A slot is free: run it right here, as ASP.NET awaits a lone invocation inline.
+            self._invoke_inline(method, message, arguments)
         else:
-            waiter, self._worker_waiter = self._worker_waiter, None
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
+            self._spawn(method, message, arguments, None)
+
+    def _spawn(self, method: HubMethod, message: InvocationMessage, arguments: list[Any], started: Any) -> None:
+        """Run the rest of an invocation as a task that holds a slot until it has sent its Completion."""
+        self._running += 1
+        task = asyncio.get_running_loop().create_task(self._run_invocation(method, message, arguments, [], started))
+        self._track(task)
+        task.add_done_callback(self._invocation_done)
+
+    def _invocation_done(self, _: asyncio.Task[None]) -> None:
+        self._running -= 1
+        free = self._slot
+        if free is not None and self._running < self._parallel:
+            self._slot = None
+            if not free.done():
+                free.set_result(None)
+
+    def _stop_invocations(self) -> None:
+        """The connection ended: start nothing more, cancel what runs, release a waiting reader."""
+        self._stopped = True
+        for task in list(self._tasks):
+            task.cancel()
+        free, self._slot = self._slot, None
+        if free is not None and not free.done():
+            free.set_result(None)
+        for upload in self._uploads.values():
+            upload.complete()
+        # A reader waiting for the replay buffer to drain must not wait for an Ack that cannot come.
+        self._space.set()
 
     def _invoke_inline(self, method: HubMethod, message: InvocationMessage, arguments: list[Any]) -> None:
         """Run a plain function's invocation synchronously and write its Completion at once.
 
-        The Completion goes through the worker instead when it cannot be written without waiting
+        The Completion goes through a task instead when it cannot be written without waiting
         (a full replay buffer: the receive loop must stay free to read the Ack that makes room) or
         when the function returned an awaitable.
         """
@@ -160,7 +222,7 @@ class InvocationRunner:
         if outcome is None and not message.invocation_id:
             return
         if outcome is not None or not self._space.is_set():
-            self._enqueue(method, message, arguments, outcome if outcome is not None else _Ready(value=result))
+            self._spawn(method, message, arguments, outcome if outcome is not None else _Ready(value=result))
             return
         self._send_result(message.invocation_id, result, message.target)  # type: ignore[arg-type]
 
@@ -195,20 +257,6 @@ class InvocationRunner:
         if invocation_id:
             return self._send_now(CompletionMessage.with_error(invocation_id, error))
         return None
-
-    async def _invocation_worker(self) -> None:
-        assert self._invocations is not None
-        loop = asyncio.get_running_loop()
-        while True:
-            while not self._invocations:
-                self._worker_waiter = loop.create_future()
-                await self._worker_waiter
-            method, message, arguments, started = self._invocations.popleft()
-            self._invocation_running = True
-            try:
-                await self._run_invocation(method, message, arguments, [], started)
-            finally:
-                self._invocation_running = False
 
     async def _run_invocation(
         self,

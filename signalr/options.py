@@ -30,8 +30,9 @@ class HubOptions:
     """Per-endpoint settings; all durations are seconds.
 
     :param keep_alive_interval: how often an idle WS/SSE connection gets a hub Ping.
-    :param client_timeout_interval: silence allowed after the client's first Ping before the server
-        closes the connection.
+    :param client_timeout_interval: silence (not even a Ping) allowed from the client, counted from
+        the handshake on, before the server closes the connection (WS/SSE; paused while one of its
+        invocations runs). Clients ping every 15 s by default.
     :param handshake_timeout: time allowed for the handshake request to arrive.
     :param maximum_receive_message_size: largest single hub message accepted (handshake included);
         ``None`` means unlimited.
@@ -56,6 +57,17 @@ class HubOptions:
         than this still goes to a client that keeps up.
     :param transport_send_timeout: a write to the client that makes no progress for this long
         aborts the connection (ASP.NET's ``TransportSendTimeout``).
+    :param maximum_parallel_invocations_per_client: non-streaming hub invocations that may run at
+        once for one connection. While that many run, the next one waits, and so does everything
+        the client sent after it: the connection stops reading its transport (a WebSocket's socket
+        is left unread, a send POST is not answered) instead of queueing parsed messages. Streams
+        and methods that take an upload stream run beside the others, as in ASP.NET.
+    :param transport_max_buffer_size: the largest WebSocket message or POST body the transport
+        buffers whole; a larger one is refused before it is read (WebSockets: close 1009, POST:
+        413). Raised to ``maximum_receive_message_size`` when that is larger, so that every
+        acceptable hub message fits; unbounded when that is ``None``.
+    :param application_max_buffer_size: received bytes that may wait for the hub before the
+        transport stops reading (ASP.NET's pause threshold of the same name).
     """
 
     keep_alive_interval: float = 15.0
@@ -75,6 +87,9 @@ class HubOptions:
     close_timeout: float = 5.0
     maximum_send_buffer_size: int = 1024 * 1024
     transport_send_timeout: float = 10.0
+    maximum_parallel_invocations_per_client: int = 1
+    transport_max_buffer_size: int = 64 * 1024
+    application_max_buffer_size: int = 64 * 1024
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -87,3 +102,14 @@ class HubOptions:
             TransportType(transport)
         if not self.protocols:
             raise ValueError("HubOptions.protocols must enable at least one protocol")
+
+    @property
+    def receive_unit_limit(self) -> int | None:
+        """The largest WebSocket message or POST body accepted, ``None`` for no limit.
+
+        One unit may carry several hub messages (the JS client joins the sends it makes while one
+        is in flight), so the transport buffer size is the floor even when messages are smaller.
+        """
+        if self.maximum_receive_message_size is None:
+            return None
+        return max(self.maximum_receive_message_size, self.transport_max_buffer_size)

@@ -35,7 +35,7 @@ class Ordered(ChatHub):
         return label
 
     def later(self, value: int) -> Any:
-        # A plain function that hands back an awaitable: the worker awaits it.
+        # A plain function that hands back an awaitable: a task awaits it, holding the slot.
         async def add_one() -> int:
             await asyncio.sleep(0)
             return value + 1
@@ -59,10 +59,10 @@ async def test_a_plain_function_waits_for_the_invocation_running_before_it() -> 
         client = await JsonWs.connect(h)
         await client.send(
             {"type": 1, "invocationId": "a", "target": "Slow", "arguments": ["a"]},
-            {"type": 1, "invocationId": "b", "target": "Note", "arguments": ["b"]},
             {"type": 4, "invocationId": "s", "target": "Count", "arguments": [1]},
+            {"type": 1, "invocationId": "b", "target": "Note", "arguments": ["b"]},
         )
-        # The stream runs beside the queue: once it ended, the server has read "b" too.
+        # The stream runs beside "a"; "b" (and anything after it) waits for the slot "a" holds.
         assert await _replies(client, 2) == [
             {"type": 2, "invocationId": "s", "item": 0},
             {"type": 3, "invocationId": "s"},
@@ -75,7 +75,7 @@ async def test_a_plain_function_waits_for_the_invocation_running_before_it() -> 
         client.close()
 
 
-async def test_inline_outcomes_match_the_worker_path() -> None:
+async def test_inline_outcomes_match_the_awaited_path() -> None:
     Ordered.calls = []
     async with running(Ordered) as h:
         client = await JsonWs.connect(h)

@@ -1,4 +1,5 @@
-"""Outgoing flow control for one connection's socket: a byte limit and a stall timeout.
+"""Flow control for one connection's socket: outgoing, a byte limit and a stall timeout; incoming,
+a liveness check for a socket that is deliberately not being read.
 
 No write of ours waits for the client (a broadcast must not wait for its slowest recipient), so
 what the kernel does not take at once queues up in Tornado's stream. A client that stops reading
@@ -10,9 +11,37 @@ left for ``timeout`` seconds (ASP.NET's ``TransportSendTimeout``).
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable
 
 from tornado.iostream import IOStream
+
+#: Linux TCP states (the first byte of ``struct tcp_info``).
+TCP_ESTABLISHED = 1
+TCP_FIN_WAIT1 = 4
+TCP_FIN_WAIT2 = 5
+
+
+def tcp_state(sock: socket.socket | None) -> int | None:
+    """The kernel's TCP state of ``sock``, or ``None`` where it does not tell (no ``TCP_INFO``, not a
+    TCP socket, already closed)."""
+    if sock is None or not hasattr(socket, "TCP_INFO"):
+        return None
+    try:
+        return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+    except OSError:
+        return None
+
+
+def peer_gone(sock: socket.socket | None) -> bool:
+    """Whether the peer of ``sock`` has closed or reset the connection, even with unread bytes
+    still queued (a socket that is not read reports neither). False where the kernel does not tell:
+    the next read or write then finds out."""
+    if sock is None:
+        return True
+    state = tcp_state(sock)
+    # A FIN (CLOSE_WAIT) or a reset (CLOSE): either way the client will not read what we would send.
+    return state is not None and state != TCP_ESTABLISHED
 
 
 class WriteGuard:

@@ -3,7 +3,10 @@
 Each request attaches to the ``id=`` connection and maps the framework-neutral outcomes of
 :mod:`signalr.connection` and :mod:`signalr.transports` to the status codes of the reference §1.
 Every transport's socket gets a :class:`~signalr.tornado.flow.WriteGuard`, so a client that stops
-reading is disconnected instead of being buffered for without bound.
+reading is disconnected instead of being buffered for without bound. In the other direction, what a
+client sends is bounded too: a WebSocket message or POST body over ``HubOptions.receive_unit_limit``
+is refused before it is read, and while the hub's inbox is full a WebSocket is not read and a send
+POST is not answered.
 """
 
 from __future__ import annotations
@@ -15,14 +18,16 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+import tornado.web
 import tornado.websocket
 from tornado.iostream import IOStream, StreamClosedError
 
 from signalr import hub as hub_module
 from signalr.connection import Activation, HttpConnection, RequestInfo
 from signalr.options import TransportType
-from signalr.tornado.base import HubRequestMixin, query_arguments, request_info
+from signalr.tornado.base import query_arguments, request_info
 from signalr.tornado.flow import WriteGuard
+from signalr.tornado.sends import SendRequests
 from signalr.tornado.ws_reader import HubWebSocketProtocol
 from signalr.tornado.ws_writer import WebSocketPeer
 from signalr.transports import long_polling, sse, websocket
@@ -33,8 +38,13 @@ log = logging.getLogger("signalr.transport")
 CLOSE_POLICY_VIOLATION = 1008
 
 
-class HubHandler(HubRequestMixin, tornado.websocket.WebSocketHandler):
-    """``{hub}``: WebSocket upgrade, SSE stream, long poll (GET), send (POST), stop (DELETE)."""
+@tornado.web.stream_request_body
+class HubHandler(SendRequests, tornado.websocket.WebSocketHandler):
+    """``{hub}``: WebSocket upgrade, SSE stream, long poll (GET), send (POST), stop (DELETE).
+
+    Request bodies are streamed (see :class:`~signalr.tornado.sends.SendRequests`) so that an
+    oversized send is refused from its headers instead of after Tornado buffered it whole.
+    """
 
     _connection: HttpConnection | None = None
     _serial = 0
@@ -45,6 +55,12 @@ class HubHandler(HubRequestMixin, tornado.websocket.WebSocketHandler):
     _gone: asyncio.Event | None = None
     _writer: asyncio.Task[None] | None = None
     _guard: WriteGuard | None = None
+
+    @property
+    def max_message_size(self) -> int:
+        """The largest WebSocket message accepted; a larger one is closed with 1009 from its header."""
+        limit = self.server.options.receive_unit_limit
+        return super().max_message_size if limit is None else limit
 
     def check_origin(self, origin: str) -> bool:
         return self.server.origin_allowed(origin)
@@ -115,6 +131,7 @@ class HubHandler(HubRequestMixin, tornado.websocket.WebSocketHandler):
             self._connection.on_reattach()
 
     def on_close(self) -> None:
+        super().on_close()
         connection = self._connection
         if self._gone is not None:
             self._gone.set()
@@ -233,10 +250,21 @@ class HubHandler(HubRequestMixin, tornado.websocket.WebSocketHandler):
         connection.abort_transport = abort
         self._start_if_first()
 
-    def on_message(self, message: str | bytes) -> None:
+    def end_connection(self) -> None:
+        """The reader refused the client's input (a message too large): end the connection now,
+        while the socket lingers until the close frame has reached the client."""
         connection = self._connection
         if connection is not None and connection.is_current(self._serial):
-            connection.inbox.feed(message.encode("utf-8") if isinstance(message, str) else message)
+            self.server.connections.remove(connection)
+
+    def on_message(self, message: str | bytes) -> asyncio.Future[None] | None:
+        connection = self._connection
+        if connection is not None and connection.is_current(self._serial):
+            inbox = connection.inbox
+            inbox.feed(message.encode("utf-8") if isinstance(message, str) else message)
+            # While the hub has this much waiting, the reader reads nothing more (see ws_reader).
+            return inbox.until_below(inbox.limit)
+        return None
 
     # -- Server-Sent Events ----------------------------------------------------------------------
 
@@ -306,46 +334,6 @@ class HubHandler(HubRequestMixin, tornado.websocket.WebSocketHandler):
             if not sent.done():
                 self._guard = self._write_guard(socket, on_overflow=lambda: self._abandon(socket))
                 self._guard.backed_up(sent, len(response.body))
-
-    # -- send and stop ------------------------------------------------------------------------------
-
-    def _existing_connection(self) -> HttpConnection | None:
-        """The ``id=`` connection of a POST or DELETE; None once a 400 or 404 has been answered."""
-        return self._connection_of(query_arguments(self))
-
-    def _connection_of(self, query: Mapping[str, str]) -> HttpConnection | None:
-        """The connection named by ``id=``; None once a 400 (no id) or 404 (unknown id) has been answered."""
-        token = query.get("id")
-        if token is None:
-            self._text(400, "Connection ID required")
-            return None
-        connection = self.server.connections.get(token)
-        if connection is None:
-            self._text(404, "No Connection with that ID")
-        return connection
-
-    async def post(self, *args: Any) -> None:
-        connection = self._existing_connection()
-        if connection is None:
-            return None
-        if connection.transport is TransportType.WEBSOCKETS:
-            return self._text(405, "POST requests are not allowed for WebSocket connections.")
-        async with connection.post_lock:
-            connection.inbox.feed(self.request.body)
-        self.set_status(200)
-        self.finish()
-
-    def delete(self, *args: Any) -> None:
-        connection = self._existing_connection()
-        if connection is None:
-            return None
-        if connection.transport is not TransportType.LONG_POLLING:
-            return self._text(400, "Cannot terminate this connection using the DELETE endpoint.")
-        log.debug("DELETE terminates connection %s", connection.connection_id)
-        self.server.connections.remove(connection)
-        self.set_status(202)
-        self.finish()
-
 
 def _same_host(origin: str, host: str) -> bool:
     return urlsplit(origin).netloc.lower() == host.lower()

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
+from collections.abc import Awaitable
 from typing import Any
 
 import tornado.websocket
 from tornado.iostream import StreamClosedError
 from tornado.util import _websocket_mask
 
+from signalr.tornado.flow import TCP_FIN_WAIT1, TCP_FIN_WAIT2, peer_gone, tcp_state
+
 _READ_CHUNK = 64 * 1024
+# While the hub is busy the socket is not read, so Tornado would not notice the client leaving:
+# look at the socket's TCP state this often instead.
+_PEER_CHECK_INTERVAL = 0.2
+#: What :meth:`HubWebSocketProtocol._cut_frame` returns for a frame refused as too large.
+_REFUSED = object()
 # Like Tornado's own loop: give other connections a turn after this much work (a frame counts 1 KiB).
 _YIELD_AFTER = 256 * 1024
 _FRAME_COST = 1024
@@ -25,6 +34,10 @@ class HubWebSocketProtocol(tornado.websocket.WebSocketProtocol13):
     the frames itself, with the same checks and outcomes (abort on reserved bits or bad control
     frames, close 1009 above ``websocket_max_message_size``); messages then go through Tornado's
     own ``_handle_message`` (UTF-8 check, close handshake, ping/pong).
+
+    A frame over ``max_message_size`` is refused from its header, before its payload is read. When
+    ``on_message`` returns an awaitable (the hub's inbox is full), no more bytes are read until it
+    resolves: the client is held back by TCP.
     """
 
     async def _receive_frame_loop(self) -> None:
@@ -47,6 +60,9 @@ class HubWebSocketProtocol(tornado.websocket.WebSocketProtocol13):
                     frame = self._cut_frame(buffer, consumed)
                     if frame is False:
                         return
+                    if frame is _REFUSED:
+                        await self._linger()
+                        return
                     if isinstance(frame, int):
                         missing = frame
                         break
@@ -56,7 +72,7 @@ class HubWebSocketProtocol(tornado.websocket.WebSocketProtocol13):
                     if handled is False:
                         return
                     if handled is not None:
-                        await handled
+                        await self._until_taken(handled)
                 buffer = buffer[consumed:] if consumed else buffer
                 self._wire_bytes_in += len(chunk)
                 if work >= _YIELD_AFTER:
@@ -67,9 +83,40 @@ class HubWebSocketProtocol(tornado.websocket.WebSocketProtocol13):
         finally:
             self.handler.on_ws_connection_close(self.close_code, self.close_reason)
 
-    def _cut_frame(self, buffer: bytes, start: int) -> tuple[int, int, bytes, int] | int | bool:
+    async def _until_taken(self, handled: Awaitable[Any]) -> None:
+        """Wait, reading nothing, until the hub took what it was given; give up once the peer left.
+
+        Checked after every wait too: bytes a client sent before it reset the connection can still
+        be read, megabytes of them, and they are work nobody will see the answer to.
+        """
+        future = asyncio.ensure_future(handled)
+        while True:
+            if not future.done():
+                await asyncio.wait((future,), timeout=_PEER_CHECK_INTERVAL)
+            if peer_gone(self.stream.socket):
+                raise StreamClosedError()
+            if future.done():
+                return
+
+    async def _linger(self) -> None:
+        """After refusing a frame with 1009, end the hub connection at once but keep the socket a
+        moment: the close frame leaves with a FIN behind it, and the socket is closed once the client
+        closed too (at most Tornado's close timeout), so that no reset (the client's unread rest makes
+        closing send one) overtakes the close frame. Where TCP states are unknown, it closes at once."""
+        self.handler.end_connection()  # type: ignore[attr-defined]
+        stream = self.stream
+        try:
+            await stream.write(b"")
+            stream.socket.shutdown(socket.SHUT_WR)
+        except (StreamClosedError, OSError):
+            return
+        while not stream.closed() and tcp_state(stream.socket) in (TCP_FIN_WAIT1, TCP_FIN_WAIT2):
+            await asyncio.sleep(_PEER_CHECK_INTERVAL)
+
+    def _cut_frame(self, buffer: bytes, start: int) -> tuple[int, int, bytes, int] | int | bool | object:
         """The frame at ``start``: (opcode, fin, unmasked payload, end); the number of bytes still
-        missing when incomplete (0 if the header itself is); False to stop reading."""
+        missing when incomplete (0 if the header itself is); False to stop reading; ``_REFUSED`` for
+        a frame over the size limit, refused from its header."""
         available = len(buffer) - start
         if available < 2:
             return 0
@@ -96,8 +143,7 @@ class HubWebSocketProtocol(tornado.websocket.WebSocketProtocol13):
         pending = self._fragmented_message_buffer
         if length + (len(pending) if pending is not None else 0) > self.params.max_message_size:
             self.close(1009, "message too big")
-            self._abort()
-            return False
+            return _REFUSED
         masked = second & 0x80
         end = offset + (4 if masked else 0) + length
         if end > len(buffer):

@@ -1,0 +1,37 @@
+"""Keeps ``bench/bench_hub_flood.py`` from rotting: the whole run at toy scale, in its own process.
+
+Real processes (redis-server, the bench's hub server, its /healthz prober); the figures are not
+judged, only that every phase ran, except what is behaviour rather than speed: the 10 MB frame is
+refused with 1009.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_flood_bench_runs_and_reports_every_figure(tmp_path: Path) -> None:
+    figures_path = tmp_path / "figures.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_hub_flood.py"), "--connections", "2", "--megabytes", "0.5",
+         "--flood-seconds", "1", "--idle-seconds", "0.3", "--json", str(figures_path)],
+        capture_output=True, text=True, timeout=120, env=env, cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    for line in ("server RSS: idle", "/healthz: idle", "Redis busy after the sockets were dropped",
+                 "written per connection", "a 10 MB frame: closed with code 1009"):
+        assert line in done.stdout, done.stdout
+    figures = json.loads(figures_path.read_text())
+    assert figures["rss_peak_kib"] > 0 and figures["rss_idle_kib"] > 0
+    assert figures["health_idle"] and figures["health_flood"]
+    assert all(math.isfinite(x) and x > 0 for x in figures["health_flood"])
+    assert figures["invocations"] > 0 and len(figures["written"]) == 2
+    assert figures["oversized_code"] == 1009
