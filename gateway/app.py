@@ -219,7 +219,8 @@ class Gateway:
         if self.protection.limits_enabled:
             self._unit_renew_task = asyncio.create_task(self._renew_queued_units(), name="rate-limit-unit-renewal")
         app = self.make_app(extra_routes)
-        self.server = EdgeServer(app, limits=self.settings.limits, inflight=self.inflight, xheaders=False)
+        self.server = EdgeServer(app, limits=self.settings.limits, inflight=self.inflight, xheaders=False,
+                                 ipv6_prefix_length=self.settings.security.ipv6_prefix_length)
         warning = open_file_limit_warning(self.settings.limits)
         if warning:
             log.warning("%s", warning)

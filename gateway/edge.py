@@ -43,6 +43,7 @@ from gateway.edge_rules import (
     TOO_MANY_FROM_CLIENT,
     ConnectionCaps,
     EdgeError,
+    DEFAULT_IPV6_PREFIX,
     client_key,
     error_response,
     head_error,
@@ -76,7 +77,31 @@ _TORNADO_BODY_LIMIT = 2**62
 _OTHER_FILES = 100
 
 
-class EdgeStream(tornado.iostream.IOStream):
+class PrefilledStream(tornado.iostream.IOStream):
+    """An :class:`~tornado.iostream.IOStream` that first yields ``unread``: bytes of this socket that
+    another process read but did not serve (a connection handed over between ``--processes`` workers)."""
+
+    def __init__(self, sock: socket.socket, unread: bytes = b"", **kwargs: Any) -> None:
+        super().__init__(sock, **kwargs)
+        self._unread = unread
+
+    def read_from_fd(self, buf: bytearray | memoryview) -> int | None:
+        if not self._unread:
+            return super().read_from_fd(buf)
+        # Tornado tries a read before it waits for the socket to be readable, so these bytes are
+        # never stuck behind a socket that stays silent.
+        count = min(len(buf), len(self._unread))
+        buf[:count] = self._unread[:count]
+        self._unread = self._unread[count:]
+        return count
+
+    def take_unread(self) -> bytes:
+        """The bytes handed in that Tornado has not asked for yet (emptied)."""
+        rest, self._unread = self._unread, b""
+        return rest
+
+
+class EdgeStream(PrefilledStream):
     """A client connection's stream: reports its closing once, and answers in JSON where Tornado would not.
 
     :param on_closed: called once when the connection is closed, for whatever reason.
@@ -84,8 +109,9 @@ class EdgeStream(tornado.iostream.IOStream):
     """
 
     def __init__(self, sock: socket.socket, *, on_closed: Callable[[], None],
-                 linger: Callable[[socket.socket, Callable[[], None]], None], **kwargs: Any) -> None:
-        super().__init__(sock, **kwargs)
+                 linger: Callable[[socket.socket, Callable[[], None]], None], unread: bytes = b"",
+                 **kwargs: Any) -> None:
+        super().__init__(sock, unread, **kwargs)
         self._on_closed = on_closed
         self._linger = linger
         self._reading_head = False
@@ -194,11 +220,14 @@ class EdgeServer(tornado.httpserver.HTTPServer):
 
     :param limits: the timeouts and caps.
     :param inflight: told when a request's client leaves before the request was fully received.
+    :param ipv6_prefix_length: bits of an IPv6 peer address that count as one client for the per-client cap.
     """
 
     def initialize(  # type: ignore[override]
-        self, request_callback: Any, *, limits: LimitsSettings, inflight: InflightRequests, **kwargs: Any
+        self, request_callback: Any, *, limits: LimitsSettings, inflight: InflightRequests,
+        ipv6_prefix_length: int = DEFAULT_IPV6_PREFIX, **kwargs: Any
     ) -> None:
+        self.ipv6_prefix_length = ipv6_prefix_length
         super().initialize(
             request_callback,
             max_header_size=MAX_HEAD_BYTES,
@@ -224,9 +253,10 @@ class EdgeServer(tornado.httpserver.HTTPServer):
         else:
             self.serve_socket(stream.socket, address)
 
-    def serve_socket(self, sock: socket.socket, address: Any) -> None:
-        """Serve a connected client socket (one accepted here, or handed over by the ``--processes`` front)."""
-        key = client_key(address[0]) if isinstance(address, tuple) and address else ""
+    def serve_socket(self, sock: socket.socket, address: Any, *, unread: bytes = b"") -> None:
+        """Serve a connected client socket (one accepted here, or handed over by the ``--processes`` front
+        or another worker, with ``unread``: bytes of it read elsewhere and not yet served)."""
+        key = client_key(address[0], self.ipv6_prefix_length) if isinstance(address, tuple) and address else ""
         refusal = self.caps.admit(key)
         if refusal is not None:
             self._refusals.note(refusal, key)
@@ -235,7 +265,7 @@ class EdgeServer(tornado.httpserver.HTTPServer):
             else:
                 _close_now(sock, error_response(refusal))
             return
-        stream = EdgeStream(sock, on_closed=partial(self.caps.release, key), linger=self._linger_socket,
+        stream = EdgeStream(sock, on_closed=partial(self.caps.release, key), linger=self._linger_socket, unread=unread,
                             max_buffer_size=self.max_buffer_size, read_chunk_size=self.read_chunk_size)
         super().handle_stream(stream, address)
 

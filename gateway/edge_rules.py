@@ -8,12 +8,12 @@ why, even when the request never reached a route.
 
 from __future__ import annotations
 
-import ipaddress
 from collections import Counter
 from dataclasses import dataclass
 from http.client import responses
 
 from gateway import jsonutil
+from geo.networks import rate_limit_subject
 
 #: The largest request head (request line and headers) read; beyond it 431 (or 414 for a long URL).
 #: As Kestrel's ``MaxRequestHeadersTotalSize``.
@@ -22,8 +22,8 @@ MAX_HEAD_BYTES = 32 * 1024
 MAX_TARGET_BYTES = 8 * 1024
 #: The largest body any route reads; the REST routes allow less (64 KiB, :mod:`gateway.payload`).
 MAX_BODY_BYTES = 1024 * 1024
-#: Leading part of an IPv6 address that names one client (a /64 is what one subscriber is given).
-IPV6_CLIENT_PREFIX = 64
+#: Leading part of an IPv6 address that names one client by default (a /64 is what one subscriber is given).
+DEFAULT_IPV6_PREFIX = 64
 
 RETRY_AFTER_SECONDS = 5
 
@@ -94,21 +94,15 @@ def oversize_head_error(buffered: bytes) -> EdgeError:
     return TARGET_TOO_LONG if len(target) > MAX_TARGET_BYTES else HEAD_TOO_LARGE
 
 
-def client_key(host: str) -> str:
-    """The client a connection's peer address stands for: an IPv4 address, or an IPv6 address's /64.
+def client_key(host: str, ipv6_prefix_length: int = DEFAULT_IPV6_PREFIX) -> str:
+    """The client a connection's peer address stands for: an IPv4 address, or an IPv6 address's network
+    of ``ipv6_prefix_length`` bits (``Security.Ipv6PrefixLength``, as the rate limits count it).
 
     One subscriber is routinely given a whole IPv6 /64, so counting single addresses would let one
     client open connections from as many addresses as it likes.
     """
-    try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return host  # not an IP (a Unix socket's empty name): all such peers are one client
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((address, IPV6_CLIENT_PREFIX), strict=False))
-    return str(address)
+    # A zone index only names the local interface a link-local address came through.
+    return rate_limit_subject(host.split("%", 1)[0], ipv6_prefix_length)
 
 
 class ConnectionCaps:

@@ -4,7 +4,7 @@ request on to the worker that holds its SignalR connection (why: :mod:`gateway.p
 A request is passed on from ``find_handler``, that is once its head is parsed and before Tornado reads
 its body or writes anything: the worker detaches the socket from Tornado's HTTP connection, re-serialises
 the head and adds every byte Tornado buffered after it. The owner wraps the socket in a
-:class:`HandedStream` that returns those bytes before reading the socket, so its HTTP server parses them
+:class:`PrefilledStream` that returns those bytes before reading the socket, so its HTTP server parses them
 as if they had just arrived.
 """
 
@@ -14,37 +14,13 @@ import logging
 import socket
 
 import tornado.http1connection
-import tornado.httpserver
 import tornado.httputil
 import tornado.iostream
 
+from gateway.edge import EdgeServer, PrefilledStream
 from gateway.processes import Arrival, hand_over, owner_of
 
 log = logging.getLogger("gateway.processes")
-
-
-class HandedStream(tornado.iostream.IOStream):
-    """An :class:`~tornado.iostream.IOStream` that first yields ``unread``: bytes of this socket that
-    another worker read but did not serve."""
-
-    def __init__(self, sock: socket.socket, unread: bytes = b"") -> None:
-        super().__init__(sock)
-        self._unread = unread
-
-    def read_from_fd(self, buf: bytearray | memoryview) -> int | None:
-        if not self._unread:
-            return super().read_from_fd(buf)
-        # Tornado tries a read before it waits for the socket to be readable, so these bytes are
-        # never stuck behind a socket that stays silent.
-        count = min(len(buf), len(self._unread))
-        buf[:count] = self._unread[:count]
-        self._unread = self._unread[count:]
-        return count
-
-    def take_unread(self) -> bytes:
-        """The bytes handed in that Tornado has not asked for yet (emptied)."""
-        rest, self._unread = self._unread, b""
-        return rest
 
 
 def unread_bytes(stream: tornado.iostream.IOStream) -> bytes:
@@ -54,7 +30,7 @@ def unread_bytes(stream: tornado.iostream.IOStream) -> bytes:
     # (tests/test_gateway_handover.py pins it; older Tornados kept a start offset too).
     start = getattr(stream, "_read_buffer_pos", 0)
     buffered = bytes(stream._read_buffer[start : start + stream._read_buffer_size])  # type: ignore[attr-defined]
-    return buffered + (stream.take_unread() if isinstance(stream, HandedStream) else b"")
+    return buffered + (stream.take_unread() if isinstance(stream, PrefilledStream) else b"")
 
 
 def request_head(request: tornado.httputil.HTTPServerRequest) -> bytes:
@@ -95,7 +71,7 @@ class Handover:
             stream.close()
         return True
 
-    def serve(self, server: tornado.httpserver.HTTPServer, arrival: Arrival) -> None:
+    def serve(self, server: EdgeServer, arrival: Arrival) -> None:
         """Serve a connection the parent passed in (fresh, or handed over with its unread bytes)."""
         sock = arrival.sock
         sock.setblocking(False)
@@ -104,5 +80,5 @@ class Handover:
         except OSError:  # the client is already gone
             sock.close()
             return
-        stream = HandedStream(sock, arrival.unread) if arrival.unread else tornado.iostream.IOStream(sock)
-        server.handle_stream(stream, address)
+        # Through the edge, like an accepted connection: counted against the caps, timed out alike.
+        server.serve_socket(sock, address, unread=arrival.unread)

@@ -48,6 +48,7 @@ def test_an_ipv6_client_is_its_slash_64_and_an_ipv4_one_its_address():
     assert client_key("::ffff:192.0.2.7") == "192.0.2.7"
     assert client_key("192.0.2.7") == "192.0.2.7" and client_key("192.0.2.8") == "192.0.2.8"
     assert client_key("fe80::1%eth0") == "fe80::/64"
+    assert client_key("2001:db8:1:2:aaaa::1", 48) == client_key("2001:db8:1:9::1", 48) == "2001:db8:1::/48"
     assert client_key("") == ""
 
 

@@ -9,11 +9,13 @@ import os
 import socket
 
 import pytest
-import tornado.httpserver
 import tornado.iostream
 import tornado.web
 
-from gateway.handover import HandedStream, unread_bytes
+from gateway.edge import EdgeServer, PrefilledStream
+from gateway.inflight import InflightRequests
+from gateway.settings import LimitsSettings
+from gateway.handover import unread_bytes
 from gateway.processes import FRESH, HANDED, MAX_HANDOVER_BYTES, Arrival, hand_over, owner_of, receive, worker_for
 
 HEAD = b"POST /sessionHub?id=1.abc HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n"
@@ -59,7 +61,7 @@ async def test_unread_bytes_are_everything_after_the_head() -> None:
 
 async def test_a_handed_stream_yields_its_bytes_first_then_the_socket() -> None:
     ours, theirs = socket.socketpair()
-    stream = HandedStream(ours, b"0123456789-rest")
+    stream = PrefilledStream(ours, b"0123456789-rest")
     stream.read_chunk_size = 4  # the handed bytes take several reads
     try:
         assert await stream.read_bytes(6) == b"012345"
@@ -69,7 +71,7 @@ async def test_a_handed_stream_yields_its_bytes_first_then_the_socket() -> None:
         stream.close()
         theirs.close()
     ours, theirs = socket.socketpair()
-    stream = HandedStream(ours, b"0123456789-rest")
+    stream = PrefilledStream(ours, b"0123456789-rest")
     stream.read_chunk_size = 4
     try:
         assert await stream.read_bytes(6) == b"012345"
@@ -121,7 +123,8 @@ async def test_a_server_serves_handed_bytes_as_if_just_read() -> None:
     reads the next request from the socket as usual, on the same kept-alive connection."""
     from gateway.handover import Handover
 
-    server = tornado.httpserver.HTTPServer(tornado.web.Application([(r"/sessionHub", _Echo)]))
+    server = EdgeServer(tornado.web.Application([(r"/sessionHub", _Echo)]), limits=LimitsSettings(),
+                        inflight=InflightRequests())
     client, server_side = socket.socketpair()
     channel, parent = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
