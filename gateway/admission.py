@@ -157,6 +157,11 @@ class AdmissionStore:
         self._scripts = {op: redis.register_script(_script_source(op)) for op in _OPERATIONS}
 
     @property
+    def scan_limit(self) -> int:
+        """Most queue entries one call inspects, and so the most one admission can claim."""
+        return self._scan_limit
+
+    @property
     def keys(self) -> AdmissionKeys:
         return self._keys
 
@@ -170,7 +175,7 @@ class AdmissionStore:
 
     async def admit(self, *, request_id: str, campaign: str, data: dict, caps: Caps,
                     pending_lease_seconds: float, max_queue_length: int,
-                    limits: UnitCall | None = None) -> AdmitResult:
+                    limits: UnitCall | None = None, token: str | None = None) -> AdmitResult:
         """Admit now (pending lease), queue, or refuse a request — one round trip.
 
         :param request_id: new unique id of the request.
@@ -181,6 +186,9 @@ class AdmissionStore:
         :param max_queue_length: at this length the request is refused with ``FULL``.
         :param limits: the request's rate limits (:meth:`ratelimit.RateLimiter.acquire_call` with the request
             id as unit id), checked first and consumed only for ``ADMITTED`` and ``QUEUED``, in the same call.
+        :param token: this call's nonce (:func:`new_claim_token`); a caller that loses the reply settles it
+            with :meth:`settle_claim` (the leases it took are named after it), and the call does nothing
+            if it only runs after that.
         :raises DuplicateRequestError: if ``request_id`` is already known.
         :raises ValueError: on bad arguments (including non-JSON ``data``).
         """
@@ -194,10 +202,10 @@ class AdmissionStore:
             data_json = jsonutil.dumps_ascii(data)
         except (TypeError, ValueError, OverflowError) as exc:
             raise ValueError(f"entry data is not JSON-serialisable: {exc}") from exc
+        nonce = token or new_claim_token()
         args: tuple[Any, ...] = (request_id, campaign, data_json, caps.global_cap, caps.campaign_caps_json(),
-                                 _num(pending_lease_seconds), max_queue_length, secrets.token_hex(8),
-                                 self._scan_limit)
-        keys = [*self._request_keys(request_id), self._keys.epoch]
+                                 _num(pending_lease_seconds), max_queue_length, nonce, self._scan_limit)
+        keys = [*self._request_keys(request_id), self._keys.epoch, self._keys.claim_fence(nonce)]
         if limits is not None:
             if limits.args[1] != request_id:
                 raise ValueError("the rate-limit unit id must be the request id")

@@ -33,6 +33,8 @@ log = logging.getLogger("gateway.dispatcher")
 SESSION_FAILED_MESSAGE = "An error occurred while creating your session. Please try again."
 
 T = TypeVar("T")
+#: Lost claims remembered for settling at once (each settles in one store call when Redis answers).
+MAX_UNSETTLED = 64
 
 
 #: Pause before the second call for an entry whose first failed harmlessly; it doubles for each next one.
@@ -103,8 +105,9 @@ class QueueDispatcher:
         self._inflight: set[asyncio.Task[None]] = set()
         self._backoff = 0.0
         self._paused_until = 0.0
-        #: The token of a claim whose reply was lost, settled before the next claim.
-        self._unsettled: str | None = None
+        #: Tokens of claims (this dispatcher's, or admissions') whose replies were lost, with the most
+        #: entries each may hold; settled before the next claim. Bounded: beyond it, leases expire instead.
+        self._unsettled: dict[str, int] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -156,9 +159,19 @@ class QueueDispatcher:
             except Exception:
                 log.exception("queue dispatch round failed")
 
+    def settle_later(self, token: str, *, limit: int) -> None:
+        """A call that claims under ``token`` (an admission) lost its reply: settle it at the next round,
+        serving what it claimed and giving back what it took for its own request (see ``claim.lua``)."""
+        if len(self._unsettled) >= MAX_UNSETTLED:
+            log.warning("not settling claim %s: %d lost claims already wait for the store; its leases expire "
+                        "instead", token, len(self._unsettled))
+            return
+        self._unsettled[token] = limit
+        self._wake.set()
+
     async def _claim_round(self) -> None:
-        if self._unsettled is not None:
-            await self._settle(self._unsettled)
+        for token, limit in list(self._unsettled.items()):
+            await self._settle(token, limit)
         if self._monotonic() < self._paused_until:
             # Backing off after the platform said it is full: still reclaim expired leases.
             await self._store.reap()
@@ -182,15 +195,15 @@ class QueueDispatcher:
             # Redis may have run the claim and only its reply be lost (a stall past the command timeout):
             # the entries it took would wait for their leases to expire twice. The next round settles the
             # token first, and serves them as soon as the store answers.
-            self._unsettled = token
+            self._unsettled[token] = self._batch
             raise
         self._serve_claimed(entries)
 
-    async def _settle(self, token: str) -> None:
+    async def _settle(self, token: str, limit: int) -> None:
         """Serve what an earlier claim with ``token`` took, its reply having been lost (see ``claim.lua``)."""
         entries = await self._store.settle_claim(
-            token, pending_lease_seconds=self._settings.concurrency.pending_lease_seconds, limit=self._batch)
-        self._unsettled = None
+            token, pending_lease_seconds=self._settings.concurrency.pending_lease_seconds, limit=limit)
+        del self._unsettled[token]
         if entries:
             log.warning("serving %d queued request(s) claimed by a call whose reply was lost: %s",
                         len(entries), ", ".join(entry.request_id for entry in entries))

@@ -27,6 +27,7 @@ from gateway.admission import (
     Removed,
     RequestStatus,
     StoreReset,
+    new_claim_token,
 )
 from gateway.capacity import CapacityPolicy
 from gateway.dispatcher import QueueDispatcher
@@ -185,21 +186,27 @@ class SessionService:
                      limits: UnitCall | None) -> Admitted | Queued:
         campaign = self._settings.platform.campaigns[request.campaign_id]
         data = {"request": request.to_dict(), "ip": client_ip}
+        token = new_claim_token()
         try:
             try:
-                result = await self._admit_call(request, request_id, data, limits)
+                result = await self._admit_call(request, request_id, data, limits, token)
             except StoreReset:
                 # The store was reset since this process last looked, and the call did nothing. Catch up
                 # (the cap stops counting the sessions the store forgot as free), then decide once more.
                 if self._on_store_reset is None:
                     raise
                 await self._on_store_reset()
-                result = await self._admit_call(request, request_id, data, limits)
+                token = new_claim_token()
+                result = await self._admit_call(request, request_id, data, limits, token)
         except StoreReset as exc:
             log.warning("admission refused twice for a changed store epoch: %s", exc)
             raise ServiceUnavailable(STORE_DOWN_MESSAGE, retry_after=5) from exc
         except RedisError as exc:
             log.warning("admission failed, store unavailable: %s", exc)
+            # The call may have run, its reply lost: the queued entries it claimed would wait for their
+            # leases to expire twice, and a slot it took for this request would stay held. The dispatcher
+            # settles the call's token as soon as the store answers (and fences it, should it run later).
+            self._dispatcher.settle_later(token, limit=self._store.scan_limit)
             raise _QueuingReplyLost(STORE_DOWN_MESSAGE, retry_after=5) from exc
         if result.claimed:
             # Older queued entries that were eligible go first; this call claimed them for us.
@@ -269,8 +276,9 @@ class SessionService:
                         conversation_session_id=session.conversation_session_id, headers=limit_headers)
 
     async def _admit_call(self, request: SessionRequest, request_id: str, data: dict[str, Any],
-                          limits: UnitCall | None) -> AdmitResult:
+                          limits: UnitCall | None, token: str) -> AdmitResult:
         return await self._store.admit(
+            token=token,
             request_id=request_id,
             campaign=request.campaign_id,
             data=data,

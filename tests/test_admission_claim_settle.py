@@ -8,6 +8,7 @@ another platform call, or says that the entry is no longer the caller's. Both ba
 from __future__ import annotations
 
 import pytest
+from redis.exceptions import ResponseError
 
 from gateway.admission import AdmissionStore, Caps, Outcome, Renewal, Removed, new_claim_token
 
@@ -107,3 +108,25 @@ async def test_an_entry_with_unreadable_data_is_claimed_alone_with_empty_data(st
     await store._redis.hset(store.keys.entries, "a", "{not json")
     claimed = await claim(store)
     assert [(e.request_id, e.data) for e in claimed] == [("a", {}), ("b", {"n": "b"})]
+
+
+async def test_an_admission_is_settled_like_a_claim_its_own_lease_given_back(store):
+    # An admission whose reply was lost: what it claimed is served, the slot it took for its own request
+    # (whose client was told it failed) is given back, and run again after the settling it does nothing.
+    await queue(store, "a")
+    token = new_claim_token()
+    result = await store.admit(request_id="new", campaign=CAMPAIGN, data={"n": "new"}, caps=Caps(global_cap=2),
+                               pending_lease_seconds=LEASE, max_queue_length=100, token=token)
+    assert result.outcome is Outcome.ADMITTED and result.lease_id == f"{token}:0"
+    assert [e.request_id for e in result.claimed] == ["a"]
+    settled = await store.settle_claim(token, pending_lease_seconds=LEASE, limit=store.scan_limit)
+    assert [e.request_id for e in settled] == ["a"]
+    counts = await store.counts()
+    assert counts["pending"] == 1  # "a"'s lease only; the admitted request's own lease was given back
+
+    fenced = new_claim_token()
+    assert await store.settle_claim(fenced, pending_lease_seconds=LEASE, limit=store.scan_limit) == []
+    with pytest.raises(ResponseError, match="FENCED"):
+        await store.admit(request_id="late", campaign=CAMPAIGN, data={}, caps=Caps(global_cap=5),
+                          pending_lease_seconds=LEASE, max_queue_length=100, token=fenced)
+    assert await store.status("late") is None

@@ -89,3 +89,58 @@ async def test_a_claim_whose_reply_was_lost_is_served_once_redis_answers(redis_p
         redis_proc.resume()
         await stack.close()
         await client.aclose()
+
+
+async def test_an_admission_whose_reply_was_lost_does_not_park_what_it_claimed(redis_proc, clock):
+    # An admission claims older eligible entries before its own request, in the same call. When its reply
+    # is lost, the client is told 503, and what the call claimed must not wait for its leases to expire
+    # twice (the clock is fake and never moves here: they never would).
+    client = open_redis(redis_proc.url)
+    stack = await start_stack(client, config=base_config(cap=1), clock=clock)
+    store = stack.gateway.store
+    original_claim, original_admit = store.claim, store.admit
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def no_claims(**kwargs):
+        return []  # the dispatcher finds nothing, so only the admission below can claim the head
+
+    async def gated_admit(**kwargs):
+        arrived.set()
+        await release.wait()  # the test lets the admission go once Redis is frozen
+        return await original_admit(**kwargs)
+
+    try:
+        first = ujson.loads((await stack.request_session()).body)
+        head = ujson.loads((await stack.request_session()).body)
+        ready = stack.outcome(head["uniqueRequestId"])
+        await store.claim(caps=Caps(global_cap=0), pending_lease_seconds=5, limit=1)  # scripts loaded
+        store.claim = no_claims
+        await store.end_session(conversation_id_of(first["webSocketUrl"]))  # the slot frees, nobody is kicked
+        store.admit = gated_admit
+        answer = asyncio.ensure_future(stack.request_session())
+        await asyncio.wait_for(arrived.wait(), 10)
+        redis_proc.pause()
+        stalled_at = time.monotonic()
+        release.set()
+        store.admit = original_admit
+        assert (await asyncio.wait_for(answer, 30)).code == 503  # the admission's reply was lost
+        store.claim = original_claim
+        try:
+            await asyncio.sleep(max(0.0, STALL_SECONDS - (time.monotonic() - stalled_at)))  # the outage itself
+        finally:
+            redis_proc.resume()
+        event = await asyncio.wait_for(ready, 30)
+        served_after = time.monotonic() - stalled_at
+        assert isinstance(event, SessionReady)
+        assert served_after <= STALL_SECONDS + 2, f"served {served_after:.1f} s after a {STALL_SECONDS} s stall"
+        await stack.gateway.dispatcher.wait_idle()
+        await stack.gateway.service.settle(10)
+        assert stack.sim.stats()["initiated"] == 2  # the head reached the platform once
+        counts = await store.counts()
+        # Nothing else holds a slot: the refused request's own lease (if its call took one) was given back.
+        assert (counts["pending"], counts["active"], counts["queued"]) == (0, 1, 0)
+    finally:
+        release.set()
+        redis_proc.resume()
+        await stack.close()
+        await client.aclose()

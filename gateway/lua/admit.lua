@@ -4,7 +4,8 @@
 -- KEYS[14] outcome key of this request (HASH; only checked, to refuse a reused request id)
 -- KEYS[15] tombstone key of this request (only checked, same reason)
 -- KEYS[16] the deployment's epoch (STRING, gateway/epoch.py)
--- KEYS[17..] the request's rate-limit rule sets (none when no limit applies)
+-- KEYS[17] fence of this call's nonce (claim.lua "settle": the caller lost this call's reply and settled it)
+-- KEYS[18..] the request's rate-limit rule sets (none when no limit applies)
 -- ARGV[1]  now (caller clock, seconds)
 -- ARGV[2]  request_id
 -- ARGV[3]  campaign id
@@ -13,10 +14,11 @@
 -- ARGV[6]  per-campaign caps as a JSON object {"campaign": cap}; a missing campaign has no own cap
 -- ARGV[7]  pending lease seconds
 -- ARGV[8]  max queue length
--- ARGV[9]  lease nonce (random, unique per call); lease ids are nonce..':'..n
+-- ARGV[9]  lease nonce (random, unique per call, made by the caller); lease ids are nonce..':'..n, n = 0
+--          for this request's own lease, 1.. for the entries it claims
 -- ARGV[10] scan limit (max queue entries inspected for eligibility)
 -- ARGV[11..15] the rate-limit unit arguments of lib_units.lua (abase = 10; the unit id is the request id),
---          present only with KEYS[17..]
+--          present only with KEYS[18..]
 -- ARGV[#ARGV] the epoch the caller knows, or "" when it knows none yet (then not checked)
 -- Returns: {outcome, lease_id, position, n, m, then m limit values, then n times: request_id, campaign,
 --          lease_id, data}
@@ -27,7 +29,8 @@
 --   pending lease), whatever the outcome.
 --   Error reply "DUPLICATE ..." when the request id is already known, "EPOCH ..." when the store's epoch
 --   is not the caller's (the store was reset since the caller last looked: nothing is done, so that no
---   request is admitted against counts the reset wiped out).
+--   request is admitted against counts the reset wiped out), "FENCED ..." when the caller already gave
+--   this call up (its reply was lost, and what it would have claimed was settled): nothing is done.
 -- Steps: check the rate limits (refuse before anything else is touched); reap expired leases; claim older eligible entries first so the new request never overtakes
 -- them; then admit the new request only if the scan proved nothing eligible is left and both caps have
 -- room; otherwise enqueue it at the back (exact position = queue length) unless the queue is full. The
@@ -47,14 +50,17 @@ local known_epoch = ARGV[#ARGV]
 if known_epoch ~= '' and redis.call('GET', KEYS[16]) ~= known_epoch then
   return redis.error_reply('EPOCH the store was reset since this process last looked')
 end
+if redis.call('EXISTS', KEYS[17]) == 1 then
+  return redis.error_reply('FENCED this admission was given up by its caller')
+end
 if redis.call('HEXISTS', K_ENTRIES, request_id) == 1 or redis.call('EXISTS', KEYS[14], KEYS[15]) > 0 then
   return redis.error_reply('DUPLICATE request id is already known: ' .. request_id)
 end
 
-local has_limits = #KEYS > 16
+local has_limits = #KEYS > 17
 local limits_ok, limit_call, refused, counts = 1, nil, nil, nil
 if has_limits then
-  limit_call = units_parse(16, 10)
+  limit_call = units_parse(17, 10)
   limits_ok, refused, counts = units_check(limit_call)
   if limits_ok == 0 then
     local reply = {'limited', '', 0, 0, 0}

@@ -17,6 +17,8 @@
 --   "claim": the entries claimed now. "settle": the entries still held under the token (their leases
 --   renewed to now + ARGV[4]), after fencing the token so that the claim, if it has not run yet, claims
 --   nothing when it does. A pending lease of the token whose entry is gone (the client left) is released.
+-- An admission (admit.lua) claims under its own nonce the same way, and is settled the same way when its
+-- reply was lost; admit.lua checks the fence too.
 -- Why "settle": a dispatcher whose claim reply was lost (Redis stalled past its command timeout) cannot
 -- know what it claimed, but it knows the token it sent. Settling is idempotent, so it may be repeated
 -- until a reply arrives, in either order with the lost claim.
@@ -32,7 +34,9 @@ end
 if ARGV[8] == 'settle' then
   redis.call('SET', KEYS[14], '1', 'EX', FENCE_SECONDS)
   local reply = {0}
-  for n = 1, limit do
+  -- n = 0 is the lease an admission takes for its own request (admit.lua): settled for an admission
+  -- whose reply was lost, its client was told it failed, so that lease is given back below.
+  for n = 0, limit do
     local lease = token .. ':' .. n
     if redis.call('ZSCORE', K_PENDING, lease) then
       local meta = decode_meta(redis.call('HGET', K_LEASE_META, lease))
