@@ -52,11 +52,7 @@ if ARGV[8] == 'settle' then
         reply[#reply + 1] = lease
         reply[#reply + 1] = redis.call('HGET', K_ENTRIES, rid)
       else
-        redis.call('ZREM', K_PENDING, lease)
-        redis.call('HDEL', K_LEASE_META, lease)
-        if meta then
-          add_in_use(meta.c, -1)
-        end
+        drop_pending_lease(lease, meta)
       end
     end
   end

@@ -26,12 +26,7 @@ if present and redis.call('HGET', K_ENTRY_LEASE, request_id) == lease then
   redis.call('ZADD', K_PENDING, NOW + tonumber(ARGV[4]), lease)
   return 1
 end
--- pending but bound to nothing: a slot nobody can use
-redis.call('ZREM', K_PENDING, lease)
-redis.call('HDEL', K_LEASE_META, lease)
-if meta then
-  add_in_use(meta.c, -1)
-end
+drop_pending_lease(lease, meta)
 if present then
   return 0
 end

@@ -169,6 +169,16 @@ local function take_pending_lease(lease, campaign, request_id, expiry, score, du
   add_in_use(campaign, 1)
 end
 
+-- Give back a pending lease bound to nothing (its entry is gone or another's): the slot it holds is one
+-- nobody can use. meta is the lease's decoded lease_meta (nil when unknown). O(log N).
+local function drop_pending_lease(lease, meta)
+  redis.call('ZREM', K_PENDING, lease)
+  redis.call('HDEL', K_LEASE_META, lease)
+  if meta then
+    add_in_use(meta.c, -1)
+  end
+end
+
 -- Claim the oldest eligible queued entries (FIFO across campaigns; an entry of a campaign at its cap
 -- is skipped, so it does not block others) while the global cap has room, up to limit claims and
 -- scan_limit scanned entries. Appends (request_id, campaign, lease_id, data) to out.
