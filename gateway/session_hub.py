@@ -178,6 +178,10 @@ class SessionHubService:
         # one published before is in the status. (Both may happen; the client then hears it twice.)
         # A repeated Register that fails (say, during a Redis outage) must not undo the earlier one.
         already = request_id in self._by_connection.get(connection_id, ())
+        if not already:
+            # An id the store does not know costs one read and no subscription: a flood of made-up ids
+            # must not churn the backplane's subscriptions (a SUBSCRIBE and an UNSUBSCRIBE each).
+            await self._known_or_refused(request_id)
         await self.server.context.groups.add(connection_id, request_id)
         self._by_request.setdefault(request_id, set()).add(connection_id)
         self._by_connection.setdefault(connection_id, set()).add(request_id)
@@ -204,6 +208,15 @@ class SessionHubService:
         elif status.status == "failed":
             self._after_completion(connection_id, "SessionFailed", {"message": status.message})
         return {"status": status.status, "queuePosition": status.position}
+
+    async def _known_or_refused(self, request_id: str) -> None:
+        try:
+            status = await self._sessions.status(request_id)
+        except (ServiceUnavailable, RedisError) as exc:
+            log.warning("Register(%s) failed, store unavailable: %s", request_id, exc)
+            raise HubError(UNAVAILABLE_MESSAGE) from exc
+        if status is None or status.status == "expired":
+            raise HubError(UNKNOWN_ID_MESSAGE if status is None else EXPIRED_ID_MESSAGE)
 
     async def leave(self, connection_id: str, request_id: Any) -> None:
         request_id = _check_id(request_id)

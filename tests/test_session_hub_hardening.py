@@ -8,10 +8,10 @@ import asyncio
 import pytest
 import redis.asyncio as aioredis
 
-from gateway.session_hub import HubTuning
+from gateway.session_hub import UNKNOWN_ID_MESSAGE, HubTuning
 from gateway.wire_text import unsendable_message
 from signalr import HubOptions
-from gateway_harness import start_hub_stack
+from gateway_harness import base_config, start_hub_stack
 from hub_client import TIMEOUT, HubClient
 from test_session_hub import fill_and_queue
 
@@ -91,4 +91,32 @@ async def test_failed_registrations_leave_no_subscription_behind(redis_client: a
             await asyncio.wait_for(gone.get(), TIMEOUT)
         assert await _subscriptions(redis_client) == before
     finally:
+        await stack.close()
+
+
+async def _subscribe_calls(redis_client: aioredis.Redis) -> int:
+    stats = await redis_client.info("commandstats")
+    return int(stats.get("cmdstat_subscribe", {}).get("calls", 0))
+
+
+async def test_a_made_up_id_costs_no_backplane_subscription(redis_url: str, redis_client: aioredis.Redis) -> None:
+    # A flood of Register calls with made-up ids must not churn the backplane's one pub/sub connection,
+    # which every hub event of the process goes through.
+    config = base_config()
+    config["RedisConnectionString"] = redis_url
+    stack = await start_hub_stack(redis_client, hub_tuning=FAST, config=config)
+    client = await HubClient.connect(stack.base_url)
+    try:
+        # The connection's own channel is subscribed while it starts: counted from its first answer on.
+        assert "error" in await client.invoke("Register", "made-up-first")
+        before = await _subscribe_calls(redis_client)
+        for i in range(20):
+            reply = await client.invoke("Register", f"made-up-{i}")
+            assert reply["error"].endswith(f"HubException: {UNKNOWN_ID_MESSAGE}")
+        assert await _subscribe_calls(redis_client) == before
+        _, queued = await fill_and_queue(stack, 1)
+        assert await client.register(queued[0]) == {"status": "queued", "queuePosition": 1}
+        assert await _subscribe_calls(redis_client) > before  # a real registration does join its group
+    finally:
+        await client.close()
         await stack.close()
