@@ -1,15 +1,18 @@
 """The HTTP edge: Tornado's server with time limits, connection caps and JSON answers for every refusal.
 
-Tornado's own mechanisms do the enforcing where they exist (``HTTP1ConnectionParameters``: the header
-timeout, the body timeout, the head size); this module adds what Tornado lacks, in the three places its
-server lets a subclass in:
+Tornado's own mechanisms do the enforcing where they are cheap (``HTTP1ConnectionParameters``: the head
+size); this module adds the rest, in the three places its server lets a subclass in:
 
 * :meth:`EdgeServer.handle_stream` counts connections per client and in total (the ``--processes``
   workers' handed-over sockets come through :meth:`EdgeServer.serve_socket`, so they count too) and
   answers connections over a cap with 503;
-* :meth:`EdgeServer.start_request` gives a kept-alive connection its own header timeout (Tornado has one
-  for both), and wraps each request in :class:`_EdgeRequest`, which refuses long URLs and large bodies
-  with JSON before a route runs and tells :class:`InflightRequests` about requests whose client left;
+* :meth:`EdgeServer.start_request` gives each connection its deadline for the next request head (the
+  headers timeout for a new connection, the keep-alive timeout for a kept-alive one), and wraps each
+  request in :class:`_EdgeRequest`, which sets the body's deadline, refuses long URLs and large bodies with
+  JSON before a route runs and tells :class:`InflightRequests` about requests whose client left. One
+  sweep a fraction of a second closes the connections past their deadlines: Tornado's own header and
+  body timeouts arm a timer, a task and two futures around every read of every request, which cost the
+  admission path more than anything else at the edge;
 * :class:`EdgeStream` (the connection's IOStream) turns the few answers Tornado writes or skips itself,
   a bare ``400 Bad Request`` and a silent close for an over-long head, into JSON answers; and a
   connection closed while its client is still sending lingers (half-closed, read from for up to 2 s),
@@ -21,10 +24,10 @@ The rules (limits, caps, response bytes) live in :mod:`gateway.edge_rules`.
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import resource
 import socket
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
 from typing import Any
@@ -33,7 +36,6 @@ import tornado.httpserver
 import tornado.httputil
 import tornado.iostream
 from tornado import gen
-from tornado.http1connection import HTTP1Connection
 
 from gateway.edge_rules import (
     BODY_TOO_LARGE,
@@ -73,6 +75,8 @@ REFUSAL_LOG_INTERVAL_SECONDS = 60.0
 #: while :class:`_EdgeRequest` counts the bytes and answers 413 in JSON (IOStream buffers stay bounded
 #: by the read chunk size).
 _TORNADO_BODY_LIMIT = 2**62
+#: The longest a deadline may be enforced late (shorter when a timeout is configured shorter).
+SWEEP_SECONDS = 1.0
 #: Files a process needs besides its client connections (Redis, the platform, listeners, databases, logs).
 _OTHER_FILES = 100
 
@@ -104,24 +108,22 @@ class PrefilledStream(tornado.iostream.IOStream):
 class EdgeStream(PrefilledStream):
     """A client connection's stream: reports its closing once, and answers in JSON where Tornado would not.
 
-    :param on_closed: called once when the connection is closed, for whatever reason.
+    :param on_closed: called once with the stream when the connection is closed, for whatever reason.
     :param linger: takes over a duplicate of the socket and ``on_closed`` for a lingering close.
     """
 
-    def __init__(self, sock: socket.socket, *, on_closed: Callable[[], None],
+    def __init__(self, sock: socket.socket, *, on_closed: Callable[[EdgeStream], None],
                  linger: Callable[[socket.socket, Callable[[], None]], None], unread: bytes = b"",
                  **kwargs: Any) -> None:
         super().__init__(sock, unread, **kwargs)
         self._on_closed = on_closed
         self._linger = linger
+        #: When the head or body being received must be complete (``time.monotonic``), or None while the
+        #: connection owes nothing (a response is being made, or it became a WebSocket).
+        self.deadline: float | None = None
         self._reading_head = False
         self.response_started = False
         self.requests_started = 0
-
-    def begin_request(self) -> None:
-        """The connection waits for a new request (:meth:`EdgeServer.start_request`)."""
-        self.requests_started += 1
-        self.response_started = False
 
     def read_until_regex(self, regex: bytes, max_bytes: int | None = None) -> Awaitable[bytes]:
         # HTTP1Connection reads request heads with this call, and nothing else.
@@ -158,9 +160,9 @@ class EdgeStream(PrefilledStream):
         finally:
             super().close_fd()
             if lingering is None:
-                self._on_closed()
+                self._on_closed(self)
             else:
-                self._linger(lingering, self._on_closed)
+                self._linger(lingering, partial(self._on_closed, self))
 
     def _unsatisfied_read_error(self) -> EdgeError:
         if not self._reading_head:
@@ -228,19 +230,19 @@ class EdgeServer(tornado.httpserver.HTTPServer):
         ipv6_prefix_length: int = DEFAULT_IPV6_PREFIX, **kwargs: Any
     ) -> None:
         self.ipv6_prefix_length = ipv6_prefix_length
-        super().initialize(
-            request_callback,
-            max_header_size=MAX_HEAD_BYTES,
-            # Tornado's one header timeout runs from when a connection starts waiting for a request head
-            # until the head is complete: for a new connection it is the headers timeout...
-            idle_connection_timeout=limits.request_headers_timeout_seconds,
-            body_timeout=limits.request_body_timeout_seconds,
-            max_body_size=_TORNADO_BODY_LIMIT,
-            **kwargs,
-        )
-        # ... and for a kept-alive one, waiting for its next request, the keep-alive timeout.
-        self._keep_alive_params = copy.copy(self.conn_params)
-        self._keep_alive_params.header_timeout = limits.keep_alive_timeout_seconds
+        # No Tornado timeouts: the deadlines of the streams below do their work for a fraction of the cost.
+        super().initialize(request_callback, max_header_size=MAX_HEAD_BYTES, max_body_size=_TORNADO_BODY_LIMIT,
+                           **kwargs)
+        self.limits = limits
+        self._headers_timeout = limits.request_headers_timeout_seconds
+        self._keep_alive_timeout = limits.keep_alive_timeout_seconds
+        self._body_timeout = limits.request_body_timeout_seconds
+        self._streams: set[EdgeStream] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        shortest = min(t for t in (limits.request_headers_timeout_seconds, limits.keep_alive_timeout_seconds,
+                                   limits.request_body_timeout_seconds))
+        #: A deadline is enforced at most this late.
+        self.sweep_interval = min(SWEEP_SECONDS, max(shortest / 4, 0.01))
         self.caps = ConnectionCaps(total=limits.max_connections, per_client=limits.max_connections_per_ip)
         self.inflight = inflight
         self._lingering: set[asyncio.Task[None]] = set()
@@ -265,9 +267,32 @@ class EdgeServer(tornado.httpserver.HTTPServer):
             else:
                 _close_now(sock, error_response(refusal))
             return
-        stream = EdgeStream(sock, on_closed=partial(self.caps.release, key), linger=self._linger_socket, unread=unread,
+        stream = EdgeStream(sock, on_closed=partial(self._closed, key), linger=self._linger_socket, unread=unread,
                             max_buffer_size=self.max_buffer_size, read_chunk_size=self.read_chunk_size)
+        self._streams.add(stream)
+        if self._sweeper is None:
+            self._sweeper = asyncio.ensure_future(self._sweep())
         super().handle_stream(stream, address)
+
+    def _closed(self, key: str, stream: EdgeStream) -> None:
+        self._streams.discard(stream)
+        self.caps.release(key)
+
+    async def _sweep(self) -> None:
+        """Close the connections past their deadlines (see the module docstring)."""
+        while True:
+            await asyncio.sleep(self.sweep_interval)
+            now = time.monotonic()
+            for stream in [s for s in self._streams if s.deadline is not None and now >= s.deadline]:
+                stream.deadline = None
+                stream.close()  # the request's reader sees the stream closed: no answer, as nginx does
+
+    async def close_all_connections(self) -> None:
+        await super().close_all_connections()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+            self._sweeper = None
 
     def _linger_socket(self, sock: socket.socket, on_closed: Callable[[], None]) -> None:
         # The connection still counts against the caps while it lingers: it still holds a file.
@@ -286,14 +311,17 @@ class EdgeServer(tornado.httpserver.HTTPServer):
 
     def start_request(self, server_conn: object,
                       request_conn: tornado.httputil.HTTPConnection) -> tornado.httputil.HTTPMessageDelegate:
-        stream = getattr(request_conn, "stream", None)
-        if isinstance(stream, EdgeStream) and isinstance(request_conn, HTTP1Connection):
-            if stream.requests_started:
-                # Read when the head read starts, which is after this call.
-                request_conn.params = self._keep_alive_params
-            stream.begin_request()
-        inner = super().start_request(server_conn, request_conn)
-        return _EdgeRequest(request_conn, inner, self.inflight)
+        # Every connection of this server is an EdgeStream's (serve_socket makes them): on the per-request
+        # path, no checks for what cannot happen.
+        stream: EdgeStream = request_conn.stream  # type: ignore[attr-defined]
+        # The next head is due within the headers timeout on a new connection, the keep-alive timeout on
+        # one that already served a request (this is called when the connection starts waiting).
+        stream.deadline = time.monotonic() + (self._keep_alive_timeout if stream.requests_started
+                                              else self._headers_timeout)
+        stream.requests_started += 1
+        stream.response_started = False
+        return _EdgeRequest(request_conn, stream, super().start_request(server_conn, request_conn), self.inflight,
+                            self._body_timeout)
 
     async def close_lingering(self) -> None:
         """Close the connections still lingering (at shutdown)."""
@@ -306,11 +334,15 @@ class EdgeServer(tornado.httpserver.HTTPServer):
 class _EdgeRequest(tornado.httputil.HTTPMessageDelegate):
     """One request on its way to the application, refused here when its head or body breaks a limit."""
 
-    def __init__(self, conn: tornado.httputil.HTTPConnection, inner: tornado.httputil.HTTPMessageDelegate,
-                 inflight: InflightRequests) -> None:
+    __slots__ = ("_conn", "_stream", "_inner", "_inflight", "_body_timeout", "_forwarded", "_answered", "_received")
+
+    def __init__(self, conn: tornado.httputil.HTTPConnection, stream: EdgeStream,
+                 inner: tornado.httputil.HTTPMessageDelegate, inflight: InflightRequests, body_timeout: float) -> None:
         self._conn = conn
+        self._stream = stream
         self._inner = inner
         self._inflight = inflight
+        self._body_timeout = body_timeout
         self._forwarded = False  # the application has seen the head
         self._answered = False  # the edge answered; nothing more goes to the application
         self._received = 0
@@ -318,7 +350,12 @@ class _EdgeRequest(tornado.httputil.HTTPMessageDelegate):
     def headers_received(self, start_line: tornado.httputil.RequestStartLine | tornado.httputil.ResponseStartLine,
                          headers: tornado.httputil.HTTPHeaders) -> Awaitable[None] | None:
         assert isinstance(start_line, tornado.httputil.RequestStartLine)
-        error = head_error(start_line.path, headers.get("Content-Length"))
+        length = headers.get("Content-Length")
+        # The head is in. A body, if one comes, is due within the body timeout; without one (a GET, or a
+        # WebSocket upgrade) the connection owes nothing until its response is out.
+        has_body = (length is not None and length != "0") or "Transfer-Encoding" in headers
+        self._stream.deadline = time.monotonic() + self._body_timeout if has_body else None
+        error = head_error(start_line.path, length)
         if error is not None:
             self._answer(error, head_only=start_line.method == "HEAD")
             return None
@@ -337,6 +374,7 @@ class _EdgeRequest(tornado.httputil.HTTPMessageDelegate):
         return self._inner.data_received(chunk)
 
     def finish(self) -> None:
+        self._stream.deadline = None  # the whole request is in
         if not self._answered:
             self._inner.finish()
 
@@ -348,9 +386,8 @@ class _EdgeRequest(tornado.httputil.HTTPMessageDelegate):
 
     def _answer(self, error: EdgeError, *, head_only: bool) -> None:
         self._answered = True
-        stream = getattr(self._conn, "stream", None)
-        if isinstance(stream, EdgeStream) and stream.response_started:
-            stream.close()  # the application's response is under way: closing is all that is left
+        if self._stream.response_started:
+            self._stream.close()  # the application's response is under way: closing is all that is left
             return
         payload = dumps({"message": error.message}).encode()
         headers = tornado.httputil.HTTPHeaders({
