@@ -12,14 +12,16 @@ setup(
     license="MIT",
     python_requires=">=3.11",
     packages=[
-        *find_packages(include=["gateway", "gateway.*", "signalr", "signalr.*", "ratelimit", "ratelimit.*", "geo", "geo.*"]),
+        *find_packages(include=["gateway", "gateway.*", "signalr", "signalr.*", "ratelimit", "ratelimit.*", "geo", "geo.*",
+                                "simulator", "simulator.*"]),
         "gateway.static",
     ],
     # The widget and demo page live in static/ at the top of the repository; in a wheel they ship as
     # gateway.static so an installed gateway can serve them.
     package_dir={"gateway.static": "static"},
     package_data={
-        "gateway": ["lua/*.lua"],
+        "gateway.admission": ["lua/*.lua"],
+        "gateway.live": ["lua/*.lua"],
         "ratelimit": ["lua/*.lua"],
         "gateway.static": ["*.js", "*.css", "*.html", "node_modules/@microsoft/signalr/dist/browser/signalr.min.js"],
     },

@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from gateway.admission import _OPERATIONS, _script_source  # noqa: E402
+from gateway.admission.store import _OPERATIONS, _script_source  # noqa: E402
 from loadgen import LoadResult, build_request, run_load  # noqa: E402
 from redis_process import RedisProcess, free_port  # noqa: E402
 
@@ -74,7 +74,7 @@ def serve_gateway(config: str, host: str, port: int, dispatch_interval: float) -
     import logging
 
     from gateway.app import Gateway
-    from gateway.cli import settle_heap
+    from gateway.cli.commands import settle_heap
     from gateway.config import load_settings
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")

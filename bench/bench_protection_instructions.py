@@ -68,7 +68,7 @@ from bench_protection import _config, clean_addresses, session_request  # noqa: 
 from loadgen import run_load  # noqa: E402
 from redis_process import RedisProcess, free_port  # noqa: E402
 
-from gateway.protection import RENEW_INTERVAL_SECONDS  # noqa: E402
+from gateway.queue.protection import RENEW_INTERVAL_SECONDS  # noqa: E402
 
 VARIANTS = ("off", "on")
 ROLES = ("gateway", "redis", "sum")

@@ -237,8 +237,8 @@ class Servers:
 async def simulator_initiate_p50(sim_port: int, samples: int = 50) -> float:
     """The simulator's own latency for one initiate, as the gateway's platform client sees it."""
     from gateway.config import load_settings
-    from gateway.payload import SessionRequest
-    from gateway.platform import PlatformClient
+    from gateway.model.request import SessionRequest
+    from gateway.platform.client import PlatformClient
 
     settings = load_settings(data={
         "VoiceAiPlatform": {"ApiSecretToken": API_TOKEN, "BaseUrl": f"http://127.0.0.1:{sim_port}/api/v1/",

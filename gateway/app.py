@@ -20,15 +20,15 @@ import tornado.httputil
 import tornado.netutil
 import tornado.web
 
-from gateway.admission import AdmissionStore
-from gateway.keys import AdmissionKeys
-from gateway.capacity import CapacityPolicy, PlatformCapacitySync
-from gateway.cors import CorsPolicy
-from gateway.dispatcher import QueueDispatcher
-from gateway.edge import EdgeServer, open_file_limit_warning
-from gateway.epoch import CHECK_INTERVAL_SECONDS, EpochWatcher, StoreEpoch
-from gateway.events import EventHub
-from gateway.handlers import (
+from gateway.admission.store import AdmissionStore
+from gateway.admission.keys import AdmissionKeys
+from gateway.queue.capacity import CapacityPolicy, PlatformCapacitySync
+from gateway.http.cors import CorsPolicy
+from gateway.queue.dispatcher import QueueDispatcher
+from gateway.http.edge import EdgeServer, open_file_limit_warning
+from gateway.admission.epoch import CHECK_INTERVAL_SECONDS, EpochWatcher, StoreEpoch
+from gateway.queue.events import EventHub
+from gateway.http.handlers import (
     ForbiddenOriginHandler,
     HealthHandler,
     NotFoundHandler,
@@ -40,13 +40,13 @@ from gateway.handlers import (
     SessionStatusHandler,
     request_id_of,
 )
-from gateway.inflight import InflightRequests
-from gateway.platform import PlatformClient
-from gateway.protection import RENEW_INTERVAL_SECONDS, ClientProtection, ProtectionUnavailable
-from gateway.session_hub import HUB_PATH, HubTuning, install_session_hub
-from gateway.sessions import SessionService
-from gateway.settings import Settings
-from gateway.store import check_redis_version, open_redis
+from gateway.http.inflight import InflightRequests
+from gateway.platform.client import PlatformClient
+from gateway.queue.protection import RENEW_INTERVAL_SECONDS, ClientProtection, ProtectionUnavailable
+from gateway.live.hub import HUB_PATH, HubTuning, install_session_hub
+from gateway.queue.service import SessionService
+from gateway.config.settings import Settings
+from gateway.redis.client import check_redis_version, open_redis
 from geo.client_ip import TrustedProxies
 
 log = logging.getLogger("gateway")
@@ -69,12 +69,12 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
 class Gateway:
     """One gateway process: services, HTTP app and server.
 
-    :param hub_tuning: timers of the ``/sessionHub`` live queue (:class:`gateway.session_hub.HubTuning`).
-    :param epoch_interval: seconds between checks that the store was not reset (:mod:`gateway.epoch`).
+    :param hub_tuning: timers of the ``/sessionHub`` live queue (:class:`gateway.live.hub.HubTuning`).
+    :param epoch_interval: seconds between checks that the store was not reset (:mod:`gateway.admission.epoch`).
     :param hand_over: called with each request once its head is read; returns True when it passed the
         request's connection to another process (then this one serves nothing more of it). The
         ``--processes`` workers pass on requests naming another worker's SignalR connection
-        (:class:`gateway.handover.Handover`).
+        (:class:`gateway.cli.handover.Handover`).
     """
 
     def __init__(

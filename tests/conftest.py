@@ -19,7 +19,7 @@ from fake_clock import FakeClock  # noqa: E402
 
 import fakeredis  # noqa: E402
 
-from gateway.store import open_redis  # noqa: E402
+from gateway.redis.client import open_redis  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -22,8 +22,8 @@ from tornado.netutil import bind_sockets
 
 from gateway.app import Gateway
 from gateway.config import load_settings
-from gateway.events import SessionFailed, SessionReady
-from gateway.simulator import PlatformSimulator, make_simulator_app
+from gateway.queue.events import SessionFailed, SessionReady
+from simulator.app import PlatformSimulator, make_simulator_app
 from fake_clock import FakeClock
 
 API_TOKEN = "iqra_sk_test"
@@ -128,7 +128,7 @@ async def start_hub_stack(redis_client: aioredis.Redis, *, hub_tuning: Any = Non
                           clock: Callable[[], float] | None = None, call_seconds: float | None = None,
                           concurrency_limit: int = 1000, dispatch_interval: float = 0.2,
                           sim: PlatformSimulator | None = None, sim_url: str | None = None) -> Stack:
-    """Like :func:`start_stack`, with session-hub timers (``gateway.session_hub.HubTuning``), and optionally
+    """Like :func:`start_stack`, with session-hub timers (``gateway.live.hub.HubTuning``), and optionally
     sharing another stack's simulator (``sim``/``sim_url``) so two gateways can serve one platform."""
     gw_sockets = bind_sockets(0, "127.0.0.1")
     gw_port = gw_sockets[0].getsockname()[1]

@@ -11,8 +11,8 @@ import itertools
 import fakeredis
 import pytest
 
-from gateway.admission import AdmissionStore, Caps, Outcome
-from gateway.store import open_redis
+from gateway.admission.store import AdmissionStore, Caps, Outcome
+from gateway.redis.client import open_redis
 from fake_clock import FakeClock
 
 TIMEOUT = 30.0

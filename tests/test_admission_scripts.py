@@ -14,12 +14,12 @@ import fakeredis
 import pytest
 import redis.exceptions
 
-from gateway.admission import AdmissionStore, Caps, Outcome
-from gateway.store import open_redis, redact_url
+from gateway.admission.store import AdmissionStore, Caps, Outcome
+from gateway.redis.client import open_redis, redact_url
 from redis_process import RedisProcess, free_port
 from fake_clock import FakeClock
 
-LUA_DIR = resources.files("gateway") / "lua"
+LUA_DIR = resources.files("gateway.admission") / "lua"
 OPERATIONS = ["activate", "admit", "claim", "end_session", "extend_lease", "reap", "release_lease", "remove",
               "requeue_front", "set_outcome", "status"]
 SHARED_KEYS = 13
@@ -195,7 +195,7 @@ async def test_ping_raises_when_the_store_is_unreachable():
 
 @pytest.mark.redis
 async def test_open_redis_logs_which_store_is_used(caplog, redis_server):
-    caplog.set_level(logging.INFO, logger="gateway.store")
+    caplog.set_level(logging.INFO, logger="gateway.redis.client")
     embedded = open_redis(None)
     real = open_redis(redis_server.url)
     try:
@@ -206,7 +206,7 @@ async def test_open_redis_logs_which_store_is_used(caplog, redis_server):
     finally:
         await embedded.aclose()
         await real.aclose()
-    messages = [r.getMessage() for r in caplog.records if r.name == "gateway.store"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "gateway.redis.client"]
     assert any("EMBEDDED" in m for m in messages)
     assert any(redis_server.url in m for m in messages)
 

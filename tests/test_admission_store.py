@@ -1,4 +1,4 @@
-"""Behaviour of :class:`gateway.admission.AdmissionStore` on a real Redis and on the embedded store.
+"""Behaviour of :class:`gateway.admission.store.AdmissionStore` on a real Redis and on the embedded store.
 
 Time is driven by an injected clock, so lease expiry is tested without sleeping.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import fakeredis
 import pytest
 
-from gateway.admission import (
+from gateway.admission.store import (
     AdmissionStore,
     AdmitResult,
     Caps,
@@ -19,7 +19,7 @@ from gateway.admission import (
     Removed,
     RequestStatus,
 )
-from gateway.store import open_redis
+from gateway.redis.client import open_redis
 from fake_clock import FakeClock
 
 DAY = 86400.0

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from gateway.config import LoadedSettings, load_settings, parse_redis_connection_string
-from gateway.errors import ConfigError
-from gateway.settings import CampaignSettings
+from gateway.model.errors import ConfigError
+from gateway.config.settings import CampaignSettings
 
 DATA = Path(__file__).parent / "data"
 ORIGINAL = DATA / "appsettings.original.json"

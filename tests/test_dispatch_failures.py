@@ -16,11 +16,11 @@ import ujson
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
-from gateway.admission import Caps, Outcome
-from gateway.departures import Departure, departure_message
-from gateway.events import SessionFailed, SessionReady
-from gateway.platform import FailureKind, PlatformError
-from gateway.simulator import make_simulator_app
+from gateway.admission.store import Caps, Outcome
+from gateway.model.departures import Departure, departure_message
+from gateway.queue.events import SessionFailed, SessionReady
+from gateway.platform.client import FailureKind, PlatformError
+from simulator.app import make_simulator_app
 from gateway_harness import base_config, conversation_id_of, session_body, start_stack
 from ratelimit import Policy, Rule
 

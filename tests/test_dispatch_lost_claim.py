@@ -15,9 +15,9 @@ import pytest
 import ujson
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway.admission import Caps
-from gateway.events import SessionReady
-from gateway.store import COMMAND_TIMEOUT_SECONDS, open_redis
+from gateway.admission.store import Caps
+from gateway.queue.events import SessionReady
+from gateway.redis.client import COMMAND_TIMEOUT_SECONDS, open_redis
 from gateway_harness import base_config, conversation_id_of, start_stack
 from redis_process import RedisProcess
 
@@ -78,7 +78,7 @@ async def test_a_claim_whose_reply_was_lost_is_served_once_redis_answers(redis_p
         assert [type(e) for e in claim_errors] == [RedisTimeoutError]  # the claim's reply was lost
         # ... and Redis ran it after all: the head was served under that claim, not a later one.
         assert any("claimed by a call whose reply was lost" in r.getMessage() and head["uniqueRequestId"]
-                   in r.getMessage() for r in caplog.records if r.name == "gateway.dispatcher")
+                   in r.getMessage() for r in caplog.records if r.name == "gateway.queue.dispatcher")
         assert served_after <= STALL_SECONDS + 2, f"served {served_after:.1f} s after a {STALL_SECONDS} s stall"
         await stack.gateway.dispatcher.wait_idle()
         assert stack.sim.stats()["initiated"] == 2  # the head reached the platform once

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import redis.asyncio as aioredis
 
-from gateway.admission import AdmissionStore, Caps, StoreReset
-from gateway.capacity import CapacityPolicy, PlatformUsage
-from gateway.epoch import EpochWatcher, StoreEpoch
-from gateway.keys import AdmissionKeys
+from gateway.admission.store import AdmissionStore, Caps, StoreReset
+from gateway.queue.capacity import CapacityPolicy, PlatformUsage
+from gateway.admission.epoch import EpochWatcher, StoreEpoch
+from gateway.admission.keys import AdmissionKeys
 from ratelimit.plan import LimitPlan
 
 

@@ -25,7 +25,7 @@ from edge_client import (
 )
 from gateway.app import Gateway
 from gateway.config import load_settings
-from gateway.store import open_redis
+from gateway.redis.client import open_redis
 from gateway_harness import base_config, start_stack
 
 FLOOD = 2000

@@ -6,7 +6,7 @@ import pytest
 import ujson
 
 from gateway.config import ConfigError, load_settings
-from gateway.edge_rules import (
+from gateway.http.edge_rules import (
     BODY_TOO_LARGE,
     HEAD_TOO_LARGE,
     MAX_TARGET_BYTES,
@@ -19,7 +19,7 @@ from gateway.edge_rules import (
     head_error,
     oversize_head_error,
 )
-from gateway.settings import LimitsSettings
+from gateway.config.settings import LimitsSettings
 from gateway_harness import base_config
 
 

@@ -12,11 +12,11 @@ import pytest
 import tornado.iostream
 import tornado.web
 
-from gateway.edge import EdgeServer, PrefilledStream
-from gateway.inflight import InflightRequests
-from gateway.settings import LimitsSettings
-from gateway.handover import unread_bytes
-from gateway.processes import FRESH, HANDED, MAX_HANDOVER_BYTES, Arrival, hand_over, owner_of, receive, worker_for
+from gateway.http.edge import EdgeServer, PrefilledStream
+from gateway.http.inflight import InflightRequests
+from gateway.config.settings import LimitsSettings
+from gateway.cli.handover import unread_bytes
+from gateway.cli.supervisor import FRESH, HANDED, MAX_HANDOVER_BYTES, Arrival, hand_over, owner_of, receive, worker_for
 
 HEAD = b"POST /sessionHub?id=1.abc HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n"
 
@@ -121,7 +121,7 @@ class _Echo(tornado.web.RequestHandler):
 async def test_a_server_serves_handed_bytes_as_if_just_read() -> None:
     """The owner's HTTP server parses the handed request (body still to come from the socket), then
     reads the next request from the socket as usual, on the same kept-alive connection."""
-    from gateway.handover import Handover
+    from gateway.cli.handover import Handover
 
     server = EdgeServer(tornado.web.Application([(r"/sessionHub", _Echo)]), limits=LimitsSettings(),
                         inflight=InflightRequests())

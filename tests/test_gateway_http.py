@@ -11,7 +11,7 @@ import asyncio
 import pytest
 import ujson
 
-from gateway.events import SessionFailed, SessionReady
+from gateway.queue.events import SessionFailed, SessionReady
 from gateway_harness import (
     WEBHOOK_TOKEN,
     FakeClock,

@@ -11,8 +11,8 @@ import asyncio
 import pytest
 import ujson
 
-from gateway.departures import Departure, departure_message
-from gateway.events import SessionFailed, SessionReady
+from gateway.model.departures import Departure, departure_message
+from gateway.queue.events import SessionFailed, SessionReady
 from gateway_harness import base_config, conversation_id_of, start_stack
 
 TIMEOUT = 10

@@ -15,7 +15,7 @@ import pytest
 import ujson
 from tornado.httpclient import AsyncHTTPClient
 
-from gateway.logcontext import LOG_FORMAT, RequestIdFilter, current_request_id
+from gateway.logs.context import LOG_FORMAT, RequestIdFilter, current_request_id
 from gateway_harness import FakeClock, base_config, session_body, start_stack
 from redis_process import free_port
 

@@ -12,7 +12,7 @@ import pytest
 import ujson
 
 from edge_client import exchange
-from gateway.store import open_redis
+from gateway.redis.client import open_redis
 from gateway_harness import WEBHOOK_TOKEN, base_config, session_body, start_stack
 
 ALLOWED = "https://shop.example"  # in base_config's AllowedOrigins

@@ -12,9 +12,9 @@ import time
 import pytest
 import ujson
 
-from gateway.events import SessionReady
-from gateway.sessions import STORE_DOWN_MESSAGE
-from gateway.store import COMMAND_TIMEOUT_SECONDS, open_redis
+from gateway.queue.events import SessionReady
+from gateway.queue.service import STORE_DOWN_MESSAGE
+from gateway.redis.client import COMMAND_TIMEOUT_SECONDS, open_redis
 from gateway_harness import base_config, conversation_id_of, start_stack
 from redis_process import RedisProcess
 

@@ -20,7 +20,7 @@ from tornado.httpclient import AsyncHTTPClient
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
-from gateway.simulator import PlatformSimulator, make_simulator_app
+from simulator.app import PlatformSimulator, make_simulator_app
 from gateway_harness import API_TOKEN, WEBHOOK_TOKEN, base_config, session_body
 from redis_process import RedisProcess, free_port
 

@@ -4,10 +4,10 @@ import logging
 
 import pytest
 
-from gateway.capacity import UNKNOWN_PLATFORM_CAP, CapacityPolicy, PlatformUsage, cap_from_platform
-from gateway.cors import CorsPolicy
-from gateway.dispatcher import next_backoff
-from gateway.events import EventHub, QueueChanged, SessionReady
+from gateway.queue.capacity import UNKNOWN_PLATFORM_CAP, CapacityPolicy, PlatformUsage, cap_from_platform
+from gateway.http.cors import CorsPolicy
+from gateway.queue.dispatcher import next_backoff
+from gateway.queue.events import EventHub, QueueChanged, SessionReady
 
 
 class TestCors:
@@ -75,7 +75,7 @@ class TestEvents:
         hub.subscribe(broken)
         unsubscribe = hub.subscribe(seen.append)
         event = SessionReady(request_id="r1", web_socket_url="ws://x")
-        with caplog.at_level(logging.ERROR, logger="gateway.events"):
+        with caplog.at_level(logging.ERROR, logger="gateway.queue.events"):
             hub.publish(event)
         assert seen == [event]
         assert "subscriber bug" in caplog.text

@@ -13,8 +13,8 @@ import threading
 
 import pytest
 
-from gateway.logcontext import LOG_FORMAT, RequestIdFilter, current_request_id
-from gateway.logthrottle import (
+from gateway.logs.context import LOG_FORMAT, RequestIdFilter, current_request_id
+from gateway.logs.throttle import (
     SUMMARY_ATTRIBUTE,
     RepeatThrottle,
     flush_repeat_throttles,

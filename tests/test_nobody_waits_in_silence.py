@@ -15,10 +15,10 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from gateway.departures import Departure, departure_message
-from gateway.events import SessionFailed
-from gateway.session_hub import HubTuning
-from gateway.store import COMMAND_TIMEOUT_SECONDS, open_redis
+from gateway.model.departures import Departure, departure_message
+from gateway.queue.events import SessionFailed
+from gateway.live.hub import HubTuning
+from gateway.redis.client import COMMAND_TIMEOUT_SECONDS, open_redis
 from signalr import HubOptions
 from gateway_harness import Stack, base_config, conversation_id_of, start_hub_stack
 from hub_client import TIMEOUT, HubClient
@@ -188,7 +188,7 @@ async def test_a_store_reset_is_noticed_and_every_client_whose_request_is_gone_h
         # The status endpoint says the same; one ERROR per process; and the gateway carries on.
         polled = json.loads((await a.call("GET", f"/api/session/status/{queued[0]}")).body)
         assert polled == {"status": "failed", "queuePosition": None, "message": message}
-        resets = [r for r in caplog.records if r.name == "gateway.epoch" and r.levelname == "ERROR"]
+        resets = [r for r in caplog.records if r.name == "gateway.admission.epoch" and r.levelname == "ERROR"]
         assert len(resets) == 2, [r.getMessage() for r in resets]
         assert (await b.request_session()).code in (200, 202)
     finally:

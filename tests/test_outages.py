@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.outages import StoreOutages
+from gateway.live.outages import StoreOutages
 
 
 def test_no_calls_no_outage() -> None:

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from gateway.enums import AudioEncodingType, TransportType
-from gateway.payload import (
+from gateway.model.enums import AudioEncodingType, TransportType
+from gateway.model.request import (
     CLIENT_IDENTIFIER_MAX,
     MAX_BODY_BYTES,
     AudioConfiguration,
@@ -17,7 +17,7 @@ from gateway.payload import (
     SessionRequest,
     parse_session_request,
 )
-from gateway.settings import CampaignSettings
+from gateway.config.settings import CampaignSettings
 
 CAMPAIGNS = {
     "IqraWebsiteCampaign": CampaignSettings(

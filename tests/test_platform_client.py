@@ -14,8 +14,8 @@ from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
 from tornado.web import Application, RequestHandler
 
-from gateway.payload import AudioConfiguration, SessionRequest, parse_session_request
-from gateway.platform import (
+from gateway.model.request import AudioConfiguration, SessionRequest, parse_session_request
+from gateway.platform.client import (
     InitiatedSession,
     PlatformClient,
     PlatformConcurrency,
@@ -23,8 +23,8 @@ from gateway.platform import (
     conversation_id_from_url,
     platform_client_identifier,
 )
-from gateway.settings import CampaignSettings, PlatformSettings
-from gateway.simulator import CONCURRENCY_LIMIT_CODE, INVALID_API_KEY_CODE, PlatformSimulator, make_simulator_app
+from gateway.config.settings import CampaignSettings, PlatformSettings
+from simulator.app import CONCURRENCY_LIMIT_CODE, INVALID_API_KEY_CODE, PlatformSimulator, make_simulator_app
 
 TOKEN = "iqra_sk_test_secret_0123456789"
 CAMPAIGN = CampaignSettings(name="Web", business_id="42", web_campaign_id="wc-1", allowed_region_ids=("eu",))
@@ -371,7 +371,7 @@ async def test_token_is_never_logged(
     with pytest.raises(PlatformError):
         await client.initiate(CAMPAIGN, make_request(), "203.0.113.9")
     await client.concurrency()
-    platform_records = [r for r in caplog.records if r.name == "gateway.platform"]
+    platform_records = [r for r in caplog.records if r.name == "gateway.platform.client"]
     assert any(session.conversation_session_id in r.getMessage() for r in platform_records)
     assert any(r.levelno == logging.WARNING for r in platform_records)
     audio_token = session.web_socket_url.rsplit("/", 1)[1]

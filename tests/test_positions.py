@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fake_clock import FakeClock
-from gateway.abandonment import PresenceRecord, Verdict, decide, verdict_for
-from gateway.positions import (
+from gateway.live.abandonment import PresenceRecord, Verdict, decide, verdict_for
+from gateway.live.positions import (
     PositionBroadcaster,
     PositionTracker,
     estimate_wait_seconds,
@@ -154,7 +154,7 @@ def test_presence_script_headers_document_keys_arguments_and_return(name: str) -
     import re
     from importlib import resources
 
-    text = (resources.files("gateway") / "lua" / f"presence_{name}.lua").read_text()
+    text = (resources.files("gateway.live") / "lua" / f"presence_{name}.lua").read_text()
     lines = text.splitlines()
     header = [line for line in lines[:next(i for i, line in enumerate(lines) if not line.startswith("--"))]]
     code = "\n".join(line.split("--", 1)[0] for line in lines[len(header):])
@@ -325,7 +325,7 @@ async def test_outcome_reaches_every_local_connection_once_and_last(redis_url: s
 
     import redis.asyncio as aioredis
 
-    from gateway.session_hub import HubTuning
+    from gateway.live.hub import HubTuning
     from gateway_harness import conversation_id_of, start_hub_stack
 
     redis_client = aioredis.Redis.from_url(redis_url)

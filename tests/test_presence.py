@@ -17,9 +17,9 @@ import redis.asyncio as aioredis
 from fake_clock import FakeClock
 from redis_process import RedisProcess
 
-from gateway.abandonment import AbandonmentReaper, Verdict
-from gateway.admission import AdmissionStore, Caps, ClaimedEntry, Outcome
-from gateway.presence import DISPATCH_RECHECK, PresenceStore
+from gateway.live.abandonment import AbandonmentReaper, Verdict
+from gateway.admission.store import AdmissionStore, Caps, ClaimedEntry, Outcome
+from gateway.live.presence import DISPATCH_RECHECK, PresenceStore
 
 PREFIX = "iqra:"
 TIMEOUT = 60.0
@@ -212,7 +212,7 @@ async def test_a_reset_admission_store_restarts_the_arrivals_cursor(parts: Parts
 
 def test_presence_script_headers_match_their_code() -> None:
     for name in ("register", "touch", "scan", "abandon"):
-        lines = (resources.files("gateway") / "lua" / f"presence_{name}.lua").read_text().splitlines()
+        lines = (resources.files("gateway.live") / "lua" / f"presence_{name}.lua").read_text().splitlines()
         end = next(i for i, line in enumerate(lines) if not line.startswith("--"))
         head, code = "\n".join(lines[:end]), "\n".join(line.split("--", 1)[0] for line in lines[end:])
         for kind in ("KEYS", "ARGV"):

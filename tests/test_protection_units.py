@@ -13,9 +13,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from fake_clock import FakeClock
-from gateway.admission import AdmissionStore, Caps, Outcome
+from gateway.admission.store import AdmissionStore, Caps, Outcome
 from gateway.config import load_settings
-from gateway.protection import BINDING_PREFIX, QUEUED_HOLD_SECONDS, ClientProtection, Subject
+from gateway.queue.protection import BINDING_PREFIX, QUEUED_HOLD_SECONDS, ClientProtection, Subject
 from gateway_harness import base_config, start_stack
 from ratelimit import Policy, Rule
 from redis_process import RedisProcess

@@ -15,9 +15,9 @@ import logging
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from gateway.errors import ConfigError
-from gateway.redis_gate import RECHECK_SECONDS, RedisGate, RedisTooOld
-from gateway.store import MIN_REDIS_VERSION, check_redis_version, open_redis, run_script
+from gateway.model.errors import ConfigError
+from gateway.redis.gate import RECHECK_SECONDS, RedisGate, RedisTooOld
+from gateway.redis.client import MIN_REDIS_VERSION, check_redis_version, open_redis, run_script
 from redis_process import free_port
 from redis_version_proxy import VersionProxy
 
@@ -44,7 +44,7 @@ async def proxy(redis_server):
 
 @pytest.fixture(autouse=True)
 def info_logs(caplog):
-    caplog.set_level(logging.INFO, logger="gateway.store")
+    caplog.set_level(logging.INFO, logger="gateway.redis.client")
 
 
 def messages(caplog, needle: str) -> list[logging.LogRecord]:

@@ -15,8 +15,8 @@ import redis.asyncio as aioredis
 import tornado.httpclient
 import tornado.websocket
 
-from gateway.departures import Departure, departure_message
-from gateway.session_hub import EXPIRED_ID_MESSAGE, UNKNOWN_ID_MESSAGE, HubTuning
+from gateway.model.departures import Departure, departure_message
+from gateway.live.hub import EXPIRED_ID_MESSAGE, UNKNOWN_ID_MESSAGE, HubTuning
 from signalr import HubOptions
 from gateway_harness import Stack, base_config, conversation_id_of, start_hub_stack
 from hub_client import RS, TIMEOUT, HubClient
@@ -405,7 +405,7 @@ async def test_signalrcore_client_flow(redis_client: aioredis.Redis) -> None:
 
 
 async def test_failed_session_is_delivered_live_and_replayed(redis_client: aioredis.Redis) -> None:
-    from gateway.dispatcher import SESSION_FAILED_MESSAGE
+    from gateway.queue.dispatcher import SESSION_FAILED_MESSAGE
 
     stack = await start_hub_stack(redis_client, hub_tuning=FAST)
     live = await HubClient.connect(stack.base_url)

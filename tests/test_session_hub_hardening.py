@@ -8,8 +8,8 @@ import asyncio
 import pytest
 import redis.asyncio as aioredis
 
-from gateway.session_hub import UNKNOWN_ID_MESSAGE, HubTuning
-from gateway.wire_text import unsendable_message
+from gateway.live.hub import UNKNOWN_ID_MESSAGE, HubTuning
+from gateway.model.text import unsendable_message
 from signalr import HubOptions
 from gateway_harness import base_config, start_hub_stack
 from hub_client import TIMEOUT, HubClient

@@ -21,7 +21,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
-from gateway.simulator import PlatformSimulator, make_simulator_app
+from simulator.app import PlatformSimulator, make_simulator_app
 from gateway_harness import API_TOKEN, WEBHOOK_TOKEN, base_config, conversation_id_of, session_body, start_hub_stack
 from redis_process import free_port
 from test_session_hub import FAST, TIMEOUT, HubClient
@@ -230,7 +230,7 @@ async def test_redis_outage_closes_nothing_and_delivery_resumes() -> None:
 
 
 def test_front_routes_by_the_token_prefix() -> None:
-    from gateway.processes import token_prefix, worker_for
+    from gateway.cli.supervisor import token_prefix, worker_for
 
     assert token_prefix(3) == "3."
     assert worker_for(b"GET /sessionHub?id=1.AbC-_x HTTP/1.1\r\nHost: h\r\n", 2) == 1

@@ -18,14 +18,14 @@ from tornado.testing import bind_unused_port
 from tornado.web import Application, RequestHandler
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
-from gateway.simulator import (
+from simulator.app import (
     CONCURRENCY_LIMIT_CODE,
     INVALID_API_KEY_CODE,
     PlatformSimulator,
     make_simulator_app,
     serve_simulator,
 )
-from gateway.simulator_audio import (
+from simulator.audio import (
     TokenError,
     greeting_tone,
     sign_call_token,

@@ -1,4 +1,4 @@
-"""The direct script path on the gateway's own pool (``gateway.store.run_script``), on a real Redis:
+"""The direct script path on the gateway's own pool (``gateway.redis.client.run_script``), on a real Redis:
 bounded connections with waiting callers, no reply ever read by the wrong caller, reload after a flush."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from redis.exceptions import ResponseError
 
-from gateway.store import open_redis, run_script
+from gateway.redis.client import open_redis, run_script
 from redis_process import RedisProcess
 
 pytestmark = pytest.mark.redis

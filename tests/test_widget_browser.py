@@ -36,8 +36,8 @@ from widget_browser_harness import (
     wait_state,
 )
 
-from gateway.static_site import STATIC_ROOT
-from gateway.store import open_redis
+from gateway.http.static_site import STATIC_ROOT
+from gateway.redis.client import open_redis
 
 pytestmark = [pytest.mark.browser, pytest.mark.redis]
 
@@ -226,7 +226,7 @@ DROP_HUB_SOCKET = """() => {
   return hub.length; }"""
 
 #: Server-side loggers whose lines explain a hub test's failure.
-HUB_LOGGERS = ("signalr", "gateway.session_hub", "gateway.abandonment", "gateway.sessions", "gateway.access")
+HUB_LOGGERS = ("signalr", "gateway.live.hub", "gateway.live.abandonment", "gateway.queue.service", "gateway.access")
 
 
 @asynccontextmanager

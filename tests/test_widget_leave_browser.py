@@ -30,7 +30,7 @@ from widget_browser_harness import (
     wait_state,
 )
 
-from gateway.store import open_redis
+from gateway.redis.client import open_redis
 
 pytestmark = [pytest.mark.browser, pytest.mark.redis]
 

@@ -28,9 +28,9 @@ from tornado.netutil import bind_sockets
 
 from gateway.app import Gateway
 from gateway.config import load_settings
-from gateway.demo import demo_routes
-from gateway.simulator import PlatformSimulator, make_simulator_app
-from gateway.static_site import static_routes
+from gateway.cli.demo_api import demo_routes
+from simulator.app import PlatformSimulator, make_simulator_app
+from gateway.http.static_site import static_routes
 
 CHROMIUM = "/usr/bin/chromium"
 BASE_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

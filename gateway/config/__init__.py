@@ -1,4 +1,4 @@
-"""Load :class:`~gateway.settings.Settings` from ``appsettings.json`` and the environment, the ASP.NET way.
+"""Load :class:`~gateway.config.settings.Settings` from ``appsettings.json`` and the environment, the ASP.NET way.
 
 The original middleware's file works unchanged: keys match case-insensitively, ``//`` and ``/* */``
 comments and trailing commas are allowed (as ASP.NET's JSON provider allows them), and environment
@@ -29,6 +29,6 @@ Modules: :mod:`~gateway.config.source` (the file and the environment), :mod:`~ga
 
 from gateway.config.loader import LoadedSettings, load_settings
 from gateway.config.redis_url import parse_redis_connection_string
-from gateway.errors import ConfigError
+from gateway.model.errors import ConfigError
 
 __all__ = ["ConfigError", "LoadedSettings", "load_settings", "parse_redis_connection_string"]

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from gateway.config.problems import Report, Section, failed, show
 from gateway.config.source import Node
-from gateway.settings import PlatformSettings
+from gateway.config.settings import PlatformSettings
 
 T = TypeVar("T")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from gateway.config.binder import Binder
 from gateway.config.problems import Section
 from gateway.config.source import Node
-from gateway.settings import ConcurrencySettings, QueueSettings
+from gateway.config.settings import ConcurrencySettings, QueueSettings
 
 #: The platform's audio WebSocket token is valid this long after initiate.
 _PLATFORM_TOKEN_SECONDS = 300

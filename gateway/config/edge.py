@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from gateway.config.binder import Binder
 from gateway.config.problems import Section
-from gateway.settings import ForwardedHeadersSettings
+from gateway.config.settings import ForwardedHeadersSettings
 
 
 def bind_origins(binder: Binder, top: Section) -> tuple[str, ...]:

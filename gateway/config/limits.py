@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gateway.config.binder import Binder
 from gateway.config.problems import Section
-from gateway.settings import LimitsSettings
+from gateway.config.settings import LimitsSettings
 
 
 def bind_limits(binder: Binder, section: Section | None) -> LimitsSettings:

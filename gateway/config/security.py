@@ -7,7 +7,7 @@ import os
 from gateway.config.binder import Binder
 from gateway.config.problems import Section, failed
 from gateway.config.source import Node
-from gateway.settings import GeoIpSettings, SecuritySettings
+from gateway.config.settings import GeoIpSettings, SecuritySettings
 
 IPAPI_REPLACED = (
     "the gateway no longer calls ipapi.is; anonymizer checks use local MaxMind databases instead: set "

@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.errors import ConfigError
+from gateway.model.errors import ConfigError
 
 
 class Node:

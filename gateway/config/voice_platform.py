@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from gateway.config.binder import Binder
 from gateway.config.problems import Section, failed
-from gateway.settings import DEFAULT_BASE_URL, CampaignSettings, PlatformSettings, frozen_campaigns
+from gateway.config.settings import DEFAULT_BASE_URL, CampaignSettings, PlatformSettings, frozen_campaigns
 
 
 def bind_platform(binder: Binder, section: Section | None) -> PlatformSettings | None:

@@ -1,0 +1,436 @@
+"""The HTTP edge: Tornado's server with time limits, connection caps and JSON answers for every refusal.
+
+Tornado's own mechanisms do the enforcing where they are cheap (``HTTP1ConnectionParameters``: the head
+size); this module adds the rest, in the three places its server lets a subclass in:
+
+* :meth:`EdgeServer.handle_stream` counts connections per client and in total (the ``--processes``
+  workers' handed-over sockets come through :meth:`EdgeServer.serve_socket`, so they count too) and
+  answers connections over a cap with 503;
+* :meth:`EdgeServer.start_request` gives each connection its deadline for the next request head (the
+  headers timeout for a new connection, the keep-alive timeout for a kept-alive one), and wraps each
+  request in :class:`_EdgeRequest`, which sets the body's deadline, refuses long URLs and large bodies with
+  JSON before a route runs and tells :class:`InflightRequests` about requests whose client left. One
+  sweep a fraction of a second closes the connections past their deadlines: Tornado's own header and
+  body timeouts arm a timer, a task and two futures around every read of every request, which cost the
+  admission path more than anything else at the edge;
+* :class:`EdgeStream` (the connection's IOStream) turns the few answers Tornado writes or skips itself,
+  a bare ``400 Bad Request`` and a silent close for an over-long head, into JSON answers; and a
+  connection closed while its client is still sending lingers (half-closed, read from for up to 2 s),
+  so that the reset a close with unread input causes cannot destroy the answer.
+
+The rules (limits, caps, response bytes) live in :mod:`gateway.http.edge_rules`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+import socket
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from functools import partial
+from typing import Any
+
+import tornado.httpserver
+import tornado.httputil
+import tornado.iostream
+from tornado import gen
+
+from gateway.http.edge_rules import (
+    BODY_TOO_LARGE,
+    MAX_BODY_BYTES,
+    MAX_HEAD_BYTES,
+    NOT_HTTP,
+    TOO_MANY_FROM_CLIENT,
+    ConnectionCaps,
+    EdgeError,
+    DEFAULT_IPV6_PREFIX,
+    client_key,
+    error_response,
+    head_error,
+    oversize_head_error,
+)
+from gateway.http.inflight import InflightRequests
+from gateway.model.jsonutil import dumps
+from gateway.config.settings import LimitsSettings
+
+log = logging.getLogger("gateway.http.edge")
+
+#: What Tornado writes, on its own, for a request it cannot parse (``HTTP1Connection._read_message``).
+_TORNADO_BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\n\r\n"
+#: A connection closed by the server while its client is still sending (a refusal, a body over the
+#: limit) is half-closed and read from for up to this long before it is closed (a "lingering close"):
+#: closing a socket with unread input makes the kernel send a reset, which can destroy the answer
+#: before the client reads it.
+LINGER_SECONDS = 2.0
+#: At most this much is read (and dropped) while lingering.
+LINGER_BYTES = 1024 * 1024
+#: At most this many connections linger at once; beyond, they are closed at once (a flood of refused
+#: connections must not hold sockets for the linger time each).
+MAX_LINGERING = 1024
+#: Refusals are logged at most once per this many seconds, with a count: a flood must not flood the log.
+REFUSAL_LOG_INTERVAL_SECONDS = 60.0
+#: Tornado's own body limit, kept out of the way: it refuses with a bare 400 before the body is read,
+#: while :class:`_EdgeRequest` counts the bytes and answers 413 in JSON (IOStream buffers stay bounded
+#: by the read chunk size).
+_TORNADO_BODY_LIMIT = 2**62
+#: The longest a deadline may be enforced late (shorter when a timeout is configured shorter).
+SWEEP_SECONDS = 1.0
+#: Files a process needs besides its client connections (Redis, the platform, listeners, databases, logs).
+_OTHER_FILES = 100
+
+
+class PrefilledStream(tornado.iostream.IOStream):
+    """An :class:`~tornado.iostream.IOStream` that first yields ``unread``: bytes of this socket that
+    another process read but did not serve (a connection handed over between ``--processes`` workers)."""
+
+    def __init__(self, sock: socket.socket, unread: bytes = b"", **kwargs: Any) -> None:
+        super().__init__(sock, **kwargs)
+        self._unread = unread
+
+    def read_from_fd(self, buf: bytearray | memoryview) -> int | None:
+        if not self._unread:
+            return super().read_from_fd(buf)
+        # Tornado tries a read before it waits for the socket to be readable, so these bytes are
+        # never stuck behind a socket that stays silent.
+        count = min(len(buf), len(self._unread))
+        buf[:count] = self._unread[:count]
+        self._unread = self._unread[count:]
+        return count
+
+    def take_unread(self) -> bytes:
+        """The bytes handed in that Tornado has not asked for yet (emptied)."""
+        rest, self._unread = self._unread, b""
+        return rest
+
+
+class EdgeStream(PrefilledStream):
+    """A client connection's stream: reports its closing once, and answers in JSON where Tornado would not.
+
+    :param on_closed: called once with the stream when the connection is closed, for whatever reason.
+    :param linger: takes over a duplicate of the socket and ``on_closed`` for a lingering close.
+    """
+
+    def __init__(self, sock: socket.socket, *, on_closed: Callable[[EdgeStream], None],
+                 linger: Callable[[socket.socket, Callable[[], None]], None], unread: bytes = b"",
+                 **kwargs: Any) -> None:
+        super().__init__(sock, unread, **kwargs)
+        self._on_closed = on_closed
+        self._linger = linger
+        #: When the head or body being received must be complete (``time.monotonic``), or None while the
+        #: connection owes nothing (a response is being made, or it became a WebSocket).
+        self.deadline: float | None = None
+        self._reading_head = False
+        self.response_started = False
+        self.requests_started = 0
+
+    def read_until_regex(self, regex: bytes, max_bytes: int | None = None) -> Awaitable[bytes]:
+        # HTTP1Connection reads request heads with this call, and nothing else.
+        self._reading_head = True
+        return super().read_until_regex(regex, max_bytes)
+
+    def read_until(self, delimiter: bytes, max_bytes: int | None = None) -> Awaitable[bytes]:
+        self._reading_head = False  # a chunk-size line
+        return super().read_until(delimiter, max_bytes)
+
+    def write(self, data: bytes | memoryview) -> asyncio.Future[None]:
+        if data == _TORNADO_BAD_REQUEST:
+            # Tornado's answer to a request it could not parse; it closes the connection next.
+            if self.response_started:  # a response is out (or under way): a second one would corrupt it
+                done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                done.set_result(None)
+                return done
+            data = error_response(NOT_HTTP)
+        if bytes(data[:12]) != b"HTTP/1.1 100":  # an interim "100 Continue" is not the response
+            self.response_started = True
+        return super().write(data)
+
+    def close_fd(self) -> None:
+        lingering = None
+        try:
+            if isinstance(self.error, tornado.iostream.UnsatisfiableReadError) and not self.response_started:
+                # A head (or chunk-size line) that did not end within its limit: Tornado closes silently.
+                self.socket.send(error_response(self._unsatisfied_read_error()))
+                self.response_started = True
+            if self.response_started and _input_pending(self.socket):
+                lingering = self.socket.dup()
+        except OSError:
+            pass  # best effort: the connection is being closed right now, answer or not
+        finally:
+            super().close_fd()
+            if lingering is None:
+                self._on_closed(self)
+            else:
+                self._linger(lingering, partial(self._on_closed, self))
+
+    def _unsatisfied_read_error(self) -> EdgeError:
+        if not self._reading_head:
+            return NOT_HTTP
+        # The head so far, to tell a long URL from long headers. IOStream keeps it in its read buffer
+        # and has no public way to look; without it the answer is the general one.
+        buffered = getattr(self, "_read_buffer", b"")
+        return oversize_head_error(bytes(buffered[:MAX_HEAD_BYTES]))
+
+
+def _input_pending(sock: socket.socket) -> bool:
+    """True when the client has sent data nobody read (closing now would reset the connection)."""
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except (BlockingIOError, InterruptedError):
+        return False
+
+
+async def _linger(sock: socket.socket, answer: bytes | None) -> None:
+    """Send ``answer`` (if any), half-close, and read until the client closes or the linger ends; then close."""
+    stream = tornado.iostream.IOStream(sock)
+    try:
+        if answer is not None:
+            await stream.write(answer)
+        sock.shutdown(socket.SHUT_WR)
+        deadline = stream.io_loop.time() + LINGER_SECONDS  # for the whole linger, not each read
+        read = 0
+        while read < LINGER_BYTES:
+            data = await gen.with_timeout(deadline, stream.read_bytes(65536, partial=True),
+                                          quiet_exceptions=tornado.iostream.StreamClosedError)
+            read += len(data)
+    except (tornado.iostream.StreamClosedError, TimeoutError, OSError):
+        pass
+    finally:
+        stream.close()
+
+
+def _close_now(sock: socket.socket, answer: bytes | None) -> None:
+    """Without lingering: send what fits of ``answer`` at once, read what has arrived (so that the close
+    is not a reset, as far as that goes), and close."""
+    try:
+        sock.setblocking(False)
+        if answer is not None:
+            sock.send(answer)
+        sock.shutdown(socket.SHUT_WR)
+        for _ in range(16):
+            if not sock.recv(65536):
+                break
+    except OSError:  # BlockingIOError included: nothing more has arrived
+        pass
+    finally:
+        sock.close()
+
+
+class EdgeServer(tornado.httpserver.HTTPServer):
+    """Tornado's HTTPServer with the gateway's ``Limits`` and edge answers (see the module docstring).
+
+    :param limits: the timeouts and caps.
+    :param inflight: told when a request's client leaves before the request was fully received.
+    :param ipv6_prefix_length: bits of an IPv6 peer address that count as one client for the per-client cap.
+    """
+
+    def initialize(  # type: ignore[override]
+        self, request_callback: Any, *, limits: LimitsSettings, inflight: InflightRequests,
+        ipv6_prefix_length: int = DEFAULT_IPV6_PREFIX, **kwargs: Any
+    ) -> None:
+        self.ipv6_prefix_length = ipv6_prefix_length
+        # No Tornado timeouts: the deadlines of the streams below do their work for a fraction of the cost.
+        super().initialize(request_callback, max_header_size=MAX_HEAD_BYTES, max_body_size=_TORNADO_BODY_LIMIT,
+                           **kwargs)
+        self.limits = limits
+        self._headers_timeout = limits.request_headers_timeout_seconds
+        self._keep_alive_timeout = limits.keep_alive_timeout_seconds
+        self._body_timeout = limits.request_body_timeout_seconds
+        self._streams: set[EdgeStream] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        shortest = min(t for t in (limits.request_headers_timeout_seconds, limits.keep_alive_timeout_seconds,
+                                   limits.request_body_timeout_seconds))
+        #: A deadline is enforced at most this late.
+        self.sweep_interval = min(SWEEP_SECONDS, max(shortest / 4, 0.01))
+        self.caps = ConnectionCaps(total=limits.max_connections, per_client=limits.max_connections_per_ip)
+        self.inflight = inflight
+        self._lingering: set[asyncio.Task[None]] = set()
+        self._refusals = _RefusalLog()
+
+    def handle_stream(self, stream: tornado.iostream.IOStream, address: Any) -> None:
+        # TCPServer made a plain IOStream that has not been used yet; the connection gets an EdgeStream.
+        if isinstance(stream, EdgeStream):
+            super().handle_stream(stream, address)
+        else:
+            self.serve_socket(stream.socket, address)
+
+    def serve_socket(self, sock: socket.socket, address: Any, *, unread: bytes = b"") -> None:
+        """Serve a connected client socket (one accepted here, or handed over by the ``--processes`` front
+        or another worker, with ``unread``: bytes of it read elsewhere and not yet served)."""
+        key = client_key(address[0], self.ipv6_prefix_length) if isinstance(address, tuple) and address else ""
+        refusal = self.caps.admit(key)
+        if refusal is not None:
+            self._refusals.note(refusal, key)
+            if len(self._lingering) < MAX_LINGERING:
+                self._spawn_linger(_linger(sock, error_response(refusal)), None)
+            else:
+                _close_now(sock, error_response(refusal))
+            return
+        stream = EdgeStream(sock, on_closed=partial(self._closed, key), linger=self._linger_socket, unread=unread,
+                            max_buffer_size=self.max_buffer_size, read_chunk_size=self.read_chunk_size)
+        self._streams.add(stream)
+        if self._sweeper is None:
+            self._sweeper = asyncio.ensure_future(self._sweep())
+        super().handle_stream(stream, address)
+
+    def _closed(self, key: str, stream: EdgeStream) -> None:
+        self._streams.discard(stream)
+        self.caps.release(key)
+
+    async def _sweep(self) -> None:
+        """Close the connections past their deadlines (see the module docstring)."""
+        while True:
+            await asyncio.sleep(self.sweep_interval)
+            now = time.monotonic()
+            for stream in [s for s in self._streams if s.deadline is not None and now >= s.deadline]:
+                stream.deadline = None
+                stream.close()  # the request's reader sees the stream closed: no answer, as nginx does
+
+    async def close_all_connections(self) -> None:
+        await super().close_all_connections()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+            self._sweeper = None
+
+    def _linger_socket(self, sock: socket.socket, on_closed: Callable[[], None]) -> None:
+        # The connection still counts against the caps while it lingers: it still holds a file.
+        if len(self._lingering) < MAX_LINGERING:
+            self._spawn_linger(_linger(sock, None), on_closed)
+        else:
+            _close_now(sock, None)
+            on_closed()
+
+    def _spawn_linger(self, work: Coroutine[Any, Any, None], on_closed: Callable[[], None] | None) -> None:
+        task = asyncio.ensure_future(work)
+        self._lingering.add(task)
+        task.add_done_callback(self._lingering.discard)
+        if on_closed is not None:
+            task.add_done_callback(lambda _: on_closed())
+
+    def start_request(self, server_conn: object,
+                      request_conn: tornado.httputil.HTTPConnection) -> tornado.httputil.HTTPMessageDelegate:
+        # Every connection of this server is an EdgeStream's (serve_socket makes them): on the per-request
+        # path, no checks for what cannot happen.
+        stream: EdgeStream = request_conn.stream  # type: ignore[attr-defined]
+        # The next head is due within the headers timeout on a new connection, the keep-alive timeout on
+        # one that already served a request (this is called when the connection starts waiting).
+        stream.deadline = time.monotonic() + (self._keep_alive_timeout if stream.requests_started
+                                              else self._headers_timeout)
+        stream.requests_started += 1
+        stream.response_started = False
+        return _EdgeRequest(request_conn, stream, super().start_request(server_conn, request_conn), self.inflight,
+                            self._body_timeout)
+
+    async def close_lingering(self) -> None:
+        """Close the connections still lingering (at shutdown)."""
+        for task in list(self._lingering):
+            task.cancel()
+        if self._lingering:
+            await asyncio.wait(list(self._lingering))
+
+
+class _EdgeRequest(tornado.httputil.HTTPMessageDelegate):
+    """One request on its way to the application, refused here when its head or body breaks a limit."""
+
+    __slots__ = ("_conn", "_stream", "_inner", "_inflight", "_body_timeout", "_forwarded", "_answered", "_received")
+
+    def __init__(self, conn: tornado.httputil.HTTPConnection, stream: EdgeStream,
+                 inner: tornado.httputil.HTTPMessageDelegate, inflight: InflightRequests, body_timeout: float) -> None:
+        self._conn = conn
+        self._stream = stream
+        self._inner = inner
+        self._inflight = inflight
+        self._body_timeout = body_timeout
+        self._forwarded = False  # the application has seen the head
+        self._answered = False  # the edge answered; nothing more goes to the application
+        self._received = 0
+
+    def headers_received(self, start_line: tornado.httputil.RequestStartLine | tornado.httputil.ResponseStartLine,
+                         headers: tornado.httputil.HTTPHeaders) -> Awaitable[None] | None:
+        assert isinstance(start_line, tornado.httputil.RequestStartLine)
+        length = headers.get("Content-Length")
+        # The head is in. A body, if one comes, is due within the body timeout; without one (a GET, or a
+        # WebSocket upgrade) the connection owes nothing until its response is out.
+        has_body = (length is not None and length != "0") or "Transfer-Encoding" in headers
+        self._stream.deadline = time.monotonic() + self._body_timeout if has_body else None
+        error = head_error(start_line.path, length)
+        if error is not None:
+            self._answer(error, head_only=start_line.method == "HEAD")
+            return None
+        self._forwarded = True
+        return self._inner.headers_received(start_line, headers)
+
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        if self._answered:
+            return None
+        self._received += len(chunk)
+        if self._received > MAX_BODY_BYTES:  # a chunked body (a declared length was checked with the head)
+            self._inner.on_connection_close()  # the application stops waiting for the rest
+            self._inflight.finished(self._conn)
+            self._answer(BODY_TOO_LARGE, head_only=False)
+            return None
+        return self._inner.data_received(chunk)
+
+    def finish(self) -> None:
+        self._stream.deadline = None  # the whole request is in
+        if not self._answered:
+            self._inner.finish()
+
+    def on_connection_close(self) -> None:
+        # Called only while the request is being received: no handler will finish it.
+        if self._forwarded and not self._answered:
+            self._inner.on_connection_close()
+        self._inflight.finished(self._conn)
+
+    def _answer(self, error: EdgeError, *, head_only: bool) -> None:
+        self._answered = True
+        if self._stream.response_started:
+            self._stream.close()  # the application's response is under way: closing is all that is left
+            return
+        payload = dumps({"message": error.message}).encode()
+        headers = tornado.httputil.HTTPHeaders({
+            "Content-Type": "application/json; charset=utf-8",
+            "Content-Length": str(len(payload)),
+            "Cache-Control": "no-store",
+            "Connection": "close",
+        })
+        if error.retry_after is not None:
+            headers["Retry-After"] = str(error.retry_after)
+        start = tornado.httputil.ResponseStartLine("HTTP/1.1", error.status,
+                                                   tornado.httputil.responses.get(error.status, "Error"))
+        self._conn.write_headers(start, headers, None if head_only else payload)
+        # The body is not read: Tornado closes the connection once the answer is sent.
+        self._conn.finish()
+
+
+class _RefusalLog:
+    """Logs refused connections: the first at once, then one line with a count per interval."""
+
+    def __init__(self, interval: float = REFUSAL_LOG_INTERVAL_SECONDS) -> None:
+        self._interval = interval
+        self._next_at = 0.0
+        self._untold = 0
+
+    def note(self, refusal: EdgeError, key: str) -> None:
+        now = asyncio.get_running_loop().time()
+        self._untold += 1
+        if now >= self._next_at:
+            which = "Limits.MaxConnectionsPerIp" if refusal is TOO_MANY_FROM_CLIENT else "Limits.MaxConnections"
+            log.warning("refused %d connection(s) over %s (latest from %s) in the last %.0f s",
+                        self._untold, which, key or "a local socket", self._interval)
+            self._untold = 0
+            self._next_at = now + self._interval
+
+
+def open_file_limit_warning(limits: LimitsSettings) -> str | None:
+    """A warning when ``Limits.MaxConnections`` cannot be reached under this process's open-file limit."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if not limits.max_connections or soft == resource.RLIM_INFINITY:
+        return None
+    if limits.max_connections + _OTHER_FILES <= soft:
+        return None
+    return (f"Limits.MaxConnections is {limits.max_connections} but this process may open only {soft} files "
+            "(sockets included), so connections beyond that fail to be accepted: raise the limit (ulimit -n, "
+            "or LimitNOFILE= in a systemd unit) or lower Limits.MaxConnections")

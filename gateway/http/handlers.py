@@ -1,0 +1,288 @@
+"""Tornado adapters for the REST endpoints: HTTP in, service call, HTTP out.
+
+Everything here is translation. Validation lives in :mod:`gateway.model.request`, decisions in
+:mod:`gateway.queue.service`; handlers only map their results and errors to status codes and JSON bodies.
+No traceback ever reaches a client: unexpected errors become a 500 with a generic message and the
+details go to the log under the request id.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from gateway.model import jsonutil
+from gateway.admission.store import EndResult
+from gateway.model.errors import PayloadError
+from gateway.http.base import (
+    MAX_ID_LENGTH,
+    ORIGIN_NOT_ALLOWED_MESSAGE,
+    UNKNOWN_REQUEST_MESSAGE,
+    JsonHandler,
+    LimitedBodyHandler,
+    request_id_of,
+)
+from gateway.model.request import parse_session_request
+from gateway.queue.service import (
+    STORE_DOWN_MESSAGE,
+    Admitted,
+    PlatformUnavailable,
+    QueueFull,
+    Queued,
+    Refused,
+    ServiceUnavailable,
+    SessionService,
+)
+from gateway.model.text import is_sendable, unsendable_message
+from geo.client_ip import TrustedProxies, resolve_client_address
+
+log = logging.getLogger("gateway.access")
+
+NO_CLIENT_IP_MESSAGE = "Could not determine client IP address."
+MISSING_SESSION_ID_MESSAGE = "Invalid or missing ConversationSessionId."
+UNKNOWN_SESSION_MESSAGE = "No session found for ConversationSessionId."
+BAD_TOKEN_MESSAGE = "Missing or invalid X-Api-Token header."
+NOT_WAITING_MESSAGE = "The request is no longer waiting in the queue; nothing was changed."
+NOT_JSON_MESSAGE = 'Send the session request as JSON, with the header "Content-Type: application/json".'
+
+
+class SessionRequestHandler(LimitedBodyHandler):
+    """``POST /api/session/request``."""
+
+    service: SessionService
+    campaigns: Any
+    trusted_proxies: TrustedProxies
+    origin_guarded = True
+
+    def check_request_head(self) -> None:
+        # Only JSON: a foreign page's "simple" cross-site request (form or text/plain, sent without a
+        # preflight) never reaches the service, even from a browser that sends no Origin.
+        if self.request.method == "POST" and not _is_json(self.request.headers.get("Content-Type", "")):
+            self.send_message(415, NOT_JSON_MESSAGE)
+
+    async def post(self) -> None:
+        if self.body_too_large():
+            return
+        try:
+            request = parse_session_request(self.body, self.campaigns)
+        except PayloadError as exc:
+            self.send_message(400, exc.message)
+            return
+        proxies = self.trusted_proxies
+        headers = self.request.headers
+        # Forwarded headers only count when proxies are configured; without any they are not even read.
+        address = resolve_client_address(
+            self.request.remote_ip or "",
+            headers.get_list("X-Forwarded-For") if proxies.enabled else (),
+            headers.get_list("X-Forwarded-Proto") if proxies.enabled else (),
+            proxies,
+        )
+        if not address.ip:
+            self.send_message(400, NO_CLIENT_IP_MESSAGE)
+            return
+        try:
+            outcome = await self.service.request_session(request, client_ip=address.ip)
+        except ServiceUnavailable as exc:  # QueueFull included
+            status = 503
+            self.send_message(status, exc.message, headers={"Retry-After": str(exc.retry_after)})
+            if isinstance(exc, QueueFull):
+                log.info("queue full; refused request [request %s]", request_id_of(self.request))
+            return
+        except PlatformUnavailable as exc:
+            self.send_message(502, exc.message)
+            return
+        except Refused as exc:
+            self.send_message(exc.status, exc.message, headers=exc.headers)
+            return
+        if isinstance(outcome, Admitted):
+            self.send_json(200, {"webSocketUrl": outcome.web_socket_url}, headers=outcome.headers)
+        else:
+            assert isinstance(outcome, Queued)
+            self.send_json(202, {"status": "queued", "uniqueRequestId": outcome.request_id,
+                                 "queuePosition": outcome.position}, headers=outcome.headers)
+
+
+class SessionStatusHandler(JsonHandler):
+    """``GET /api/session/status/{uniqueRequestId}``: polling for clients that cannot use SignalR."""
+
+    service: SessionService
+    path_argument = "uniqueRequestId"
+
+    poll_presence: Any = None  # async (request_id) -> None: a poll counts as the client being present
+
+    async def get(self, raw_id: str) -> None:
+        request_id = self.request_id_of_path(raw_id)
+        if request_id is None:
+            return
+        try:
+            status = await self.service.status(request_id)
+            if status is not None and status.status in ("queued", "dispatching") and self.poll_presence:
+                # A client that polls instead of holding a hub connection is still waiting: without
+                # this it would be abandoned after Queue.RegisterTimeoutSeconds.
+                await self.poll_presence(request_id)
+        except ServiceUnavailable as exc:
+            self.send_message(503, exc.message, headers={"Retry-After": str(exc.retry_after)})
+            return
+        except RedisError:
+            self.send_message(503, STORE_DOWN_MESSAGE, headers={"Retry-After": "5"})
+            return
+        if status is None:
+            self.send_message(404, UNKNOWN_REQUEST_MESSAGE)
+            return
+        # "dispatching" is an internal state: to the client it is still waiting, at the front.
+        public = "queued" if status.status == "dispatching" else status.status
+        position = (status.position or 1) if public == "queued" else None
+        body: dict[str, Any] = {"status": public, "queuePosition": position}
+        if status.web_socket_url:
+            body["webSocketUrl"] = status.web_socket_url
+        if status.message:
+            body["message"] = status.message
+        self.send_json(200, body)
+
+
+class _LeaveQueueHandler(LimitedBodyHandler):
+    """Leaving the queue over plain HTTP, for a client without a live hub connection.
+
+    The hub's ``Leave`` needs a hub connection; a page that is closing, or that has none yet, has only
+    HTTP. The id is a random UUID that only its client was told, so knowing it is the permission to
+    give the place up. From a browser, only an allowed origin may (a beacon from the widget's page is).
+    Any body is read (up to the usual limit) and ignored.
+    """
+
+    service: SessionService
+    origin_guarded = True
+    path_argument = "uniqueRequestId"
+
+    async def _leave(self, raw_id: str) -> None:
+        request_id = self.request_id_of_path(raw_id)
+        if request_id is None:
+            return
+        try:
+            if await self.service.leave(request_id, reason="left"):
+                self.send_json(204, None)
+                return
+            # Not removed: tell an id never seen (or forgotten) from one that is past waiting.
+            status = await self.service.status(request_id)
+        except ServiceUnavailable as exc:
+            self.send_message(503, exc.message, headers={"Retry-After": str(exc.retry_after)})
+            return
+        if status is None:
+            self.send_message(404, UNKNOWN_REQUEST_MESSAGE)
+            return
+        # Served, failed or already gone: a conflict with the request's state. The status says which; the
+        # audio URL of a ready one is left out, since a client that leaves has no use for it.
+        public = "queued" if status.status == "dispatching" else status.status
+        self.send_json(409, {"status": public, "message": NOT_WAITING_MESSAGE})
+
+
+class SessionLeaveHandler(_LeaveQueueHandler):
+    """``POST /api/session/leave/{uniqueRequestId}``: the form ``navigator.sendBeacon`` can send (POST
+    only, from a page being closed); any body it carries is ignored."""
+
+    async def post(self, request_id: str) -> None:
+        await self._leave(request_id)
+
+
+class SessionRequestDeleteHandler(_LeaveQueueHandler):
+    """``DELETE /api/session/request/{uniqueRequestId}``: the same for clients that can send DELETE."""
+
+    async def delete(self, request_id: str) -> None:
+        await self._leave(request_id)
+
+
+class SessionEndedHandler(LimitedBodyHandler):
+    """``POST /api/webhook/session-ended``: the platform's end-of-call callback."""
+
+    service: SessionService
+    webhook_token: str
+
+    async def post(self) -> None:
+        if self.body_too_large():
+            return
+        supplied = self.request.headers.get("X-Api-Token", "")
+        # An empty setting refuses everyone, as the original does; compare in constant time.
+        if not self.webhook_token or not hmac.compare_digest(supplied.encode(), self.webhook_token.encode()):
+            self.send_message(401, BAD_TOKEN_MESSAGE)
+            return
+        session_id = _conversation_session_id(self.body)
+        if not session_id:
+            self.send_message(400, MISSING_SESSION_ID_MESSAGE)
+            return
+        if not is_sendable(session_id):  # "\ud800" in JSON: no store or platform call could carry it
+            self.send_message(400, unsendable_message("ConversationSessionId"))
+            return
+        if len(session_id) > MAX_ID_LENGTH:  # longer than any id the store accepts: never seen
+            self.send_message(400, UNKNOWN_SESSION_MESSAGE)
+            return
+        try:
+            result = await self.service.end_session(session_id)
+        except ServiceUnavailable as exc:
+            self.send_message(503, exc.message, headers={"Retry-After": str(exc.retry_after)})
+            return
+        if result is EndResult.UNKNOWN:
+            self.send_message(400, UNKNOWN_SESSION_MESSAGE)
+            return
+        self.send_json(200, None)
+
+
+def _is_json(content_type: str) -> bool:
+    """``application/json``, with or without parameters (``; charset=utf-8``), in any letter case."""
+    return content_type.split(";", 1)[0].strip().lower() == "application/json"
+
+
+def _conversation_session_id(body: bytes) -> str | None:
+    """``ConversationSessionId`` from the webhook body, any casing; None when absent or not a string."""
+    try:
+        data = jsonutil.loads(body) if body else None
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    for key, value in data.items():
+        if isinstance(key, str) and key.lower() == "conversationsessionid" and isinstance(value, str):
+            return value.strip() or None
+    return None
+
+
+class HealthHandler(JsonHandler):
+    """``GET /healthz``: the process is alive and its loop answers."""
+
+    def get(self) -> None:
+        self.send_json(200, {"status": "alive"})
+
+
+class ReadyHandler(JsonHandler):
+    """``GET /readyz``: the store answers; a load balancer should route here only then."""
+
+    store: Any
+
+    async def get(self) -> None:
+        try:
+            await self.store.ping()
+        except Exception as exc:  # any failure to reach the store means "not ready"
+            log.warning("readiness check failed: %s", exc)
+            self.send_json(503, {"status": "unavailable", "message": "The session store is unreachable."},
+                           headers={"Retry-After": "5"})
+            return
+        self.send_json(200, {"status": "ready"})
+
+
+class ForbiddenOriginHandler(JsonHandler):
+    """403 for a request from a browser page on a foreign origin to a route served by another library
+    (the SignalR negotiate): the application routes such requests here instead."""
+
+    def prepare(self) -> None:
+        super().prepare()
+        self.send_message(403, ORIGIN_NOT_ALLOWED_MESSAGE)
+
+
+class NotFoundHandler(JsonHandler):
+    """JSON 404 for every unknown path."""
+
+    def prepare(self) -> None:
+        super().prepare()
+        if self.request.method != "OPTIONS":
+            self.send_message(404, "Not found.")

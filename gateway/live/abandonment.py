@@ -1,0 +1,180 @@
+"""The abandonment decision: which queued requests nobody is waiting for any more.
+
+An entry leaves the queue when no hub connection registered it within ``register_timeout`` seconds of
+its being first seen in the queue, or when all its hub connections have been gone for
+``disconnect_grace`` seconds (longer than the official client's reconnect delays, 0/2/10/30 s, so a
+client that reconnects and registers again keeps its place). The decision is the pure function
+:func:`decide`; :class:`AbandonmentReaper` runs it on a timer against :mod:`gateway.live.presence` and
+frees what a removed entry held through ``SessionService.leave``.
+
+"First seen" is recorded by the reaper's scan when it first notices a new queue member: new members
+have queue scores above a cursor the scan keeps, so noticing them costs O(new members), not O(queue).
+The register timeout is therefore measured from at most one reaper interval after the 202 (two seconds
+by default, well inside a 60 s timeout); the hub cannot record it itself because admission happens
+outside it, in whichever process took the POST. Presence is indexed by first-seen and last-seen time,
+so a round reads only the entries that are due: thousands of live clients cost Redis a few O(log N)
+commands a round (see :mod:`gateway.live.presence`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, TypeVar
+
+from redis.exceptions import RedisError
+
+from gateway.live.outages import StoreOutages, observe
+
+if TYPE_CHECKING:
+    from gateway.live.presence import PresenceStore
+
+log = logging.getLogger("gateway.live.abandonment")
+
+T = TypeVar("T")
+
+
+class Verdict(StrEnum):
+    """Why an entry is abandoned (also the ``reason`` given to ``SessionService.leave``)."""
+
+    UNREGISTERED = "unregistered"
+    DISCONNECTED = "disconnected"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PresenceRecord:
+    """What is known about the hub presence of one queued request.
+
+    :param request_id: the queued request.
+    :param registered_at: time of its first ``Register``, or ``None`` if it never registered.
+    :param last_seen: last time a live hub connection was confirmed for it (or the last one left).
+    :param first_seen: when the reaper first saw it waiting; ``None`` once it registered (no longer needed).
+    """
+
+    request_id: str
+    registered_at: float | None
+    last_seen: float | None
+    first_seen: float | None
+
+
+def verdict_for(record: PresenceRecord, *, now: float, register_timeout: float,
+                disconnect_grace: float) -> Verdict | None:
+    """The verdict for one record, or ``None`` if someone may still be waiting for it."""
+    if record.registered_at is None:
+        if record.first_seen is not None and now - record.first_seen >= register_timeout:
+            return Verdict.UNREGISTERED
+        return None
+    last = record.last_seen if record.last_seen is not None else record.registered_at
+    if now - last >= disconnect_grace:
+        return Verdict.DISCONNECTED
+    return None
+
+
+def decide(records: Iterable[PresenceRecord], *, now: float, register_timeout: float,
+           disconnect_grace: float) -> list[tuple[str, Verdict]]:
+    """Every abandoned request with its verdict, in queue order.
+
+    :param records: presence of the queued requests.
+    :param now: the current time (seconds, same clock as the records).
+    :param register_timeout: seconds allowed between entering the queue and the first ``Register``.
+    :param disconnect_grace: seconds a registered request may have no live hub connection.
+    """
+    out = []
+    for record in records:
+        verdict = verdict_for(record, now=now, register_timeout=register_timeout, disconnect_grace=disconnect_grace)
+        if verdict is not None:
+            out.append((record.request_id, verdict))
+    return out
+
+
+class AbandonmentReaper:
+    """Runs :func:`decide` every ``interval`` seconds in the process holding the reaper lease.
+
+    :param presence: the shared presence store.
+    :param leave: ``SessionService.leave`` (removes the entry, frees what it held, announces the change).
+    :param clock: wall clock in seconds (the presence store's).
+    :param register_timeout: ``Queue.RegisterTimeoutSeconds``.
+    :param disconnect_grace: ``Queue.DisconnectGraceSeconds``.
+    :param interval: seconds between rounds.
+    :param outages: when this process could not reach the store (shared with the hub's heartbeat); that
+        time is added to both deadlines, so nobody is dropped for the store's silence.
+    :param on_recovery: awaited when a round's first answer ends an outage, before anything is judged:
+        the hub touches its local registrations, whose heartbeats could not land meanwhile.
+    """
+
+    def __init__(self, *, presence: PresenceStore, leave: Callable[..., Awaitable[bool]],
+                 clock: Callable[[], float], register_timeout: float, disconnect_grace: float,
+                 interval: float = 2.0, outages: StoreOutages | None = None,
+                 on_recovery: Callable[[], Awaitable[None]] | None = None) -> None:
+        self._outages = outages if outages is not None else StoreOutages()
+        self._on_recovery = on_recovery
+        self._presence = presence
+        self._leave = leave
+        self._clock = clock
+        self._register_timeout = register_timeout
+        self._grace = disconnect_grace
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+
+    def start(self) -> None:
+        self._stopping = asyncio.Event()
+        self._task = asyncio.create_task(self._run(), name="abandonment-reaper")
+
+    async def stop(self) -> None:
+        """Let a round under way finish (cancelling a Redis call mid-flight can stall the client), then stop."""
+        if self._task is not None:
+            self._stopping.set()
+            try:
+                await asyncio.wait_for(self._task, 5)
+            except (asyncio.CancelledError, TimeoutError):
+                pass
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self._interval)
+                return
+            except TimeoutError:
+                pass
+            try:
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except RedisError as exc:
+                log.warning("abandonment reaper paused: store unavailable (%s)", exc)
+            except Exception:
+                log.exception("abandonment reaper round failed")
+
+    async def run_once(self) -> list[tuple[str, Verdict]]:
+        """One round: returns the requests removed and why (empty if another process leads)."""
+        led = await self._observed(self._presence.try_lead(self._interval * 3))
+        if not led:
+            return []
+        # Time the store could not be reached is nobody's absence: each deadline is extended by the
+        # outage time inside it (the scripts re-check with the same extended limits).
+        now = self._clock()
+        timeout = self._register_timeout + self._outages.excused(now, self._register_timeout)
+        grace = self._grace + self._outages.excused(now, self._grace)
+        records = await self._observed(self._presence.scan(register_timeout=timeout, disconnect_grace=grace))
+        candidates = decide(records, now=now, register_timeout=timeout, disconnect_grace=grace)
+        removed = []
+        for request_id, _ in candidates:
+            verdict = await self._observed(
+                self._presence.abandon(request_id, register_timeout=timeout, disconnect_grace=grace))
+            if verdict is None:
+                continue  # a client came back between the snapshot and now
+            if await self._leave(request_id, reason=f"abandoned ({verdict})"):
+                removed.append((request_id, verdict))
+        return removed
+
+    async def _observed(self, call: Awaitable[T]) -> T:
+        result, recovered = await observe(self._outages, self._clock, call)
+        if recovered and self._on_recovery is not None:
+            # The store answers again: the local heartbeats that could not land go first.
+            await self._on_recovery()
+        return result

@@ -1,0 +1,330 @@
+"""Live queue positions: who moved, when to tell them, and how long they will probably wait.
+
+The pure parts are :class:`PositionTracker` (which local clients have a new position),
+:func:`next_round_delay` (coalescing: at most one round per ``min_interval`` seconds, hence at most
+one update per client per second), :func:`estimate_wait_seconds` (from the observed rate at which
+queued requests are served) and :func:`position_message` (the encoded update). :class:`PositionBroadcaster`
+runs them; its I/O is injected as callables.
+
+Multi-process design: each process computes positions only for the hub connections it hosts and sends
+to them directly, without the backplane. One round costs one ZRANGE of the queue, whatever the number
+of processes' clients, and no position is ever computed or sent twice for one client. A round runs
+when this process hears of a change (its own ``QueueChanged`` events) and, while it hosts waiting
+clients, at least every ``poll_interval`` seconds, which picks up changes made by other processes.
+
+Latency design: a round is background work. After one release at the front every waiting client's
+position changes, so a round at 5,000 clients is 5,000 socket writes (a few hundred milliseconds of
+CPU on a loaded machine), while a ``SessionReady`` is a chain of a few dozen short loop turns (webhook,
+Redis scripts, the platform call, the write) through this process, Redis and the platform. So a round
+
+* sends in time slices of about a millisecond, then yields to the event loop;
+* pauses for a slice when the loop turn it yielded to was busy, so such a chain runs ahead;
+* holds while a dispatch is under way (:meth:`PositionBroadcaster.hold`, up to ``hold_seconds``),
+  so the platform call and the Redis writes that follow it find the loop free;
+* is paced: at most one update per ``pace`` seconds on average (up to ``round_budget`` in all), which
+  leaves CPU to the other processes on that chain instead of saturating a core for the whole burst;
+* stops pausing after ``round_budget`` seconds, so every client still hears within about a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+
+from signalr.lifetime import SerializedMessage
+from signalr.protocol import HubProtocol, InvocationMessage
+
+log = logging.getLogger("gateway.live.positions")
+
+#: A round slower than this is logged: clients then learn their positions late.
+SLOW_ROUND_SECONDS = 1.0
+
+#: The client method that carries a new position.
+POSITION_METHOD = "QueuePositionUpdated"
+
+
+def next_round_delay(*, last_round_at: float | None, now: float, min_interval: float) -> float:
+    """Seconds to wait before the next round may run (0 = now)."""
+    if last_round_at is None:
+        return 0.0
+    return max(0.0, last_round_at + min_interval - now)
+
+
+def service_gap(served_times: Sequence[float], *, now: float) -> float | None:
+    """Seconds per served request, or ``None`` while the rate is unknown (see :func:`estimate_wait_seconds`).
+
+    :param served_times: times at which queued requests were served, oldest first.
+    :param now: the current time, same clock.
+    """
+    if len(served_times) < 2:
+        return None
+    span = served_times[-1] - served_times[0]
+    if span <= 0:
+        return None
+    return max(span / (len(served_times) - 1), now - served_times[-1])
+
+
+def wait_for_gap(position: int, gap: float | None) -> int | None:
+    """Expected seconds until ``position`` is served when one request is served every ``gap`` seconds."""
+    if gap is None or position < 1:
+        return None
+    return max(1, math.ceil(position * gap))
+
+
+def estimate_wait_seconds(position: int, served_times: Sequence[float], *, now: float) -> int | None:
+    """Expected seconds until ``position`` is served, or ``None`` while the rate is unknown.
+
+    The mean gap between observed services gives the rate; when nothing has been served for longer
+    than that gap, the time since the last service is used instead, so a stalled queue's estimate
+    grows rather than promising a rate it no longer has.
+
+    :param position: 1-based queue position.
+    :param served_times: times at which queued requests were served, oldest first.
+    :param now: the current time, same clock.
+    """
+    return wait_for_gap(position, service_gap(served_times, now=now))
+
+
+class PositionTracker:
+    """Remembers the last position each local request was told, so only changes are sent."""
+
+    def __init__(self) -> None:
+        self._told: dict[str, int] = {}
+
+    def told(self, request_id: str, position: int) -> None:
+        """The client learnt ``position`` another way (the Register result)."""
+        self._told[request_id] = position
+
+    def forget(self, request_id: str) -> None:
+        self._told.pop(request_id, None)
+
+    def changes(self, queue_ids: Sequence[str], local_ids: Iterable[str]) -> list[tuple[str, int]]:
+        """``(request id, new position)`` for every local request whose position differs from what it was
+        last told. Local requests no longer in the queue are forgotten (they get SessionReady/Failed)."""
+        index = {rid: i for i, rid in enumerate(queue_ids, 1)}
+        told = self._told
+        out = []
+        for rid in local_ids:
+            position = index.get(rid)
+            if position is None:
+                told.pop(rid, None)
+                continue
+            if told.get(rid) != position:
+                told[rid] = position
+                out.append((rid, position))
+        return out
+
+
+def update_payload(position: int, served_times: Sequence[float], now: float) -> dict[str, int | None]:
+    """The ``QueuePositionUpdated`` argument."""
+    return {"queuePosition": position, "estimatedWaitSeconds": estimate_wait_seconds(position, served_times, now=now)}
+
+
+# What the JSON hub protocol writes for this invocation (a test holds the two byte for byte). One
+# bytes-format per update instead of a dict, an envelope and a JSON encoder: a round makes thousands.
+_JSON_FRAME = b'{"type":1,"target":"' + POSITION_METHOD.encode() + \
+    b'","arguments":[{"queuePosition":%d,"estimatedWaitSeconds":%b}]}\x1e'
+
+
+class PositionMessage(SerializedMessage):
+    """A ``QueuePositionUpdated`` invocation whose JSON encoding is formatted directly.
+
+    Other protocols (MessagePack) encode the same invocation the ordinary way, once per protocol.
+
+    :param position: 1-based queue position.
+    :param estimated_wait_seconds: the estimate, or ``None`` while unknown.
+    """
+
+    __slots__ = ("_json",)
+
+    def __init__(self, position: int, estimated_wait_seconds: int | None) -> None:
+        super().__init__(InvocationMessage(target=POSITION_METHOD, arguments=(
+            {"queuePosition": position, "estimatedWaitSeconds": estimated_wait_seconds},)))
+        wait = b"null" if estimated_wait_seconds is None else b"%d" % estimated_wait_seconds
+        self._json = _JSON_FRAME % (position, wait)
+
+    def bytes_for(self, protocol: HubProtocol) -> bytes:
+        if protocol.name == "json":
+            return self._json
+        return super().bytes_for(protocol)
+
+
+def position_message(position: int, estimated_wait_seconds: int | None) -> SerializedMessage:
+    """The encoded ``QueuePositionUpdated`` for one request, shared by all its connections."""
+    return PositionMessage(position, estimated_wait_seconds)
+
+
+class PositionBroadcaster:
+    """Runs coalesced position rounds for the waiting clients of this process.
+
+    :param queue_ids: reads the queue, front first (``AdmissionStore.queue_ids``).
+    :param served_times: reads the service log (``PresenceStore.served_times``).
+    :param local_requests: the request ids registered by connections of this process.
+    :param send: delivers one update ``(request id, position, estimated wait or None)`` to the local
+        connections of a request; must not block.
+    :param clock: wall clock for the estimate; :param monotonic: for coalescing and time slices.
+    :param min_interval: least seconds between two rounds.
+    :param poll_interval: most seconds between rounds while there are local waiting clients.
+    :param slice_seconds: most seconds of sending between two yields to the event loop.
+    :param pace: least average seconds per update (a round of ``n`` updates lasts at least
+        ``min(n * pace, round_budget)`` seconds); 0 sends as fast as the CPU allows.
+    :param round_budget: seconds after which a round stops pausing for other work.
+    :param hold_seconds: longest pause for one :meth:`hold`.
+    """
+
+    def __init__(self, *, queue_ids: Callable[[], Awaitable[list[str]]],
+                 served_times: Callable[[], Awaitable[list[float]]],
+                 local_requests: Callable[[], Iterable[str]],
+                 send: Callable[[str, int, int | None], None],
+                 clock: Callable[[], float], monotonic: Callable[[], float],
+                 min_interval: float = 1.0, poll_interval: float = 1.0,
+                 slice_seconds: float = 0.0005, pace: float = 0.0001, round_budget: float = 0.5,
+                 hold_seconds: float = 0.1) -> None:
+        self.tracker = PositionTracker()
+        self._queue_ids = queue_ids
+        self._served_times = served_times
+        self._local_requests = local_requests
+        self._send = send
+        self._clock = clock
+        self._monotonic = monotonic
+        self._min_interval = min_interval
+        self._poll_interval = poll_interval
+        self._slice = slice_seconds
+        self._pace = pace
+        self._round_budget = round_budget
+        self._hold_seconds = hold_seconds
+        self._held_until = 0.0
+        self._wake = asyncio.Event()
+        self._last_round: float | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        # Requests whose outcome was delivered since the current round started.
+        self._retired: set[str] = set()
+        # How far the last round's sends fell behind its schedule (a CPU-starved round).
+        self._behind = 0.0
+        self.rounds = 0
+
+    def start(self) -> None:
+        self._stopping = False
+        self._task = asyncio.create_task(self._run(), name="queue-positions")
+
+    async def stop(self) -> None:
+        """Let a round under way finish (cancelling a Redis call mid-flight can stall the client), then stop."""
+        if self._task is not None:
+            self._stopping = True
+            self._wake.set()
+            try:
+                await asyncio.wait_for(self._task, 5)
+            except (asyncio.CancelledError, TimeoutError):
+                pass
+            self._task = None
+
+    def changed(self) -> None:
+        """The queue changed: run a round as soon as coalescing allows."""
+        self._wake.set()
+
+    def hold(self) -> None:
+        """A dispatch started (its outcome is on the way): a round under way pauses until :meth:`unhold`
+        or for ``hold_seconds``, whichever comes first."""
+        self._held_until = self._monotonic() + self._hold_seconds
+
+    def unhold(self) -> None:
+        """The outcome went out: a paused round may go on."""
+        self._held_until = 0.0
+
+    def retire(self, request_id: str) -> None:
+        """``request_id`` was told its outcome: a round under way, whose snapshot of the queue may
+        predate that, must not send it a position after its ``SessionReady``/``SessionFailed``."""
+        self.tracker.forget(request_id)
+        self._retired.add(request_id)
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
+            except TimeoutError:
+                if not any(True for _ in self._local_requests()):
+                    continue
+            delay = next_round_delay(last_round_at=self._last_round, now=self._monotonic(),
+                                     min_interval=self._min_interval)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self._wake.clear()
+            if self._stopping:
+                return
+            round_at = self._monotonic()
+            try:
+                if await self.run_once():
+                    # Only a round that told someone something counts for coalescing: a quiet poll
+                    # must not hold back the next real change. Client i is due at the same offset in
+                    # every round, so starting the next round as much later as this one ran behind
+                    # keeps each client's updates at least ``min_interval`` apart.
+                    self._last_round = round_at + self._behind
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a Redis outage: the next round catches up
+                log.warning("position round failed: %s", exc)
+
+    async def run_once(self) -> int:
+        """One round; returns how many clients were sent a new position."""
+        self._retired.clear()
+        local = list(self._local_requests())
+        if not local:
+            return 0
+        started = self._monotonic()
+        queue = await self._queue_ids()
+        changes = self.tracker.changes(queue, local)
+        if not changes:
+            return 0
+        served = await self._served_times()
+        gap = service_gap(served, now=self._clock())
+        sent = await self._deliver(changes, gap, started)
+        self.rounds += 1
+        elapsed = self._monotonic() - started
+        if elapsed > SLOW_ROUND_SECONDS:
+            log.warning("position round took %.0f ms for %d update(s) (queue of %d)", 1000 * elapsed,
+                        sent, len(queue))
+        return sent
+
+    async def _deliver(self, changes: list[tuple[str, int]], gap: float | None, started: float) -> int:
+        monotonic, send, retired = self._monotonic, self._send, self._retired
+        slice_end = monotonic() + self._slice
+        # The schedule: update i is due no earlier than ``started + i * step``.
+        step = min(self._pace, self._round_budget / len(changes))
+        sent = 0
+        behind = 0.0
+        for i, (rid, position) in enumerate(changes, 1):
+            if rid in retired:
+                continue
+            sent += 1
+            try:
+                send(rid, position, wait_for_gap(position, gap))
+            except Exception:  # one client's failure never stops the others' updates
+                log.exception("position update for %s failed", rid)
+            now = monotonic()
+            behind = max(behind, now - started - i * step)
+            if now >= slice_end:
+                await self._give_way(started, started + i * step)
+                slice_end = monotonic() + self._slice
+        self._behind = behind
+        return sent
+
+    async def _give_way(self, started: float, due: float) -> None:
+        before = self._monotonic()
+        await asyncio.sleep(0)
+        now = self._monotonic()
+        if now - started >= self._round_budget:
+            return
+        pause = due - now  # ahead of the schedule
+        # A loop turn that took a good part of a slice ran other work (an HTTP request, a Redis reply
+        # on the way to a SessionReady): pause, so that work's next steps do not each wait a slice.
+        if now - before > self._slice / 2:
+            pause = max(pause, self._slice)
+        if pause > 0:
+            await asyncio.sleep(pause)
+            now = self._monotonic()
+        while now < self._held_until and now - started < self._round_budget:
+            await asyncio.sleep(min(self._held_until - now, self._slice))
+            now = self._monotonic()

@@ -1,0 +1,1 @@
+"""Logging: the request id every line carries, and the throttle that keeps repeated warnings readable."""

@@ -1,0 +1,406 @@
+"""Serves the queue: whenever capacity frees, claim the oldest eligible entries and get them sessions.
+
+Capacity frees when a session-ended webhook arrives, when a lease is reclaimed, or when the cap grows.
+Anything that frees capacity calls :meth:`QueueDispatcher.kick`; a timer also wakes the loop every
+``interval`` seconds so that expired leases are reclaimed (and entries of a dead process retried) even
+without traffic. Claims are atomic in Redis, so any number of gateway processes can run a dispatcher
+against one store without serving an entry twice; each claim carries a token made here, so a claim
+whose reply is lost is settled (its entries served) as soon as the store answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+from typing import TypeVar
+
+from redis.exceptions import RedisError
+
+from gateway.admission.store import AdmissionStore, ClaimedEntry, Renewal, StoreReset, UnitBinding, new_claim_token
+from gateway.queue.capacity import CapacityPolicy
+from gateway.queue.events import EventHub, QueueChanged, SessionFailed, SessionReady
+from gateway.model.request import SessionRequest
+from gateway.platform.client import FailureKind, InitiatedSession, PlatformClient, PlatformError
+from gateway.queue.protection import ClientProtection, ProtectionUnavailable, Subject, subject_of
+from gateway.config.settings import Settings
+
+log = logging.getLogger("gateway.queue.dispatcher")
+
+#: What a queued client is told when its session could not be created (the original's exact text).
+SESSION_FAILED_MESSAGE = "An error occurred while creating your session. Please try again."
+
+T = TypeVar("T")
+#: Lost claims remembered for settling at once (each settles in one store call when Redis answers).
+MAX_UNSETTLED = 64
+
+
+#: Pause before the second call for an entry whose first failed harmlessly; it doubles for each next one.
+RETRY_FIRST_DELAY = 0.5
+RETRY_MAX_DELAY = 5.0
+
+
+def next_backoff(current: float, *, first: float = 1.0, ceiling: float = 30.0) -> float:
+    """The pause after another platform concurrency refusal: doubling, capped."""
+    return first if current <= 0 else min(ceiling, current * 2)
+
+
+def retry_delay(failed_calls: int) -> float:
+    """The pause after ``failed_calls`` platform calls for one entry failed without creating a session."""
+    return min(RETRY_MAX_DELAY, RETRY_FIRST_DELAY * 2 ** (failed_calls - 1))
+
+
+class _Ending(StrEnum):
+    """How a dispatch without a session ends."""
+
+    FAIL = "fail"  # the client gets SessionFailed, the slot and the limits go back
+    STOP = "stop"  # someone else accounts for the entry now (requeued, left, held by another dispatcher)
+
+
+_WHY_NOT_AGAIN = {
+    FailureKind.AMBIGUOUS: "; not repeated, the platform may have created a session",
+    FailureKind.PERMANENT: "; a retry cannot succeed",
+}
+
+
+def _subject(entry: ClaimedEntry) -> Subject | None:
+    """The entry's rate-limit subject, or None when its data is damaged (then nothing can be given back)."""
+    try:
+        return subject_of(entry.data)
+    except (KeyError, TypeError, AttributeError):
+        return None
+
+
+class QueueDispatcher:
+    """Claims queued entries into slots and asks the platform for their sessions."""
+
+    def __init__(
+        self,
+        *,
+        store: AdmissionStore,
+        platform: PlatformClient,
+        settings: Settings,
+        capacity: CapacityPolicy,
+        events: EventHub,
+        interval: float = 1.0,
+        batch: int = 32,
+        monotonic: Callable[[], float] = time.monotonic,
+        protection: ClientProtection | None = None,
+        on_store_reset: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self._protection = protection
+        self._store = store
+        self._platform = platform
+        self._settings = settings
+        self._capacity = capacity
+        self._events = events
+        self._interval = interval
+        self._batch = batch
+        self._monotonic = monotonic
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._on_store_reset = on_store_reset
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._backoff = 0.0
+        self._paused_until = 0.0
+        #: Tokens of claims (this dispatcher's, or admissions') whose replies were lost, with the most
+        #: entries each may hold; settled before the next claim. Bounded: beyond it, leases expire instead.
+        self._unsettled: dict[str, int] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._run(), name="queue-dispatcher")
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Stop claiming; let dispatches already under way finish (their sessions exist or will)."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            try:
+                await self._loop_task
+            except asyncio.CancelledError:
+                pass
+        if self._inflight:
+            await asyncio.wait(self._inflight, timeout=timeout)
+
+    def kick(self) -> None:
+        """Capacity may have freed: claim now rather than at the next tick."""
+        self._wake.set()
+
+    async def wait_idle(self) -> None:
+        """Wait until no dispatch is under way (for tests and orderly shutdowns)."""
+        while self._inflight:
+            await asyncio.wait(set(self._inflight))
+
+    def dispatch_claimed(self, entries: tuple[ClaimedEntry, ...] | list[ClaimedEntry]) -> None:
+        """Serve entries that another call (an admission) already claimed."""
+        for entry in entries:
+            task = asyncio.create_task(self._dispatch(entry), name=f"dispatch-{entry.request_id}")
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+    # -- the loop ----------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self._interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self._claim_round()
+            except asyncio.CancelledError:
+                raise
+            except RedisError as exc:
+                log.warning("queue dispatch paused: store unavailable (%s)", exc)
+            except Exception:
+                log.exception("queue dispatch round failed")
+
+    def settle_later(self, token: str, *, limit: int) -> None:
+        """A call that claims under ``token`` (an admission) lost its reply: settle it at the next round,
+        serving what it claimed and giving back what it took for its own request (see ``claim.lua``)."""
+        if len(self._unsettled) >= MAX_UNSETTLED:
+            log.warning("not settling claim %s: %d lost claims already wait for the store; its leases expire "
+                        "instead", token, len(self._unsettled))
+            return
+        self._unsettled[token] = limit
+        self._wake.set()
+
+    async def _claim_round(self) -> None:
+        for token, limit in list(self._unsettled.items()):
+            await self._settle(token, limit)
+        if self._monotonic() < self._paused_until:
+            # Backing off after the platform said it is full: still reclaim expired leases.
+            await self._store.reap()
+            return
+        token = new_claim_token()
+        try:
+            entries = await self._store.claim(
+                caps=self._capacity.caps(),
+                pending_lease_seconds=self._settings.concurrency.pending_lease_seconds,
+                limit=self._batch,
+                token=token,
+            )
+        except StoreReset:
+            # Refused before doing anything: nothing to settle. Once the reset is handled (the capacity
+            # takes the platform's usage as it now stands), the next round claims under the new epoch.
+            if self._on_store_reset is not None:
+                await self._on_store_reset()
+            self._wake.set()
+            return
+        except Exception:
+            # Redis may have run the claim and only its reply be lost (a stall past the command timeout):
+            # the entries it took would wait for their leases to expire twice. The next round settles the
+            # token first, and serves them as soon as the store answers.
+            self._unsettled[token] = self._batch
+            raise
+        self._serve_claimed(entries)
+
+    async def _settle(self, token: str, limit: int) -> None:
+        """Serve what an earlier claim with ``token`` took, its reply having been lost (see ``claim.lua``)."""
+        entries = await self._store.settle_claim(
+            token, pending_lease_seconds=self._settings.concurrency.pending_lease_seconds, limit=limit)
+        del self._unsettled[token]
+        if entries:
+            log.warning("serving %d queued request(s) claimed by a call whose reply was lost: %s",
+                        len(entries), ", ".join(entry.request_id for entry in entries))
+        self._serve_claimed(entries)
+
+    def _serve_claimed(self, entries: list[ClaimedEntry]) -> None:
+        if entries:
+            self.dispatch_claimed(entries)
+            self._events.publish(QueueChanged(reason="dispatched"))
+            if len(entries) == self._batch:
+                self._wake.set()  # more may be eligible; go round again at once
+
+    # -- one dispatch ------------------------------------------------------------------------------
+    #
+    # How a failed platform call ends (PlatformError.kind):
+    # * PLATFORM_FULL: the entry goes back to the front of the queue and claims pause (a back-off).
+    # * RETRYABLE (certainly no session: nothing sent, or a 5xx): called again after a back-off, up to
+    #   Concurrency.MaxDispatchAttempts calls in all. The slot stays held meanwhile, its pending lease
+    #   renewed before each call, so the lease covers every call and the entry keeps its turn; it holds
+    #   the slot no longer than its calls and pauses take (a few seconds while the platform answers).
+    #   A client that left meanwhile is not called for: the renewal finds its entry gone.
+    # * AMBIGUOUS (sent, no usable answer: the platform may have created a session) and PERMANENT (4xx,
+    #   a refusal, a request we cannot send): the entry fails at once. Not retrying an ambiguous call is
+    #   what keeps any client from getting two platform sessions.
+    # Any other exception before a session exists is our own failure (a damaged entry, a bug), which
+    # would recur each time the entry reached the front: the entry fails at once too.
+
+    async def _dispatch(self, entry: ClaimedEntry) -> None:
+        try:
+            result = await self._call_platform(entry)
+        except RedisError as exc:
+            # Only the store calls between platform calls raise this, and no session exists: the lease
+            # expires and the reaper puts the entry back at the front, to be tried again.
+            log.warning("dispatch of request %s stopped, store unavailable (%s); it is retried after its lease "
+                        "expires", entry.request_id, exc)
+            return
+        except Exception:
+            log.exception("dispatch of queued request %s failed in the gateway; it fails now rather than take "
+                          "a slot again each time it reaches the front", entry.request_id)
+            result = _Ending.FAIL
+        if result is _Ending.FAIL:
+            await self._fail_or_leave_to_lease(entry)
+        elif result is not _Ending.STOP:
+            await self._record(entry, result)
+
+    async def _call_platform(self, entry: ClaimedEntry) -> InitiatedSession | _Ending:
+        campaign = self._settings.platform.campaigns.get(entry.campaign)
+        if campaign is None:
+            log.error("queued request %s names campaign %r, which is no longer configured", entry.request_id, entry.campaign)
+            return _Ending.FAIL
+        request = SessionRequest.from_dict(entry.data["request"])
+        attempts = self._settings.concurrency.max_dispatch_attempts
+        attempt = 1
+        while True:
+            try:
+                return await self._platform.initiate(campaign, request, entry.data["ip"])
+            except PlatformError as exc:
+                kind = exc.kind
+                if kind is FailureKind.PLATFORM_FULL:
+                    await self._requeue(entry)
+                    return _Ending.STOP
+                if kind is not FailureKind.RETRYABLE or attempt >= attempts:
+                    log.warning("platform call for queued request %s failed (%s, call %d of at most %d%s): %s",
+                                entry.request_id, kind, attempt, attempts, _WHY_NOT_AGAIN.get(kind, ""), exc)
+                    return _Ending.FAIL
+                delay = retry_delay(attempt)
+                log.info("platform call for queued request %s failed (%s, call %d of at most %d); again in %.1f s",
+                         entry.request_id, exc, attempt, attempts, delay)
+            await asyncio.sleep(delay)
+            if not await self._still_ours(entry):
+                return _Ending.STOP
+            attempt += 1
+
+    async def _still_ours(self, entry: ClaimedEntry) -> bool:
+        """Renew the entry's pending lease for the next call; False when the entry is no longer ours."""
+        renewal = await self._retry_store(lambda: self._store.extend_lease(
+            entry, pending_lease_seconds=self._settings.concurrency.pending_lease_seconds))
+        if renewal is Renewal.RENEWED:
+            return True
+        if renewal is Renewal.LEFT:
+            # The client left between two calls: no session came of it, so its unit (kept for the session
+            # it might have got) goes back now, and the freed slot serves the next client.
+            log.info("request %s left while its session was being retried; not calling the platform again",
+                     entry.request_id)
+            await self._give_back_unit(entry)
+            await self._announce_departure(entry)
+            self.kick()
+        else:
+            log.warning("request %s lost its lease between two platform calls; its next holder serves it",
+                        entry.request_id)
+        return False
+
+    async def _requeue(self, entry: ClaimedEntry) -> None:
+        position = await self._retry_store(lambda: self._store.requeue_front(entry))
+        if position < 0:
+            # The client left while this dispatch was under way and no session came of it: its concurrency
+            # unit, kept for the session it might have got, goes back now.
+            await self._give_back_unit(entry)
+            await self._announce_departure(entry)
+        self._backoff = next_backoff(self._backoff)
+        self._paused_until = self._monotonic() + self._backoff
+        log.info("platform at its concurrency limit; request %s back at position %s, pausing %.0f s",
+                 entry.request_id, position, self._backoff)
+        self._events.publish(QueueChanged(reason="requeued"))
+
+    async def _announce_departure(self, entry: ClaimedEntry) -> None:
+        """A request that left while being dispatched ended without a session: its other open connections
+        (another window) hear why, in the words its departure recorded."""
+        try:
+            status = await self._store.status(entry.request_id)
+        except RedisError as exc:
+            log.warning("could not read why request %s left: %s", entry.request_id, exc)
+            return
+        if status is not None and status.status == "failed" and status.message:
+            self._events.publish(SessionFailed(request_id=entry.request_id, message=status.message))
+
+    async def _give_back_unit(self, entry: ClaimedEntry) -> None:
+        subject = _subject(entry)
+        if self._protection is None or subject is None:
+            return
+        try:
+            await self._protection.left(entry.request_id, subject)
+        except ProtectionUnavailable as exc:
+            log.warning("could not give back the rate-limit unit of %s now: %s", entry.request_id, exc)
+
+    async def _record(self, entry: ClaimedEntry, session: InitiatedSession) -> None:
+        """The platform session exists: record it and tell the client."""
+        self._backoff = 0.0
+        # The unit's arguments carry the time: built for each attempt, so a retried activation still
+        # makes the unit expire with the session lease.
+        session_lease = self._settings.concurrency.session_lease_seconds
+        try:
+            await self._retry_store(lambda: self._store.activate(
+                lease_id=entry.lease_id,
+                conversation_session_id=session.conversation_session_id,
+                request_id=entry.request_id,
+                session_lease_seconds=session_lease,
+                units=self._activation_units(entry, session.conversation_session_id),
+            ), patience=session_lease)
+            await self._retry_store(lambda: self._store.set_outcome(
+                entry.request_id, status="ready", web_socket_url=session.web_socket_url,
+                ttl_seconds=self._settings.queue.ready_ttl_seconds,
+            ), patience=session_lease)
+        except Exception:
+            # The store stayed down for longer than the session lease (the recording is retried that
+            # long): the reaper puts the entry back and the client gets a second session later. Logged.
+            log.exception("could not record session %s of queued request %s; the request will be served again",
+                          session.conversation_session_id, entry.request_id)
+            return
+        log.info("queued request %s is ready (conversation %s)", entry.request_id, session.conversation_session_id)
+        self._events.publish(SessionReady(request_id=entry.request_id, web_socket_url=session.web_socket_url))
+
+    def _activation_units(self, entry: ClaimedEntry, conversation_session_id: str) -> UnitBinding | None:
+        if self._protection is None:
+            return None
+        return self._protection.activation_units(entry.request_id, subject_of(entry.data), conversation_session_id)
+
+    async def _fail_or_leave_to_lease(self, entry: ClaimedEntry) -> None:
+        try:
+            await self._fail(entry)
+        except RedisError as exc:
+            log.warning("could not record the failure of request %s (store unavailable: %s); it is tried again "
+                        "after its lease expires", entry.request_id, exc)
+
+    async def _fail(self, entry: ClaimedEntry) -> None:
+        await self._retry_store(lambda: self._store.release_lease(entry.lease_id))
+        await self._retry_store(lambda: self._store.set_outcome(
+            entry.request_id, status="failed", message=SESSION_FAILED_MESSAGE,
+            ttl_seconds=self._settings.queue.ready_ttl_seconds,
+        ))
+        subject = _subject(entry)
+        if self._protection is not None and subject is not None:
+            try:
+                # The client never got a session: it may try again without this request counting.
+                await self._protection.refund(entry.request_id, subject)
+            except ProtectionUnavailable as exc:
+                log.warning("could not refund the rate limits of %s: %s", entry.request_id, exc)
+        self._events.publish(SessionFailed(request_id=entry.request_id, message=SESSION_FAILED_MESSAGE))
+        self.kick()  # the slot is free again
+
+    async def _retry_store(self, op: Callable[[], Awaitable[T]], *, patience: float | None = None) -> T:
+        """Run a store write, retrying through an outage.
+
+        These writes record facts that already happened at the platform (a session exists, a call
+        failed); giving up at the first connection error would leak a slot or strand a client. We retry
+        for about as long as the pending lease lives (after which the reaper takes over), or for
+        ``patience`` seconds: a session that exists is worth recording for as long as its lease, and the
+        reaper holds the entry for one more lease duration once the store answers again, so the
+        recording lands before anyone dispatches the entry a second time.
+        """
+        deadline = self._monotonic() + (patience or self._settings.concurrency.pending_lease_seconds)
+        delay = 0.1
+        while True:
+            try:
+                return await op()
+            except RedisError:
+                if self._monotonic() + delay > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)

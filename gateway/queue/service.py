@@ -1,0 +1,445 @@
+"""The session-request use case, free of HTTP: admit now, queue, or refuse.
+
+Handlers translate the results and errors here into status codes; this module never sees a request
+object. The order of checks follows the original middleware (campaign, region, client IP, IP security,
+rate limits, concurrency), with the defects it lists fixed: one atomic decision in Redis, no leaked slot
+on any failure path, and the platform's own concurrency refusal sending the client to the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from gateway.admission.store import (
+    AdmissionStore,
+    AdmitResult,
+    ClaimedEntry,
+    EndResult,
+    Outcome,
+    Removed,
+    RequestStatus,
+    StoreReset,
+    new_claim_token,
+)
+from gateway.queue.capacity import CapacityPolicy
+from gateway.queue.dispatcher import QueueDispatcher
+from gateway.model.departures import Departure, departure_message
+from gateway.queue.events import EventHub, QueueChanged, SessionFailed
+from gateway.model.request import SessionRequest
+from gateway.platform.client import PlatformClient, PlatformError
+from gateway.queue.protection import ClientProtection, ProtectionUnavailable, Refusal, Subject, subject_of
+from gateway.config.settings import Settings
+from ratelimit import UnitCall
+
+log = logging.getLogger("gateway.queue.service")
+
+#: The original's message for a failed direct initiate (it answered 500; we answer 502, a gateway error).
+INITIATE_FAILED_MESSAGE = "An error occurred while trying to initiate the session."
+
+
+class ServiceUnavailable(Exception):
+    """The store (Redis) cannot be reached; the client should retry after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+class _QueuingReplyLost(ServiceUnavailable):
+    """A store call that may have queued the request failed, so nobody knows whether it did.
+
+    :param lease_id: the pending lease the call would have turned into a queue entry, if any.
+    """
+
+    def __init__(self, message: str, *, retry_after: int, lease_id: str | None = None) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.lease_id = lease_id
+
+
+class QueueFull(ServiceUnavailable):
+    """``Queue.MaxLength`` entries are already waiting."""
+
+
+class Refused(Exception):
+    """IP security (403) or a rate limit (429) refused the request; nothing was consumed."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.message)
+        self.status = refusal.status
+        self.message = refusal.message
+        self.headers = refusal.headers
+
+
+class PlatformUnavailable(Exception):
+    """The platform refused or failed for a reason other than its concurrency limit."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Admitted:
+    web_socket_url: str
+    conversation_session_id: str
+    headers: dict[str, str] = field(default_factory=dict)  # RateLimit headers
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Queued:
+    request_id: str
+    position: int
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+STORE_DOWN_MESSAGE = "The session service is temporarily unavailable. Please try again shortly."
+#: Published for every request that joins the queue (events are immutable, so one instance serves all).
+_JOINED = QueueChanged(reason="joined")
+_WITHDRAWN = QueueChanged(reason="withdrawn")
+#: Take-backs allowed to wait for a hung store at once (each may hold a pool connection for two timeouts).
+MAX_BACKGROUND_TAKE_BACKS = 32
+
+
+def new_request_id() -> str:
+    """A random (version 4) UUID in its canonical text form.
+
+    What ``str(uuid.uuid4())`` returns, for a third of its cost: ``uuid.UUID`` validates and converts
+    its input several times, and a request id is made for every session request.
+    """
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+QUEUE_FULL_MESSAGE = "The waiting queue is full. Please try again later."
+
+
+class SessionService:
+    """Admission, status and release of voice sessions."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: AdmissionStore,
+        platform: PlatformClient,
+        capacity: CapacityPolicy,
+        dispatcher: QueueDispatcher,
+        events: EventHub,
+        protection: ClientProtection,
+        on_store_reset: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self._on_store_reset = on_store_reset
+        self._protection = protection
+        self._settings = settings
+        self._store = store
+        self._platform = platform
+        self._capacity = capacity
+        self._dispatcher = dispatcher
+        self._events = events
+        self._take_backs: set[asyncio.Task[None]] = set()
+
+    async def request_session(self, request: SessionRequest, *, client_ip: str) -> Admitted | Queued:
+        """Admit ``request`` now (platform session created) or queue it.
+
+        :raises ServiceUnavailable: the store is down (503).
+        :raises QueueFull: the queue is at ``Queue.MaxLength`` (503).
+        :raises PlatformUnavailable: the platform failed (502); the slot was given back.
+        :raises Refused: IP security (403) or a rate limit (429) said no.
+        """
+        refusal = self._protection.check_ip(client_ip)
+        if refusal is not None:
+            raise Refused(refusal)
+        request_id = new_request_id()
+        subject = Subject(client_identifier=request.client_identifier, ip=client_ip)
+        limits = self._protection.limit_call(request_id, subject)
+        try:
+            return await self._admit(request, request_id, subject, client_ip, limits)
+        except (Refused, QueueFull):
+            raise  # the admission call consumed nothing
+        except BaseException as exc:
+            # The request never happened (platform failure, store lost after the decision, shutdown): the
+            # client may try again without it counting. Giving back a unit that was never added is harmless.
+            if isinstance(exc, _QueuingReplyLost):
+                # The call may have queued the request: an entry that would wait, and be served, for a
+                # client told it failed. After a timeout this runs behind the answer, which would otherwise
+                # wait for another timeout or two.
+                take_back = self._take_back(request_id, subject if limits is not None else None, exc.lease_id)
+                if isinstance(exc.__cause__, RedisTimeoutError):
+                    self._in_background(take_back, request_id)
+                else:
+                    await take_back
+            elif limits is not None:
+                await self._refund_quietly(request_id, subject)
+            raise
+
+    async def _admit(self, request: SessionRequest, request_id: str, subject: Subject, client_ip: str,
+                     limits: UnitCall | None) -> Admitted | Queued:
+        campaign = self._settings.platform.campaigns[request.campaign_id]
+        data = {"request": request.to_dict(), "ip": client_ip}
+        token = new_claim_token()
+        try:
+            try:
+                result = await self._admit_call(request, request_id, data, limits, token)
+            except StoreReset:
+                # The store was reset since this process last looked, and the call did nothing. Catch up
+                # (the cap stops counting the sessions the store forgot as free), then decide once more.
+                if self._on_store_reset is None:
+                    raise
+                await self._on_store_reset()
+                token = new_claim_token()
+                result = await self._admit_call(request, request_id, data, limits, token)
+        except StoreReset as exc:
+            log.warning("admission refused twice for a changed store epoch: %s", exc)
+            raise ServiceUnavailable(STORE_DOWN_MESSAGE, retry_after=5) from exc
+        except RedisError as exc:
+            log.warning("admission failed, store unavailable: %s", exc)
+            # The call may have run, its reply lost: the queued entries it claimed would wait for their
+            # leases to expire twice, and a slot it took for this request would stay held. The dispatcher
+            # settles the call's token as soon as the store answers (and fences it, should it run later).
+            self._dispatcher.settle_later(token, limit=self._store.scan_limit)
+            raise _QueuingReplyLost(STORE_DOWN_MESSAGE, retry_after=5) from exc
+        if result.claimed:
+            # Older queued entries that were eligible go first; this call claimed them for us.
+            self._dispatcher.dispatch_claimed(result.claimed)
+        limit_headers: dict[str, str] = {}
+        if limits is not None:
+            try:
+                refusal, limit_headers = self._protection.verdict(
+                    limited=result.outcome is Outcome.LIMITED, values=result.limit_values, subject=subject)
+            except ProtectionUnavailable as exc:
+                log.error("unreadable rate-limit report for %s: %s", request_id, exc)
+                if result.outcome is Outcome.LIMITED:
+                    raise ServiceUnavailable(STORE_DOWN_MESSAGE, retry_after=5) from exc
+                # The decision stands (the request is queued or holds a slot, and its limits were
+                # consumed): answer it, only without the RateLimit headers.
+                refusal = None
+            if refusal is not None:
+                raise Refused(refusal)
+        if result.outcome is Outcome.FULL:
+            raise QueueFull(QUEUE_FULL_MESSAGE, retry_after=30)
+        if result.outcome is Outcome.QUEUED:
+            assert result.position is not None
+            self._events.publish(_JOINED)
+            return Queued(request_id=request_id, position=result.position, headers=limit_headers)
+
+        assert result.lease_id is not None
+        try:
+            session = await self._platform.initiate(campaign, request, client_ip)
+        except PlatformError as exc:
+            if exc.is_concurrency_limit:
+                # The platform is fuller than we knew (other traffic on the account): wait in line.
+                entry = ClaimedEntry(request_id=request_id, campaign=request.campaign_id,
+                                     lease_id=result.lease_id, data=data)
+                try:
+                    position = await self._store.requeue_front(entry)
+                except RedisError as store_exc:
+                    raise _QueuingReplyLost(STORE_DOWN_MESSAGE, retry_after=5,
+                                            lease_id=result.lease_id) from store_exc
+                if position <= 0:
+                    # Not queued after all (the store found it already settled): nothing to wait for.
+                    log.warning("platform full and request %s could not be queued", request_id)
+                    raise PlatformUnavailable(INITIATE_FAILED_MESSAGE) from exc
+                log.info("platform at its concurrency limit; request %s queued at %d", request_id, position)
+                self._events.publish(_JOINED)
+                return Queued(request_id=request_id, position=position, headers=limit_headers)
+            log.warning("platform refused request %s: %s", request_id, exc)
+            await self._release_quietly(result.lease_id)
+            raise PlatformUnavailable(INITIATE_FAILED_MESSAGE) from exc
+        except BaseException:
+            await self._release_quietly(result.lease_id)
+            raise
+        try:
+            await self._store.activate(
+                lease_id=result.lease_id,
+                conversation_session_id=session.conversation_session_id,
+                request_id=None,
+                session_lease_seconds=self._settings.concurrency.session_lease_seconds,
+                units=self._protection.activation_units(request_id, subject, session.conversation_session_id),
+            )
+        except RedisError as exc:
+            # The platform session exists, so the client gets it. The pending lease expires by itself,
+            # and so does the rate-limit unit (after its queued hold); until then the gateway
+            # undercounts the slot by one, which the log makes visible.
+            log.error("could not record session %s (store unavailable: %s); serving it anyway",
+                      session.conversation_session_id, exc)
+        return Admitted(web_socket_url=session.web_socket_url,
+                        conversation_session_id=session.conversation_session_id, headers=limit_headers)
+
+    async def _admit_call(self, request: SessionRequest, request_id: str, data: dict[str, Any],
+                          limits: UnitCall | None, token: str) -> AdmitResult:
+        return await self._store.admit(
+            token=token,
+            request_id=request_id,
+            campaign=request.campaign_id,
+            data=data,
+            caps=self._capacity.caps(),
+            pending_lease_seconds=self._settings.concurrency.pending_lease_seconds,
+            max_queue_length=self._settings.queue.max_length,
+            limits=limits,
+        )
+
+    async def status(self, request_id: str) -> RequestStatus | None:
+        return await self._store_or_unavailable(self._store.status(request_id))
+
+    async def end_session(self, conversation_session_id: str) -> EndResult:
+        """The platform says a conversation ended: free its slot and serve the next client at once."""
+        result = await self._store_or_unavailable(self._store.end_session(conversation_session_id))
+        if result is EndResult.RELEASED:
+            self._dispatcher.kick()
+        if result is not EndResult.UNKNOWN:
+            try:
+                await self._protection.session_ended(conversation_session_id)
+            except ProtectionUnavailable as exc:
+                # The unit expires with the session lease anyway; the slot is already free.
+                log.warning("could not give back the rate-limit unit of %s now: %s", conversation_session_id, exc)
+        return result
+
+    async def leave(self, request_id: str, *, reason: Departure | str = Departure.LEFT) -> bool:
+        """Take a waiting request out of the queue (the client left, or abandoned it); the places behind
+        it move up, and its open hub connections hear why (``SessionFailed``; the status says the same).
+        Returns False when it was not waiting (already served, failed or unknown)."""
+        departure = Departure(reason)
+        message = self._departure_message(departure)
+        data = await self._store_or_unavailable(self._store.entry_data(request_id))
+        removed = await self._store_or_unavailable(self._store.remove(request_id, message=message))
+        if removed is Removed.WAITING and data is not None:
+            try:
+                await self._protection.left(request_id, subject_of(data))
+            except ProtectionUnavailable as exc:
+                log.warning("could not give back the rate-limit unit of %s now: %s", request_id, exc)
+        # A request being dispatched keeps its unit: its platform call is in flight, and the session it may
+        # get counts until its webhook (the activation re-arms the unit; a failure refunds it).
+        if removed:
+            log.info("request %s left the queue (%s%s)", request_id, departure,
+                     "; its session was already being created" if removed is Removed.DISPATCHING else "")
+            self._announce_departure(request_id, removed, message)
+            self._events.publish(QueueChanged(reason=str(departure)))
+        return bool(removed)
+
+    async def lost_in_reset(self, request_ids: list[str]) -> list[str]:
+        """After a store reset: of ``request_ids`` (requests whose clients are still connected), those the
+        store no longer knows get "failed" with the reason, recorded in the new store so the status says
+        it too, and ``SessionFailed`` to their connections. Returns them."""
+        message = self._departure_message(Departure.STORE_RESET)
+        lost = []
+        for request_id in request_ids:
+            try:
+                if await self._store.status(request_id) is not None:
+                    continue  # still known: its place survived (or it was re-admitted since)
+                await self._store.set_outcome(request_id, status="failed", message=message,
+                                              ttl_seconds=self._settings.queue.ready_ttl_seconds)
+            except RedisError as exc:
+                log.warning("could not check request %s after the store reset: %s", request_id, exc)
+                continue
+            lost.append(request_id)
+            self._events.publish(SessionFailed(request_id=request_id, message=message))
+        if lost:
+            log.warning("told %d waiting client(s) of this process that the store reset lost their requests",
+                        len(lost))
+            self._events.publish(QueueChanged(reason=str(Departure.STORE_RESET)))
+        return lost
+
+    def _departure_message(self, departure: Departure) -> str:
+        queue = self._settings.queue
+        return departure_message(departure, register_timeout=queue.register_timeout_seconds,
+                                 disconnect_grace=queue.disconnect_grace_seconds)
+
+    def _announce_departure(self, request_id: str, removed: Removed, message: str) -> None:
+        # A waiting client's connections must not be left with no news. One whose session was already
+        # being created hears that dispatch's outcome instead (the session exists, or it failed).
+        if removed is Removed.WAITING:
+            self._events.publish(SessionFailed(request_id=request_id, message=message))
+
+    async def settle(self, timeout: float | None = None) -> bool:
+        """Wait for the take-backs still running behind answers (after store timeouts); True when none is
+        left. The gateway waits for them when it stops, so a refund is not cut off by a restart; what is
+        still running after ``timeout`` is cancelled (the register timeout and key expiry cover it)."""
+        if not self._take_backs:
+            return True
+        _, pending = await asyncio.wait(set(self._take_backs), timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+        return not pending
+
+    def _in_background(self, take_back: Coroutine[Any, Any, None], request_id: str) -> None:
+        if len(self._take_backs) >= MAX_BACKGROUND_TAKE_BACKS:
+            # A long store outage: more would only queue for pool connections ahead of new requests. The
+            # register timeout removes a left-behind entry and gives its unit back; hits expire.
+            take_back.close()
+            log.warning("not taking back failed request %s now: %d take-backs already wait for the store",
+                        request_id, len(self._take_backs))
+            return
+        task = asyncio.create_task(take_back, name=f"take-back-{request_id}")
+        self._take_backs.add(task)  # the loop keeps only a weak reference
+
+        def done(finished: asyncio.Task[None]) -> None:
+            self._take_backs.discard(finished)
+            if not finished.cancelled() and finished.exception() is not None:
+                log.error("taking back failed request %s failed", request_id, exc_info=finished.exception())
+
+        task.add_done_callback(done)
+
+    async def _take_back(self, request_id: str, subject: Subject | None, lease_id: str | None = None) -> None:
+        """Withdraw a request whose queuing call failed from the queue, then refund its limits unless a
+        dispatcher is serving it (or served it already): the session it gets counts until its webhook,
+        as for a client that leaves while its session is being created. A pending lease the call would
+        have turned into an entry is given back (a no-op when the call did run)."""
+        if lease_id is not None:
+            await self._release_quietly(lease_id)
+        message = self._departure_message(Departure.WITHDRAWN)
+        try:
+            removed = await self._store.remove(request_id, message=message)
+            served = removed is Removed.DISPATCHING or (
+                removed is Removed.NOTHING and await self._was_served(request_id))
+        except RedisError as exc:
+            # An entry left behind is abandoned by the hub's register timeout, which gives its unit back.
+            # A warning (so a flood of them is summarised by the log throttle, not written one per request).
+            log.warning("could not withdraw failed request %s from the queue now: %s", request_id, exc)
+            served = False
+        else:
+            if removed:
+                log.info("failed request %s withdrawn from the queue (%s)", request_id, removed)
+                # Its client was told the request failed; another window that registered it hears so too.
+                self._announce_departure(request_id, removed, message)
+                self._events.publish(_WITHDRAWN)
+        if served:
+            log.warning("failed request %s was served by a dispatcher meanwhile; its limits stay counted",
+                        request_id)
+        elif subject is not None:
+            await self._refund_quietly(request_id, subject)
+
+    async def _was_served(self, request_id: str) -> bool:
+        status = await self._store.status(request_id)
+        return status is not None and status.status == "ready"
+
+    async def _refund_quietly(self, request_id: str, subject: Subject) -> None:
+        try:
+            await self._protection.refund(request_id, subject)
+        except ProtectionUnavailable as exc:
+            log.warning("could not refund the rate limits of %s (%s); they expire by themselves", request_id, exc)
+
+    async def _release_quietly(self, lease_id: str) -> None:
+        try:
+            await self._store.release_lease(lease_id)
+        except RedisError as exc:
+            # The pending lease expires after PendingLeaseSeconds anyway, so nothing leaks for long.
+            log.warning("could not release lease %s now (%s); it expires by itself", lease_id, exc)
+
+    @staticmethod
+    async def _store_or_unavailable(awaitable):  # type: ignore[no-untyped-def]
+        try:
+            return await awaitable
+        except RedisError as exc:
+            raise ServiceUnavailable(STORE_DOWN_MESSAGE, retry_after=5) from exc
