@@ -43,9 +43,12 @@ from gateway.http.handlers import (
 from gateway.http.inflight import InflightRequests
 from gateway.platform.client import PlatformClient
 from gateway.queue.protection import RENEW_INTERVAL_SECONDS, ClientProtection, ProtectionUnavailable
-from gateway.live.hub import HUB_PATH, HubTuning, install_session_hub
+from gateway.live.hub import HUB_PATH, HubTuning, SessionHubService
+from gateway.live.presence import PresenceStore
 from gateway.queue.service import SessionService
 from gateway.config.settings import Settings
+from signalr.lifetime import HubLifetimeManager
+from signalr.redis_lifetime import RedisHubLifetimeManager
 from gateway.redis.client import check_redis_version, open_redis
 from geo.client_ip import TrustedProxies
 
@@ -64,6 +67,14 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
     access_log.log(level, "%d %s %s %.1fms ip=%s request=%s", status, handler.request.method,
                    handler.request.uri, 1000.0 * handler.request.request_time(),
                    handler.request.remote_ip, request_id_of(handler.request))
+
+
+def _hub_lifetime(settings: Settings) -> HubLifetimeManager | None:
+    """The hub's lifetime manager: the Redis backplane when several processes share a Redis, else the
+    in-memory one (the embedded store is for one process only)."""
+    if not settings.redis_url:
+        return None
+    return RedisHubLifetimeManager(settings.redis_url, prefix=f"{KEY_PREFIX}signalr", hub_name="sessionHub")
 
 
 class Gateway:
@@ -136,14 +147,19 @@ class Gateway:
         self.on_start(self._start_capacity_sync)
         self.on_stop(self.capacity_sync.stop)
         self.on_stop(self.epoch.stop)
-        self.session_hub = install_session_hub(self, tuning=hub_tuning)
+        # The live queue: presence is shared by the hub and the status endpoint (a poll is a sign of life).
+        self.presence = PresenceStore(self.redis, admission=self.store, key_prefix=KEY_PREFIX, clock=clock)
+        self.session_hub = SessionHubService(
+            settings, store=self.store, sessions=self.service, presence=self.presence, clock=clock,
+            origin_allowed=self.cors.allows, lifetime=_hub_lifetime(settings), tuning=hub_tuning)
+        self.add_routes(self.session_hub.routes)
+        self.on_start(self.session_hub.start)
+        self.on_stop(self.session_hub.stop)
+        self.events.subscribe(self.session_hub.on_event)
+        self.epoch.on_reset(self.session_hub.store_reset)
 
     async def _start_capacity_sync(self) -> None:
         self.capacity_sync.start()
-
-    async def _poll_presence(self, request_id: str) -> None:
-        """A status poll is a sign of life: the client waits without a hub connection."""
-        await self.session_hub.presence.register(request_id)
 
     def add_routes(self, routes: list[Any]) -> None:
         """Mount more routes (before :meth:`start`); they take precedence over the REST routes."""
@@ -165,7 +181,7 @@ class Gateway:
                             dict(common, service=self.service, campaigns=self.settings.platform.campaigns,
                                  trusted_proxies=self.trusted_proxies)),
             tornado.web.url(r"/api/session/status/([^/]+)", SessionStatusHandler,
-                            dict(common, service=self.service, poll_presence=self._poll_presence)),
+                            dict(common, service=self.service, poll_presence=self.presence.register)),
             tornado.web.url(r"/api/session/leave/([^/]+)", SessionLeaveHandler, dict(common, service=self.service)),
             tornado.web.url(r"/api/session/request/([^/]+)", SessionRequestDeleteHandler,
                             dict(common, service=self.service)),

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fake_clock import FakeClock
-from gateway.live.abandonment import PresenceRecord, Verdict, decide, verdict_for
+from gateway.live.presence import Absence, PresenceRecord, absence_of, absent
 from gateway.live.positions import (
     PositionBroadcaster,
     PositionTracker,
@@ -75,17 +75,17 @@ def test_abandonment_decision_with_fixed_times() -> None:
         record("reconnecting", registered=5.0, seen=50.0),   # 40 s: within grace
         record("registered-only", registered=50.0),          # no heartbeat yet: counts from Register
     ]
-    assert decide(records, now=90.0, register_timeout=60, disconnect_grace=45) == [
-        ("never", Verdict.UNREGISTERED), ("gone", Verdict.DISCONNECTED)]
-    assert verdict_for(record("registered-only", registered=40.0), now=85.0, register_timeout=60,
-                       disconnect_grace=45) is Verdict.DISCONNECTED
+    assert absent(records, now=90.0, register_timeout=60, disconnect_grace=45) == [
+        ("never", Absence.UNREGISTERED), ("gone", Absence.DISCONNECTED)]
+    assert absence_of(record("registered-only", registered=40.0), now=85.0, register_timeout=60,
+                       disconnect_grace=45) is Absence.DISCONNECTED
 
 
 def test_grace_is_longer_than_the_official_reconnect_delays() -> None:
     # @microsoft/signalr withAutomaticReconnect(): retries after 0, 2, 10 and 30 s (42 s in all).
     lost_at = 100.0
     for delay in (0, 2, 12, 42):
-        assert verdict_for(record("r", registered=0.0, seen=lost_at), now=lost_at + delay,
+        assert absence_of(record("r", registered=0.0, seen=lost_at), now=lost_at + delay,
                            register_timeout=60, disconnect_grace=45) is None
 
 

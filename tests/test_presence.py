@@ -17,7 +17,8 @@ import redis.asyncio as aioredis
 from fake_clock import FakeClock
 from redis_process import RedisProcess
 
-from gateway.live.abandonment import AbandonmentReaper, Verdict
+from gateway.live.abandonment import AbandonmentReaper
+from gateway.live.presence import Absence
 from gateway.admission.store import AdmissionStore, Caps, ClaimedEntry, Outcome
 from gateway.live.presence import DISPATCH_RECHECK, PresenceStore
 
@@ -92,7 +93,7 @@ async def test_never_registered_entry_goes_after_the_timeout_and_not_before(part
     assert await parts.reaper.run_once() == []
     assert await parts.store.queue_ids() == ["never", "later"]
     parts.clock.now = t0 + TIMEOUT
-    assert await parts.reaper.run_once() == [("never", Verdict.UNREGISTERED)]
+    assert await parts.reaper.run_once() == [("never", Absence.UNREGISTERED)]
     assert parts.left == [("never", "abandoned (unregistered)")]
     assert await parts.store.queue_ids() == ["later"]
     assert (await parts.store.status("never")).status == "failed"
@@ -119,7 +120,7 @@ async def test_reconnecting_client_keeps_its_place(parts: Parts) -> None:
     # b vanishes for good; a and c keep heartbeating.
     parts.clock.advance(GRACE)
     await parts.presence.touch(["a", "c"])
-    assert await parts.reaper.run_once() == [("b", Verdict.DISCONNECTED)]
+    assert await parts.reaper.run_once() == [("b", Absence.DISCONNECTED)]
     assert await parts.store.queue_ids() == ["a", "c"]
 
 
@@ -131,7 +132,7 @@ async def test_a_client_coming_back_and_the_reaper_cannot_both_win(parts: Parts)
     assert await parts.presence.register("back") is True      # the client wins the race...
     assert await parts.presence.abandon("back", register_timeout=TIMEOUT, disconnect_grace=GRACE) is None
     assert await parts.presence.abandon("gone", register_timeout=TIMEOUT,
-                                        disconnect_grace=GRACE) is Verdict.UNREGISTERED
+                                        disconnect_grace=GRACE) is Absence.UNREGISTERED
     assert await parts.presence.register("gone") is False     # ...or the reaper does
     assert await parts.scan() == ["gone"]
 

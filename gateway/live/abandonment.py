@@ -4,8 +4,9 @@ An entry leaves the queue when no hub connection registered it within ``register
 its being first seen in the queue, or when all its hub connections have been gone for
 ``disconnect_grace`` seconds (longer than the official client's reconnect delays, 0/2/10/30 s, so a
 client that reconnects and registers again keeps its place). The decision is the pure function
-:func:`decide`; :class:`AbandonmentReaper` runs it on a timer against :mod:`gateway.live.presence` and
-frees what a removed entry held through ``SessionService.leave``.
+:func:`gateway.live.presence.absent` (it lives with the presence records it reads);
+:class:`AbandonmentReaper` runs it on a timer against the presence store and frees what a removed entry
+held through ``SessionService.leave``.
 
 "First seen" is recorded by the reaper's scan when it first notices a new queue member: new members
 have queue scores above a cursor the scan keeps, so noticing them costs O(new members), not O(queue).
@@ -20,78 +21,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
-from enum import StrEnum
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from redis.exceptions import RedisError
 
 from gateway.live.outages import StoreOutages, observe
-
-if TYPE_CHECKING:
-    from gateway.live.presence import PresenceStore
+from gateway.live.presence import Absence, PresenceStore, absent
 
 log = logging.getLogger("gateway.live.abandonment")
 
 T = TypeVar("T")
 
 
-class Verdict(StrEnum):
-    """Why an entry is abandoned (also the ``reason`` given to ``SessionService.leave``)."""
-
-    UNREGISTERED = "unregistered"
-    DISCONNECTED = "disconnected"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PresenceRecord:
-    """What is known about the hub presence of one queued request.
-
-    :param request_id: the queued request.
-    :param registered_at: time of its first ``Register``, or ``None`` if it never registered.
-    :param last_seen: last time a live hub connection was confirmed for it (or the last one left).
-    :param first_seen: when the reaper first saw it waiting; ``None`` once it registered (no longer needed).
-    """
-
-    request_id: str
-    registered_at: float | None
-    last_seen: float | None
-    first_seen: float | None
-
-
-def verdict_for(record: PresenceRecord, *, now: float, register_timeout: float,
-                disconnect_grace: float) -> Verdict | None:
-    """The verdict for one record, or ``None`` if someone may still be waiting for it."""
-    if record.registered_at is None:
-        if record.first_seen is not None and now - record.first_seen >= register_timeout:
-            return Verdict.UNREGISTERED
-        return None
-    last = record.last_seen if record.last_seen is not None else record.registered_at
-    if now - last >= disconnect_grace:
-        return Verdict.DISCONNECTED
-    return None
-
-
-def decide(records: Iterable[PresenceRecord], *, now: float, register_timeout: float,
-           disconnect_grace: float) -> list[tuple[str, Verdict]]:
-    """Every abandoned request with its verdict, in queue order.
-
-    :param records: presence of the queued requests.
-    :param now: the current time (seconds, same clock as the records).
-    :param register_timeout: seconds allowed between entering the queue and the first ``Register``.
-    :param disconnect_grace: seconds a registered request may have no live hub connection.
-    """
-    out = []
-    for record in records:
-        verdict = verdict_for(record, now=now, register_timeout=register_timeout, disconnect_grace=disconnect_grace)
-        if verdict is not None:
-            out.append((record.request_id, verdict))
-    return out
-
-
 class AbandonmentReaper:
-    """Runs :func:`decide` every ``interval`` seconds in the process holding the reaper lease.
+    """Runs :func:`gateway.live.presence.absent` every ``interval`` seconds in the process holding the reaper lease.
 
     :param presence: the shared presence store.
     :param leave: ``SessionService.leave`` (removes the entry, frees what it held, announces the change).
@@ -150,7 +94,7 @@ class AbandonmentReaper:
             except Exception:
                 log.exception("abandonment reaper round failed")
 
-    async def run_once(self) -> list[tuple[str, Verdict]]:
+    async def run_once(self) -> list[tuple[str, Absence]]:
         """One round: returns the requests removed and why (empty if another process leads)."""
         led = await self._observed(self._presence.try_lead(self._interval * 3))
         if not led:
@@ -161,15 +105,15 @@ class AbandonmentReaper:
         timeout = self._register_timeout + self._outages.excused(now, self._register_timeout)
         grace = self._grace + self._outages.excused(now, self._grace)
         records = await self._observed(self._presence.scan(register_timeout=timeout, disconnect_grace=grace))
-        candidates = decide(records, now=now, register_timeout=timeout, disconnect_grace=grace)
+        candidates = absent(records, now=now, register_timeout=timeout, disconnect_grace=grace)
         removed = []
         for request_id, _ in candidates:
-            verdict = await self._observed(
+            absence = await self._observed(
                 self._presence.abandon(request_id, register_timeout=timeout, disconnect_grace=grace))
-            if verdict is None:
+            if absence is None:
                 continue  # a client came back between the snapshot and now
-            if await self._leave(request_id, reason=f"abandoned ({verdict})"):
-                removed.append((request_id, verdict))
+            if await self._leave(request_id, reason=f"abandoned ({absence})"):
+                removed.append((request_id, absence))
         return removed
 
     async def _observed(self, call: Awaitable[T]) -> T:

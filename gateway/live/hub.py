@@ -39,7 +39,9 @@ from signalr.lifetime import HubLifetimeManager, invocation
 from signalr.tornado import hub_routes
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.admission.store import AdmissionStore
+    from gateway.config.settings import Settings
+    from gateway.queue.service import SessionService
 
 log = logging.getLogger("gateway.live.hub")
 
@@ -99,35 +101,34 @@ def _check_id(value: Any) -> str:
 
 
 class SessionHubService:
-    """The session hub of one gateway process.
+    """The session hub of one gateway process, built by the composition root from the services it uses.
 
-    :param gateway: the composition root (settings, store, service, events, clock, Redis client).
+    :param settings: the gateway's settings (queue timers, allowed origins).
+    :param store: the admission store (queue order for positions).
+    :param sessions: the session service (status, leave, and the catch-up after a store reset).
+    :param presence: the presence store shared with the status endpoint.
+    :param clock: wall clock in seconds.
+    :param origin_allowed: the gateway's CORS decision, the one source of truth for browser origins.
+    :param lifetime: the lifetime manager (the Redis backplane across processes); in-memory by default.
     :param tuning: timers; defaults suit production.
-    :param lifetime: override the lifetime manager (default: Redis backplane iff ``redis_url`` is set).
     """
 
-    def __init__(self, gateway: Gateway, *, tuning: HubTuning | None = None,
-                 lifetime: HubLifetimeManager | None = None) -> None:
+    def __init__(self, settings: Settings, *, store: AdmissionStore, sessions: SessionService,
+                 presence: PresenceStore, clock: Callable[[], float], origin_allowed: Callable[[str], bool],
+                 lifetime: HubLifetimeManager | None = None, tuning: HubTuning | None = None) -> None:
         self.tuning = tuning or HubTuning()
-        settings = gateway.settings
         self._settings = settings
-        self._store = gateway.store
-        self._sessions = gateway.service
-        self._clock: Callable[[], float] = gateway.clock
-        if lifetime is None and settings.redis_url:
-            from signalr.redis_lifetime import RedisHubLifetimeManager
-
-            lifetime = RedisHubLifetimeManager(settings.redis_url, prefix=f"{gateway.key_prefix}signalr",
-                                               hub_name="sessionHub")
+        self._store = store
+        self._sessions = sessions
+        self._clock = clock
         options = self.tuning.hub_options or HubOptions()
         options = replace(options, allowed_origins=tuple(settings.allowed_origins))
         hub_class = type("SessionHub", (SessionHub,), {"_service": self})
         self.routes, self.server = hub_routes(HUB_PATH, hub_class, options=options, lifetime_manager=lifetime)
-        # The gateway's CORS policy (with "*" and case-insensitive matching) is the one source of truth.
-        self.server.origin_allowed = gateway.cors.allows  # type: ignore[method-assign]
+        # (with "*" and case-insensitive matching, as for the REST routes)
+        self.server.origin_allowed = origin_allowed  # type: ignore[method-assign]
         self.lifetime = self.server.lifetime
-        self.presence = PresenceStore(gateway.redis, admission=gateway.store, key_prefix=gateway.key_prefix,
-                                      clock=self._clock)
+        self.presence = presence
         self.positions = PositionBroadcaster(
             queue_ids=self._store.queue_ids, served_times=self.presence.served_times,
             local_requests=lambda: self._by_request.keys(), send=self._send_position,
@@ -370,15 +371,4 @@ class SessionHubService:
             log.error("session hub task failed", exc_info=task.exception())
 
 
-def install_session_hub(gateway: Gateway, *, tuning: HubTuning | None = None) -> SessionHubService:
-    """Mount ``/sessionHub`` on ``gateway`` and subscribe it to the gateway's events."""
-    service = SessionHubService(gateway, tuning=tuning)
-    gateway.add_routes(service.routes)
-    gateway.on_start(service.start)
-    gateway.on_stop(service.stop)
-    gateway.events.subscribe(service.on_event)
-    gateway.epoch.on_reset(service.store_reset)
-    return service
-
-
-__all__ = ["HUB_PATH", "HubTuning", "SessionHub", "SessionHubService", "install_session_hub"]
+__all__ = ["HUB_PATH", "HubTuning", "SessionHub", "SessionHubService"]

@@ -25,13 +25,13 @@ import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 from functools import cache
 from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from gateway.live.abandonment import PresenceRecord, Verdict
 from gateway.admission.store import AdmissionStore
 
 #: Request ids per heartbeat script call: bounds the time one EVALSHA holds Redis.
@@ -57,6 +57,59 @@ def _text(value: Any) -> str:
 
 def _num(value: float) -> str:
     return f"{value:.6f}"
+
+
+class Absence(StrEnum):
+    """Why nobody waits for a queued entry any more (the reaper then removes it as abandoned)."""
+
+    UNREGISTERED = "unregistered"
+    DISCONNECTED = "disconnected"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PresenceRecord:
+    """What is known about the hub presence of one queued request.
+
+    :param request_id: the queued request.
+    :param registered_at: time of its first ``Register``, or ``None`` if it never registered.
+    :param last_seen: last time a live hub connection was confirmed for it (or the last one left).
+    :param first_seen: when the reaper first saw it waiting; ``None`` once it registered (no longer needed).
+    """
+
+    request_id: str
+    registered_at: float | None
+    last_seen: float | None
+    first_seen: float | None
+
+
+def absence_of(record: PresenceRecord, *, now: float, register_timeout: float,
+               disconnect_grace: float) -> Absence | None:
+    """Why nobody waits for this record's request, or ``None`` if someone may still be waiting for it."""
+    if record.registered_at is None:
+        if record.first_seen is not None and now - record.first_seen >= register_timeout:
+            return Absence.UNREGISTERED
+        return None
+    last = record.last_seen if record.last_seen is not None else record.registered_at
+    if now - last >= disconnect_grace:
+        return Absence.DISCONNECTED
+    return None
+
+
+def absent(records: Iterable[PresenceRecord], *, now: float, register_timeout: float,
+           disconnect_grace: float) -> list[tuple[str, Absence]]:
+    """Every request nobody waits for, with why, in queue order.
+
+    :param records: presence of the queued requests.
+    :param now: the current time (seconds, same clock as the records).
+    :param register_timeout: seconds allowed between entering the queue and the first ``Register``.
+    :param disconnect_grace: seconds a registered request may have no live hub connection.
+    """
+    out = []
+    for record in records:
+        absence = absence_of(record, now=now, register_timeout=register_timeout, disconnect_grace=disconnect_grace)
+        if absence is not None:
+            out.append((record.request_id, absence))
+    return out
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -174,13 +227,13 @@ class PresenceStore:
                                           first_seen=float(first) if first else None))
         return records
 
-    async def abandon(self, request_id: str, *, register_timeout: float, disconnect_grace: float) -> Verdict | None:
+    async def abandon(self, request_id: str, *, register_timeout: float, disconnect_grace: float) -> Absence | None:
         """Atomically confirm and mark an abandonment; ``None`` if the request is no longer abandoned."""
         k = self.keys
         reply = _text(await self._scripts["abandon"](
             keys=[k.registered, k.last_seen, k.waiting, k.abandoned, self._admission.keys.queue],
             args=[_num(self._clock()), request_id, _num(register_timeout), _num(disconnect_grace)]))
-        return Verdict(reply) if reply else None
+        return Absence(reply) if reply else None
 
     async def try_lead(self, seconds: float) -> bool:
         """Take (or keep) the reaper lease for ``seconds``, so one process reaps per round."""
