@@ -5,9 +5,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from simulator.audio import AudioSocketHandler
+
+class CallSocket(Protocol):
+    """What the simulated platform needs of a call's audio socket (:class:`simulator.audio.AudioSocketHandler`)."""
+
+    def end(self, reason: str) -> None: ...
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,7 +52,7 @@ class SimCall:
     bytes_sent: int = 0
     webhook: str = "pending"
     webhook_attempts: int = 0
-    socket: AudioSocketHandler | None = field(default=None, repr=False)
+    socket: CallSocket | None = field(default=None, repr=False)
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
     @property

@@ -17,14 +17,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote
 
-from simulator.audio import (
-    TOKEN_LIFETIME_SECONDS,
-    AudioSocketHandler,
-    TokenError,
-    sign_call_token,
-    verify_call_token,
-)
-from simulator.calls import CapturedRequest, SimCall
+from simulator.tokens import TOKEN_LIFETIME_SECONDS, TokenError, sign_call_token, verify_call_token
+from simulator.calls import CallSocket, CapturedRequest, SimCall
 from simulator.contract import (
     CODE_PREFIX,
     CONCURRENCY_LIMIT_CODE,
@@ -201,7 +195,7 @@ class PlatformSimulator:
     # -- audio socket -------------------------------------------------------------------------------
 
     def attach_socket(
-        self, *, session_id: str, transport: str, client_id: str, token: str, socket: AudioSocketHandler
+        self, *, session_id: str, transport: str, client_id: str, token: str, socket: CallSocket
     ) -> SimCall:
         """Admit an audio socket to its call.
 
@@ -235,7 +229,7 @@ class PlatformSimulator:
         call.frames_sent += 1
         call.bytes_sent += size
 
-    def socket_closed(self, call_id: str, socket: AudioSocketHandler) -> None:
+    def socket_closed(self, call_id: str, socket: CallSocket) -> None:
         call = self.calls.get(call_id)
         if call is not None and call.socket is socket:
             call.socket = None

@@ -25,13 +25,8 @@ from simulator.app import (
     make_simulator_app,
     serve_simulator,
 )
-from simulator.audio import (
-    TokenError,
-    greeting_tone,
-    sign_call_token,
-    split_frames,
-    verify_call_token,
-)
+from simulator.audio import greeting_tone, split_frames
+from simulator.tokens import TokenError, sign_call_token, verify_call_token
 
 TOKEN = "iqra_sk_sim"
 WEBHOOK_TOKEN = "hook-secret"
