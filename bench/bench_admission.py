@@ -74,7 +74,7 @@ def serve_gateway(config: str, host: str, port: int, dispatch_interval: float) -
     import logging
 
     from gateway.app import Gateway
-    from gateway.cli.commands import settle_heap
+    from gateway.cli.serve import settle_heap
     from gateway.config import load_settings
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")

@@ -24,7 +24,6 @@ from gateway.app import Gateway
 from gateway.config import load_settings
 from gateway.queue.events import SessionFailed, SessionReady
 from simulator.app import PlatformSimulator, make_simulator_app
-from fake_clock import FakeClock
 
 API_TOKEN = "iqra_sk_test"
 WEBHOOK_TOKEN = "webhook-secret"

@@ -8,12 +8,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 
-import fakeredis
 import pytest
 
 from gateway.admission.store import AdmissionStore, Caps, Outcome
-from gateway.redis.client import open_redis
-from fake_clock import FakeClock
 
 TIMEOUT = 30.0
 

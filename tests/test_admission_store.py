@@ -5,7 +5,6 @@ Time is driven by an injected clock, so lease expiry is tested without sleeping.
 
 from __future__ import annotations
 
-import fakeredis
 import pytest
 
 from gateway.admission.store import (
@@ -19,8 +18,6 @@ from gateway.admission.store import (
     Removed,
     RequestStatus,
 )
-from gateway.redis.client import open_redis
-from fake_clock import FakeClock
 
 DAY = 86400.0
 

@@ -35,7 +35,7 @@ from tornado.netutil import bind_sockets
 from tornado.websocket import WebSocketClosedError
 
 from simulator.app import PlatformSimulator, make_simulator_app
-from gateway_harness import API_TOKEN, WEBHOOK_TOKEN, base_config, conversation_id_of, session_body
+from gateway_harness import API_TOKEN, WEBHOOK_TOKEN, base_config, session_body
 from hub_client import HubClient
 from redis_process import RedisProcess, free_port
 from test_session_hub_multiprocess import _wait_healthy

@@ -12,9 +12,9 @@ import pytest
 import ujson
 
 from gateway.queue.events import SessionFailed, SessionReady
+from fake_clock import FakeClock
 from gateway_harness import (
     WEBHOOK_TOKEN,
-    FakeClock,
     base_config,
     conversation_id_of,
     session_body,

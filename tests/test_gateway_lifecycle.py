@@ -16,7 +16,8 @@ import ujson
 from tornado.httpclient import AsyncHTTPClient
 
 from gateway.logs.context import LOG_FORMAT, RequestIdFilter, current_request_id
-from gateway_harness import FakeClock, base_config, session_body, start_stack
+from fake_clock import FakeClock
+from gateway_harness import base_config, session_body, start_stack
 from redis_process import free_port
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,7 +12,8 @@ import asyncio
 import pytest
 import ujson
 
-from gateway_harness import FakeClock, base_config, conversation_id_of, session_body, start_stack
+from fake_clock import FakeClock
+from gateway_harness import base_config, conversation_id_of, session_body, start_stack
 from geo_mmdb import ANONYMOUS_IP_TYPE, anonymous_record, write_database
 
 VPN, PUBLIC_PROXY, RESIDENTIAL, HOSTING, TOR, CLEAN = (

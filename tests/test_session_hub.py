@@ -12,14 +12,12 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-import tornado.httpclient
-import tornado.websocket
 
 from gateway.model.departures import Departure, departure_message
-from gateway.live.hub import EXPIRED_ID_MESSAGE, UNKNOWN_ID_MESSAGE, HubTuning
+from gateway.live.hub import UNKNOWN_ID_MESSAGE, HubTuning
 from signalr import HubOptions
 from gateway_harness import Stack, base_config, conversation_id_of, start_hub_stack
-from hub_client import RS, TIMEOUT, HubClient
+from hub_client import TIMEOUT, HubClient
 
 pytestmark = pytest.mark.redis
 

@@ -1,0 +1,92 @@
+"""``iqra-gateway serve --processes N``: the supervisor in the parent, a gateway in each worker."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from typing import TYPE_CHECKING, Any
+
+from gateway.cli.serve import build_gateway, load_for_serve, run, settle_heap, wait_for_signal
+from gateway.logs.throttle import flush_repeat_throttles
+from gateway.model.errors import ConfigError
+
+if TYPE_CHECKING:
+    from gateway.config.settings import Settings
+
+log = logging.getLogger("gateway")
+
+#: Why --processes needs Redis, as printed at start-up.
+EMBEDDED_MULTI_PROCESS_ERROR = (
+    "--processes {n} needs a shared Redis: the embedded store lives inside one process, so {n} workers "
+    "would each have their own queue and slots. Set RedisConnectionString, or use --processes 1.")
+
+
+def serve_processes(args: argparse.Namespace) -> int:
+    import socket as _socket
+
+    import tornado.netutil
+
+    from gateway.cli.supervisor import Supervisor
+
+    if args.processes < 1:
+        print("--processes must be at least 1", file=sys.stderr)
+        return 2
+    settings = load_for_serve(args.config)
+    if settings is None:
+        return 1
+    if not settings.redis_url:
+        print(EMBEDDED_MULTI_PROCESS_ERROR.format(n=args.processes), file=sys.stderr)
+        return 2
+    family = _socket.AF_INET6 if ":" in args.host else _socket.AF_INET
+    listener = tornado.netutil.bind_sockets(args.port, address=args.host, family=family)[0]
+    log.info("iqra-gateway listening on http://%s:%d with %d worker processes",
+             args.host, listener.getsockname()[1], args.processes)
+
+    def worker(index: int, channel: _socket.socket) -> int:
+        return run(serve_worker(settings, index, channel, workers=args.processes))
+
+    return Supervisor(listener, args.processes, worker).run()
+
+
+async def serve_worker(settings: Settings, index: int, channel: Any, *, workers: int) -> int:
+    from gateway.cli.handover import Handover
+    from gateway.cli.supervisor import receive, token_prefix
+    from signalr.ids import set_id_prefix
+
+    set_id_prefix(token_prefix(index))
+    channel.setblocking(False)
+    handover = Handover(index, workers, channel)
+    gateway = build_gateway(settings, hand_over=handover)
+    if gateway is None:
+        return 1
+    try:
+        await gateway.start(sockets=[])
+    except ConfigError as exc:
+        print(f"worker {index}: " + "; ".join(exc.problems), file=sys.stderr)
+        await gateway.stop()
+        return 1
+    settle_heap()
+    loop = asyncio.get_running_loop()
+    closed = asyncio.Event()
+
+    def on_readable() -> None:
+        try:
+            for arrival in receive(channel):
+                handover.serve(gateway.server, arrival)
+        except EOFError:  # the supervisor is gone: shut down
+            loop.remove_reader(channel.fileno())
+            closed.set()
+
+    loop.add_reader(channel.fileno(), on_readable)
+    waits = {asyncio.ensure_future(wait_for_signal()), asyncio.ensure_future(closed.wait())}
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for waiting in waits:
+        waiting.cancel()
+    loop.remove_reader(channel.fileno())
+    log.info("worker %d shutting down", index)
+    await gateway.stop()
+    # Workers end with os._exit, which runs no exit hooks: write what the log throttle still counts.
+    flush_repeat_throttles()
+    return 0
