@@ -19,7 +19,7 @@ from tornado.netutil import bind_sockets
 from gateway.admission.store import Caps, Outcome
 from gateway.model.departures import Departure, departure_message
 from gateway.queue.events import SessionFailed, SessionReady
-from gateway.platform.client import FailureKind, PlatformError
+from gateway.platform.errors import FailureKind, PlatformError
 from simulator.app import make_simulator_app
 from gateway_harness import base_config, conversation_id_of, session_body, start_stack
 from ratelimit import Policy, Rule

@@ -15,14 +15,9 @@ from tornado.testing import bind_unused_port
 from tornado.web import Application, RequestHandler
 
 from gateway.model.request import AudioConfiguration, SessionRequest, parse_session_request
-from gateway.platform.client import (
-    InitiatedSession,
-    PlatformClient,
-    PlatformConcurrency,
-    PlatformError,
-    conversation_id_from_url,
-    platform_client_identifier,
-)
+from gateway.platform.client import PlatformClient
+from gateway.platform.errors import PlatformError
+from gateway.platform.wire import InitiatedSession, PlatformConcurrency, conversation_id_from_url, platform_client_identifier
 from gateway.config.settings import CampaignSettings, PlatformSettings
 from simulator.app import CONCURRENCY_LIMIT_CODE, INVALID_API_KEY_CODE, PlatformSimulator, make_simulator_app
 

@@ -15,7 +15,8 @@ import pytest
 from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
 
-from gateway.platform.client import FailureKind, PlatformClient, PlatformError
+from gateway.platform.client import PlatformClient
+from gateway.platform.errors import FailureKind, PlatformError
 from simulator.app import PlatformSimulator, make_simulator_app
 from test_platform_client import CAMPAIGN, TOKEN, make_request, make_settings
 

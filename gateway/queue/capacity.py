@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from redis.exceptions import RedisError
 
 from gateway.admission.store import AdmissionStore, Caps
-from gateway.platform.client import PlatformError
+from gateway.platform.errors import PlatformError
 
 if TYPE_CHECKING:
     from gateway.platform.client import PlatformClient

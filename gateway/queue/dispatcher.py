@@ -23,7 +23,9 @@ from gateway.admission.store import AdmissionStore, ClaimedEntry, Renewal, Store
 from gateway.queue.capacity import CapacityPolicy
 from gateway.queue.events import EventHub, QueueChanged, SessionFailed, SessionReady
 from gateway.model.request import SessionRequest
-from gateway.platform.client import FailureKind, InitiatedSession, PlatformClient, PlatformError
+from gateway.platform.client import PlatformClient
+from gateway.platform.errors import FailureKind, PlatformError
+from gateway.platform.wire import InitiatedSession
 from gateway.queue.protection import ClientProtection, ProtectionUnavailable, Subject, subject_of
 from gateway.config.settings import Settings
 

@@ -34,7 +34,8 @@ from gateway.queue.dispatcher import QueueDispatcher
 from gateway.model.departures import Departure, departure_message
 from gateway.queue.events import EventHub, QueueChanged, SessionFailed
 from gateway.model.request import SessionRequest
-from gateway.platform.client import PlatformClient, PlatformError
+from gateway.platform.client import PlatformClient
+from gateway.platform.errors import PlatformError
 from gateway.queue.protection import ClientProtection, ProtectionUnavailable, Refusal, Subject, subject_of
 from gateway.config.settings import Settings
 from ratelimit import UnitCall
