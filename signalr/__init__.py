@@ -1,12 +1,12 @@
 """A pure-Python ASP.NET Core SignalR server (hubs over WebSockets, SSE and Long Polling).
 
 Write a :class:`Hub`, mount it with :func:`signalr.tornado.hub_routes`, and send from outside
-hubs through :class:`HubContext`. See :mod:`signalr.example` for a complete, commented hub.
+hubs through :class:`HubContext`. See ``examples/chat.py`` in the repository for a complete, commented hub.
 """
 
-from signalr.clients import ClientProxy, GroupManager, HubCallerClients, HubClients, HubContext
-from signalr.connection import RequestInfo
-from signalr.hub import Hub, HubCallerContext, HubError, hub_method
+from signalr.hubs.clients import ClientProxy, GroupManager, HubCallerClients, HubClients, HubContext
+from signalr.connections.connection import RequestInfo
+from signalr.hubs.hub import Hub, HubCallerContext, HubError, hub_method
 from signalr.options import HubOptions, TransportType
 
 __all__ = [

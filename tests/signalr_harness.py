@@ -19,8 +19,8 @@ import tornado.web
 import tornado.websocket
 
 from signalr import HubOptions
-from signalr.example import ChatHub
-from signalr.hub import Hub
+from examples.chat import ChatHub
+from signalr.hubs.hub import Hub
 from signalr.tornado import HubServer, hub_routes
 
 RS = "\x1e"

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from signalr.backplane_protocol import (
+from signalr.redis.protocol import (
     BackplaneChannels,
     BackplaneProtocolError,
     GroupAck,

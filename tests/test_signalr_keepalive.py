@@ -10,8 +10,8 @@ import asyncio
 
 from signalr_harness import JsonWs, running
 
-from signalr.connection_manager import ConnectionManager
-from signalr.example import ChatHub
+from signalr.connections.manager import ConnectionManager
+from examples.chat import ChatHub
 from signalr.options import TransportType
 
 

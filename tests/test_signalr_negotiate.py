@@ -8,7 +8,7 @@ import re
 import pytest
 from signalr_harness import JsonWs, running
 
-from signalr.negotiate import (
+from signalr.connections.negotiate import (
     NegotiateResult,
     NegotiateVersionError,
     advertised_transports,

@@ -1,7 +1,7 @@
 """``{hub}``: the WebSocket, Server-Sent Events and Long Polling transports, POST sends and DELETE.
 
 Each request attaches to the ``id=`` connection and maps the framework-neutral outcomes of
-:mod:`signalr.connection` and :mod:`signalr.transports` to the status codes of the reference §1.
+:mod:`signalr.connections.connection` and :mod:`signalr.connections.transports` to the status codes of the reference §1.
 Every transport's socket gets a :class:`~signalr.tornado.flow.WriteGuard`, so a client that stops
 reading is disconnected instead of being buffered for without bound. In the other direction, what a
 client sends is bounded too: a WebSocket message or POST body over ``HubOptions.receive_unit_limit``
@@ -22,15 +22,15 @@ import tornado.web
 import tornado.websocket
 from tornado.iostream import IOStream, StreamClosedError
 
-from signalr import hub as hub_module
-from signalr.connection import Activation, HttpConnection, RequestInfo
+from signalr.hubs import hub as hub_module
+from signalr.connections.connection import Activation, HttpConnection, RequestInfo
 from signalr.options import TransportType
 from signalr.tornado.base import query_arguments, request_info
 from signalr.tornado.flow import WriteGuard
 from signalr.tornado.sends import SendRequests
 from signalr.tornado.ws_reader import HubWebSocketProtocol
 from signalr.tornado.ws_writer import WebSocketPeer
-from signalr.transports import long_polling, sse, websocket
+from signalr.connections.transports import long_polling, sse, websocket
 
 log = logging.getLogger("signalr.transport")
 

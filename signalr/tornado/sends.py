@@ -17,7 +17,7 @@ from typing import Any
 
 from tornado.iostream import StreamClosedError
 
-from signalr.connection import HttpConnection
+from signalr.connections.connection import HttpConnection
 from signalr.options import TransportType
 from signalr.tornado.base import HubRequestMixin, query_arguments
 

@@ -19,9 +19,9 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from signalr import hub as hub_module
+from signalr.hubs import hub as hub_module
 from signalr.errors import SerializationError
-from signalr.hub import BindingError, Hub, HubError, HubMethod, HubMethodTable, UploadStream
+from signalr.hubs.hub import BindingError, Hub, HubError, HubMethod, HubMethodTable, UploadStream
 from signalr.options import HubOptions
 from signalr.protocol import (
     CompletionMessage,
@@ -33,7 +33,7 @@ from signalr.protocol import (
 )
 
 if TYPE_CHECKING:
-    from signalr.hub_dispatch import Step
+    from signalr.hubs.dispatcher import Step
 
 log = logging.getLogger("signalr.hub")
 

@@ -1,7 +1,7 @@
 """Receiving for one hub connection: parse the client's bytes and route each message.
 
 Most messages are handled synchronously inside the transport's own callback (see
-:attr:`signalr.inbox.Inbox.handler`); a message that has to wait (a full upload buffer, a full
+:attr:`signalr.connections.inbox.Inbox.handler`); a message that has to wait (a full upload buffer, a full
 replay buffer, an invocation that finds every slot taken) hands the rest of its batch to the receive
 loop, which takes no more input until it has dispatched that batch: what the client sends meanwhile
 stays in the connection's bounded inbox, then in the transport. A long batch also gives the event
@@ -31,14 +31,14 @@ from signalr.protocol import (
     StreamInvocationMessage,
     StreamItemMessage,
 )
-from signalr.stateful import is_tracked
+from signalr.protocol.stateful import is_tracked
 
 if TYPE_CHECKING:
     import asyncio
 
-    from signalr.connection import HttpConnection
-    from signalr.hub import UploadStream
-    from signalr.stateful import StatefulBuffer
+    from signalr.connections.connection import HttpConnection
+    from signalr.hubs.hub import UploadStream
+    from signalr.protocol.stateful import StatefulBuffer
 
 log = logging.getLogger("signalr.hub")
 

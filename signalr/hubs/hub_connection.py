@@ -13,13 +13,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from signalr import hub as hub_module
-from signalr.clients import GroupManager, HubCallerClients
-from signalr.connection import HttpConnection
+from signalr.hubs import hub as hub_module
+from signalr.hubs.clients import GroupManager, HubCallerClients
+from signalr.connections.connection import HttpConnection
 from signalr.errors import HandshakeError, ProtocolError
-from signalr.hub import Hub, HubCallerContext, HubError, HubMethodTable, UploadStream
-from signalr.hub_dispatch import NO_BACKLOG, MessageDispatch, Step
-from signalr.hub_invocations import InvocationRunner
+from signalr.hubs.hub import Hub, HubCallerContext, HubError, HubMethodTable, UploadStream
+from signalr.hubs.dispatcher import NO_BACKLOG, MessageDispatch, Step
+from signalr.hubs.invocations import InvocationRunner
 from signalr.options import HubOptions, TransportType
 from signalr.protocol import (
     PING,
@@ -34,10 +34,10 @@ from signalr.protocol import (
     select_protocol,
     write_handshake_response,
 )
-from signalr.stateful import StatefulBuffer, is_tracked
+from signalr.protocol.stateful import StatefulBuffer, is_tracked
 
 if TYPE_CHECKING:
-    from signalr.lifetime import HubLifetimeManager, SerializedMessage
+    from signalr.hubs.lifetime import HubLifetimeManager, SerializedMessage
 
 log = logging.getLogger("signalr.hub")
 

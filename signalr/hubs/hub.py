@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from signalr.errors import SignalRError
 
 if TYPE_CHECKING:
-    from signalr.clients import GroupManager, HubCallerClients
-    from signalr.connection import RequestInfo
+    from signalr.hubs.clients import GroupManager, HubCallerClients
+    from signalr.connections.connection import RequestInfo
 
 F = TypeVar("F", bound=Callable[..., Any])
 

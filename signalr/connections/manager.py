@@ -12,8 +12,8 @@ import logging
 import time
 from collections.abc import Callable
 
-from signalr.connection import ConnectionStatus, HttpConnection
-from signalr.ids import new_connection_id, new_connection_token
+from signalr.connections.connection import ConnectionStatus, HttpConnection
+from signalr.connections.ids import new_connection_id, new_connection_token
 
 log = logging.getLogger("signalr.transport")
 

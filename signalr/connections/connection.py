@@ -1,4 +1,4 @@
-"""Transport-level connection state: one inbound byte queue (:mod:`signalr.inbox`) and ONE outbound
+"""Transport-level connection state: one inbound byte queue (:mod:`signalr.connections.inbox`) and ONE outbound
 frame queue.
 
 The hub layer only ever enqueues whole serialized hub messages on :class:`Outbox`; every transport
@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from signalr.inbox import Inbox
+from signalr.connections.inbox import Inbox
 from signalr.options import HubOptions, TransportType
 
 __all__ = ["Activation", "ConnectionStatus", "Frame", "HttpConnection", "Inbox", "Outbox", "RequestInfo"]
