@@ -31,7 +31,7 @@ from signalr.protocol import (
     StreamInvocationMessage,
     StreamItemMessage,
 )
-from signalr.protocol.stateful import is_tracked
+from signalr.protocol.messages import is_trackable
 
 if TYPE_CHECKING:
     import asyncio
@@ -173,7 +173,7 @@ class MessageDispatch:
     def _dispatch(self, message: HubMessage) -> Step:
         """Handle one message without waiting; returns what must be awaited before the next one,
         ``END`` when the client closed, or ``None``."""
-        if self._stateful is not None and is_tracked(message) and not self._stateful.accept_incoming():
+        if self._stateful is not None and is_trackable(message) and not self._stateful.accept_incoming():
             return None  # replayed duplicate after a re-attach
         match message:
             case InvocationMessage() | StreamInvocationMessage():

@@ -34,7 +34,8 @@ from signalr.protocol import (
     select_protocol,
     write_handshake_response,
 )
-from signalr.protocol.stateful import StatefulBuffer, is_tracked
+from signalr.protocol.messages import is_trackable
+from signalr.protocol.stateful import StatefulBuffer
 
 if TYPE_CHECKING:
     from signalr.hubs.lifetime import HubLifetimeManager, SerializedMessage
@@ -141,7 +142,7 @@ class HubConnection(MessageDispatch, InvocationRunner):
 
     def _write(self, message: HubMessage) -> None:
         assert self.protocol is not None
-        self._put(self.protocol.write_message(message), tracked=is_tracked(message))
+        self._put(self.protocol.write_message(message), tracked=is_trackable(message))
 
     async def _send(self, message: HubMessage) -> None:
         """Send from our own tasks, waiting for Acks while the replay buffer is full."""
