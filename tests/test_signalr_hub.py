@@ -11,7 +11,7 @@ from signalr_harness import JsonWs, running
 
 from signalr import Hub, HubContext, HubError, hub_method
 from examples.chat import ChatHub
-from signalr.hubs.hub import BindingError, HubMethodTable, pascal_case
+from signalr.hubs.methods import BindingError, HubMethodTable, pascal_case
 from signalr.hubs.lifetime import InMemoryHubLifetimeManager
 
 

@@ -14,7 +14,8 @@ from typing import Any
 from signalr.hubs.clients import HubContext
 from signalr.connections.connection import HttpConnection, RequestInfo
 from signalr.connections.manager import ConnectionManager
-from signalr.hubs.hub import Hub, HubMethodTable
+from signalr.hubs.hub import Hub
+from signalr.hubs.methods import HubMethodTable
 from signalr.hubs.hub_connection import HubConnection
 from signalr.hubs.lifetime import HubLifetimeManager, InMemoryHubLifetimeManager
 from signalr.connections.negotiate import (

@@ -22,7 +22,7 @@ import tornado.web
 import tornado.websocket
 from tornado.iostream import IOStream, StreamClosedError
 
-from signalr.hubs import hub as hub_module
+from signalr.hubs.error_texts import CONNECTION_ERROR
 from signalr.connections.connection import Activation, HttpConnection, RequestInfo
 from signalr.options import TransportType
 from signalr.tornado.base import query_arguments, request_info
@@ -194,7 +194,7 @@ class HubHandler(SendRequests, tornado.websocket.WebSocketHandler):
         log.warning("connection %s is not reading: closing it", connection.connection_id)
         session = self.server.sessions.get(connection.connection_id)
         if session is not None:
-            session.abort(error=hub_module.CONNECTION_ERROR, allow_reconnect=True)
+            session.abort(error=CONNECTION_ERROR, allow_reconnect=True)
         elif connection.is_current(self._serial):
             self.server.connections.remove(connection)
         everything = stream.write(b"")
