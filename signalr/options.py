@@ -6,6 +6,7 @@ Defaults follow the .NET server (reference §17) so that every official client's
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -23,6 +24,9 @@ ALL_TRANSPORTS: tuple[TransportType, ...] = (
     TransportType.SERVER_SENT_EVENTS,
     TransportType.LONG_POLLING,
 )
+
+#: RFC 3986's unreserved characters: what a URL carries as it is.
+_URL_SAFE = re.compile(r"[A-Za-z0-9._~-]*")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,6 +72,12 @@ class HubOptions:
         acceptable hub message fits; unbounded when that is ``None``.
     :param application_max_buffer_size: received bytes that may wait for the hub before the
         transport stops reading (ASP.NET's pause threshold of the same name).
+    :param connection_id_prefix: starts every connection id and token of this endpoint (e.g.
+        ``"3."``), so that a front process sharing one port between several worker processes can
+        send each request of a connection, by its ``id=``, to the worker that holds it. Ids get it
+        too, not only tokens: negotiate version 0 clients (and skip-negotiation) send the connection
+        id as ``id=``. Only URL-safe characters (letters, digits, ``-``, ``.``, ``_``, ``~``), since
+        clients put it in the query without escaping. Empty by default.
     """
 
     keep_alive_interval: float = 15.0
@@ -90,6 +100,7 @@ class HubOptions:
     maximum_parallel_invocations_per_client: int = 1
     transport_max_buffer_size: int = 64 * 1024
     application_max_buffer_size: int = 64 * 1024
+    connection_id_prefix: str = ""
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -102,6 +113,12 @@ class HubOptions:
             TransportType(transport)
         if not self.protocols:
             raise ValueError("HubOptions.protocols must enable at least one protocol")
+        prefix = self.connection_id_prefix
+        if not isinstance(prefix, str) or not _URL_SAFE.fullmatch(prefix):
+            raise ValueError(
+                "HubOptions.connection_id_prefix may hold only letters, digits, '-', '.', '_' and '~' "
+                f"(clients send it in a URL without escaping), got {prefix!r}"
+            )
 
     @property
     def receive_unit_limit(self) -> int | None:

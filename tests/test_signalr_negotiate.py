@@ -193,3 +193,33 @@ def test_hub_options_validation() -> None:
         HubOptions(keep_alive_interval=0)
     with pytest.raises(ValueError):
         HubOptions(transports=())
+
+
+PREFIXED_22 = re.compile(r"^3\.[A-Za-z0-9_-]{22}$")
+
+
+async def test_connection_id_prefix_starts_every_id_and_token() -> None:
+    # What lets a front process route each request of a connection to the worker holding it.
+    async with running(connection_id_prefix="3.") as h:
+        v1 = await h.negotiate()
+        assert PREFIXED_22.match(v1["connectionId"]) and PREFIXED_22.match(v1["connectionToken"])
+        client = await JsonWs.connect(h, f"?id={v1['connectionToken']}")
+        assert (await client.invoke("GetConnectionId"))["result"] == v1["connectionId"]
+        client.close()
+        # Version 0 clients send the id itself as id=, so it carries the prefix too.
+        v0 = await h.negotiate("")
+        assert PREFIXED_22.match(v0["connectionId"])
+        # A skip-negotiation WebSocket's connection is born with it as well.
+        skipped = await JsonWs.connect(h, "?connectionId=whatever")
+        assert PREFIXED_22.match((await skipped.invoke("GetConnectionId"))["result"])
+        skipped.close()
+
+
+def test_connection_id_prefix_must_be_url_safe() -> None:
+    from signalr import HubOptions
+
+    assert HubOptions().connection_id_prefix == ""
+    assert HubOptions(connection_id_prefix="worker-3_a.~").connection_id_prefix == "worker-3_a.~"
+    for bad in ("3/", "a b", "é", "3&x=", None):
+        with pytest.raises(ValueError, match=r"^HubOptions.connection_id_prefix may hold only letters"):
+            HubOptions(connection_id_prefix=bad)  # type: ignore[arg-type]

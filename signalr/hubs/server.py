@@ -65,6 +65,7 @@ class HubServer:
             disconnect_timeout=self.options.disconnect_timeout,
             heartbeat_interval=self.options.heartbeat_interval,
             clock=clock,
+            id_prefix=self.options.connection_id_prefix,
         )
         self.context = HubContext(self.lifetime)
         self.sessions: dict[str, HubConnection] = {}
