@@ -11,18 +11,19 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 
-class TransportType(StrEnum):
-    """Transport names exactly as they appear in the negotiate payload (case-sensitive on the wire)."""
+class HttpTransportType(StrEnum):
+    """The HTTP transport a connection rides on (ASP.NET's ``HttpTransportType``), named exactly as in
+    the negotiate payload (case-sensitive on the wire)."""
 
     WEBSOCKETS = "WebSockets"
     SERVER_SENT_EVENTS = "ServerSentEvents"
     LONG_POLLING = "LongPolling"
 
 
-ALL_TRANSPORTS: tuple[TransportType, ...] = (
-    TransportType.WEBSOCKETS,
-    TransportType.SERVER_SENT_EVENTS,
-    TransportType.LONG_POLLING,
+ALL_TRANSPORTS: tuple[HttpTransportType, ...] = (
+    HttpTransportType.WEBSOCKETS,
+    HttpTransportType.SERVER_SENT_EVENTS,
+    HttpTransportType.LONG_POLLING,
 )
 
 #: RFC 3986's unreserved characters: what a URL carries as it is.
@@ -86,7 +87,7 @@ class HubOptions:
     maximum_receive_message_size: int | None = 32 * 1024
     enable_detailed_errors: bool = False
     stream_buffer_capacity: int = 10
-    transports: tuple[TransportType, ...] = ALL_TRANSPORTS
+    transports: tuple[HttpTransportType, ...] = ALL_TRANSPORTS
     protocols: tuple[str, ...] = ("json", "messagepack")
     allow_stateful_reconnects: bool = False
     stateful_reconnect_buffer_size: int = 100_000
@@ -110,7 +111,7 @@ class HubOptions:
         if not self.transports:
             raise ValueError("HubOptions.transports must enable at least one transport")
         for transport in self.transports:
-            TransportType(transport)
+            HttpTransportType(transport)
         if not self.protocols:
             raise ValueError("HubOptions.protocols must enable at least one protocol")
         prefix = self.connection_id_prefix

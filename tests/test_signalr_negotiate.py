@@ -16,7 +16,7 @@ from signalr.connections.negotiate import (
     parse_bool_query,
     select_version,
 )
-from signalr.options import ALL_TRANSPORTS, TransportType
+from signalr.options import ALL_TRANSPORTS, HttpTransportType
 
 URL_SAFE_22 = re.compile(r"^[A-Za-z0-9_-]{22}$")
 ALL_TRANSPORTS_JSON = [
@@ -59,7 +59,7 @@ def test_payload_v1_and_v0_exact() -> None:
         version=0,
         connection_id="cid",
         connection_token="cid",
-        transports=(TransportType.LONG_POLLING,),
+        transports=(HttpTransportType.LONG_POLLING,),
         use_stateful_reconnect=False,
     )
     body = json.loads(negotiate_payload(v0))
@@ -76,8 +76,8 @@ def test_payload_v1_and_v0_exact() -> None:
 
 def test_advertised_transports_keeps_order_and_can_drop_websockets() -> None:
     assert advertised_transports(ALL_TRANSPORTS, websockets_available=False) == (
-        TransportType.SERVER_SENT_EVENTS,
-        TransportType.LONG_POLLING,
+        HttpTransportType.SERVER_SENT_EVENTS,
+        HttpTransportType.LONG_POLLING,
     )
 
 
@@ -140,7 +140,7 @@ async def test_row7_extra_query_parameters_ignored_and_keys_case_insensitive() -
 
 
 async def test_row8_disabled_transports_are_omitted() -> None:
-    async with running(transports=(TransportType.WEBSOCKETS, TransportType.LONG_POLLING)) as h:
+    async with running(transports=(HttpTransportType.WEBSOCKETS, HttpTransportType.LONG_POLLING)) as h:
         names = [t["transport"] for t in (await h.negotiate())["availableTransports"]]
         assert names == ["WebSockets", "LongPolling"]
 

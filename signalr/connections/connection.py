@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from signalr.connections.inbox import Inbox
 from signalr.connections.outbox import Outbox
-from signalr.options import TransportType
+from signalr.options import HttpTransportType
 
 __all__ = ["Activation", "ConnectionStatus", "HttpConnection", "RequestInfo"]
 
@@ -76,7 +76,7 @@ class HttpConnection:
         self.token = token
         self.negotiate_version = negotiate_version
         self.stateful_reconnect = stateful_reconnect
-        self.transport: TransportType | None = None
+        self.transport: HttpTransportType | None = None
         self.status = ConnectionStatus.INACTIVE
         self.inactive_since: float | None = now
         self.outbox = Outbox(on_overflow=self._slow_consumer)
@@ -103,9 +103,9 @@ class HttpConnection:
     @property
     def reconnect_expected(self) -> bool:
         """True when a dropped WebSocket may come back with the same token (stateful reconnect)."""
-        return self.stateful_reconnect and self.transport is TransportType.WEBSOCKETS
+        return self.stateful_reconnect and self.transport is HttpTransportType.WEBSOCKETS
 
-    def activate(self, transport: TransportType) -> tuple[Activation, int]:
+    def activate(self, transport: HttpTransportType) -> tuple[Activation, int]:
         """Attach a transport request; returns the outcome and an attachment serial.
 
         The serial lets a finishing request tell whether it is still the current one.
@@ -116,7 +116,7 @@ class HttpConnection:
             return Activation.WRONG_TRANSPORT, 0
         # A second WS/SSE is a conflict, except a stateful client replacing its dropped socket;
         # for long polling the newer poll simply wins.
-        persistent = transport is not TransportType.LONG_POLLING
+        persistent = transport is not HttpTransportType.LONG_POLLING
         if persistent and self.status is ConnectionStatus.ACTIVE and not (self.reconnect_expected and self.started):
             return Activation.CONFLICT, 0
         self._attach_serial += 1
@@ -130,7 +130,7 @@ class HttpConnection:
         if not self.started:
             self.started = True
             return Activation.STARTED, self._attach_serial
-        if transport is TransportType.WEBSOCKETS:
+        if transport is HttpTransportType.WEBSOCKETS:
             return Activation.REATTACHED, self._attach_serial
         return Activation.RESUMED, self._attach_serial
 

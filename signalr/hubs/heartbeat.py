@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from signalr.connections.connection import HttpConnection
 from signalr.hubs.output import HubOutput
-from signalr.options import HubOptions, TransportType
+from signalr.options import HubOptions, HttpTransportType
 from signalr.protocol import PING, AckMessage
 
 log = logging.getLogger("signalr.hub")
@@ -60,7 +60,7 @@ class Heartbeat:
             if due is not None:
                 output.write(AckMessage(sequence_id=due))
         connection = self._connection
-        if connection.transport is TransportType.LONG_POLLING:
+        if connection.transport is HttpTransportType.LONG_POLLING:
             return  # long polling is inherently keep-alive: no Pings, no ping timeout
         if connection.inactive_since is not None:
             return  # a stateful connection waiting for its client to re-attach

@@ -26,7 +26,7 @@ from signalr.hubs.hub import Hub, HubActivator, HubCallerContext, HubError
 from signalr.hubs.invocations import Invocations
 from signalr.hubs.methods import HubMethodTable
 from signalr.hubs.output import HubOutput
-from signalr.options import HubOptions, TransportType
+from signalr.options import HubOptions, HttpTransportType
 from signalr.protocol import (
     CloseMessage,
     HubProtocol,
@@ -200,7 +200,7 @@ class HubConnection:
         return {n: p for n in self._options.protocols if (p := get_protocol(n, max_message_size=limit))}
 
     def _formats(self) -> tuple[TransferFormat, ...]:
-        if self.connection.transport is TransportType.SERVER_SENT_EVENTS:
+        if self.connection.transport is HttpTransportType.SERVER_SENT_EVENTS:
             return (TransferFormat.TEXT,)
         return (TransferFormat.TEXT, TransferFormat.BINARY)
 
@@ -214,7 +214,7 @@ class HubConnection:
         # Stateful reconnect only for clients that negotiated it AND speak protocol version 2;
         # older clients (and pysignalr/Java) must never see Ack/Sequence.
         stateful = (
-            connection.stateful_reconnect and version >= 2 and connection.transport is TransportType.WEBSOCKETS
+            connection.stateful_reconnect and version >= 2 and connection.transport is HttpTransportType.WEBSOCKETS
         )
         connection.stateful_reconnect = stateful
         replay = StatefulBuffer(limit=self._options.stateful_reconnect_buffer_size) if stateful else None
