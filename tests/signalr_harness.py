@@ -18,8 +18,8 @@ import tornado.testing
 import tornado.web
 import tornado.websocket
 
-from signalr import HubOptions
 from examples.chat import ChatHub
+from signalr import HubOptions
 from signalr.hubs.hub import Hub
 from signalr.tornado import HubServer, hub_routes
 

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from signalr.errors import SignalRError
 from signalr.redis.protocol import (
     BackplaneChannels,
     BackplaneProtocolError,
@@ -21,7 +22,6 @@ from signalr.redis.protocol import (
     encode_group_command,
     encode_invocation,
 )
-from signalr.errors import SignalRError
 
 
 def test_invocation_wire_layout_is_a_documented_map() -> None:

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from signalr_harness import JsonWs, running
 
-from signalr import Hub, HubContext, HubError, hub_method
 from examples.chat import ChatHub
-from signalr.hubs.methods import BindingError, HubMethodTable, pascal_case
+from signalr import Hub, HubContext, HubError, hub_method
 from signalr.hubs.lifetime import InMemoryHubLifetimeManager
+from signalr.hubs.methods import BindingError, HubMethodTable, pascal_case
 
 
 class TableHub(Hub):

@@ -10,8 +10,8 @@ import asyncio
 
 from signalr_harness import JsonWs, running
 
-from signalr.connections.manager import ConnectionManager
 from examples.chat import ChatHub
+from signalr.connections.manager import ConnectionManager
 from signalr.options import HttpTransportType
 
 

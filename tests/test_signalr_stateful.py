@@ -6,8 +6,8 @@ import pytest
 import tornado.httpclient
 from signalr_harness import JsonWs, running, wait_until
 
-from signalr.errors import ProtocolError
 from examples.chat import ChatHub
+from signalr.errors import ProtocolError
 from signalr.protocol.stateful import StatefulBuffer
 
 V2 = '{"protocol":"json","version":2}\x1e'

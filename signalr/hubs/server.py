@@ -11,13 +11,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from signalr.hubs.clients import HubContext
 from signalr.connections.connection import HttpConnection, RequestInfo
 from signalr.connections.manager import ConnectionManager
-from signalr.hubs.hub import Hub
-from signalr.hubs.methods import HubMethodTable
-from signalr.hubs.hub_connection import HubConnection
-from signalr.hubs.lifetime import HubLifetimeManager, InMemoryHubLifetimeManager
 from signalr.connections.negotiate import (
     NegotiateResult,
     NegotiateVersionError,
@@ -27,6 +22,11 @@ from signalr.connections.negotiate import (
     parse_bool_query,
     select_version,
 )
+from signalr.hubs.clients import HubContext
+from signalr.hubs.hub import Hub
+from signalr.hubs.hub_connection import HubConnection
+from signalr.hubs.lifetime import HubLifetimeManager, InMemoryHubLifetimeManager
+from signalr.hubs.methods import HubMethodTable
 from signalr.options import HubOptions
 
 log = logging.getLogger("signalr.transport")

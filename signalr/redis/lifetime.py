@@ -32,6 +32,15 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from signalr.hubs.lifetime import (
+    GroupActionError,
+    HubConnectionSink,
+    HubLifetimeManager,
+    LocalConnections,
+    exclusion_set,
+    id_collection,
+    invocation,
+)
 from signalr.redis.acks import PendingAcks
 from signalr.redis.protocol import (
     BackplaneChannels,
@@ -46,15 +55,6 @@ from signalr.redis.protocol import (
     encode_ack,
     encode_group_command,
     encode_invocation,
-)
-from signalr.hubs.lifetime import (
-    GroupActionError,
-    HubConnectionSink,
-    HubLifetimeManager,
-    LocalConnections,
-    exclusion_set,
-    id_collection,
-    invocation,
 )
 from signalr.redis.subscriptions import RedisSubscriptions, reconnect_delay
 

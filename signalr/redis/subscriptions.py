@@ -17,9 +17,9 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
+from signalr.hubs.lifetime import LocalConnections
 from signalr.redis.acks import fail_unawaited
 from signalr.redis.protocol import BackplaneChannels
-from signalr.hubs.lifetime import LocalConnections
 
 __all__ = ["RedisSubscriptions", "reconnect_delay"]
 

@@ -22,15 +22,15 @@ import tornado.web
 import tornado.websocket
 from tornado.iostream import IOStream, StreamClosedError
 
-from signalr.hubs.error_texts import CONNECTION_ERROR
 from signalr.connections.connection import Activation, HttpConnection, RequestInfo
+from signalr.connections.transports import long_polling, sse, websocket
+from signalr.hubs.error_texts import CONNECTION_ERROR
 from signalr.options import HttpTransportType
 from signalr.tornado.base import query_arguments, request_info
 from signalr.tornado.flow import WriteGuard
 from signalr.tornado.sends import SendRequests
 from signalr.tornado.ws_reader import HubWebSocketProtocol
 from signalr.tornado.ws_writer import WebSocketPeer
-from signalr.connections.transports import long_polling, sse, websocket
 
 log = logging.getLogger("signalr.transport")
 

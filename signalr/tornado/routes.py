@@ -10,8 +10,8 @@ import tornado.web
 from tornado.routing import URLSpec
 
 from signalr.hubs.hub import Hub
-from signalr.hubs.server import HubServer, UserProvider
 from signalr.hubs.lifetime import HubLifetimeManager
+from signalr.hubs.server import HubServer, UserProvider
 from signalr.options import HubOptions
 from signalr.tornado.hub_handler import HubHandler
 from signalr.tornado.negotiate import NegotiateHandler
