@@ -1,6 +1,6 @@
 """A complete SignalR chat hub — and the reference for how to write one.
 
-Run it::
+Run it from the checkout root::
 
     python -m examples.chat --port 8000 [--redis redis://localhost:6379/0] [--origin http://localhost:3000]
 
