@@ -1,11 +1,11 @@
-"""The benchmark's reference server: ``signalr.example``'s chat hub rebuilt on ``aiosignalr``.
+"""The benchmark's reference server: ``examples.chat``'s chat hub rebuilt on ``aiosignalr``.
 
 Run it::
 
     python bench/aiosignalr_server.py --port 8001
 
 It serves ``http://127.0.0.1:PORT/chat`` with the hub methods the benchmark calls, written so their
-wire behaviour matches :class:`signalr.example.ChatHub`: ``Echo(x)`` completes with ``x``,
+wire behaviour matches :class:`examples.chat.ChatHub`: ``Echo(x)`` completes with ``x``,
 ``Broadcast(msg)`` sends ``Message(msg)`` to every connection and completes without a result.
 Both servers keep their default keep-alive (15 s) and client timeout (30 s) and run the JSON and
 MessagePack protocols, so neither is given an easier job.

@@ -5,7 +5,7 @@ Run it from the checkout root::
     .venv/bin/python bench/bench_signalr.py                      # 5,000 connections, 3 repetitions
     .venv/bin/python bench/bench_signalr.py --connections 20 --duration 0.5 --repeat 1   # smoke scale
 
-Both servers serve the same chat hub at ``/chat`` (``python -m signalr.example`` and
+Both servers serve the same chat hub at ``/chat`` (``python -m examples.chat`` and
 ``bench/aiosignalr_server.py``), each in its own process, started afresh for every phase of every
 repetition; the repetitions alternate which server goes first. One client process
 (``bench/signalr_client.py``) drives both. Measured, per server:
@@ -53,7 +53,7 @@ from signalr_client import HubClient, Negotiator, connect  # noqa: E402
 HOST = "127.0.0.1"
 HUB_PATH = "/chat"
 SERVERS: dict[str, list[str]] = {
-    "ours": [sys.executable, "-m", "signalr.example"],
+    "ours": [sys.executable, "-m", "examples.chat"],
     "aiosignalr": [sys.executable, str(BENCH / "aiosignalr_server.py")],
 }
 ECHO_PAYLOAD = "hello"

@@ -6,23 +6,28 @@ Defaults follow the .NET server (reference §17) so that every official client's
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 
 
-class TransportType(StrEnum):
-    """Transport names exactly as they appear in the negotiate payload (case-sensitive on the wire)."""
+class HttpTransportType(StrEnum):
+    """The HTTP transport a connection rides on (ASP.NET's ``HttpTransportType``), named exactly as in
+    the negotiate payload (case-sensitive on the wire)."""
 
     WEBSOCKETS = "WebSockets"
     SERVER_SENT_EVENTS = "ServerSentEvents"
     LONG_POLLING = "LongPolling"
 
 
-ALL_TRANSPORTS: tuple[TransportType, ...] = (
-    TransportType.WEBSOCKETS,
-    TransportType.SERVER_SENT_EVENTS,
-    TransportType.LONG_POLLING,
+ALL_TRANSPORTS: tuple[HttpTransportType, ...] = (
+    HttpTransportType.WEBSOCKETS,
+    HttpTransportType.SERVER_SENT_EVENTS,
+    HttpTransportType.LONG_POLLING,
 )
+
+#: RFC 3986's unreserved characters: what a URL carries as it is.
+_URL_SAFE = re.compile(r"[A-Za-z0-9._~-]*")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,6 +73,12 @@ class HubOptions:
         acceptable hub message fits; unbounded when that is ``None``.
     :param application_max_buffer_size: received bytes that may wait for the hub before the
         transport stops reading (ASP.NET's pause threshold of the same name).
+    :param connection_id_prefix: starts every connection id and token of this endpoint (e.g.
+        ``"3."``), so that a front process sharing one port between several worker processes can
+        send each request of a connection, by its ``id=``, to the worker that holds it. Ids get it
+        too, not only tokens: negotiate version 0 clients (and skip-negotiation) send the connection
+        id as ``id=``. Only URL-safe characters (letters, digits, ``-``, ``.``, ``_``, ``~``), since
+        clients put it in the query without escaping. Empty by default.
     """
 
     keep_alive_interval: float = 15.0
@@ -76,7 +87,7 @@ class HubOptions:
     maximum_receive_message_size: int | None = 32 * 1024
     enable_detailed_errors: bool = False
     stream_buffer_capacity: int = 10
-    transports: tuple[TransportType, ...] = ALL_TRANSPORTS
+    transports: tuple[HttpTransportType, ...] = ALL_TRANSPORTS
     protocols: tuple[str, ...] = ("json", "messagepack")
     allow_stateful_reconnects: bool = False
     stateful_reconnect_buffer_size: int = 100_000
@@ -90,6 +101,7 @@ class HubOptions:
     maximum_parallel_invocations_per_client: int = 1
     transport_max_buffer_size: int = 64 * 1024
     application_max_buffer_size: int = 64 * 1024
+    connection_id_prefix: str = ""
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -99,9 +111,15 @@ class HubOptions:
         if not self.transports:
             raise ValueError("HubOptions.transports must enable at least one transport")
         for transport in self.transports:
-            TransportType(transport)
+            HttpTransportType(transport)
         if not self.protocols:
             raise ValueError("HubOptions.protocols must enable at least one protocol")
+        prefix = self.connection_id_prefix
+        if not isinstance(prefix, str) or not _URL_SAFE.fullmatch(prefix):
+            raise ValueError(
+                "HubOptions.connection_id_prefix may hold only letters, digits, '-', '.', '_' and '~' "
+                f"(clients send it in a URL without escaping), got {prefix!r}"
+            )
 
     @property
     def receive_unit_limit(self) -> int | None:

@@ -18,9 +18,9 @@ import tornado.testing
 import tornado.web
 import tornado.websocket
 
+from examples.chat import ChatHub
 from signalr import HubOptions
-from signalr.example import ChatHub
-from signalr.hub import Hub
+from signalr.hubs.hub import Hub
 from signalr.tornado import HubServer, hub_routes
 
 RS = "\x1e"

@@ -1,6 +1,6 @@
 """Processes for the SignalR interop tests: the example hub and Node scenario scripts.
 
-The interop tests drive ``python -m signalr.example`` (a separate process, so a test can kill it and
+The interop tests drive ``python -m examples.chat`` (a separate process, so a test can kill it and
 start a new one on the same port) with real client libraries. Node scenario scripts in
 ``tests/interop`` speak line-delimited JSON on stdout: ``{"event": ...}`` lines while they run (a test
 may answer some of them on stdin, e.g. after restarting the server) and one final ``{"result": ...}``.
@@ -74,7 +74,7 @@ class _LineReader:
 
 
 class ExampleServer:
-    """``python -m signalr.example`` on a fixed loopback port; restartable on the same port.
+    """``python -m examples.chat`` on a fixed loopback port; restartable on the same port.
 
     :param port: port to serve on; a free one when omitted.
     :param redis_url: use the Redis backplane at this URL.
@@ -95,7 +95,7 @@ class ExampleServer:
 
     def start(self, timeout: float = 20.0) -> None:
         """Start the process and wait for its ``listening on`` line."""
-        args = [sys.executable, "-m", "signalr.example", "--port", str(self.port)]
+        args = [sys.executable, "-m", "examples.chat", "--port", str(self.port)]
         if self.redis_url:
             args += ["--redis", self.redis_url]
         for origin in self.origins:

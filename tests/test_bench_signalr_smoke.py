@@ -1,6 +1,6 @@
 """Keeps ``bench/bench_signalr.py`` from rotting: the whole driver, at toy scale, against both servers.
 
-Real server processes (``python -m signalr.example`` and ``bench/aiosignalr_server.py``) on free
+Real server processes (``python -m examples.chat`` and ``bench/aiosignalr_server.py``) on free
 ports, driven by the benchmark's own client; the figures are not judged, only that every phase ran
 and produced sane numbers.
 """

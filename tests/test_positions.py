@@ -171,7 +171,7 @@ def test_presence_script_headers_document_keys_arguments_and_return(name: str) -
 
 @given(st.integers(1, 10**12), st.none() | st.integers(1, 10**12))
 def test_position_message_is_what_each_protocol_would_write(position: int, wait: int | None) -> None:
-    from signalr.lifetime import invocation
+    from signalr.hubs.lifetime import invocation
     from signalr.protocol import JsonHubProtocol, MessagePackHubProtocol
 
     fast = position_message(position, wait)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import redis.asyncio
 
-from signalr.clients import GroupManager
-from signalr.lifetime import InMemoryHubLifetimeManager, SerializedMessage
-from signalr.redis_lifetime import RedisHubLifetimeManager
+from signalr.hubs.clients import GroupManager
+from signalr.hubs.lifetime import InMemoryHubLifetimeManager, SerializedMessage
+from signalr.redis.lifetime import RedisHubLifetimeManager
 
 
 class Sink:

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from signalr.backplane_protocol import (
+from signalr.errors import SignalRError
+from signalr.redis.protocol import (
     BackplaneChannels,
     BackplaneProtocolError,
     GroupAck,
@@ -21,7 +22,6 @@ from signalr.backplane_protocol import (
     encode_group_command,
     encode_invocation,
 )
-from signalr.errors import SignalRError
 
 
 def test_invocation_wire_layout_is_a_documented_map() -> None:

@@ -22,7 +22,7 @@ from signalr_harness import RS, TIMEOUT, Harness, JsonWs, running, wait_until
 from tornado.util import _websocket_mask
 
 from signalr import Hub, HubOptions
-from signalr.hub_dispatch import DISPATCH_BATCH
+from signalr.hubs.dispatcher import DISPATCH_BATCH
 
 HANDSHAKE = ('{"protocol":"json","version":1}' + RS).encode()
 PAD = "p" * 200
@@ -444,7 +444,7 @@ async def test_the_official_js_client_keeps_its_connection_through_idle_periods(
     (30 s by default, here 600 ms), although the clock now starts at the handshake."""
     from signalr_interop_harness import run_node
 
-    from signalr.example import ChatHub
+    from examples.chat import ChatHub
 
     options = {"client_timeout_interval": 0.6, "keep_alive_interval": 0.2, "heartbeat_interval": 0.02}
     async with running(ChatHub, **options) as h:

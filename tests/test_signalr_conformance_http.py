@@ -6,7 +6,7 @@ import pytest
 import tornado.httpclient
 from signalr_harness import JsonWs, RawSse, running
 
-from signalr.options import TransportType
+from signalr.options import HttpTransportType
 
 
 async def test_row5_negotiate_other_methods_405() -> None:
@@ -103,7 +103,7 @@ async def test_row40_delete_non_long_polling_400_and_long_polling_202() -> None:
 
 
 async def test_row8_disabled_transports_answer_404() -> None:
-    async with running(transports=(TransportType.LONG_POLLING,)) as h:
+    async with running(transports=(HttpTransportType.LONG_POLLING,)) as h:
         token = (await h.negotiate())["connectionToken"]
         with pytest.raises(tornado.httpclient.HTTPClientError) as caught:
             await h.websocket(f"?id={token}")
@@ -114,7 +114,7 @@ async def test_row8_disabled_transports_answer_404() -> None:
         with pytest.raises(tornado.httpclient.HTTPClientError) as caught:
             await h.websocket("")  # skip negotiation needs WebSockets too
         assert caught.value.code == 404
-    async with running(transports=(TransportType.WEBSOCKETS,)) as h:
+    async with running(transports=(HttpTransportType.WEBSOCKETS,)) as h:
         token = (await h.negotiate())["connectionToken"]
         assert (await h.fetch(f"?id={token}")).code == 404
 

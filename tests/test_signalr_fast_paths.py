@@ -14,7 +14,7 @@ from typing import Any
 
 from signalr_harness import TIMEOUT, JsonWs, frame, running
 
-from signalr.example import ChatHub
+from examples.chat import ChatHub
 from signalr.tornado import _TEXT_FIN
 
 V2 = '{"protocol":"json","version":2}\x1e'

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from signalr_harness import JsonWs, running
 
+from examples.chat import ChatHub
 from signalr import Hub, HubContext, HubError, hub_method
-from signalr.example import ChatHub
-from signalr.hub import BindingError, HubMethodTable, pascal_case
-from signalr.lifetime import InMemoryHubLifetimeManager
+from signalr.hubs.lifetime import InMemoryHubLifetimeManager
+from signalr.hubs.methods import BindingError, HubMethodTable, pascal_case
 
 
 class TableHub(Hub):
@@ -347,7 +347,7 @@ async def test_on_connected_failure_closes_without_reconnect() -> None:
 
 @pytest.mark.redis
 async def test_row108_example_hub_across_two_servers_on_redis(redis_url: str) -> None:
-    from signalr.example import make_lifetime
+    from examples.chat import make_lifetime
 
     async with (
         running(lifetime_manager=make_lifetime(redis_url)) as s1,

@@ -1,4 +1,4 @@
-"""``@microsoft/signalr`` (the official JS client, under Node) against ``python -m signalr.example``.
+"""``@microsoft/signalr`` (the official JS client, under Node) against ``python -m examples.chat``.
 
 Each Node script runs many scenarios in one process and reports what it observed; the assertions live
 here. Scripts and servers are shared per module so the whole file stays at a few seconds.

@@ -1,4 +1,4 @@
-"""The Python SignalR clients ``signalrcore`` and ``pysignalr`` against ``python -m signalr.example``.
+"""The Python SignalR clients ``signalrcore`` and ``pysignalr`` against ``python -m examples.chat``.
 
 Both negotiate with version 0 (``connectionId`` doubles as the token). Client quirks shape the
 coverage (see the protocol reference, sections 14.4 and 14.5):

@@ -10,9 +10,9 @@ import asyncio
 
 from signalr_harness import JsonWs, running
 
-from signalr.connection_manager import ConnectionManager
-from signalr.example import ChatHub
-from signalr.options import TransportType
+from examples.chat import ChatHub
+from signalr.connections.manager import ConnectionManager
+from signalr.options import HttpTransportType
 
 
 class FakeClock:
@@ -31,7 +31,7 @@ def test_row14_scan_reaps_only_connections_inactive_past_timeout() -> None:
     assert busy.token == busy.connection_id and idle.token != idle.connection_id
     ticks: list[float] = []
     busy.on_tick = ticks.append
-    busy.activate(TransportType.WEBSOCKETS)
+    busy.activate(HttpTransportType.WEBSOCKETS)
     clock.now += 15
     manager.scan(clock.now)
     assert manager.get(idle.token) is idle  # exactly at the limit: kept

@@ -22,14 +22,14 @@ import pytest
 import redis.asyncio
 from redis_process import RedisProcess, free_port
 
-from signalr.lifetime import (
+from signalr.hubs.lifetime import (
     GroupActionError,
     HubLifetimeManager,
     InMemoryHubLifetimeManager,
     SerializedMessage,
 )
 from signalr.protocol import HubMessage, HubProtocol, InvocationMessage, get_protocol
-from signalr.redis_lifetime import RedisHubLifetimeManager, reconnect_delay
+from signalr.redis.lifetime import RedisHubLifetimeManager, reconnect_delay
 
 TIMEOUT = 5.0
 _ids = itertools.count(1)

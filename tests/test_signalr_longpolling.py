@@ -6,7 +6,7 @@ import asyncio
 
 from signalr_harness import RS, frame, parse, running, wait_until
 
-from signalr.example import ChatHub
+from examples.chat import ChatHub
 
 HANDSHAKE = ('{"protocol":"json","version":1}' + RS).encode()
 

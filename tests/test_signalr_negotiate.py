@@ -8,7 +8,7 @@ import re
 import pytest
 from signalr_harness import JsonWs, running
 
-from signalr.negotiate import (
+from signalr.connections.negotiate import (
     NegotiateResult,
     NegotiateVersionError,
     advertised_transports,
@@ -16,7 +16,7 @@ from signalr.negotiate import (
     parse_bool_query,
     select_version,
 )
-from signalr.options import ALL_TRANSPORTS, TransportType
+from signalr.options import ALL_TRANSPORTS, HttpTransportType
 
 URL_SAFE_22 = re.compile(r"^[A-Za-z0-9_-]{22}$")
 ALL_TRANSPORTS_JSON = [
@@ -59,7 +59,7 @@ def test_payload_v1_and_v0_exact() -> None:
         version=0,
         connection_id="cid",
         connection_token="cid",
-        transports=(TransportType.LONG_POLLING,),
+        transports=(HttpTransportType.LONG_POLLING,),
         use_stateful_reconnect=False,
     )
     body = json.loads(negotiate_payload(v0))
@@ -76,8 +76,8 @@ def test_payload_v1_and_v0_exact() -> None:
 
 def test_advertised_transports_keeps_order_and_can_drop_websockets() -> None:
     assert advertised_transports(ALL_TRANSPORTS, websockets_available=False) == (
-        TransportType.SERVER_SENT_EVENTS,
-        TransportType.LONG_POLLING,
+        HttpTransportType.SERVER_SENT_EVENTS,
+        HttpTransportType.LONG_POLLING,
     )
 
 
@@ -140,7 +140,7 @@ async def test_row7_extra_query_parameters_ignored_and_keys_case_insensitive() -
 
 
 async def test_row8_disabled_transports_are_omitted() -> None:
-    async with running(transports=(TransportType.WEBSOCKETS, TransportType.LONG_POLLING)) as h:
+    async with running(transports=(HttpTransportType.WEBSOCKETS, HttpTransportType.LONG_POLLING)) as h:
         names = [t["transport"] for t in (await h.negotiate())["availableTransports"]]
         assert names == ["WebSockets", "LongPolling"]
 
@@ -193,3 +193,33 @@ def test_hub_options_validation() -> None:
         HubOptions(keep_alive_interval=0)
     with pytest.raises(ValueError):
         HubOptions(transports=())
+
+
+PREFIXED_22 = re.compile(r"^3\.[A-Za-z0-9_-]{22}$")
+
+
+async def test_connection_id_prefix_starts_every_id_and_token() -> None:
+    # What lets a front process route each request of a connection to the worker holding it.
+    async with running(connection_id_prefix="3.") as h:
+        v1 = await h.negotiate()
+        assert PREFIXED_22.match(v1["connectionId"]) and PREFIXED_22.match(v1["connectionToken"])
+        client = await JsonWs.connect(h, f"?id={v1['connectionToken']}")
+        assert (await client.invoke("GetConnectionId"))["result"] == v1["connectionId"]
+        client.close()
+        # Version 0 clients send the id itself as id=, so it carries the prefix too.
+        v0 = await h.negotiate("")
+        assert PREFIXED_22.match(v0["connectionId"])
+        # A skip-negotiation WebSocket's connection is born with it as well.
+        skipped = await JsonWs.connect(h, "?connectionId=whatever")
+        assert PREFIXED_22.match((await skipped.invoke("GetConnectionId"))["result"])
+        skipped.close()
+
+
+def test_connection_id_prefix_must_be_url_safe() -> None:
+    from signalr import HubOptions
+
+    assert HubOptions().connection_id_prefix == ""
+    assert HubOptions(connection_id_prefix="worker-3_a.~").connection_id_prefix == "worker-3_a.~"
+    for bad in ("3/", "a b", "é", "3&x=", None):
+        with pytest.raises(ValueError, match=r"^HubOptions.connection_id_prefix may hold only letters"):
+            HubOptions(connection_id_prefix=bad)  # type: ignore[arg-type]

@@ -8,7 +8,7 @@ import json
 import pytest
 from signalr_harness import RS, RawSse, frame, parse, running
 
-from signalr.transports.sse import format_event
+from signalr.connections.transports.sse import format_event
 
 HANDSHAKE = '{"protocol":"json","version":1}' + RS
 
@@ -85,7 +85,7 @@ async def test_row31_messagepack_over_sse_is_refused() -> None:
 async def test_sse_client_disconnect_disposes_connection() -> None:
     disconnected = asyncio.Event()
 
-    from signalr.example import ChatHub
+    from examples.chat import ChatHub
 
     class Hub(ChatHub):
         async def on_disconnected(self, exception: BaseException | None) -> None:

@@ -6,9 +6,9 @@ import pytest
 import tornado.httpclient
 from signalr_harness import JsonWs, running, wait_until
 
+from examples.chat import ChatHub
 from signalr.errors import ProtocolError
-from signalr.example import ChatHub
-from signalr.stateful import StatefulBuffer
+from signalr.protocol.stateful import StatefulBuffer
 
 V2 = '{"protocol":"json","version":2}\x1e'
 

@@ -228,7 +228,7 @@ async def test_row86_graceful_shutdown_sends_close_with_allow_reconnect() -> Non
 
 
 async def test_row85_application_abort_sends_close_without_allow_reconnect() -> None:
-    from signalr.example import ChatHub
+    from examples.chat import ChatHub
 
     class Kicker(ChatHub):
         def kick(self) -> None:

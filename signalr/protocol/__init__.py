@@ -1,10 +1,11 @@
-"""Sans-IO SignalR hub protocol layer: messages, framing, handshake, JSON and MessagePack encodings.
+"""Sans-IO SignalR hub protocol layer: messages, framing, handshake, JSON and MessagePack encodings,
+the registry of both (:mod:`.registry`) and stateful reconnect's sequencing (:mod:`.stateful`).
 
 Nothing here performs I/O or reads a clock; transports feed bytes in and write the bytes that come out.
 """
 
 from ..errors import HandshakeError, MessageTooLargeError, ProtocolError, SerializationError, SignalRError
-from .base import DEFAULT_MAX_MESSAGE_SIZE, HubProtocol, get_protocol, protocol_names
+from .base import DEFAULT_MAX_MESSAGE_SIZE, HubProtocol
 from .framing import (
     RECORD_SEPARATOR,
     as_bytes,
@@ -43,6 +44,7 @@ from .messages import (
     is_trackable,
 )
 from .msgpack_protocol import MessagePackHubProtocol
+from .registry import get_protocol, protocol_names
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",

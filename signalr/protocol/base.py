@@ -1,4 +1,5 @@
-"""The hub protocol interface shared by the JSON and MessagePack encodings, and the protocol registry."""
+"""The hub protocol interface shared by the JSON and MessagePack encodings (the registry of both is
+:mod:`.registry`, so that neither encoding imports a module that imports it)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 from ..errors import ProtocolError
 from .messages import CompletionMessage, HubMessage, TransferFormat
 
-__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "HubProtocol", "get_protocol", "protocol_names"]
+__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "HubProtocol"]
 
 # .NET's HubOptions.MaximumReceiveMessageSize default; the hub layer passes its own configured value.
 DEFAULT_MAX_MESSAGE_SIZE = 32 * 1024
@@ -98,27 +99,3 @@ class HubProtocol(ABC):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(max_message_size={self.max_message_size!r})"
 
-
-def protocol_names() -> tuple[str, ...]:
-    """Names accepted by :func:`get_protocol`, in preference order."""
-    return ("json", "messagepack")
-
-
-def get_protocol(name: str, *, max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE) -> HubProtocol | None:
-    """A fresh protocol instance for a handshake protocol name.
-
-    :param name: ``"json"`` or ``"messagepack"``, compared ignoring case like .NET's protocol resolver.
-    :param max_message_size: see :class:`HubProtocol`.
-    :returns: the protocol, or ``None`` for an unknown name.
-    """
-    # Imported here because both implementations import this module.
-    name = name.lower()
-    if name == "json":
-        from .json_protocol import JsonHubProtocol
-
-        return JsonHubProtocol(max_message_size=max_message_size)
-    if name == "messagepack":
-        from .msgpack_protocol import MessagePackHubProtocol
-
-        return MessagePackHubProtocol(max_message_size=max_message_size)
-    return None

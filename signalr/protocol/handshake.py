@@ -15,9 +15,10 @@ from typing import Any
 import ujson
 
 from ..errors import HandshakeError
-from .base import DEFAULT_MAX_MESSAGE_SIZE, HubProtocol, get_protocol
+from .base import DEFAULT_MAX_MESSAGE_SIZE, HubProtocol
 from .framing import RECORD_SEPARATOR, as_bytes
 from .messages import TransferFormat
+from .registry import get_protocol
 
 
 __all__ = [

@@ -315,6 +315,8 @@ def _envelope(message: HubMessage) -> dict[str, Any]:
     return document
 
 
+# A deliberate twin of MessagePackHubProtocol (msgpack_protocol.py): the two encodings answer the same
+# questions in the same order (framing, per-frame parse, Ping shortcut), and their likeness is the point.
 class JsonHubProtocol(HubProtocol):
     """SignalR's JSON hub protocol: one JSON object per ``0x1E``-terminated record.
 

@@ -280,6 +280,8 @@ def _shape(message: HubMessage) -> list[Any]:
     raise SerializationError(f"Unsupported message type: {type(message).__name__}")
 
 
+# A deliberate twin of JsonHubProtocol (json_protocol.py): the two encodings answer the same questions
+# in the same order (framing, per-frame parse, Ping shortcut), and their likeness is the point.
 class MessagePackHubProtocol(HubProtocol):
     """SignalR's MessagePack hub protocol: VarInt-length-prefixed MessagePack arrays.
 

@@ -15,7 +15,7 @@ Modules: :mod:`.routes` (mounting), :mod:`.base` (CORS, query, 401), :mod:`.nego
 stall timeout).
 """
 
-from signalr.hub_server import HubServer, UserProvider
+from signalr.hubs.server import HubServer, UserProvider
 from signalr.tornado.hub_handler import HubHandler
 from signalr.tornado.negotiate import NegotiateHandler
 from signalr.tornado.routes import hub_routes, listen

@@ -7,8 +7,8 @@ from typing import Any
 
 import tornado.web
 
-from signalr.connection import RequestInfo
-from signalr.hub_server import HubServer
+from signalr.connections.connection import RequestInfo
+from signalr.hubs.server import HubServer
 
 _ALLOWED_HEADERS = "x-requested-with, x-signalr-user-agent, authorization, content-type"
 _ALLOWED_METHODS = "GET, POST, DELETE, OPTIONS"

@@ -1,7 +1,7 @@
 """``{hub}``: the WebSocket, Server-Sent Events and Long Polling transports, POST sends and DELETE.
 
 Each request attaches to the ``id=`` connection and maps the framework-neutral outcomes of
-:mod:`signalr.connection` and :mod:`signalr.transports` to the status codes of the reference §1.
+:mod:`signalr.connections.connection` and :mod:`signalr.connections.transports` to the status codes of the reference §1.
 Every transport's socket gets a :class:`~signalr.tornado.flow.WriteGuard`, so a client that stops
 reading is disconnected instead of being buffered for without bound. In the other direction, what a
 client sends is bounded too: a WebSocket message or POST body over ``HubOptions.receive_unit_limit``
@@ -22,15 +22,15 @@ import tornado.web
 import tornado.websocket
 from tornado.iostream import IOStream, StreamClosedError
 
-from signalr import hub as hub_module
-from signalr.connection import Activation, HttpConnection, RequestInfo
-from signalr.options import TransportType
+from signalr.connections.connection import Activation, HttpConnection, RequestInfo
+from signalr.connections.transports import long_polling, sse, websocket
+from signalr.hubs.error_texts import CONNECTION_ERROR
+from signalr.options import HttpTransportType
 from signalr.tornado.base import query_arguments, request_info
 from signalr.tornado.flow import WriteGuard
 from signalr.tornado.sends import SendRequests
 from signalr.tornado.ws_reader import HubWebSocketProtocol
 from signalr.tornado.ws_writer import WebSocketPeer
-from signalr.transports import long_polling, sse, websocket
 
 log = logging.getLogger("signalr.transport")
 
@@ -48,7 +48,7 @@ class HubHandler(SendRequests, tornado.websocket.WebSocketHandler):
 
     _connection: HttpConnection | None = None
     _serial = 0
-    _mode: TransportType | None = None
+    _mode: HttpTransportType | None = None
     _activation: Activation | None = None
     _user: Any = None
     _info: RequestInfo | None = None
@@ -94,12 +94,12 @@ class HubHandler(SendRequests, tornado.websocket.WebSocketHandler):
         ok, self._user = await self._user_or_401(self._info)
         return query if ok else None
 
-    async def _attach(self, transport: TransportType) -> HttpConnection | None:
+    async def _attach(self, transport: HttpTransportType) -> HttpConnection | None:
         """Authenticate, then find the ``id=`` connection and attach ``transport``; None once answered."""
         query = await self._authenticate()
         return None if query is None else self._lookup(query, transport)
 
-    def _lookup(self, query: Mapping[str, str], transport: TransportType) -> HttpConnection | None:
+    def _lookup(self, query: Mapping[str, str], transport: HttpTransportType) -> HttpConnection | None:
         """Find the connection for ``id=`` and attach ``transport``; on failure answer and return None."""
         connection = self._connection_of(query)
         if connection is None:
@@ -109,7 +109,7 @@ class HubHandler(SendRequests, tornado.websocket.WebSocketHandler):
             return None
         return self._activate(connection, transport)
 
-    def _activate(self, connection: HttpConnection, transport: TransportType) -> HttpConnection | None:
+    def _activate(self, connection: HttpConnection, transport: HttpTransportType) -> HttpConnection | None:
         activation, serial = connection.activate(transport)
         if activation is Activation.CONFLICT:
             self._text(409, "Connection already active")
@@ -139,7 +139,7 @@ class HubHandler(SendRequests, tornado.websocket.WebSocketHandler):
             self._guard.cancel()
         if connection is None or not connection.is_current(self._serial):
             return
-        if self._mode is TransportType.WEBSOCKETS:
+        if self._mode is HttpTransportType.WEBSOCKETS:
             if self._writer is not None:
                 self._writer.cancel()
             # Only an abrupt drop (no close frame) of a stateful connection may be resumed.
@@ -148,7 +148,7 @@ class HubHandler(SendRequests, tornado.websocket.WebSocketHandler):
                 connection.deactivate(self._serial, self.server.clock())
                 return
             self.server.connections.remove(connection)
-        elif self._mode is TransportType.SERVER_SENT_EVENTS:
+        elif self._mode is HttpTransportType.SERVER_SENT_EVENTS:
             self.server.connections.remove(connection)
 
     # -- flow control ------------------------------------------------------------------------------
@@ -194,7 +194,7 @@ class HubHandler(SendRequests, tornado.websocket.WebSocketHandler):
         log.warning("connection %s is not reading: closing it", connection.connection_id)
         session = self.server.sessions.get(connection.connection_id)
         if session is not None:
-            session.abort(error=hub_module.CONNECTION_ERROR, allow_reconnect=True)
+            session.abort(error=CONNECTION_ERROR, allow_reconnect=True)
         elif connection.is_current(self._serial):
             self.server.connections.remove(connection)
         everything = stream.write(b"")
@@ -213,14 +213,14 @@ class HubHandler(SendRequests, tornado.websocket.WebSocketHandler):
         if query is None:
             return
         if "id" not in query:
-            if TransportType.WEBSOCKETS not in self.server.options.transports:
+            if HttpTransportType.WEBSOCKETS not in self.server.options.transports:
                 self._text(404, "WebSockets transport not supported by this end point type")
                 return
             # Skip negotiation: the connection is born here (signalrcore's ``connectionId=`` is ignored).
             connection = self.server.connections.create(negotiate_version=None, stateful_reconnect=False)
-            if self._activate(connection, TransportType.WEBSOCKETS) is None:
+            if self._activate(connection, HttpTransportType.WEBSOCKETS) is None:
                 return
-        elif self._lookup(query, TransportType.WEBSOCKETS) is None:
+        elif self._lookup(query, HttpTransportType.WEBSOCKETS) is None:
             return
         await super().get(*args, **kwargs)
         connection = self._connection
@@ -269,7 +269,7 @@ class HubHandler(SendRequests, tornado.websocket.WebSocketHandler):
     # -- Server-Sent Events ----------------------------------------------------------------------
 
     async def _server_sent_events(self) -> None:
-        connection = await self._attach(TransportType.SERVER_SENT_EVENTS)
+        connection = await self._attach(HttpTransportType.SERVER_SENT_EVENTS)
         if connection is None:
             return
         for name, value in sse.SSE_HEADERS:
@@ -308,7 +308,7 @@ class HubHandler(SendRequests, tornado.websocket.WebSocketHandler):
     # -- Long Polling ------------------------------------------------------------------------------
 
     async def _long_poll(self) -> None:
-        connection = await self._attach(TransportType.LONG_POLLING)
+        connection = await self._attach(HttpTransportType.LONG_POLLING)
         if connection is None:
             return
         for name, value in long_polling.NO_CACHE_HEADERS:

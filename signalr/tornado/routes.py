@@ -9,9 +9,9 @@ from typing import Any
 import tornado.web
 from tornado.routing import URLSpec
 
-from signalr.hub import Hub
-from signalr.hub_server import HubServer, UserProvider
-from signalr.lifetime import HubLifetimeManager
+from signalr.hubs.hub import Hub
+from signalr.hubs.lifetime import HubLifetimeManager
+from signalr.hubs.server import HubServer, UserProvider
 from signalr.options import HubOptions
 from signalr.tornado.hub_handler import HubHandler
 from signalr.tornado.negotiate import NegotiateHandler

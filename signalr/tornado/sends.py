@@ -17,8 +17,8 @@ from typing import Any
 
 from tornado.iostream import StreamClosedError
 
-from signalr.connection import HttpConnection
-from signalr.options import TransportType
+from signalr.connections.connection import HttpConnection
+from signalr.options import HttpTransportType
 from signalr.tornado.base import HubRequestMixin, query_arguments
 
 log = logging.getLogger("signalr.transport")
@@ -64,7 +64,7 @@ class SendRequests(HubRequestMixin):
         connection = self._existing_connection()
         if connection is None:
             return None
-        if connection.transport is TransportType.WEBSOCKETS:
+        if connection.transport is HttpTransportType.WEBSOCKETS:
             return self._text(405, "POST requests are not allowed for WebSocket connections.")
         await connection.post_lock.acquire()
         self._post_lock = connection.post_lock
@@ -121,7 +121,7 @@ class SendRequests(HubRequestMixin):
         connection = self._existing_connection()
         if connection is None:
             return None
-        if connection.transport is not TransportType.LONG_POLLING:
+        if connection.transport is not HttpTransportType.LONG_POLLING:
             return self._text(400, "Cannot terminate this connection using the DELETE endpoint.")
         log.debug("DELETE terminates connection %s", connection.connection_id)
         self.server.connections.remove(connection)

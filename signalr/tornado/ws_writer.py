@@ -13,7 +13,7 @@ BINARY_FIN = 0x82
 
 
 class WebSocketPeer:
-    """:class:`signalr.transports.websocket.WebSocketPeer` for a Tornado handler."""
+    """:class:`signalr.connections.transports.websocket.WebSocketPeer` for a Tornado handler."""
 
     __slots__ = ("_handler", "_guard")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-from signalr.connection import HttpConnection
+from signalr.connections.connection import HttpConnection
 
 log = logging.getLogger("signalr.transport")
 

@@ -1,8 +1,8 @@
 """A complete SignalR chat hub — and the reference for how to write one.
 
-Run it::
+Run it from the checkout root::
 
-    python -m signalr.example --port 8000 [--redis redis://localhost:6379/0] [--origin http://localhost:3000]
+    python -m examples.chat --port 8000 [--redis redis://localhost:6379/0] [--origin http://localhost:3000]
 
 then connect any SignalR client to ``http://127.0.0.1:8000/chat``.
 """
@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 
 
 from signalr import Hub, HubError, HubOptions
-from signalr.lifetime import HubLifetimeManager
+from signalr.hubs.lifetime import HubLifetimeManager
 from signalr.tornado import hub_routes, listen
 
 
@@ -69,7 +69,7 @@ def make_lifetime(redis_url: str | None) -> HubLifetimeManager | None:
     """``None`` selects the in-memory manager; a URL selects the Redis backplane."""
     if redis_url is None:
         return None
-    from signalr.redis_lifetime import RedisHubLifetimeManager
+    from signalr.redis.lifetime import RedisHubLifetimeManager
 
     return RedisHubLifetimeManager(redis_url, hub_name="chat")
 

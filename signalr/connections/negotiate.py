@@ -11,16 +11,16 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from signalr.options import TransportType
+from signalr.options import HttpTransportType
 
 MIN_NEGOTIATE_VERSION = 0
 MAX_NEGOTIATE_VERSION = 1
 
-_TRANSFER_FORMATS: dict[TransportType, tuple[str, ...]] = {
-    TransportType.WEBSOCKETS: ("Text", "Binary"),
+_TRANSFER_FORMATS: dict[HttpTransportType, tuple[str, ...]] = {
+    HttpTransportType.WEBSOCKETS: ("Text", "Binary"),
     # EventSource carries text only, so MessagePack clients must skip SSE.
-    TransportType.SERVER_SENT_EVENTS: ("Text",),
-    TransportType.LONG_POLLING: ("Text", "Binary"),
+    HttpTransportType.SERVER_SENT_EVENTS: ("Text",),
+    HttpTransportType.LONG_POLLING: ("Text", "Binary"),
 }
 
 
@@ -35,7 +35,7 @@ class NegotiateResult:
     version: int
     connection_id: str
     connection_token: str
-    transports: tuple[TransportType, ...]
+    transports: tuple[HttpTransportType, ...]
     use_stateful_reconnect: bool
 
 
@@ -65,7 +65,7 @@ def parse_bool_query(raw: str | None) -> bool:
     return raw is not None and raw.strip().lower() == "true"
 
 
-def transfer_formats(transport: TransportType) -> tuple[str, ...]:
+def transfer_formats(transport: HttpTransportType) -> tuple[str, ...]:
     """Transfer formats a transport can carry (``Text`` / ``Binary``)."""
     return _TRANSFER_FORMATS[transport]
 
@@ -93,7 +93,7 @@ def negotiate_error_payload(message: str) -> bytes:
 
 
 def advertised_transports(
-    enabled: Sequence[TransportType], *, websockets_available: bool = True
-) -> tuple[TransportType, ...]:
+    enabled: Sequence[HttpTransportType], *, websockets_available: bool = True
+) -> tuple[HttpTransportType, ...]:
     """Transports to list, in negotiate order (the JS client tries them in this order)."""
-    return tuple(t for t in enabled if websockets_available or t is not TransportType.WEBSOCKETS)
+    return tuple(t for t in enabled if websockets_available or t is not HttpTransportType.WEBSOCKETS)

@@ -13,8 +13,8 @@ The layout follows ASP.NET Core's Redis backplane:
 Redis pub/sub is at-most-once: while a server is cut off from Redis it misses what others publish.
 An outage closes nothing: local delivery goes on, publishes are logged and dropped, and the listener
 reconnects with capped exponential backoff and re-subscribes to every channel it needs.
-Envelopes are described in :mod:`signalr.backplane_protocol`, the subscription set and the listener
-live in :mod:`signalr.redis_subscriptions`, and acks of group commands in :mod:`signalr.backplane_acks`.
+Envelopes are described in :mod:`signalr.redis.protocol`, the subscription set and the listener
+live in :mod:`signalr.redis.subscriptions`, and acks of group commands in :mod:`signalr.redis.acks`.
 """
 
 from __future__ import annotations
@@ -32,8 +32,17 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from signalr.backplane_acks import PendingAcks
-from signalr.backplane_protocol import (
+from signalr.hubs.lifetime import (
+    GroupActionError,
+    HubConnectionSink,
+    HubLifetimeManager,
+    LocalConnections,
+    exclusion_set,
+    id_collection,
+    invocation,
+)
+from signalr.redis.acks import PendingAcks
+from signalr.redis.protocol import (
     BackplaneChannels,
     BackplaneProtocolError,
     GroupAck,
@@ -47,16 +56,7 @@ from signalr.backplane_protocol import (
     encode_group_command,
     encode_invocation,
 )
-from signalr.lifetime import (
-    GroupActionError,
-    HubConnectionSink,
-    HubLifetimeManager,
-    LocalConnections,
-    exclusion_set,
-    id_collection,
-    invocation,
-)
-from signalr.redis_subscriptions import RedisSubscriptions, reconnect_delay
+from signalr.redis.subscriptions import RedisSubscriptions, reconnect_delay
 
 __all__ = ["RedisHubLifetimeManager", "reconnect_delay"]
 

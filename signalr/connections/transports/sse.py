@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from signalr.connection import HttpConnection
+from signalr.connections.connection import HttpConnection
 
 log = logging.getLogger("signalr.transport")
 

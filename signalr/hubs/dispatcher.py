@@ -1,13 +1,11 @@
 """Receiving for one hub connection: parse the client's bytes and route each message.
 
 Most messages are handled synchronously inside the transport's own callback (see
-:attr:`signalr.inbox.Inbox.handler`); a message that has to wait (a full upload buffer, a full
-replay buffer, an invocation that finds every slot taken) hands the rest of its batch to the receive
-loop, which takes no more input until it has dispatched that batch: what the client sends meanwhile
-stays in the connection's bounded inbox, then in the transport. A long batch also gives the event
-loop a turn every :data:`DISPATCH_BATCH` messages, so one flooding client cannot starve the others.
-:class:`MessageDispatch` is a mixin of :class:`signalr.hub_connection.HubConnection`: it works on
-that object's state directly, because this path runs once per received message.
+:attr:`signalr.connections.inbox.Inbox.handler`); a message that has to wait (a full upload buffer,
+a full replay buffer, an invocation that finds every slot taken) hands the rest of its batch to the
+receive loop, which takes no more input until it has dispatched that batch: what the client sends
+meanwhile stays in the connection's bounded inbox, then in the transport. A long batch also gives the
+event loop a turn every :data:`DISPATCH_BATCH` messages, so one flooding client cannot starve the others.
 """
 
 from __future__ import annotations
@@ -15,30 +13,26 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Generator, Sequence
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import Any, TypeAlias
 
+from signalr.connections.inbox import Inbox
 from signalr.errors import ProtocolError
+from signalr.hubs.heartbeat import Heartbeat
+from signalr.hubs.invocations import Invocations
+from signalr.hubs.output import HubOutput
 from signalr.protocol import (
     AckMessage,
     CancelInvocationMessage,
     CloseMessage,
     CompletionMessage,
     HubMessage,
-    HubProtocol,
     InvocationMessage,
     PingMessage,
     SequenceMessage,
     StreamInvocationMessage,
     StreamItemMessage,
+    is_trackable,
 )
-from signalr.stateful import is_tracked
-
-if TYPE_CHECKING:
-    import asyncio
-
-    from signalr.connection import HttpConnection
-    from signalr.hub import UploadStream
-    from signalr.stateful import StatefulBuffer
 
 log = logging.getLogger("signalr.hub")
 
@@ -69,40 +63,66 @@ def drop_step(step: Step | BaseException) -> None:
         step.close()
 
 
-class MessageDispatch:
-    """The receive loop and the per-message routing of a hub connection."""
+class Dispatcher:
+    """The receive loop and the per-message routing of one hub connection.
 
-    # State owned by HubConnection.__init__.
-    connection_id: str
-    connection: HttpConnection
-    protocol: HubProtocol | None
-    _clock: Callable[[], float]
-    _last_received: float
-    _stopped: bool
-    _buffer: bytes
-    _backlog: tuple[Sequence[HubMessage], int]
-    _handoff: Step | BaseException
-    _stateful: StatefulBuffer | None
-    _space: asyncio.Event
-    _streams: dict[str, asyncio.Task[None]]
-    _cancelled_streams: set[str]
-    _uploads: dict[str, UploadStream]
+    :param connection_id: for logs.
+    :param inbox: the connection's inbound bytes.
+    :param output: the connection's output (its protocol parses, its replay buffer takes Acks).
+    :param invocations: what runs the hub methods the client invokes.
+    :param heartbeat: told when the client was last heard from.
+    :param clock: monotonic time source.
+    """
 
-    if TYPE_CHECKING:  # provided by HubConnection and InvocationRunner; a runtime stub would shadow them
+    __slots__ = (
+        "_connection_id",
+        "_inbox",
+        "_protocol",
+        "_stateful",
+        "_output",
+        "_invocations",
+        "_heartbeat",
+        "_clock",
+        "_buffer",
+        "_backlog",
+        "_handoff",
+    )
 
-        def _close_after_protocol_error(self, exc: ProtocolError) -> None: ...
+    def __init__(
+        self,
+        *,
+        connection_id: str,
+        inbox: Inbox,
+        output: HubOutput,
+        invocations: Invocations,
+        heartbeat: Heartbeat,
+        clock: Callable[[], float],
+    ) -> None:
+        self._connection_id = connection_id
+        self._inbox = inbox
+        self._protocol = output.protocol
+        self._stateful = output.stateful
+        self._output = output
+        self._invocations = invocations
+        self._heartbeat = heartbeat
+        self._clock = clock
+        # Unparsed tail of the input; a stalled batch's remaining messages; work handed from the
+        # inline receive path to the receive loop.
+        self._buffer = b""
+        self._backlog: tuple[Sequence[HubMessage], int] = NO_BACKLOG
+        self._handoff: Step | BaseException = None
 
-        def _on_invocation(self, message: InvocationMessage | StreamInvocationMessage) -> Step: ...
-
-    async def _receive_loop(self, buffer: bytes) -> BaseException | None:
-        assert self.protocol is not None
-        inbox = self.connection.inbox
+    async def run(self, buffer: bytes) -> ProtocolError | None:
+        """Dispatch ``buffer`` (what followed the handshake), then whatever the client sends, until it
+        sends Close, its input ends, or it sends something unreadable (the error is returned)."""
+        inbox = self._inbox
+        invocations = self._invocations
         self._buffer = b""
         data: bytes | None = buffer
         inbox.handler = self._receive_inline
         try:
             while True:
-                if self._stopped:
+                if invocations.stopped:
                     # The connection ended: what it sent but we did not dispatch yet is dropped.
                     drop_step(self._handoff)
                     self._handoff = None
@@ -115,32 +135,30 @@ class MessageDispatch:
                     if data and await self._settle(self._consume(data)) is END:
                         return None
                 except ProtocolError as exc:
-                    log.warning("protocol error on connection %s: %s", self.connection_id, exc)
-                    self._close_after_protocol_error(exc)
+                    log.warning("protocol error on connection %s: %s", self._connection_id, exc)
                     return exc
                 data = await inbox.receive()
                 if data is None:
                     return None
                 if data:
-                    self._last_received = self._clock()
+                    self._heartbeat.last_heard = self._clock()
         finally:
             inbox.handler = None
 
     def _receive_inline(self, data: bytes) -> None:
         """Bytes arriving while the receive loop is parked: handle them right here if possible."""
-        self._last_received = self._clock()
+        self._heartbeat.last_heard = self._clock()
         try:
             step = self._consume(data)
         except Exception as exc:  # noqa: BLE001 - re-raised by the receive loop, as if it had parsed
             step = exc
         if step is not None:
             self._handoff = step
-            self.connection.inbox.interrupt()
+            self._inbox.interrupt()
 
     def _consume(self, data: bytes) -> Step:
         """Parse ``data`` (after any leftover) and dispatch synchronously as far as possible."""
-        assert self.protocol is not None
-        messages, self._buffer = self.protocol.parse_messages(self._buffer + data if self._buffer else data)
+        messages, self._buffer = self._protocol.parse_messages(self._buffer + data if self._buffer else data)
         return self._dispatch_from(messages, 0)
 
     def _dispatch_from(self, messages: Sequence[HubMessage], start: int) -> Step:
@@ -160,54 +178,39 @@ class MessageDispatch:
         while step is not None and step is not END:
             if isinstance(step, BaseException):
                 raise step
-            await step
-            if self._stopped:
+            await step  # type: ignore[misc]
+            if self._invocations.stopped:
                 return END
             messages, start = self._backlog
             self._backlog = NO_BACKLOG
             step = self._dispatch_from(messages, start)
         return step
 
-    # -- dispatch ----------------------------------------------------------------------------
-
     def _dispatch(self, message: HubMessage) -> Step:
         """Handle one message without waiting; returns what must be awaited before the next one,
         ``END`` when the client closed, or ``None``."""
-        if self._stateful is not None and is_tracked(message) and not self._stateful.accept_incoming():
+        stateful = self._stateful
+        if stateful is not None and is_trackable(message) and not stateful.accept_incoming():
             return None  # replayed duplicate after a re-attach
         match message:
             case InvocationMessage() | StreamInvocationMessage():
-                return self._on_invocation(message)
+                return self._invocations.on_invocation(message)
             case StreamItemMessage():
-                upload = self._uploads.get(message.invocation_id)
-                if upload is None:
-                    log.debug("item for unknown stream %s on %s", message.invocation_id, self.connection_id)
-                elif not upload.offer(message.item):
-                    return upload.put(message.item)
+                return self._invocations.on_stream_item(message)
             case CompletionMessage():
-                upload = self._uploads.pop(message.invocation_id, None)
-                if upload is None:
-                    log.debug("unexpected completion %s on %s", message.invocation_id, self.connection_id)
-                else:
-                    upload.complete(message.error)
+                self._invocations.on_completion(message)
             case CancelInvocationMessage():
-                task = self._streams.get(message.invocation_id)
-                if task is not None:
-                    self._cancelled_streams.add(message.invocation_id)
-                    task.cancel()
+                self._invocations.on_cancel(message)
             case PingMessage():
                 pass  # receiving anything at all resets the client timeout; a Ping needs no more
             case CloseMessage():
-                log.debug("client closed connection %s (error=%s)", self.connection_id, message.error)
+                log.debug("client closed connection %s (error=%s)", self._connection_id, message.error)
                 return END
             case AckMessage():
-                if self._stateful is not None:
-                    self._stateful.ack(message.sequence_id)
-                    if not self._stateful.over_limit:
-                        self._space.set()
+                self._output.acknowledge(message.sequence_id)
             case SequenceMessage():
-                if self._stateful is not None:
-                    self._stateful.sequence(message.sequence_id)
+                if stateful is not None:
+                    stateful.sequence(message.sequence_id)
             case _:
                 pass
         return None

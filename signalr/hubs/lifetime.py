@@ -1,7 +1,7 @@
 """Hub lifetime managers: who is connected, who is in which group, and delivery to them.
 
 The hub layer talks to one :class:`HubLifetimeManager`. :class:`InMemoryHubLifetimeManager` serves a
-single process; :class:`signalr.redis_lifetime.RedisHubLifetimeManager` spreads the same operations
+single process; :class:`signalr.redis.lifetime.RedisHubLifetimeManager` spreads the same operations
 over several processes. Both keep local state in a :class:`LocalConnections` registry, whose fan-out
 loops are synchronous: a connection's ``send_serialized`` only enqueues, so a broadcast to thousands of
 connections never yields to the event loop per connection.

@@ -12,8 +12,8 @@ import logging
 import time
 from collections.abc import Callable
 
-from signalr.connection import ConnectionStatus, HttpConnection
-from signalr.ids import new_connection_id, new_connection_token
+from signalr.connections.connection import ConnectionStatus, HttpConnection
+from signalr.connections.ids import new_connection_id, new_connection_token
 
 log = logging.getLogger("signalr.transport")
 
@@ -24,6 +24,7 @@ class ConnectionManager:
     :param disconnect_timeout: seconds an inactive connection survives.
     :param heartbeat_interval: seconds between scans.
     :param clock: monotonic time source (an input so tests can drive it).
+    :param id_prefix: starts every connection id and token (see ``HubOptions.connection_id_prefix``).
     """
 
     def __init__(
@@ -32,8 +33,10 @@ class ConnectionManager:
         disconnect_timeout: float,
         heartbeat_interval: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        id_prefix: str = "",
     ) -> None:
         self._connections: dict[str, HttpConnection] = {}
+        self._id_prefix = id_prefix
         self._disconnect_timeout = disconnect_timeout
         self._heartbeat_interval = heartbeat_interval
         self.clock = clock
@@ -47,8 +50,8 @@ class ConnectionManager:
 
     def create(self, *, negotiate_version: int | None, stateful_reconnect: bool) -> HttpConnection:
         """Register a new connection. Version 0 (and skip-negotiation) reuse the id as token."""
-        connection_id = new_connection_id()
-        token = new_connection_token() if negotiate_version else connection_id
+        connection_id = new_connection_id(self._id_prefix)
+        token = new_connection_token(self._id_prefix) if negotiate_version else connection_id
         connection = HttpConnection(
             connection_id=connection_id,
             token=token,

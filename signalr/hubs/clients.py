@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from signalr.lifetime import HubLifetimeManager
+    from signalr.hubs.lifetime import HubLifetimeManager
 
 
 class ClientProxy:

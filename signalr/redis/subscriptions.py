@@ -17,9 +17,9 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from signalr.backplane_acks import fail_unawaited
-from signalr.backplane_protocol import BackplaneChannels
-from signalr.lifetime import LocalConnections
+from signalr.hubs.lifetime import LocalConnections
+from signalr.redis.acks import fail_unawaited
+from signalr.redis.protocol import BackplaneChannels
 
 __all__ = ["RedisSubscriptions", "reconnect_delay"]
 

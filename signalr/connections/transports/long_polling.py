@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 from dataclasses import dataclass
 
-from signalr.connection import HttpConnection
+from signalr.connections.connection import HttpConnection
 
 NO_CACHE_HEADERS: tuple[tuple[str, str], ...] = (
     ("Cache-Control", "no-cache, no-store"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 
-from signalr.lifetime import GroupActionError
+from signalr.hubs.lifetime import GroupActionError
 
 __all__ = ["PendingAcks", "fail_unawaited"]
 

@@ -11,13 +11,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from signalr.clients import HubContext
-from signalr.connection import HttpConnection, RequestInfo
-from signalr.connection_manager import ConnectionManager
-from signalr.hub import Hub, HubMethodTable
-from signalr.hub_connection import HubConnection
-from signalr.lifetime import HubLifetimeManager, InMemoryHubLifetimeManager
-from signalr.negotiate import (
+from signalr.connections.connection import HttpConnection, RequestInfo
+from signalr.connections.manager import ConnectionManager
+from signalr.connections.negotiate import (
     NegotiateResult,
     NegotiateVersionError,
     advertised_transports,
@@ -26,6 +22,11 @@ from signalr.negotiate import (
     parse_bool_query,
     select_version,
 )
+from signalr.hubs.clients import HubContext
+from signalr.hubs.hub import Hub
+from signalr.hubs.hub_connection import HubConnection
+from signalr.hubs.lifetime import HubLifetimeManager, InMemoryHubLifetimeManager
+from signalr.hubs.methods import HubMethodTable
 from signalr.options import HubOptions
 
 log = logging.getLogger("signalr.transport")
@@ -37,7 +38,7 @@ UserProvider = Callable[[RequestInfo], Any]
 class HubServer:
     """One hub endpoint: options, connections, lifetime manager and running hub sessions.
 
-    :param hub_class: the :class:`~signalr.hub.Hub` subclass to serve.
+    :param hub_class: the :class:`~signalr.hubs.hub.Hub` subclass to serve.
     :param options: endpoint options (defaults mirror ASP.NET).
     :param lifetime_manager: in-memory by default; pass a Redis one to scale out.
     :param user_provider: maps the connecting request to a user (``context.user``); may be async;
@@ -64,6 +65,7 @@ class HubServer:
             disconnect_timeout=self.options.disconnect_timeout,
             heartbeat_interval=self.options.heartbeat_interval,
             clock=clock,
+            id_prefix=self.options.connection_id_prefix,
         )
         self.context = HubContext(self.lifetime)
         self.sessions: dict[str, HubConnection] = {}

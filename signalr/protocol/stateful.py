@@ -1,8 +1,8 @@
 """Stateful reconnect bookkeeping (Ack/Sequence), free of I/O.
 
-Only Invocation, StreamItem, Completion, StreamInvocation and CancelInvocation are sequenced. Each
-side numbers its own outgoing ones 1, 2, 3 … for the life of the logical connection; ids are
-implicit on the wire except inside Ack and Sequence.
+Only Invocation, StreamItem, Completion, StreamInvocation and CancelInvocation are sequenced
+(:func:`~signalr.protocol.messages.is_trackable`). Each side numbers its own outgoing ones 1, 2, 3 …
+for the life of the logical connection; ids are implicit on the wire except inside Ack and Sequence.
 """
 
 from __future__ import annotations
@@ -10,30 +10,9 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from signalr.errors import ProtocolError
-from signalr.protocol import (
-    CancelInvocationMessage,
-    CompletionMessage,
-    HubMessage,
-    InvocationMessage,
-    StreamInvocationMessage,
-    StreamItemMessage,
-)
-
-_TRACKED = (
-    InvocationMessage,
-    StreamItemMessage,
-    CompletionMessage,
-    StreamInvocationMessage,
-    CancelInvocationMessage,
-)
+from ..errors import ProtocolError
 
 ACK_INTERVAL = 1.0
-
-
-def is_tracked(message: HubMessage) -> bool:
-    """Whether ``message`` takes part in sequencing."""
-    return isinstance(message, _TRACKED)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
