@@ -47,8 +47,8 @@ from gateway.live.hub import HUB_PATH, HubTuning, SessionHubService
 from gateway.live.presence import PresenceStore
 from gateway.queue.service import SessionService
 from gateway.config.settings import Settings
-from signalr.lifetime import HubLifetimeManager
-from signalr.redis_lifetime import RedisHubLifetimeManager
+from signalr.hubs.lifetime import HubLifetimeManager
+from signalr.redis.lifetime import RedisHubLifetimeManager
 from gateway.redis.client import check_redis_version, open_redis
 from geo.client_ip import TrustedProxies
 

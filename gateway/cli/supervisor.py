@@ -5,7 +5,7 @@ and then connect (or poll, or post) with ``id=<token>`` on others, and only the 
 token knows the connection. The kernel would spread those requests over all workers. So the parent
 process accepts every TCP connection, peeks at its request line (without consuming it) and hands the
 socket to a worker over a Unix socket (``SCM_RIGHTS``): to the worker named by the token's prefix
-(each worker starts its connection ids and tokens with ``"<index>."``, :func:`signalr.ids.set_id_prefix`,
+(each worker starts its connection ids and tokens with ``"<index>."``, ``HubOptions.connection_id_prefix``,
 so negotiate version 0 clients, whose id is their token, are routed too), otherwise round-robin.
 
 That routes the first request of a TCP connection only. Later requests on a kept-alive connection

@@ -53,12 +53,15 @@ def serve_processes(args: argparse.Namespace) -> int:
 async def serve_worker(settings: Settings, index: int, channel: Any, *, workers: int) -> int:
     from gateway.cli.handover import Handover
     from gateway.cli.supervisor import receive, token_prefix
-    from signalr.ids import set_id_prefix
+    from gateway.live.hub import HubTuning
+    from signalr import HubOptions
 
-    set_id_prefix(token_prefix(index))
     channel.setblocking(False)
     handover = Handover(index, workers, channel)
-    gateway = build_gateway(settings, hand_over=handover)
+    # Every SignalR connection id and token of this worker names it, so the front and the other workers
+    # pass each request to the worker that holds its connection.
+    tuning = HubTuning(hub_options=HubOptions(connection_id_prefix=token_prefix(index)))
+    gateway = build_gateway(settings, hand_over=handover, hub_tuning=tuning)
     if gateway is None:
         return 1
     try:

@@ -35,7 +35,7 @@ from gateway.live.presence import PresenceStore
 from gateway.queue.service import ServiceUnavailable
 from gateway.model.text import is_sendable, unsendable_message
 from signalr import Hub, HubError, HubOptions
-from signalr.lifetime import HubLifetimeManager, invocation
+from signalr.hubs.lifetime import HubLifetimeManager, invocation
 from signalr.tornado import hub_routes
 
 if TYPE_CHECKING:

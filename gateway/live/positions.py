@@ -33,7 +33,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
-from signalr.lifetime import SerializedMessage
+from signalr.hubs.lifetime import SerializedMessage
 from signalr.protocol import HubProtocol, InvocationMessage
 
 log = logging.getLogger("gateway.live.positions")
