@@ -313,7 +313,7 @@ async def test_a_broken_connection_does_not_block_others(cluster: Cluster, caplo
     for client, server in ((first, cluster.a), (broken_a, cluster.a), (broken_b, cluster.b),
                            (last_a, cluster.a), (last_b, cluster.b)):
         await server.add_to_group(client.connection_id, "g")
-    with caplog.at_level(logging.ERROR, logger="signalr.hubs.lifetime"):
+    with caplog.at_level(logging.ERROR, logger="signalr.lifetime"):
         await cluster.a.send_all("all", [])
         await cluster.a.send_group("g", "group", [])
         await cluster.a.send_connections([broken_a.connection_id, last_a.connection_id], "some", [])
@@ -453,7 +453,7 @@ async def test_listener_survives_malformed_messages(redis_url: str, caplog: pyte
         client = Client(CountingProtocol("json"))
         await b.on_connected(client)
         await b.add_to_group(client.connection_id, "g")
-        with caplog.at_level(logging.WARNING, logger="signalr.hubs.lifetime.redis"):
+        with caplog.at_level(logging.WARNING, logger="signalr.lifetime.redis"):
             await probe.publish(a.channels.all, b"\xc1 not msgpack")
             await probe.publish(a.channels.group("g"), b"\x93\x01\x02\x03")
             await probe.publish(a.channels.internal_groups, b"\x80")
@@ -521,7 +521,7 @@ async def test_redis_restart_keeps_local_delivery_and_resumes(caplog: pytest.Log
         server.stop()
         await a.wait_offline(TIMEOUT)
         await b.wait_offline(TIMEOUT)
-        with caplog.at_level(logging.ERROR, logger="signalr.hubs.lifetime.redis"):
+        with caplog.at_level(logging.ERROR, logger="signalr.lifetime.redis"):
             # Nothing raises and local connections keep being served during the outage.
             await a.send_all("during", [1])
             await a.send_group("g", "during-group", [])
