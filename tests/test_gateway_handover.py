@@ -12,7 +12,8 @@ import pytest
 import tornado.iostream
 import tornado.web
 
-from gateway.http.edge import EdgeServer, PrefilledStream
+from gateway.http.connections import PrefilledStream
+from gateway.http.edge import EdgeServer
 from gateway.http.inflight import InflightRequests
 from gateway.config.settings import LimitsSettings
 from gateway.cli.handover import unread_bytes

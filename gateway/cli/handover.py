@@ -17,7 +17,8 @@ import tornado.http1connection
 import tornado.httputil
 import tornado.iostream
 
-from gateway.http.edge import EdgeServer, PrefilledStream
+from gateway.http.connections import PrefilledStream
+from gateway.http.edge import EdgeServer
 from gateway.cli.supervisor import Arrival, hand_over, owner_of
 
 log = logging.getLogger("gateway.cli.supervisor")
