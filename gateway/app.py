@@ -45,6 +45,7 @@ from gateway.platform.client import PlatformClient
 from gateway.queue.protection import RENEW_INTERVAL_SECONDS, ClientProtection, ProtectionUnavailable
 from gateway.live.hub import HUB_PATH, HubTuning, SessionHubService
 from gateway.live.presence import PresenceStore
+from gateway.queue.serving import SessionServing
 from gateway.queue.service import SessionService
 from gateway.config.settings import Settings
 from signalr.hubs.lifetime import HubLifetimeManager
@@ -118,16 +119,18 @@ class Gateway:
         self.capacity = CapacityPolicy(global_cap=settings.concurrency.max_concurrent_sessions,
                                        campaign_caps=campaign_caps)
         self.protection = ClientProtection(settings, self.redis, clock=clock)
-        self.dispatcher = QueueDispatcher(store=self.store, platform=self.platform, settings=settings,
+        # One serving path (the platform call, the requeue, the recording) for direct admissions and the queue.
+        serving = SessionServing(store=self.store, platform=self.platform, settings=settings,
+                                 protection=self.protection)
+        self.dispatcher = QueueDispatcher(store=self.store, serving=serving, settings=settings,
                                           capacity=self.capacity, events=self.events,
-                                          interval=dispatch_interval, protection=self.protection,
-                                          on_store_reset=self.epoch.check_now)
+                                          interval=dispatch_interval, on_store_reset=self.epoch.check_now)
         self.capacity_sync = PlatformCapacitySync(platform=self.platform, store=self.store, capacity=self.capacity,
                                                   interval=settings.concurrency.sync_interval_seconds,
                                                   grew=self.dispatcher.kick)
         # First after a reset: the cap stops counting the sessions the store forgot as free slots.
         self.epoch.on_reset(self.capacity_sync.after_store_reset)
-        self.service = SessionService(settings=settings, store=self.store, platform=self.platform,
+        self.service = SessionService(settings=settings, store=self.store, serving=serving,
                                       capacity=self.capacity, dispatcher=self.dispatcher, events=self.events,
                                       protection=self.protection, on_store_reset=self.epoch.check_now)
         self._geo_reload_task: asyncio.Task[None] | None = None

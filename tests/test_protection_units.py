@@ -16,7 +16,9 @@ from fake_clock import FakeClock
 from gateway.admission.store import AdmissionStore, Caps, Outcome
 from gateway.config import load_settings
 from gateway.queue.protection import BINDING_PREFIX, QUEUED_HOLD_SECONDS, ClientProtection, Subject
-from gateway_harness import base_config, start_stack
+from gateway.model.entry import QueueEntry
+from gateway.model.request import SessionRequest
+from gateway_harness import base_config, session_body, start_stack
 from ratelimit import Policy, Rule
 from redis_process import RedisProcess
 
@@ -33,6 +35,12 @@ def settings_with(**security):
     return load_settings(data=config, environ={}).settings
 
 
+def entry_data(subject: Subject) -> dict:
+    """What the gateway stores for a queued request of ``subject``."""
+    request = SessionRequest.from_dict(session_body(clientIdentifier=subject.client_identifier))
+    return QueueEntry(request=request, ip=subject.ip).to_data()
+
+
 class Parts:
     def __init__(self, client, clock, **security):
         self.client = client
@@ -41,9 +49,8 @@ class Parts:
         self.protection = ClientProtection(settings_with(**security), client, clock=clock)
 
     async def admit(self, request_id, *, caps=QUEUE_ONLY, subject=ALICE, max_queue=10_000):
-        request = {"clientIdentifier": subject.client_identifier} if subject.client_identifier else {}
         return await self.store.admit(request_id=request_id, campaign="CampA",
-                                      data={"request": request, "ip": subject.ip}, caps=caps,
+                                      data=entry_data(subject), caps=caps,
                                       pending_lease_seconds=30, max_queue_length=max_queue,
                                       limits=self.protection.limit_call(request_id, subject))
 
@@ -241,7 +248,7 @@ async def test_a_renewal_never_shortens_the_hold_a_session_got(store_client):
     settings = load_settings(data=config, environ={}).settings
     store = AdmissionStore(store_client, clock=clock)
     protection = ClientProtection(settings, store_client, clock=clock)
-    await store.admit(request_id="queued", campaign="CampA", data={"request": {}, "ip": ALICE.ip},
+    await store.admit(request_id="queued", campaign="CampA", data=entry_data(ALICE),
                       caps=QUEUE_ONLY, pending_lease_seconds=30, max_queue_length=10,
                       limits=protection.limit_call("queued", ALICE))
     [claimed] = await store.claim(caps=ROOM, pending_lease_seconds=30, limit=5)

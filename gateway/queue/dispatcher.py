@@ -19,14 +19,12 @@ from typing import TypeVar
 
 from redis.exceptions import RedisError
 
-from gateway.admission.store import AdmissionStore, ClaimedEntry, Renewal, StoreReset, UnitBinding, new_claim_token
+from gateway.admission.store import AdmissionStore, ClaimedEntry, Renewal, StoreReset, new_claim_token
 from gateway.queue.capacity import CapacityPolicy
+from gateway.queue.serving import SessionServing
 from gateway.queue.events import EventHub, QueueChanged, SessionFailed, SessionReady
-from gateway.model.request import SessionRequest
-from gateway.platform.client import PlatformClient
 from gateway.platform.errors import FailureKind, PlatformError
 from gateway.platform.wire import InitiatedSession
-from gateway.queue.protection import ClientProtection, ProtectionUnavailable, Subject, subject_of
 from gateway.config.settings import Settings
 
 log = logging.getLogger("gateway.queue.dispatcher")
@@ -67,14 +65,6 @@ _WHY_NOT_AGAIN = {
 }
 
 
-def _subject(entry: ClaimedEntry) -> Subject | None:
-    """The entry's rate-limit subject, or None when its data is damaged (then nothing can be given back)."""
-    try:
-        return subject_of(entry.data)
-    except (KeyError, TypeError, AttributeError):
-        return None
-
-
 class QueueDispatcher:
     """Claims queued entries into slots and asks the platform for their sessions."""
 
@@ -82,19 +72,17 @@ class QueueDispatcher:
         self,
         *,
         store: AdmissionStore,
-        platform: PlatformClient,
+        serving: SessionServing,
         settings: Settings,
         capacity: CapacityPolicy,
         events: EventHub,
         interval: float = 1.0,
         batch: int = 32,
         monotonic: Callable[[], float] = time.monotonic,
-        protection: ClientProtection | None = None,
         on_store_reset: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        self._protection = protection
         self._store = store
-        self._platform = platform
+        self._serving = serving
         self._settings = settings
         self._capacity = capacity
         self._events = events
@@ -252,16 +240,11 @@ class QueueDispatcher:
             await self._record(entry, result)
 
     async def _call_platform(self, entry: ClaimedEntry) -> InitiatedSession | _Ending:
-        campaign = self._settings.platform.campaigns.get(entry.campaign)
-        if campaign is None:
-            log.error("queued request %s names campaign %r, which is no longer configured", entry.request_id, entry.campaign)
-            return _Ending.FAIL
-        request = SessionRequest.from_dict(entry.data["request"])
         attempts = self._settings.concurrency.max_dispatch_attempts
         attempt = 1
         while True:
             try:
-                return await self._platform.initiate(campaign, request, entry.data["ip"])
+                return await self._serving.initiate(entry)
             except PlatformError as exc:
                 kind = exc.kind
                 if kind is FailureKind.PLATFORM_FULL:
@@ -290,7 +273,7 @@ class QueueDispatcher:
             # it might have got) goes back now, and the freed slot serves the next client.
             log.info("request %s left while its session was being retried; not calling the platform again",
                      entry.request_id)
-            await self._give_back_unit(entry)
+            await self._serving.give_back_unit(entry.request_id, entry.data)
             await self._announce_departure(entry)
             self.kick()
         else:
@@ -299,11 +282,10 @@ class QueueDispatcher:
         return False
 
     async def _requeue(self, entry: ClaimedEntry) -> None:
-        position = await self._retry_store(lambda: self._store.requeue_front(entry))
+        position = await self._retry_store(lambda: self._serving.requeue(entry))
         if position < 0:
-            # The client left while this dispatch was under way and no session came of it: its concurrency
-            # unit, kept for the session it might have got, goes back now.
-            await self._give_back_unit(entry)
+            # The client left while this dispatch was under way and no session came of it (its unit went
+            # back with the requeue): its other windows hear why.
             await self._announce_departure(entry)
         self._backoff = next_backoff(self._backoff)
         self._paused_until = self._monotonic() + self._backoff
@@ -322,29 +304,13 @@ class QueueDispatcher:
         if status is not None and status.status == "failed" and status.message:
             self._events.publish(SessionFailed(request_id=entry.request_id, message=status.message))
 
-    async def _give_back_unit(self, entry: ClaimedEntry) -> None:
-        subject = _subject(entry)
-        if self._protection is None or subject is None:
-            return
-        try:
-            await self._protection.left(entry.request_id, subject)
-        except ProtectionUnavailable as exc:
-            log.warning("could not give back the rate-limit unit of %s now: %s", entry.request_id, exc)
-
     async def _record(self, entry: ClaimedEntry, session: InitiatedSession) -> None:
         """The platform session exists: record it and tell the client."""
         self._backoff = 0.0
-        # The unit's arguments carry the time: built for each attempt, so a retried activation still
-        # makes the unit expire with the session lease.
         session_lease = self._settings.concurrency.session_lease_seconds
         try:
-            await self._retry_store(lambda: self._store.activate(
-                lease_id=entry.lease_id,
-                conversation_session_id=session.conversation_session_id,
-                request_id=entry.request_id,
-                session_lease_seconds=session_lease,
-                units=self._activation_units(entry, session.conversation_session_id),
-            ), patience=session_lease)
+            await self._retry_store(lambda: self._serving.activate(entry, session, queued=True),
+                                    patience=session_lease)
             await self._retry_store(lambda: self._store.set_outcome(
                 entry.request_id, status="ready", web_socket_url=session.web_socket_url,
                 ttl_seconds=self._settings.queue.ready_ttl_seconds,
@@ -357,11 +323,6 @@ class QueueDispatcher:
             return
         log.info("queued request %s is ready (conversation %s)", entry.request_id, session.conversation_session_id)
         self._events.publish(SessionReady(request_id=entry.request_id, web_socket_url=session.web_socket_url))
-
-    def _activation_units(self, entry: ClaimedEntry, conversation_session_id: str) -> UnitBinding | None:
-        if self._protection is None:
-            return None
-        return self._protection.activation_units(entry.request_id, subject_of(entry.data), conversation_session_id)
 
     async def _fail_or_leave_to_lease(self, entry: ClaimedEntry) -> None:
         try:
@@ -376,13 +337,8 @@ class QueueDispatcher:
             entry.request_id, status="failed", message=SESSION_FAILED_MESSAGE,
             ttl_seconds=self._settings.queue.ready_ttl_seconds,
         ))
-        subject = _subject(entry)
-        if self._protection is not None and subject is not None:
-            try:
-                # The client never got a session: it may try again without this request counting.
-                await self._protection.refund(entry.request_id, subject)
-            except ProtectionUnavailable as exc:
-                log.warning("could not refund the rate limits of %s: %s", entry.request_id, exc)
+        # The client never got a session: it may try again without this request counting.
+        await self._serving.refund(entry.request_id, entry.data)
         self._events.publish(SessionFailed(request_id=entry.request_id, message=SESSION_FAILED_MESSAGE))
         self.kick()  # the slot is free again
 

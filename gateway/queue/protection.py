@@ -27,6 +27,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway.model import jsonutil
+from gateway.model.entry import DamagedEntry, QueueEntry
 from gateway.admission.store import UnitBinding
 from gateway.config.settings import Settings
 from geo.checker import AnonymizerChecker, BlockPolicy
@@ -211,8 +212,8 @@ class ClientProtection:
             for request_id, raw in chunk.items():
                 rid = request_id.decode() if isinstance(request_id, bytes) else request_id
                 try:
-                    subject = subject_of(jsonutil.loads(raw))
-                except (ValueError, KeyError, TypeError, AttributeError):
+                    subject = subject_of(QueueEntry.from_json(raw))
+                except DamagedEntry:
                     # One unreadable entry must not stop the others' renewal; its unit lapses by itself.
                     log.warning("queue entry %s has unreadable data; its rate-limit unit is not renewed", rid)
                     continue
@@ -249,7 +250,6 @@ def build_checker(settings: Settings) -> AnonymizerChecker | None:
     return checker
 
 
-def subject_of(data: dict) -> Subject:
-    """The subject recorded in a queue entry's data."""
-    request = data.get("request", {})
-    return Subject(client_identifier=request.get("clientIdentifier") or None, ip=data["ip"])
+def subject_of(entry: QueueEntry) -> Subject:
+    """Who a queue entry is counted against."""
+    return Subject(client_identifier=entry.request.client_identifier, ip=entry.ip)

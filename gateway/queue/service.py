@@ -34,9 +34,10 @@ from gateway.queue.dispatcher import QueueDispatcher
 from gateway.model.departures import Departure, departure_message
 from gateway.queue.events import EventHub, QueueChanged, SessionFailed
 from gateway.model.request import SessionRequest
-from gateway.platform.client import PlatformClient
-from gateway.platform.errors import PlatformError
-from gateway.queue.protection import ClientProtection, ProtectionUnavailable, Refusal, Subject, subject_of
+from gateway.model.entry import QueueEntry
+from gateway.platform.errors import FailureKind, PlatformError
+from gateway.queue.protection import ClientProtection, ProtectionUnavailable, Refusal, Subject
+from gateway.queue.serving import SessionServing
 from gateway.config.settings import Settings
 from ratelimit import UnitCall
 
@@ -132,7 +133,7 @@ class SessionService:
         *,
         settings: Settings,
         store: AdmissionStore,
-        platform: PlatformClient,
+        serving: SessionServing,
         capacity: CapacityPolicy,
         dispatcher: QueueDispatcher,
         events: EventHub,
@@ -143,7 +144,7 @@ class SessionService:
         self._protection = protection
         self._settings = settings
         self._store = store
-        self._platform = platform
+        self._serving = serving
         self._capacity = capacity
         self._dispatcher = dispatcher
         self._events = events
@@ -185,12 +186,29 @@ class SessionService:
 
     async def _admit(self, request: SessionRequest, request_id: str, subject: Subject, client_ip: str,
                      limits: UnitCall | None) -> Admitted | Queued:
-        campaign = self._settings.platform.campaigns[request.campaign_id]
-        data = {"request": request.to_dict(), "ip": client_ip}
+        entry = QueueEntry(request=request, ip=client_ip)
+        result = await self._decide(request_id, entry, limits)
+        if result.claimed:
+            # Older queued entries that were eligible go first; this call claimed them for us.
+            self._dispatcher.dispatch_claimed(result.claimed)
+        limit_headers = self._limit_headers(result, request_id, subject, limits)
+        if result.outcome is Outcome.FULL:
+            raise QueueFull(QUEUE_FULL_MESSAGE, retry_after=30)
+        if result.outcome is Outcome.QUEUED:
+            assert result.position is not None
+            self._events.publish(_JOINED)
+            return Queued(request_id=request_id, position=result.position, headers=limit_headers)
+        assert result.lease_id is not None
+        claimed = ClaimedEntry(request_id=request_id, campaign=request.campaign_id, lease_id=result.lease_id,
+                               data=entry.to_data())
+        return await self._serve_now(claimed, limit_headers)
+
+    async def _decide(self, request_id: str, entry: QueueEntry, limits: UnitCall | None) -> AdmitResult:
+        """The admission call: admitted, queued, full or limited, in one round trip."""
         token = new_claim_token()
         try:
             try:
-                result = await self._admit_call(request, request_id, data, limits, token)
+                return await self._admit_call(entry, request_id, limits, token)
             except StoreReset:
                 # The store was reset since this process last looked, and the call did nothing. Catch up
                 # (the cap stops counting the sessions the store forgot as free), then decide once more.
@@ -198,7 +216,7 @@ class SessionService:
                     raise
                 await self._on_store_reset()
                 token = new_claim_token()
-                result = await self._admit_call(request, request_id, data, limits, token)
+                return await self._admit_call(entry, request_id, limits, token)
         except StoreReset as exc:
             log.warning("admission refused twice for a changed store epoch: %s", exc)
             raise ServiceUnavailable(STORE_DOWN_MESSAGE, retry_after=5) from exc
@@ -209,64 +227,42 @@ class SessionService:
             # settles the call's token as soon as the store answers (and fences it, should it run later).
             self._dispatcher.settle_later(token, limit=self._store.scan_limit)
             raise _QueuingReplyLost(STORE_DOWN_MESSAGE, retry_after=5) from exc
-        if result.claimed:
-            # Older queued entries that were eligible go first; this call claimed them for us.
-            self._dispatcher.dispatch_claimed(result.claimed)
-        limit_headers: dict[str, str] = {}
-        if limits is not None:
-            try:
-                refusal, limit_headers = self._protection.verdict(
-                    limited=result.outcome is Outcome.LIMITED, values=result.limit_values, subject=subject)
-            except ProtectionUnavailable as exc:
-                log.error("unreadable rate-limit report for %s: %s", request_id, exc)
-                if result.outcome is Outcome.LIMITED:
-                    raise ServiceUnavailable(STORE_DOWN_MESSAGE, retry_after=5) from exc
-                # The decision stands (the request is queued or holds a slot, and its limits were
-                # consumed): answer it, only without the RateLimit headers.
-                refusal = None
-            if refusal is not None:
-                raise Refused(refusal)
-        if result.outcome is Outcome.FULL:
-            raise QueueFull(QUEUE_FULL_MESSAGE, retry_after=30)
-        if result.outcome is Outcome.QUEUED:
-            assert result.position is not None
-            self._events.publish(_JOINED)
-            return Queued(request_id=request_id, position=result.position, headers=limit_headers)
 
-        assert result.lease_id is not None
+    def _limit_headers(self, result: AdmitResult, request_id: str, subject: Subject,
+                       limits: UnitCall | None) -> dict[str, str]:
+        """The RateLimit headers of the decision; raises Refused when a limit said no."""
+        if limits is None:
+            return {}
         try:
-            session = await self._platform.initiate(campaign, request, client_ip)
+            refusal, headers = self._protection.verdict(
+                limited=result.outcome is Outcome.LIMITED, values=result.limit_values, subject=subject)
+        except ProtectionUnavailable as exc:
+            log.error("unreadable rate-limit report for %s: %s", request_id, exc)
+            if result.outcome is Outcome.LIMITED:
+                raise ServiceUnavailable(STORE_DOWN_MESSAGE, retry_after=5) from exc
+            # The decision stands (the request is queued or holds a slot, and its limits were
+            # consumed): answer it, only without the RateLimit headers.
+            return {}
+        if refusal is not None:
+            raise Refused(refusal)
+        return headers
+
+    async def _serve_now(self, claimed: ClaimedEntry, headers: dict[str, str]) -> Admitted | Queued:
+        """The request got a slot at once: its session now (the serving path it shares with the dispatcher)."""
+        try:
+            session = await self._serving.initiate(claimed)
         except PlatformError as exc:
-            if exc.is_concurrency_limit:
+            if exc.kind is FailureKind.PLATFORM_FULL:
                 # The platform is fuller than we knew (other traffic on the account): wait in line.
-                entry = ClaimedEntry(request_id=request_id, campaign=request.campaign_id,
-                                     lease_id=result.lease_id, data=data)
-                try:
-                    position = await self._store.requeue_front(entry)
-                except RedisError as store_exc:
-                    raise _QueuingReplyLost(STORE_DOWN_MESSAGE, retry_after=5,
-                                            lease_id=result.lease_id) from store_exc
-                if position <= 0:
-                    # Not queued after all (the store found it already settled): nothing to wait for.
-                    log.warning("platform full and request %s could not be queued", request_id)
-                    raise PlatformUnavailable(INITIATE_FAILED_MESSAGE) from exc
-                log.info("platform at its concurrency limit; request %s queued at %d", request_id, position)
-                self._events.publish(_JOINED)
-                return Queued(request_id=request_id, position=position, headers=limit_headers)
-            log.warning("platform refused request %s: %s", request_id, exc)
-            await self._release_quietly(result.lease_id)
+                return await self._queue_after_refusal(claimed, exc, headers)
+            log.warning("platform refused request %s: %s", claimed.request_id, exc)
+            await self._serving.release(claimed.lease_id)
             raise PlatformUnavailable(INITIATE_FAILED_MESSAGE) from exc
         except BaseException:
-            await self._release_quietly(result.lease_id)
+            await self._serving.release(claimed.lease_id)
             raise
         try:
-            await self._store.activate(
-                lease_id=result.lease_id,
-                conversation_session_id=session.conversation_session_id,
-                request_id=None,
-                session_lease_seconds=self._settings.concurrency.session_lease_seconds,
-                units=self._protection.activation_units(request_id, subject, session.conversation_session_id),
-            )
+            await self._serving.activate(claimed, session, queued=False)
         except RedisError as exc:
             # The platform session exists, so the client gets it. The pending lease expires by itself,
             # and so does the rate-limit unit (after its queued hold); until then the gateway
@@ -274,15 +270,29 @@ class SessionService:
             log.error("could not record session %s (store unavailable: %s); serving it anyway",
                       session.conversation_session_id, exc)
         return Admitted(web_socket_url=session.web_socket_url,
-                        conversation_session_id=session.conversation_session_id, headers=limit_headers)
+                        conversation_session_id=session.conversation_session_id, headers=headers)
 
-    async def _admit_call(self, request: SessionRequest, request_id: str, data: dict[str, Any],
-                          limits: UnitCall | None, token: str) -> AdmitResult:
+    async def _queue_after_refusal(self, claimed: ClaimedEntry, refusal: PlatformError,
+                                   headers: dict[str, str]) -> Queued:
+        try:
+            position = await self._serving.requeue(claimed)
+        except RedisError as store_exc:
+            raise _QueuingReplyLost(STORE_DOWN_MESSAGE, retry_after=5, lease_id=claimed.lease_id) from store_exc
+        if position <= 0:
+            # Not queued after all (the store found it already settled): nothing to wait for.
+            log.warning("platform full and request %s could not be queued", claimed.request_id)
+            raise PlatformUnavailable(INITIATE_FAILED_MESSAGE) from refusal
+        log.info("platform at its concurrency limit; request %s queued at %d", claimed.request_id, position)
+        self._events.publish(_JOINED)
+        return Queued(request_id=claimed.request_id, position=position, headers=headers)
+
+    async def _admit_call(self, entry: QueueEntry, request_id: str, limits: UnitCall | None,
+                          token: str) -> AdmitResult:
         return await self._store.admit(
             token=token,
             request_id=request_id,
-            campaign=request.campaign_id,
-            data=data,
+            campaign=entry.request.campaign_id,
+            data=entry.to_data(),
             caps=self._capacity.caps(),
             pending_lease_seconds=self._settings.concurrency.pending_lease_seconds,
             max_queue_length=self._settings.queue.max_length,
@@ -314,10 +324,7 @@ class SessionService:
         data = await self._store_or_unavailable(self._store.entry_data(request_id))
         removed = await self._store_or_unavailable(self._store.remove(request_id, message=message))
         if removed is Removed.WAITING and data is not None:
-            try:
-                await self._protection.left(request_id, subject_of(data))
-            except ProtectionUnavailable as exc:
-                log.warning("could not give back the rate-limit unit of %s now: %s", request_id, exc)
+            await self._serving.give_back_unit(request_id, data)
         # A request being dispatched keeps its unit: its platform call is in flight, and the session it may
         # get counts until its webhook (the activation re-arms the unit; a failure refunds it).
         if removed:
@@ -398,7 +405,7 @@ class SessionService:
         as for a client that leaves while its session is being created. A pending lease the call would
         have turned into an entry is given back (a no-op when the call did run)."""
         if lease_id is not None:
-            await self._release_quietly(lease_id)
+            await self._serving.release(lease_id)
         message = self._departure_message(Departure.WITHDRAWN)
         try:
             removed = await self._store.remove(request_id, message=message)
@@ -430,13 +437,6 @@ class SessionService:
             await self._protection.refund(request_id, subject)
         except ProtectionUnavailable as exc:
             log.warning("could not refund the rate limits of %s (%s); they expire by themselves", request_id, exc)
-
-    async def _release_quietly(self, lease_id: str) -> None:
-        try:
-            await self._store.release_lease(lease_id)
-        except RedisError as exc:
-            # The pending lease expires after PendingLeaseSeconds anyway, so nothing leaks for long.
-            log.warning("could not release lease %s now (%s); it expires by itself", lease_id, exc)
 
     @staticmethod
     async def _store_or_unavailable(awaitable):  # type: ignore[no-untyped-def]
