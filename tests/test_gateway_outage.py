@@ -13,7 +13,7 @@ import pytest
 import ujson
 
 from gateway.queue.events import SessionReady
-from gateway.queue.service import STORE_DOWN_MESSAGE
+from gateway.queue.answers import STORE_DOWN_MESSAGE
 from gateway.redis.client import COMMAND_TIMEOUT_SECONDS, open_redis
 from gateway_harness import base_config, conversation_id_of, start_stack
 from redis_process import RedisProcess

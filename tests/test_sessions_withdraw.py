@@ -16,7 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.admission.store import Caps
 from gateway.queue.events import QueueChanged
-from gateway.queue.service import STORE_DOWN_MESSAGE
+from gateway.queue.answers import STORE_DOWN_MESSAGE
 from gateway.redis.client import COMMAND_TIMEOUT_SECONDS, open_redis
 from gateway_harness import base_config, conversation_id_of, session_body, start_stack
 from ratelimit import Policy, Rule

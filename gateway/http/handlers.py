@@ -26,16 +26,8 @@ from gateway.http.base import (
     request_id_of,
 )
 from gateway.model.request import parse_session_request
-from gateway.queue.service import (
-    STORE_DOWN_MESSAGE,
-    Admitted,
-    PlatformUnavailable,
-    QueueFull,
-    Queued,
-    Refused,
-    ServiceUnavailable,
-    SessionService,
-)
+from gateway.queue.answers import Admitted, PlatformUnavailable, QueueFull, Queued, Refused, STORE_DOWN_MESSAGE, ServiceUnavailable
+from gateway.queue.service import SessionService
 from gateway.model.text import is_sendable, unsendable_message
 from geo.client_ip import TrustedProxies, resolve_client_address
 

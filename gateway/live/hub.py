@@ -32,7 +32,7 @@ from gateway.queue.events import Event, QueueChanged, SessionFailed, SessionRead
 from gateway.live.outages import StoreOutages, observe
 from gateway.live.positions import PositionBroadcaster, position_message
 from gateway.live.presence import PresenceStore
-from gateway.queue.service import ServiceUnavailable
+from gateway.queue.answers import ServiceUnavailable
 from gateway.model.text import is_sendable, unsendable_message
 from signalr import Hub, HubError, HubOptions
 from signalr.hubs.lifetime import HubLifetimeManager, invocation

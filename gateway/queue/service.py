@@ -12,7 +12,6 @@ import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -29,6 +28,18 @@ from gateway.admission.store import (
     StoreReset,
     new_claim_token,
 )
+from gateway.queue.answers import (
+    INITIATE_FAILED_MESSAGE,
+    QUEUE_FULL_MESSAGE,
+    STORE_DOWN_MESSAGE,
+    Admitted,
+    PlatformUnavailable,
+    Queued,
+    QueueFull,
+    QueuingReplyLost,
+    Refused,
+    ServiceUnavailable,
+)
 from gateway.queue.capacity import CapacityPolicy
 from gateway.queue.dispatcher import QueueDispatcher
 from gateway.model.departures import Departure, departure_message
@@ -36,74 +47,13 @@ from gateway.queue.events import EventHub, QueueChanged, SessionFailed
 from gateway.model.request import SessionRequest
 from gateway.model.entry import QueueEntry
 from gateway.platform.errors import FailureKind, PlatformError
-from gateway.queue.protection import ClientProtection, ProtectionUnavailable, Refusal, Subject
+from gateway.queue.protection import ClientProtection, ProtectionUnavailable, Subject
 from gateway.queue.serving import SessionServing
 from gateway.config.settings import Settings
 from ratelimit import UnitCall
 
 log = logging.getLogger("gateway.queue.service")
 
-#: The original's message for a failed direct initiate (it answered 500; we answer 502, a gateway error).
-INITIATE_FAILED_MESSAGE = "An error occurred while trying to initiate the session."
-
-
-class ServiceUnavailable(Exception):
-    """The store (Redis) cannot be reached; the client should retry after ``retry_after`` seconds."""
-
-    def __init__(self, message: str, *, retry_after: int) -> None:
-        super().__init__(message)
-        self.message = message
-        self.retry_after = retry_after
-
-
-class _QueuingReplyLost(ServiceUnavailable):
-    """A store call that may have queued the request failed, so nobody knows whether it did.
-
-    :param lease_id: the pending lease the call would have turned into a queue entry, if any.
-    """
-
-    def __init__(self, message: str, *, retry_after: int, lease_id: str | None = None) -> None:
-        super().__init__(message, retry_after=retry_after)
-        self.lease_id = lease_id
-
-
-class QueueFull(ServiceUnavailable):
-    """``Queue.MaxLength`` entries are already waiting."""
-
-
-class Refused(Exception):
-    """IP security (403) or a rate limit (429) refused the request; nothing was consumed."""
-
-    def __init__(self, refusal: Refusal) -> None:
-        super().__init__(refusal.message)
-        self.status = refusal.status
-        self.message = refusal.message
-        self.headers = refusal.headers
-
-
-class PlatformUnavailable(Exception):
-    """The platform refused or failed for a reason other than its concurrency limit."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Admitted:
-    web_socket_url: str
-    conversation_session_id: str
-    headers: dict[str, str] = field(default_factory=dict)  # RateLimit headers
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Queued:
-    request_id: str
-    position: int
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-STORE_DOWN_MESSAGE = "The session service is temporarily unavailable. Please try again shortly."
 #: Published for every request that joins the queue (events are immutable, so one instance serves all).
 _JOINED = QueueChanged(reason="joined")
 _WITHDRAWN = QueueChanged(reason="withdrawn")
@@ -122,7 +72,6 @@ def new_request_id() -> str:
     raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
     h = raw.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-QUEUE_FULL_MESSAGE = "The waiting queue is full. Please try again later."
 
 
 class SessionService:
@@ -171,7 +120,7 @@ class SessionService:
         except BaseException as exc:
             # The request never happened (platform failure, store lost after the decision, shutdown): the
             # client may try again without it counting. Giving back a unit that was never added is harmless.
-            if isinstance(exc, _QueuingReplyLost):
+            if isinstance(exc, QueuingReplyLost):
                 # The call may have queued the request: an entry that would wait, and be served, for a
                 # client told it failed. After a timeout this runs behind the answer, which would otherwise
                 # wait for another timeout or two.
@@ -226,7 +175,7 @@ class SessionService:
             # leases to expire twice, and a slot it took for this request would stay held. The dispatcher
             # settles the call's token as soon as the store answers (and fences it, should it run later).
             self._dispatcher.settle_later(token, limit=self._store.scan_limit)
-            raise _QueuingReplyLost(STORE_DOWN_MESSAGE, retry_after=5) from exc
+            raise QueuingReplyLost(STORE_DOWN_MESSAGE, retry_after=5) from exc
 
     def _limit_headers(self, result: AdmitResult, request_id: str, subject: Subject,
                        limits: UnitCall | None) -> dict[str, str]:
@@ -277,7 +226,7 @@ class SessionService:
         try:
             position = await self._serving.requeue(claimed)
         except RedisError as store_exc:
-            raise _QueuingReplyLost(STORE_DOWN_MESSAGE, retry_after=5, lease_id=claimed.lease_id) from store_exc
+            raise QueuingReplyLost(STORE_DOWN_MESSAGE, retry_after=5, lease_id=claimed.lease_id) from store_exc
         if position <= 0:
             # Not queued after all (the store found it already settled): nothing to wait for.
             log.warning("platform full and request %s could not be queued", claimed.request_id)
