@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from gateway.config import LoadedSettings, load_settings, parse_redis_connection_string
-from gateway.model.errors import ConfigError
+from gateway.config.errors import ConfigError
 from gateway.config.settings import CampaignSettings
 
 DATA = Path(__file__).parent / "data"

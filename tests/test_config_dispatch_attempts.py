@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.model.errors import ConfigError
+from gateway.config.errors import ConfigError
 from test_config import load, minimal
 
 

@@ -15,7 +15,7 @@ import logging
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from gateway.model.errors import ConfigError
+from gateway.config.errors import ConfigError
 from gateway.redis.gate import RECHECK_SECONDS, RedisGate, RedisTooOld
 from gateway.redis.client import MIN_REDIS_VERSION, check_redis_version, open_redis, run_script
 from redis_process import free_port

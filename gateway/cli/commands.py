@@ -19,7 +19,7 @@ from gateway.cli.workers import serve_processes
 from gateway.config import load_settings
 from gateway.logs.context import configure_logging
 from gateway.logs.throttle import install_repeat_throttle
-from gateway.model.errors import ConfigError
+from gateway.config.errors import ConfigError
 
 
 def _setup_logging(level: str) -> None:

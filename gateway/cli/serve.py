@@ -13,7 +13,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from gateway.config import load_settings
-from gateway.model.errors import ConfigError
+from gateway.config.errors import ConfigError
 
 if TYPE_CHECKING:
     from gateway.app import Gateway

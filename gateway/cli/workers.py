@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.cli.serve import build_gateway, load_for_serve, run, settle_heap, wait_for_signal
 from gateway.logs.throttle import flush_repeat_throttles
-from gateway.model.errors import ConfigError
+from gateway.config.errors import ConfigError
 
 if TYPE_CHECKING:
     from gateway.config.settings import Settings

@@ -29,6 +29,6 @@ Modules: :mod:`~gateway.config.source` (the file and the environment), :mod:`~ga
 
 from gateway.config.loader import LoadedSettings, load_settings
 from gateway.config.redis_url import parse_redis_connection_string
-from gateway.model.errors import ConfigError
+from gateway.config.errors import ConfigError
 
 __all__ = ["ConfigError", "LoadedSettings", "load_settings", "parse_redis_connection_string"]

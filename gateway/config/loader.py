@@ -16,7 +16,7 @@ from gateway.config.redis_url import bind_redis
 from gateway.config.security import IPAPI_REPLACED, bind_geoip, bind_security
 from gateway.config.source import Node, TreeError, apply_environment, node_from_mapping, read_file
 from gateway.config.voice_platform import bind_platform
-from gateway.model.errors import ConfigError
+from gateway.config.errors import ConfigError
 from gateway.config.settings import Settings
 
 #: Top-level keys we read; only environment variables under one of these are considered.

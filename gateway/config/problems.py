@@ -1,6 +1,6 @@
 """Collecting problems and warnings, each named by the key path it concerns (``Section.Key[0]``).
 
-Every problem is gathered before :class:`~gateway.model.errors.ConfigError` is raised, so an operator fixes the
+Every problem is gathered before :class:`~gateway.config.errors.ConfigError` is raised, so an operator fixes the
 file in one pass; keys nobody read become warnings.
 """
 

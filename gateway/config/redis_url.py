@@ -9,7 +9,7 @@ from redis.connection import parse_url
 
 from gateway.config.binder import Binder
 from gateway.config.problems import Section
-from gateway.model.errors import ConfigError
+from gateway.config.errors import ConfigError
 
 _STACKEXCHANGE_IGNORED = "ignored (a StackExchange.Redis option the gateway does not use)"
 

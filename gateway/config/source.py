@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.model.errors import ConfigError
+from gateway.config.errors import ConfigError
 
 
 class Node:
