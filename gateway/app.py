@@ -7,8 +7,6 @@ clock and (optionally) Redis client.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import socket
 import time
@@ -42,7 +40,7 @@ from gateway.http.handlers import (
 )
 from gateway.http.inflight import InflightRequests
 from gateway.platform.client import PlatformClient
-from gateway.queue.protection import RENEW_INTERVAL_SECONDS, ClientProtection, ProtectionUnavailable
+from gateway.queue.protection import ClientProtection
 from gateway.live.hub import HUB_PATH, HubTuning, SessionHubService
 from gateway.live.presence import PresenceStore
 from gateway.queue.serving import SessionServing
@@ -58,8 +56,6 @@ access_log = logging.getLogger("gateway.access")
 
 KEY_PREFIX = "iqra:"
 NEGOTIATE_PATH = HUB_PATH + "/negotiate"
-#: How often the MaxMind database files are checked for replacement.
-GEO_RELOAD_SECONDS = 5.0
 
 
 def _log_request(handler: tornado.web.RequestHandler) -> None:
@@ -133,8 +129,6 @@ class Gateway:
         self.service = SessionService(settings=settings, store=self.store, serving=serving,
                                       capacity=self.capacity, dispatcher=self.dispatcher, events=self.events,
                                       protection=self.protection, on_store_reset=self.epoch.check_now)
-        self._geo_reload_task: asyncio.Task[None] | None = None
-        self._unit_renew_task: asyncio.Task[None] | None = None
         self.trusted_proxies = TrustedProxies.parse(settings.forwarded_headers.known_proxies,
                                                     settings.forwarded_headers.known_networks)
         self.cors = CorsPolicy(settings.allowed_origins)
@@ -233,10 +227,7 @@ class Gateway:
         for step in self._on_start:
             await step()
         self.dispatcher.start()
-        if self.protection.checker is not None:
-            self._geo_reload_task = asyncio.create_task(self._reload_geo_databases(), name="geo-reload")
-        if self.protection.limits_enabled:
-            self._unit_renew_task = asyncio.create_task(self._renew_queued_units(), name="rate-limit-unit-renewal")
+        self.protection.start(self.store.keys.entries)
         app = self.make_app(extra_routes)
         self.server = EdgeServer(app, limits=self.settings.limits, inflight=self.inflight, xheaders=False,
                                  ipv6_prefix_length=self.settings.security.ipv6_prefix_length)
@@ -278,35 +269,8 @@ class Gateway:
         if not await self.service.settle(grace):
             log.warning("shutting down with failed requests not yet withdrawn; the register timeout removes them")
         await self.dispatcher.stop()
-        for task in (self._geo_reload_task, self._unit_renew_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await self.protection.stop()
         self.protection.close()
         self.platform.close()
         if self._owns_redis:
             await self.redis.aclose()
-
-    async def _renew_queued_units(self, interval: float = RENEW_INTERVAL_SECONDS) -> None:
-        """Keep the rate-limit units of waiting requests held for as long as they wait (see protection)."""
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.protection.renew_queued_units(self.store.keys.entries)
-            except ProtectionUnavailable as exc:
-                log.warning("could not renew the rate-limit units of waiting requests: %s", exc)
-            except Exception:
-                log.exception("renewing the rate-limit units of waiting requests failed")
-
-    async def _reload_geo_databases(self, interval: float = GEO_RELOAD_SECONDS) -> None:
-        """Pick up MaxMind databases replaced on disk (renamed into place) without a restart."""
-        checker = self.protection.checker
-        assert checker is not None
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                if checker.maybe_reload():
-                    log.info("reloaded the MaxMind database(s)")
-            except Exception:  # a bad new file keeps the old one in use; say so and try again later
-                log.exception("could not reload the MaxMind database(s)")

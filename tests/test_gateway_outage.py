@@ -122,7 +122,7 @@ async def test_the_dispatcher_resumes_by_itself_when_capacity_freed_during_the_o
     await wait_ready(stack)
     assert (await stack.end(conversations[0])).code == 200
     assert isinstance(await asyncio.wait_for(ready, TIMEOUT), SessionReady)
-    assert not stack.gateway.dispatcher._loop_task.done()
+    assert stack.gateway.dispatcher.running
 
 
 @pytest.mark.slow

@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Callable
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from gateway.background import Periodic
+
 log = logging.getLogger("gateway.admission.epoch")
 
 #: Seconds between two checks; clients whose requests were lost hear it within about this long.
@@ -83,8 +85,7 @@ class EpochWatcher:
                  interval: float = CHECK_INTERVAL_SECONDS) -> None:
         self.epoch = epoch
         self.handlers: list[ResetHandler] = list(handlers or [])
-        self._interval = interval
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic(self._check_quietly, interval=interval, name="store epoch check", log=log)
         self._check: asyncio.Future[bool] | None = None
 
     def on_reset(self, handler: ResetHandler) -> None:
@@ -96,13 +97,10 @@ class EpochWatcher:
             await self.check_once()
         except RedisError:
             pass  # the store is down at start-up: the first check that reaches it learns the epoch
-        self._task = asyncio.create_task(self._run(), name="store-epoch-watcher")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._loop.stop()
 
     async def check_now(self) -> None:
         """Check at once, because a call was refused for an epoch it did not know; callers that ask
@@ -130,12 +128,8 @@ class EpochWatcher:
                 log.exception("a store-reset handler failed")
         return True
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.check_once()
-            except RedisError:
-                pass  # unreachable: nothing to conclude; outages are logged by the calls that need the store
-            except Exception:  # noqa: BLE001 - the watcher must outlive a bug in one round
-                log.exception("checking the store epoch failed")
+    async def _check_quietly(self) -> None:
+        try:
+            await self.check_once()
+        except RedisError:
+            pass  # unreachable: nothing to conclude; outages are logged by the calls that need the store

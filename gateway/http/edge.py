@@ -26,7 +26,7 @@ import logging
 import resource
 import socket
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -46,6 +46,7 @@ from gateway.http.edge_rules import (
     error_response,
     head_error,
 )
+from gateway.background import Periodic, TaskSet
 from gateway.http.connections import MAX_LINGERING, EdgeStream, close_now, linger
 from gateway.http.inflight import InflightRequests
 from gateway.model.jsonutil import dumps
@@ -86,14 +87,15 @@ class EdgeServer(tornado.httpserver.HTTPServer):
         self._keep_alive_timeout = limits.keep_alive_timeout_seconds
         self._body_timeout = limits.request_body_timeout_seconds
         self._streams: set[EdgeStream] = set()
-        self._sweeper: asyncio.Task[None] | None = None
+        self._sweeper: Periodic | None = None
         shortest = min(t for t in (limits.request_headers_timeout_seconds, limits.keep_alive_timeout_seconds,
                                    limits.request_body_timeout_seconds))
         #: A deadline is enforced at most this late.
         self.sweep_interval = min(SWEEP_SECONDS, max(shortest / 4, 0.01))
         self.caps = ConnectionCaps(total=limits.max_connections, per_client=limits.max_connections_per_ip)
         self.inflight = inflight
-        self._lingering: set[asyncio.Task[None]] = set()
+        # Bounded: a flood of refused connections must not hold sockets for the linger time each.
+        self._lingering = TaskSet("lingering close", log=log, limit=MAX_LINGERING)
         self._refusals = _RefusalLog()
 
     def handle_stream(self, stream: tornado.iostream.IOStream, address: Any) -> None:
@@ -110,16 +112,15 @@ class EdgeServer(tornado.httpserver.HTTPServer):
         refusal = self.caps.admit(key)
         if refusal is not None:
             self._refusals.note(refusal, key)
-            if len(self._lingering) < MAX_LINGERING:
-                self._spawn_linger(linger(sock, error_response(refusal)), None)
-            else:
+            if not self._lingering.spawn(linger(sock, error_response(refusal))):
                 close_now(sock, error_response(refusal))
             return
         stream = EdgeStream(sock, on_closed=partial(self._closed, key), linger=self._linger_socket, unread=unread,
                             max_buffer_size=self.max_buffer_size, read_chunk_size=self.read_chunk_size)
         self._streams.add(stream)
-        if self._sweeper is None:
-            self._sweeper = asyncio.ensure_future(self._sweep())
+        if self._sweeper is None:  # started with the first connection, inside the running loop
+            self._sweeper = Periodic(self._sweep, interval=self.sweep_interval, name="connection deadlines", log=log)
+            self._sweeper.start()
         super().handle_stream(stream, address)
 
     def _closed(self, key: str, stream: EdgeStream) -> None:
@@ -128,34 +129,22 @@ class EdgeServer(tornado.httpserver.HTTPServer):
 
     async def _sweep(self) -> None:
         """Close the connections past their deadlines (see the module docstring)."""
-        while True:
-            await asyncio.sleep(self.sweep_interval)
-            now = time.monotonic()
-            for stream in [s for s in self._streams if s.deadline is not None and now >= s.deadline]:
-                stream.deadline = None
-                stream.close()  # the request's reader sees the stream closed: no answer, as nginx does
+        now = time.monotonic()
+        for stream in [s for s in self._streams if s.deadline is not None and now >= s.deadline]:
+            stream.deadline = None
+            stream.close()  # the request's reader sees the stream closed: no answer, as nginx does
 
     async def close_all_connections(self) -> None:
         await super().close_all_connections()
         if self._sweeper is not None:
-            self._sweeper.cancel()
-            await asyncio.gather(self._sweeper, return_exceptions=True)
+            await self._sweeper.stop()
             self._sweeper = None
 
     def _linger_socket(self, sock: socket.socket, on_closed: Callable[[], None]) -> None:
         # The connection still counts against the caps while it lingers: it still holds a file.
-        if len(self._lingering) < MAX_LINGERING:
-            self._spawn_linger(linger(sock, None), on_closed)
-        else:
+        if not self._lingering.spawn(linger(sock, None), on_done=on_closed):
             close_now(sock, None)
             on_closed()
-
-    def _spawn_linger(self, work: Coroutine[Any, Any, None], on_closed: Callable[[], None] | None) -> None:
-        task = asyncio.ensure_future(work)
-        self._lingering.add(task)
-        task.add_done_callback(self._lingering.discard)
-        if on_closed is not None:
-            task.add_done_callback(lambda _: on_closed())
 
     def start_request(self, server_conn: object,
                       request_conn: tornado.httputil.HTTPConnection) -> tornado.httputil.HTTPMessageDelegate:
@@ -173,10 +162,7 @@ class EdgeServer(tornado.httpserver.HTTPServer):
 
     async def close_lingering(self) -> None:
         """Close the connections still lingering (at shutdown)."""
-        for task in list(self._lingering):
-            task.cancel()
-        if self._lingering:
-            await asyncio.wait(list(self._lingering))
+        await self._lingering.cancel()
 
 
 class _EdgeRequest(tornado.httputil.HTTPMessageDelegate):

@@ -19,13 +19,11 @@ commands a round (see :mod:`gateway.live.presence`).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from redis.exceptions import RedisError
-
+from gateway.background import Periodic
 from gateway.live.outages import StoreOutages, observe
 from gateway.live.presence import Absence, PresenceStore, absent
 
@@ -61,38 +59,14 @@ class AbandonmentReaper:
         self._register_timeout = register_timeout
         self._grace = disconnect_grace
         self._interval = interval
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
+        self._loop = Periodic(lambda: self.run_once(), interval=interval, name="abandonment reaper", log=log)
 
     def start(self) -> None:
-        self._stopping = asyncio.Event()
-        self._task = asyncio.create_task(self._run(), name="abandonment-reaper")
+        self._loop.start()
 
     async def stop(self) -> None:
         """Let a round under way finish (cancelling a Redis call mid-flight can stall the client), then stop."""
-        if self._task is not None:
-            self._stopping.set()
-            try:
-                await asyncio.wait_for(self._task, 5)
-            except (asyncio.CancelledError, TimeoutError):
-                pass
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await asyncio.wait_for(self._stopping.wait(), self._interval)
-                return
-            except TimeoutError:
-                pass
-            try:
-                await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except RedisError as exc:
-                log.warning("abandonment reaper paused: store unavailable (%s)", exc)
-            except Exception:
-                log.exception("abandonment reaper round failed")
+        await self._loop.stop(grace=5)
 
     async def run_once(self) -> list[tuple[str, Absence]]:
         """One round: returns the requests removed and why (empty if another process leads)."""

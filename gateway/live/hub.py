@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from redis.exceptions import RedisError
 
+from gateway.background import Periodic, TaskSet
 from gateway.live.abandonment import AbandonmentReaper
 from gateway.admission.store import MAX_ID_LENGTH
 from gateway.model.departures import Departure
@@ -144,8 +145,9 @@ class SessionHubService:
         # Local bookkeeping: request id -> connection ids of this process that registered it, and back.
         self._by_request: dict[str, set[str]] = {}
         self._by_connection: dict[str, set[str]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._heartbeat: asyncio.Task[None] | None = None
+        self._tasks = TaskSet("session hub delivery", log=log)
+        self._heartbeat = Periodic(self._touch_local, interval=self._heartbeat_interval, name="presence heartbeat",
+                                   log=log)
         self._stopping = False
         self._touch_failing_since: float | None = None
 
@@ -155,7 +157,7 @@ class SessionHubService:
         await self.server.start()
         self.positions.start()
         self.reaper.start()
-        self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="session-hub-heartbeat")
+        self._heartbeat.start()
 
     async def stop(self) -> None:
         """Stop timers, record that our clients left now (so their grace starts), and send every
@@ -163,13 +165,10 @@ class SessionHubService:
         self._stopping = True
         await self.positions.stop()
         await self.reaper.stop()
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            await asyncio.gather(self._heartbeat, return_exceptions=True)
+        await self._heartbeat.stop()
         await self._touch_local()
         await self.server.shutdown()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=2)
+        await self._tasks.wait(2)
 
     # -- hub methods -----------------------------------------------------------------------------
 
@@ -351,24 +350,15 @@ class SessionHubService:
         """Touch every request registered by a connection of this process."""
         await self._touch(list(self._by_request), catch_up=False)
 
-    async def _heartbeat_loop(self) -> None:
+    def _heartbeat_interval(self) -> float:
         grace = max(1.0, float(self._settings.queue.disconnect_grace_seconds))
         interval = min(self.tuning.heartbeat_interval, grace / 3)
-        while True:
-            # While the store does not answer, try every second: the first touch that lands after an
-            # outage is what keeps a connected client from looking gone.
-            await asyncio.sleep(min(interval, 1.0) if self.outages.failing else interval)
-            await self._touch_local()
+        # While the store does not answer, try every second: the first touch that lands after an outage
+        # is what keeps a connected client from looking gone.
+        return min(interval, 1.0) if self.outages.failing else interval
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("session hub task failed", exc_info=task.exception())
+        self._tasks.spawn(coro)
 
 
 __all__ = ["HUB_PATH", "HubTuning", "SessionHub", "SessionHubService"]

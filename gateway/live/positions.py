@@ -33,6 +33,9 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
+from redis.exceptions import RedisError
+
+from gateway.background import Periodic
 from signalr.hubs.lifetime import SerializedMessage
 from signalr.protocol import HubProtocol, InvocationMessage
 
@@ -196,10 +199,8 @@ class PositionBroadcaster:
         self._round_budget = round_budget
         self._hold_seconds = hold_seconds
         self._held_until = 0.0
-        self._wake = asyncio.Event()
         self._last_round: float | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._loop = Periodic(self._paced_round, interval=poll_interval, name="queue positions", log=log)
         # Requests whose outcome was delivered since the current round started.
         self._retired: set[str] = set()
         # How far the last round's sends fell behind its schedule (a CPU-starved round).
@@ -207,23 +208,15 @@ class PositionBroadcaster:
         self.rounds = 0
 
     def start(self) -> None:
-        self._stopping = False
-        self._task = asyncio.create_task(self._run(), name="queue-positions")
+        self._loop.start()
 
     async def stop(self) -> None:
         """Let a round under way finish (cancelling a Redis call mid-flight can stall the client), then stop."""
-        if self._task is not None:
-            self._stopping = True
-            self._wake.set()
-            try:
-                await asyncio.wait_for(self._task, 5)
-            except (asyncio.CancelledError, TimeoutError):
-                pass
-            self._task = None
+        await self._loop.stop(grace=5)
 
     def changed(self) -> None:
         """The queue changed: run a round as soon as coalescing allows."""
-        self._wake.set()
+        self._loop.kick()
 
     def hold(self) -> None:
         """A dispatch started (its outcome is on the way): a round under way pauses until :meth:`unhold`
@@ -240,32 +233,24 @@ class PositionBroadcaster:
         self.tracker.forget(request_id)
         self._retired.add(request_id)
 
-    async def _run(self) -> None:
-        while not self._stopping:
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
-            except TimeoutError:
-                if not any(True for _ in self._local_requests()):
-                    continue
-            delay = next_round_delay(last_round_at=self._last_round, now=self._monotonic(),
-                                     min_interval=self._min_interval)
-            if delay > 0:
-                await asyncio.sleep(delay)
-            self._wake.clear()
-            if self._stopping:
-                return
-            round_at = self._monotonic()
-            try:
-                if await self.run_once():
-                    # Only a round that told someone something counts for coalescing: a quiet poll
-                    # must not hold back the next real change. Client i is due at the same offset in
-                    # every round, so starting the next round as much later as this one ran behind
-                    # keeps each client's updates at least ``min_interval`` apart.
-                    self._last_round = round_at + self._behind
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a Redis outage: the next round catches up
-                log.warning("position round failed: %s", exc)
+    async def _paced_round(self) -> None:
+        """One round, no sooner than ``min_interval`` after the last one that told someone something."""
+        if not any(True for _ in self._local_requests()):
+            return  # nobody of this process waits: nothing to tell
+        delay = next_round_delay(last_round_at=self._last_round, now=self._monotonic(),
+                                 min_interval=self._min_interval)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        round_at = self._monotonic()
+        try:
+            if await self.run_once():
+                # Only a round that told someone something counts for coalescing: a quiet poll must not
+                # hold back the next real change. Client i is due at the same offset in every round, so
+                # starting the next round as much later as this one ran behind keeps each client's
+                # updates at least ``min_interval`` apart.
+                self._last_round = round_at + self._behind
+        except RedisError as exc:  # a Redis outage: the next round catches up
+            log.warning("position round failed: %s", exc)
 
     async def run_once(self) -> int:
         """One round; returns how many clients were sent a new position."""

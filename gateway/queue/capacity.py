@@ -12,7 +12,6 @@ gateway admits optimistically and lets the platform's own concurrency error send
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING
 from redis.exceptions import RedisError
 
 from gateway.admission.store import AdmissionStore, Caps
+from gateway.background import Periodic
 from gateway.platform.errors import PlatformError
 
 if TYPE_CHECKING:
@@ -104,25 +104,21 @@ class PlatformCapacitySync:
         self._platform = platform
         self._store = store
         self._capacity = capacity
-        self._interval = interval
         self._grew = grew
-        self._now = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic(lambda: self.sync_once(), interval=interval, name="platform capacity sync", log=log,
+                              first_at_once=True)
         self._failures = 0
 
     def start(self) -> None:
         if self._capacity.syncs_from_platform:
-            self._task = asyncio.create_task(self._run(), name="platform-capacity-sync")
+            self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._loop.stop()
 
     def sync_now(self) -> None:
         """Read the platform again without waiting for the next interval."""
-        self._now.set()
+        self._loop.kick()
 
     async def after_store_reset(self) -> None:
         """Reset handler: count all platform usage as others' at once, then read the platform again."""
@@ -148,12 +144,3 @@ class PlatformCapacitySync:
             return
         if self._capacity.learn(usage, int(counts.get("active", 0)) + int(counts.get("pending", 0))):
             self._grew()
-
-    async def _run(self) -> None:
-        while True:
-            self._now.clear()
-            await self.sync_once()
-            try:
-                await asyncio.wait_for(self._now.wait(), self._interval)
-            except TimeoutError:
-                pass

@@ -19,6 +19,7 @@ from typing import TypeVar
 
 from redis.exceptions import RedisError
 
+from gateway.background import Periodic, TaskSet
 from gateway.admission.store import AdmissionStore, ClaimedEntry, Renewal, StoreReset, new_claim_token
 from gateway.queue.capacity import CapacityPolicy
 from gateway.queue.serving import SessionServing
@@ -86,13 +87,11 @@ class QueueDispatcher:
         self._settings = settings
         self._capacity = capacity
         self._events = events
-        self._interval = interval
         self._batch = batch
         self._monotonic = monotonic
-        self._wake = asyncio.Event()
-        self._loop_task: asyncio.Task[None] | None = None
+        self._loop = Periodic(lambda: self._claim_round(), interval=interval, name="queue dispatch", log=log)
         self._on_store_reset = on_store_reset
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._inflight = TaskSet("dispatch", log=log)
         self._backoff = 0.0
         self._paused_until = 0.0
         #: Tokens of claims (this dispatcher's, or admissions') whose replies were lost, with the most
@@ -102,52 +101,33 @@ class QueueDispatcher:
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._loop_task = asyncio.create_task(self._run(), name="queue-dispatcher")
+        self._loop.start()
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Stop claiming; let dispatches already under way finish (their sessions exist or will)."""
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            try:
-                await self._loop_task
-            except asyncio.CancelledError:
-                pass
-        if self._inflight:
-            await asyncio.wait(self._inflight, timeout=timeout)
+        await self._loop.stop()
+        await self._inflight.wait(timeout)
+
+    @property
+    def running(self) -> bool:
+        """Whether the claim loop runs (a failed round must never end it)."""
+        return self._loop.running
 
     def kick(self) -> None:
         """Capacity may have freed: claim now rather than at the next tick."""
-        self._wake.set()
+        self._loop.kick()
 
     async def wait_idle(self) -> None:
         """Wait until no dispatch is under way (for tests and orderly shutdowns)."""
-        while self._inflight:
-            await asyncio.wait(set(self._inflight))
+        while not await self._inflight.wait():
+            pass
 
     def dispatch_claimed(self, entries: tuple[ClaimedEntry, ...] | list[ClaimedEntry]) -> None:
         """Serve entries that another call (an admission) already claimed."""
         for entry in entries:
-            task = asyncio.create_task(self._dispatch(entry), name=f"dispatch-{entry.request_id}")
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
+            self._inflight.spawn(self._dispatch(entry), label=entry.request_id)
 
     # -- the loop ----------------------------------------------------------------------------------
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self._interval)
-            except TimeoutError:
-                pass
-            self._wake.clear()
-            try:
-                await self._claim_round()
-            except asyncio.CancelledError:
-                raise
-            except RedisError as exc:
-                log.warning("queue dispatch paused: store unavailable (%s)", exc)
-            except Exception:
-                log.exception("queue dispatch round failed")
 
     def settle_later(self, token: str, *, limit: int) -> None:
         """A call that claims under ``token`` (an admission) lost its reply: settle it at the next round,
@@ -157,7 +137,7 @@ class QueueDispatcher:
                         "instead", token, len(self._unsettled))
             return
         self._unsettled[token] = limit
-        self._wake.set()
+        self._loop.kick()
 
     async def _claim_round(self) -> None:
         for token, limit in list(self._unsettled.items()):
@@ -179,7 +159,7 @@ class QueueDispatcher:
             # takes the platform's usage as it now stands), the next round claims under the new epoch.
             if self._on_store_reset is not None:
                 await self._on_store_reset()
-            self._wake.set()
+            self._loop.kick()
             return
         except Exception:
             # Redis may have run the claim and only its reply be lost (a stall past the command timeout):
@@ -204,7 +184,7 @@ class QueueDispatcher:
             self.dispatch_claimed(entries)
             self._events.publish(QueueChanged(reason="dispatched"))
             if len(entries) == self._batch:
-                self._wake.set()  # more may be eligible; go round again at once
+                self._loop.kick()  # more may be eligible; go round again at once
 
     # -- one dispatch ------------------------------------------------------------------------------
     #

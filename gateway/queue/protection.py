@@ -26,6 +26,7 @@ from typing import NamedTuple
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from gateway.background import Periodic
 from gateway.model import jsonutil
 from gateway.model.entry import DamagedEntry, QueueEntry
 from gateway.admission.store import UnitBinding
@@ -43,6 +44,8 @@ log = logging.getLogger("gateway.queue.protection")
 QUEUED_HOLD_SECONDS = 900
 #: How often the units of waiting entries are renewed: well inside the hold, so a renewal can be missed.
 RENEW_INTERVAL_SECONDS = QUEUED_HOLD_SECONDS / 3
+#: How often the MaxMind database files are checked for replacement.
+GEO_RELOAD_SECONDS = 5.0
 KEY_PREFIX = "iqra:rl:"
 BINDING_PREFIX = KEY_PREFIX + "session:"
 #: Queue entries read per HSCAN step while renewing units (bounds the time one call holds Redis).
@@ -98,6 +101,7 @@ class ClientProtection:
         self._clock = clock
         self._limiter = RateLimiter(redis, key_prefix=KEY_PREFIX, clock=clock)
         self.checker = checker if checker is not None else build_checker(settings)
+        self._upkeep: list[Periodic] = []
 
     @property
     def limits_enabled(self) -> bool:
@@ -231,6 +235,37 @@ class ClientProtection:
             return await awaitable
         except (StorageError, RedisError) as exc:
             raise ProtectionUnavailable(str(exc)) from exc
+
+    # -- upkeep ----------------------------------------------------------------------------------------
+
+    def start(self, entries_key: str) -> None:
+        """Start the upkeep: queued units renewed while their entries wait (``entries_key`` is the admission
+        store's HASH of entries), MaxMind databases replaced on disk picked up without a restart."""
+        self._upkeep = []
+        if self.limits_enabled:
+            self._upkeep.append(Periodic(lambda: self._renew_quietly(entries_key), interval=RENEW_INTERVAL_SECONDS,
+                                         name="rate-limit unit renewal", log=log))
+        if self.checker is not None:
+            self._upkeep.append(Periodic(self._reload_databases, interval=GEO_RELOAD_SECONDS,
+                                         name="MaxMind database reload", log=log))
+        for loop in self._upkeep:
+            loop.start()
+
+    async def stop(self) -> None:
+        for loop in self._upkeep:
+            await loop.stop()
+
+    async def _renew_quietly(self, entries_key: str) -> None:
+        try:
+            await self.renew_queued_units(entries_key)
+        except ProtectionUnavailable as exc:
+            log.warning("could not renew the rate-limit units of waiting requests: %s", exc)
+
+    async def _reload_databases(self) -> None:
+        # A bad new file keeps the old one in use (the loop logs it) and is tried again later.
+        assert self.checker is not None
+        if self.checker.maybe_reload():
+            log.info("reloaded the MaxMind database(s)")
 
     def close(self) -> None:
         if self.checker is not None:

@@ -8,7 +8,6 @@ on any failure path, and the platform's own concurrency refusal sending the clie
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable, Coroutine
@@ -28,6 +27,7 @@ from gateway.admission.store import (
     StoreReset,
     new_claim_token,
 )
+from gateway.background import TaskSet
 from gateway.queue.answers import (
     INITIATE_FAILED_MESSAGE,
     QUEUE_FULL_MESSAGE,
@@ -97,7 +97,9 @@ class SessionService:
         self._capacity = capacity
         self._dispatcher = dispatcher
         self._events = events
-        self._take_backs: set[asyncio.Task[None]] = set()
+        # Each may hold a pool connection for two timeouts: bounded, so a long outage cannot queue them up
+        # ahead of new requests (the register timeout removes a left-behind entry; its hits expire).
+        self._take_backs = TaskSet("take-back", log=log, limit=MAX_BACKGROUND_TAKE_BACKS)
 
     async def request_session(self, request: SessionRequest, *, client_ip: str) -> Admitted | Queued:
         """Admit ``request`` now (platform session created) or queue it.
@@ -321,32 +323,12 @@ class SessionService:
         """Wait for the take-backs still running behind answers (after store timeouts); True when none is
         left. The gateway waits for them when it stops, so a refund is not cut off by a restart; what is
         still running after ``timeout`` is cancelled (the register timeout and key expiry cover it)."""
-        if not self._take_backs:
-            return True
-        _, pending = await asyncio.wait(set(self._take_backs), timeout=timeout)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending)
-        return not pending
+        return await self._take_backs.drain(timeout)
 
     def _in_background(self, take_back: Coroutine[Any, Any, None], request_id: str) -> None:
-        if len(self._take_backs) >= MAX_BACKGROUND_TAKE_BACKS:
-            # A long store outage: more would only queue for pool connections ahead of new requests. The
-            # register timeout removes a left-behind entry and gives its unit back; hits expire.
-            take_back.close()
+        if not self._take_backs.spawn(take_back, label=request_id):
             log.warning("not taking back failed request %s now: %d take-backs already wait for the store",
                         request_id, len(self._take_backs))
-            return
-        task = asyncio.create_task(take_back, name=f"take-back-{request_id}")
-        self._take_backs.add(task)  # the loop keeps only a weak reference
-
-        def done(finished: asyncio.Task[None]) -> None:
-            self._take_backs.discard(finished)
-            if not finished.cancelled() and finished.exception() is not None:
-                log.error("taking back failed request %s failed", request_id, exc_info=finished.exception())
-
-        task.add_done_callback(done)
 
     async def _take_back(self, request_id: str, subject: Subject | None, lease_id: str | None = None) -> None:
         """Withdraw a request whose queuing call failed from the queue, then refund its limits unless a
