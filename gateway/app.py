@@ -19,7 +19,7 @@ import tornado.netutil
 import tornado.web
 
 from gateway.admission.store import AdmissionStore
-from gateway.admission.keys import AdmissionKeys
+from gateway.admission.keys import KeySpace
 from gateway.queue.capacity import CapacityPolicy, PlatformCapacitySync
 from gateway.http.cors import CorsPolicy
 from gateway.queue.dispatcher import QueueDispatcher
@@ -54,7 +54,6 @@ from geo.client_ip import TrustedProxies
 log = logging.getLogger("gateway")
 access_log = logging.getLogger("gateway.access")
 
-KEY_PREFIX = "iqra:"
 NEGOTIATE_PATH = HUB_PATH + "/negotiate"
 
 
@@ -66,12 +65,16 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
                    handler.request.remote_ip, request_id_of(handler.request))
 
 
+#: Every Redis name of this gateway, under its one prefix.
+KEYS = KeySpace()
+
+
 def _hub_lifetime(settings: Settings) -> HubLifetimeManager | None:
     """The hub's lifetime manager: the Redis backplane when several processes share a Redis, else the
     in-memory one (the embedded store is for one process only)."""
     if not settings.redis_url:
         return None
-    return RedisHubLifetimeManager(settings.redis_url, prefix=f"{KEY_PREFIX}signalr", hub_name="sessionHub")
+    return RedisHubLifetimeManager(settings.redis_url, prefix=KEYS.backplane, hub_name="sessionHub")
 
 
 class Gateway:
@@ -99,7 +102,6 @@ class Gateway:
     ) -> None:
         self.settings = settings
         self.clock = clock
-        self.key_prefix = KEY_PREFIX
         self.hand_over = hand_over
         self.redis = redis if redis is not None else open_redis(settings.redis_url)
         self._owns_redis = redis is None
@@ -107,14 +109,14 @@ class Gateway:
         self.events = EventHub()
         # The deployment's epoch: admissions and claims carry it, so none runs against a store that was
         # reset (restarted empty, flushed) before this process has caught up (gateway.epoch).
-        store_epoch = StoreEpoch(self.redis, key=AdmissionKeys(prefix=KEY_PREFIX).epoch)
+        store_epoch = StoreEpoch(self.redis, key=KEYS.admission.epoch)
         self.epoch = EpochWatcher(store_epoch, interval=epoch_interval)
-        self.store = AdmissionStore(self.redis, key_prefix=KEY_PREFIX, clock=clock, epoch=lambda: store_epoch.known)
+        self.store = AdmissionStore(self.redis, key_prefix=KEYS.prefix, clock=clock, epoch=lambda: store_epoch.known)
         campaign_caps = {name: c.max_concurrent_sessions for name, c in settings.platform.campaigns.items()
                          if c.max_concurrent_sessions is not None}
         self.capacity = CapacityPolicy(global_cap=settings.concurrency.max_concurrent_sessions,
                                        campaign_caps=campaign_caps)
-        self.protection = ClientProtection(settings, self.redis, clock=clock)
+        self.protection = ClientProtection(settings, self.redis, clock=clock, key_prefix=KEYS.rate_limits)
         # One serving path (the platform call, the requeue, the recording) for direct admissions and the queue.
         serving = SessionServing(store=self.store, platform=self.platform, settings=settings,
                                  protection=self.protection)
@@ -145,7 +147,7 @@ class Gateway:
         self.on_stop(self.capacity_sync.stop)
         self.on_stop(self.epoch.stop)
         # The live queue: presence is shared by the hub and the status endpoint (a poll is a sign of life).
-        self.presence = PresenceStore(self.redis, admission=self.store, key_prefix=KEY_PREFIX, clock=clock)
+        self.presence = PresenceStore(self.redis, admission=self.store, key_prefix=KEYS.presence, clock=clock)
         self.session_hub = SessionHubService(
             settings, store=self.store, sessions=self.service, presence=self.presence, clock=clock,
             origin_allowed=self.cors.allows, lifetime=_hub_lifetime(settings), tuning=hub_tuning)

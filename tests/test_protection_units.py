@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from fake_clock import FakeClock
 from gateway.admission.store import AdmissionStore, Caps, Outcome
 from gateway.config import load_settings
-from gateway.queue.protection import BINDING_PREFIX, QUEUED_HOLD_SECONDS, ClientProtection, Subject
+from gateway.queue.protection import QUEUED_HOLD_SECONDS, ClientProtection, Subject
 from gateway.model.entry import QueueEntry
 from gateway.model.request import SessionRequest
 from gateway_harness import base_config, session_body, start_stack
@@ -140,8 +140,8 @@ async def test_activation_re_arms_the_unit_for_the_session_lease_and_binds_it(pa
                                units=parts.protection.activation_units("direct", ALICE, "Conv-1"))
     expiry = (await parts.members(Policy.CONCURRENT))["direct"]
     assert expiry == pytest.approx((parts.clock() + SESSION_LEASE) * 1000)
-    assert await parts.client.exists(BINDING_PREFIX + "conv-1") == 1
-    assert 0 < await parts.client.ttl(BINDING_PREFIX + "conv-1") <= SESSION_LEASE + 60
+    assert await parts.client.exists(parts.protection.binding_prefix + "conv-1") == 1
+    assert 0 < await parts.client.ttl(parts.protection.binding_prefix + "conv-1") <= SESSION_LEASE + 60
     # the webhook finds the unit through the binding and gives it back
     await parts.protection.session_ended("CONV-1")
     assert await parts.members(Policy.CONCURRENT) == {}
@@ -155,7 +155,7 @@ async def test_an_activation_after_the_end_webhook_gives_the_unit_back(parts_for
                                session_lease_seconds=SESSION_LEASE,
                                units=parts.protection.activation_units("direct", ALICE, "conv-early"))
     assert await parts.members(Policy.CONCURRENT) == {}
-    assert await parts.client.exists(BINDING_PREFIX + "conv-early") == 0
+    assert await parts.client.exists(parts.protection.binding_prefix + "conv-early") == 0
 
 
 async def test_an_activation_does_not_bring_back_a_released_unit(parts_for):
@@ -166,7 +166,7 @@ async def test_an_activation_does_not_bring_back_a_released_unit(parts_for):
                                session_lease_seconds=SESSION_LEASE,
                                units=parts.protection.activation_units("direct", ALICE, "conv-2"))
     assert await parts.members(Policy.CONCURRENT) == {}
-    assert await parts.client.exists(BINDING_PREFIX + "conv-2") == 0
+    assert await parts.client.exists(parts.protection.binding_prefix + "conv-2") == 0
 
 
 # -- round trips through the whole gateway ---------------------------------------------------------------

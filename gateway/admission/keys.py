@@ -121,3 +121,33 @@ class AdmissionKeys:
         """STRING set when a dispatcher settles a claim token whose reply it lost (lives an hour), so the
         lost claim, should Redis run it later, claims nothing."""
         return self._name(f"claim_fence:{token}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeySpace:
+    """Every Redis name the gateway owns, under one prefix, given out by the composition root.
+
+    :param prefix: the deployment's prefix (``iqra:``); another lets two deployments share one Redis.
+    """
+
+    prefix: str = DEFAULT_PREFIX
+
+    @property
+    def admission(self) -> AdmissionKeys:
+        """The admission store's keys (slots, queue, outcomes; the epoch)."""
+        return AdmissionKeys(prefix=self.prefix)
+
+    @property
+    def presence(self) -> str:
+        """The prefix the presence store puts before its ``presence:`` keys."""
+        return self.prefix
+
+    @property
+    def rate_limits(self) -> str:
+        """The prefix of every rate-limit key (``ratelimit``'s sets and the session bindings)."""
+        return f"{self.prefix}rl:"
+
+    @property
+    def backplane(self) -> str:
+        """The prefix of the SignalR backplane's channels."""
+        return f"{self.prefix}signalr"

@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 from gateway.background import Periodic
 from gateway.model import jsonutil
 from gateway.model.entry import DamagedEntry, QueueEntry
+from gateway.admission.keys import KeySpace
 from gateway.admission.store import UnitBinding
 from gateway.config.settings import Settings
 from geo.checker import AnonymizerChecker, BlockPolicy
@@ -46,8 +47,8 @@ QUEUED_HOLD_SECONDS = 900
 RENEW_INTERVAL_SECONDS = QUEUED_HOLD_SECONDS / 3
 #: How often the MaxMind database files are checked for replacement.
 GEO_RELOAD_SECONDS = 5.0
-KEY_PREFIX = "iqra:rl:"
-BINDING_PREFIX = KEY_PREFIX + "session:"
+#: Where a session's binding to its concurrency unit is kept, after the rate-limit prefix.
+BINDING_INFIX = "session:"
 #: Queue entries read per HSCAN step while renewing units (bounds the time one call holds Redis).
 RENEW_CHUNK = 200
 
@@ -86,11 +87,11 @@ class ClientProtection:
     """Anonymizer checks and rate limits for one gateway process."""
 
     def __init__(self, settings: Settings, redis: aioredis.Redis, *, clock: Callable[[], float],
-                 checker: AnonymizerChecker | None = None) -> None:
+                 key_prefix: str = KeySpace().rate_limits, checker: AnonymizerChecker | None = None) -> None:
         s = settings.security
         # Every request gets the same rules with its own subjects: compiled once. With every limit at 0
         # (unlimited, the default) the plan is empty and requests carry no rate-limit work at all.
-        self._plan = LimitPlan(key_prefix=KEY_PREFIX, hourly=s.rate_limit_hourly, daily=s.rate_limit_daily,
+        self._plan = LimitPlan(key_prefix=key_prefix, hourly=s.rate_limit_hourly, daily=s.rate_limit_daily,
                                concurrency=s.rate_limit_concurrency, per_ip_hourly=s.per_ip_rate_limit_hourly,
                                per_ip_daily=s.per_ip_rate_limit_daily,
                                per_ip_concurrency=s.per_ip_rate_limit_concurrency)
@@ -99,7 +100,9 @@ class ClientProtection:
         self._ipv6_prefix = s.ipv6_prefix_length
         self._redis = redis
         self._clock = clock
-        self._limiter = RateLimiter(redis, key_prefix=KEY_PREFIX, clock=clock)
+        self._limiter = RateLimiter(redis, key_prefix=key_prefix, clock=clock)
+        #: Where a session's binding to its concurrency unit is kept (the conversation id follows).
+        self.binding_prefix = key_prefix + BINDING_INFIX
         self.checker = checker if checker is not None else build_checker(settings)
         self._upkeep: list[Periodic] = []
 
@@ -175,12 +178,12 @@ class ClientProtection:
         if call is None:
             return None
         binding = jsonutil.dumps({"unit": request_id, "cid": subject.client_identifier, "ip": subject.ip})
-        return UnitBinding(call=call, key=BINDING_PREFIX + conversation_session_id.lower(), value=binding,
+        return UnitBinding(call=call, key=self.binding_prefix + conversation_session_id.lower(), value=binding,
                            ttl_seconds=int(self._session_lease) + 60)
 
     async def session_ended(self, conversation_session_id: str) -> None:
         """The webhook: give the session's concurrency unit back now."""
-        raw = await self._guard(self._redis.getdel(BINDING_PREFIX + conversation_session_id.lower()))
+        raw = await self._guard(self._redis.getdel(self.binding_prefix + conversation_session_id.lower()))
         if not raw:
             return
         data = jsonutil.loads(raw)
