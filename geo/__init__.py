@@ -1,6 +1,6 @@
 """Client addresses behind trusted proxies, and anonymizer blocking from MaxMind databases."""
 
-from geo.checker import AnonymizerChecker, BlockPolicy, Verdict
+from geo.checker import AnonymizerChecker, BlockPolicy, AddressVerdict
 from geo.client_ip import ClientAddress, TrustedProxies, normalize_ip, resolve_client_address
 from geo.errors import GeoDatabaseError, GeoError
 
@@ -11,7 +11,7 @@ __all__ = [
     "GeoDatabaseError",
     "GeoError",
     "TrustedProxies",
-    "Verdict",
+    "AddressVerdict",
     "normalize_ip",
     "resolve_client_address",
 ]

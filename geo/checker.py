@@ -2,7 +2,7 @@
 
 :class:`AnonymizerChecker` is a thin wrapper over ``maxminddb`` readers: it opens a GeoIP2-Anonymous-IP
 shaped database (and optionally a GeoLite2-ASN shaped one) at start-up, answers :meth:`check` with a
-:class:`Verdict` on every request, and picks up a database replaced on disk from :meth:`maybe_reload`.
+:class:`AddressVerdict` on every request, and picks up a database replaced on disk from :meth:`maybe_reload`.
 
 The policy and verdict values live in :mod:`geo.policy`, the per-file handle in :mod:`geo.database`; this
 module composes them with the verdict cache and owns the per-request path.
@@ -28,7 +28,7 @@ from geo.policy import (
     BLOCKED_TOR,
     BLOCKED_VPN,
     BlockPolicy,
-    Verdict,
+    AddressVerdict,
 )
 from geo.warn_once import WarnOnce
 
@@ -42,7 +42,7 @@ __all__ = [
     "DEFAULT_CACHE_SIZE",
     "AnonymizerChecker",
     "BlockPolicy",
-    "Verdict",
+    "AddressVerdict",
     "extension_available",
 ]
 
@@ -62,7 +62,7 @@ class _State:
 
     anonymous_ip: Database | None
     asn: Database | None
-    cache: dict[str, Verdict] = field(default_factory=dict)
+    cache: dict[str, AddressVerdict] = field(default_factory=dict)
 
 
 class AnonymizerChecker:
@@ -89,7 +89,7 @@ class AnonymizerChecker:
         self._cache_size = max(0, cache_size)
         # One table answers "allowed network? blocked network? local address?" in a single bisect; where
         # they overlap the earlier entry wins, which gives the documented order.
-        self._overrides: NetworkMap[Verdict] = NetworkMap(
+        self._overrides: NetworkMap[AddressVerdict] = NetworkMap(
             [
                 *((network, ALLOWED) for network in policy.allowed_networks),
                 *((network, BLOCKED_NETWORK) for network in policy.blocked_networks),
@@ -164,7 +164,7 @@ class AnonymizerChecker:
 
     # -- lookups -------------------------------------------------------------------------------------
 
-    def check(self, ip: str) -> Verdict:
+    def check(self, ip: str) -> AddressVerdict:
         """Decide whether ``ip`` may use the service. Never raises for bad input or a failing database.
 
         :param ip: the client address, normally already normalised by :func:`geo.client_ip.normalize_ip`.
@@ -184,7 +184,7 @@ class AnonymizerChecker:
             cache[ip] = verdict
         return verdict
 
-    def _evaluate(self, state: _State, ip: str) -> Verdict:
+    def _evaluate(self, state: _State, ip: str) -> AddressVerdict:
         # The per-request path: kept flat, since every call and attribute lookup here is paid per request
         # (see bench/bench_geo.py).
         if not self._enabled:

@@ -1,4 +1,4 @@
-"""What the anonymizer checker blocks (:class:`BlockPolicy`) and the answers it gives (:class:`Verdict`).
+"""What the anonymizer checker blocks (:class:`BlockPolicy`) and the answers it gives (:class:`AddressVerdict`).
 
 Pure values, no database and no I/O: :mod:`geo.checker` turns records into one of the verdicts below.
 """
@@ -19,7 +19,7 @@ __all__ = [
     "BLOCKED_TOR",
     "BLOCKED_VPN",
     "BlockPolicy",
-    "Verdict",
+    "AddressVerdict",
 ]
 
 
@@ -75,7 +75,7 @@ class BlockPolicy:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Verdict:
+class AddressVerdict:
     """The answer for one address.
 
     :param allowed: whether the request may proceed.
@@ -86,9 +86,9 @@ class Verdict:
     reason: str | None
 
 
-ALLOWED = Verdict(allowed=True, reason=None)
-BLOCKED_VPN = Verdict(allowed=False, reason="VPN detected.")
-BLOCKED_PROXY = Verdict(allowed=False, reason="Proxy detected.")
-BLOCKED_DATACENTER = Verdict(allowed=False, reason="Datacenter IP detected.")
-BLOCKED_TOR = Verdict(allowed=False, reason="Tor exit node detected.")
-BLOCKED_NETWORK = Verdict(allowed=False, reason="Access from this network is not allowed.")
+ALLOWED = AddressVerdict(allowed=True, reason=None)
+BLOCKED_VPN = AddressVerdict(allowed=False, reason="VPN detected.")
+BLOCKED_PROXY = AddressVerdict(allowed=False, reason="Proxy detected.")
+BLOCKED_DATACENTER = AddressVerdict(allowed=False, reason="Datacenter IP detected.")
+BLOCKED_TOR = AddressVerdict(allowed=False, reason="Tor exit node detected.")
+BLOCKED_NETWORK = AddressVerdict(allowed=False, reason="Access from this network is not allowed.")

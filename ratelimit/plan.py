@@ -21,7 +21,7 @@ from ratelimit.limiter import KEY_EXPIRY_SLACK_MS, UnitCall, _ceil_seconds, rule
 from ratelimit.rules import CLIENT_PREFIX, IP_PREFIX, Decision, Policy, Rule, RuleState, refusal_message, rules_for
 
 
-class Verdict(NamedTuple):
+class LimitVerdict(NamedTuple):
     """What one request's limits said (a named tuple: one is made per request, and a frozen dataclass
     costs several times as much to build).
 
@@ -104,7 +104,7 @@ class LimitPlan:
         keys = self._keys(client_key, ip, self._concurrent)
         return UnitCall(keys, (now_ms, unit_id, hold_ms, KEY_EXPIRY_SLACK_MS), ())
 
-    def verdict(self, values: tuple[int, ...] | list[int], *, allowed: bool, by_client_identifier: bool) -> Verdict:
+    def verdict(self, values: tuple[int, ...] | list[int], *, allowed: bool, by_client_identifier: bool) -> LimitVerdict:
         """Read an acquire's report (``used, wait_ms, refused`` per rule, in rule order).
 
         :raises ValueError: when the report does not have one triple per rule, or refuses without a rule.
@@ -144,10 +144,10 @@ class LimitPlan:
             item = f"{item};t={reset}"
         headers = {"RateLimit-Policy": self._policy_header, "RateLimit": item} if self._policy_header else {}
         if allowed:
-            return Verdict(allowed=True, headers=headers)
+            return LimitVerdict(allowed=True, headers=headers)
         headers["Retry-After"] = str(retry_after)
         message = refusal_message(self._sample[refused], by_client_identifier=by_client_identifier)
-        return Verdict(allowed=False, headers=headers, message=message)
+        return LimitVerdict(allowed=False, headers=headers, message=message)
 
     def decision(self, values: tuple[int, ...] | list[int], *, allowed: bool, client_key: str, ip: str) -> Decision:
         """The full :class:`~ratelimit.rules.Decision` of a report (slower; for tests and diagnostics)."""
@@ -164,4 +164,4 @@ class LimitPlan:
         return Decision(allowed=allowed, refused=refused, retry_after_seconds=retry_after, states=tuple(states))
 
 
-__all__ = ["LimitPlan", "Verdict"]
+__all__ = ["LimitPlan", "LimitVerdict"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from geo import AnonymizerChecker, BlockPolicy, GeoDatabaseError, Verdict
+from geo import AnonymizerChecker, BlockPolicy, GeoDatabaseError, AddressVerdict
 from geo import checker as checker_module
 from geo_mmdb import (
     ANONYMOUS_IP_TYPE,
@@ -21,12 +21,12 @@ from geo_mmdb import (
 )
 from maxmind_testdata import TestDataUnavailable, fetch_maxmind_test_databases
 
-ALLOWED = Verdict(allowed=True, reason=None)
-VPN = Verdict(allowed=False, reason="VPN detected.")
-PROXY = Verdict(allowed=False, reason="Proxy detected.")
-DATACENTER = Verdict(allowed=False, reason="Datacenter IP detected.")
-TOR = Verdict(allowed=False, reason="Tor exit node detected.")
-NETWORK = Verdict(allowed=False, reason="Access from this network is not allowed.")
+ALLOWED = AddressVerdict(allowed=True, reason=None)
+VPN = AddressVerdict(allowed=False, reason="VPN detected.")
+PROXY = AddressVerdict(allowed=False, reason="Proxy detected.")
+DATACENTER = AddressVerdict(allowed=False, reason="Datacenter IP detected.")
+TOR = AddressVerdict(allowed=False, reason="Tor exit node detected.")
+NETWORK = AddressVerdict(allowed=False, reason="Access from this network is not allowed.")
 
 
 def policy(
@@ -68,7 +68,7 @@ def make(block: BlockPolicy, anonymous: str | None, asn: str | None = None, **op
         ("proxy", "2001:db8:3::1", PROXY),
     ],
 )
-def test_each_flag_blocks_with_its_message(anonymous_db: str, flag: str, ip: str, verdict: Verdict) -> None:
+def test_each_flag_blocks_with_its_message(anonymous_db: str, flag: str, ip: str, verdict: AddressVerdict) -> None:
     with make(policy(**{flag: True}), anonymous_db) as checker:
         assert checker.check(ip) == verdict
     others = {name: name != flag for name in ALL}
@@ -88,7 +88,7 @@ def test_each_flag_blocks_with_its_message(anonymous_db: str, flag: str, ip: str
         (ALL, "203.0.113.70", PROXY),  # proxy + Tor
     ],
 )
-def test_check_order(anonymous_db: str, flags: dict[str, bool], ip: str, verdict: Verdict) -> None:
+def test_check_order(anonymous_db: str, flags: dict[str, bool], ip: str, verdict: AddressVerdict) -> None:
     with make(policy(**flags), anonymous_db) as checker:
         assert checker.check(ip) == verdict
 
@@ -121,7 +121,7 @@ def test_ipv4_mapped_and_other_forms_find_the_ipv4_record(anonymous_db: str, ip:
         ("203.0.113.40", DATACENTER),  # Tor exit inside a hosting ASN: datacenter is checked first
     ],
 )
-def test_hosting_asns(anonymous_db: str, asn_db: str, ip: str, verdict: Verdict) -> None:
+def test_hosting_asns(anonymous_db: str, asn_db: str, ip: str, verdict: AddressVerdict) -> None:
     block = policy(datacenter=True, tor=True, hosting_asns=frozenset({64500, 64501}))
     with make(block, anonymous_db, asn_db) as checker:
         assert checker.check(ip) == verdict
@@ -335,7 +335,7 @@ def maxmind_files() -> tuple[str, str]:
     ],
 )
 def test_maxmind_anonymous_ip_test_database(
-    maxmind_files: tuple[str, str], flags: dict[str, bool], ip: str, verdict: Verdict
+    maxmind_files: tuple[str, str], flags: dict[str, bool], ip: str, verdict: AddressVerdict
 ) -> None:
     with make(policy(**flags), maxmind_files[0]) as checker:
         assert checker.check(ip) == verdict

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from geo import AnonymizerChecker, BlockPolicy, Verdict
+from geo import AnonymizerChecker, BlockPolicy, AddressVerdict
 from geo_mmdb import ANONYMOUS_IP_TYPE, ASN_TYPE, anonymous_record, asn_record, replace_database, write_database
 
-ALLOWED = Verdict(allowed=True, reason=None)
-VPN = Verdict(allowed=False, reason="VPN detected.")
-TOR = Verdict(allowed=False, reason="Tor exit node detected.")
-DATACENTER = Verdict(allowed=False, reason="Datacenter IP detected.")
+ALLOWED = AddressVerdict(allowed=True, reason=None)
+VPN = AddressVerdict(allowed=False, reason="VPN detected.")
+TOR = AddressVerdict(allowed=False, reason="Tor exit node detected.")
+DATACENTER = AddressVerdict(allowed=False, reason="Datacenter IP detected.")
 
 POLICY = BlockPolicy(block_vpn=True, block_proxy=True, block_datacenter=False, block_tor=True)
 
@@ -42,7 +42,7 @@ def database(tmp_path: Path) -> Path:
     return write_database(tmp_path / "GeoIP2-Anonymous-IP.mmdb", ANONYMOUS_IP_TYPE, GENERATION_A)
 
 
-def verdicts(checker: AnonymizerChecker) -> tuple[Verdict, ...]:
+def verdicts(checker: AnonymizerChecker) -> tuple[AddressVerdict, ...]:
     return tuple(checker.check(ip) for ip in PROBES)
 
 
