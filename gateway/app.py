@@ -107,8 +107,30 @@ class Gateway:
         self._owns_redis = redis is None
         self.platform = platform if platform is not None else PlatformClient(settings.platform)
         self.events = EventHub()
+        self._build_queue(settings, clock=clock, dispatch_interval=dispatch_interval, epoch_interval=epoch_interval)
+        self.trusted_proxies = TrustedProxies.parse(settings.forwarded_headers.known_proxies,
+                                                    settings.forwarded_headers.known_networks)
+        self.cors = CorsPolicy(settings.allowed_origins)
+        self.inflight = InflightRequests()
+        self.server: EdgeServer | None = None
+        self.port: int | None = None
+        # Extension points for features mounted on the gateway (the SignalR session hub, the demo page):
+        # they add routes and lifecycle steps without the composition root knowing their internals.
+        self._extra_routes: list[Any] = []
+        self._on_start: list[Callable[[], Awaitable[None]]] = []
+        self._on_stop: list[Callable[[], Awaitable[None]]] = []
+        self.on_start(self.epoch.start)
+        self.on_start(self._start_capacity_sync)
+        self.on_stop(self.capacity_sync.stop)
+        self.on_stop(self.epoch.stop)
+        self._build_live_queue(settings, clock=clock, hub_tuning=hub_tuning)
+
+    def _build_queue(self, settings: Settings, *, clock: Callable[[], float], dispatch_interval: float,
+                     epoch_interval: float) -> None:
+        """The admission store and the use cases on it: protection, the serving path, the dispatcher, the
+        capacity (configured or synced from the platform), the session service."""
         # The deployment's epoch: admissions and claims carry it, so none runs against a store that was
-        # reset (restarted empty, flushed) before this process has caught up (gateway.epoch).
+        # reset (restarted empty, flushed) before this process has caught up (gateway.admission.epoch).
         store_epoch = StoreEpoch(self.redis, key=KEYS.admission.epoch)
         self.epoch = EpochWatcher(store_epoch, interval=epoch_interval)
         self.store = AdmissionStore(self.redis, key_prefix=KEYS.prefix, clock=clock, epoch=lambda: store_epoch.known)
@@ -131,22 +153,11 @@ class Gateway:
         self.service = SessionService(settings=settings, store=self.store, serving=serving,
                                       capacity=self.capacity, dispatcher=self.dispatcher, events=self.events,
                                       protection=self.protection, on_store_reset=self.epoch.check_now)
-        self.trusted_proxies = TrustedProxies.parse(settings.forwarded_headers.known_proxies,
-                                                    settings.forwarded_headers.known_networks)
-        self.cors = CorsPolicy(settings.allowed_origins)
-        self.inflight = InflightRequests()
-        self.server: EdgeServer | None = None
-        self.port: int | None = None
-        # Extension points for features mounted on the gateway (the SignalR session hub, the demo page):
-        # they add routes and lifecycle steps without the composition root knowing their internals.
-        self._extra_routes: list[Any] = []
-        self._on_start: list[Callable[[], Awaitable[None]]] = []
-        self._on_stop: list[Callable[[], Awaitable[None]]] = []
-        self.on_start(self.epoch.start)
-        self.on_start(self._start_capacity_sync)
-        self.on_stop(self.capacity_sync.stop)
-        self.on_stop(self.epoch.stop)
-        # The live queue: presence is shared by the hub and the status endpoint (a poll is a sign of life).
+
+    def _build_live_queue(self, settings: Settings, *, clock: Callable[[], float],
+                          hub_tuning: HubTuning | None) -> None:
+        """The live queue: presence (shared by the hub and the status endpoint: a poll is a sign of life)
+        and the session hub, mounted and told about outcomes and store resets."""
         self.presence = PresenceStore(self.redis, admission=self.store, key_prefix=KEYS.presence, clock=clock)
         self.session_hub = SessionHubService(
             settings, store=self.store, sessions=self.service, presence=self.presence, clock=clock,

@@ -65,6 +65,29 @@ class _State:
     cache: dict[str, AddressVerdict] = field(default_factory=dict)
 
 
+def _reader_mode() -> int:
+    # extension_available is looked up in this module's namespace so that a test can stand in for a
+    # machine without the extension.
+    if extension_available():
+        return maxminddb.MODE_MMAP_EXT
+    log.warning(
+        "maxminddb C extension is NOT available: anonymizer lookups use the pure-Python reader and "
+        "are many times slower; reinstall maxminddb with its extension (libmaxminddb) for production"
+    )
+    return maxminddb.MODE_MMAP
+
+
+def _warn_inert_flags(policy: BlockPolicy, *, asn_open: bool) -> None:
+    """Block flags set without the database that detects them do nothing: say so once at start-up."""
+    inert = [name for name, on in (("BlockVpn", policy.block_vpn), ("BlockProxy", policy.block_proxy),
+                                   ("BlockTor", policy.block_tor)) if on]
+    if policy.block_datacenter and not asn_open:
+        inert.append("BlockDatacenter")
+    if inert:
+        log.warning("%s set but no anonymous-IP database is configured: nothing is detected for them",
+                    "/".join(inert))
+
+
 class AnonymizerChecker:
     """Blocks VPNs, proxies, datacenters and Tor exits using MaxMind databases.
 
@@ -107,18 +130,13 @@ class AnonymizerChecker:
         # up before the swap has finished (a lookup is microseconds, the reload timer is seconds).
         self._retired: list[Any] = []
         self._closed = False
-        # extension_available is looked up in this module's namespace so that a test can stand in for a
-        # machine without the extension.
-        if extension_available():
-            mode = maxminddb.MODE_MMAP_EXT
-        else:
-            mode = maxminddb.MODE_MMAP
-            log.warning(
-                "maxminddb C extension is NOT available: anonymizer lookups use the pure-Python reader and "
-                "are many times slower; reinstall maxminddb with its extension (libmaxminddb) for production"
-            )
-        # A configured file that cannot be opened stops start-up. An unconfigured one only disables the
-        # flags that depend on it, with a warning: that is how the settings layer treats it too.
+        self._state = self._open_databases(policy, anonymous_ip_database, asn_database, _reader_mode())
+
+    def _open_databases(self, policy: BlockPolicy, anonymous_ip_database: str | None, asn_database: str | None,
+                        mode: int) -> _State:
+        """Open the databases the policy needs. A configured file that cannot be opened stops start-up.
+        An unconfigured one only disables the flags that depend on it, with a warning: that is how the
+        settings layer treats it too."""
         anonymous = asn = None
         if policy.needs_asn_database:
             if asn_database:
@@ -134,23 +152,8 @@ class AnonymizerChecker:
                         asn.reader.close()
                     raise
             else:
-                inert = [
-                    name
-                    for name, on in (
-                        ("BlockVpn", policy.block_vpn),
-                        ("BlockProxy", policy.block_proxy),
-                        ("BlockTor", policy.block_tor),
-                    )
-                    if on
-                ]
-                if policy.block_datacenter and asn is None:
-                    inert.append("BlockDatacenter")
-                if inert:
-                    log.warning(
-                        "%s set but no anonymous-IP database is configured: nothing is detected for them",
-                        "/".join(inert),
-                    )
-        self._state = _State(anonymous_ip=anonymous, asn=asn)
+                _warn_inert_flags(policy, asn_open=asn is not None)
+        return _State(anonymous_ip=anonymous, asn=asn)
 
     @property
     def enabled(self) -> bool:

@@ -57,27 +57,12 @@ def parse_redis(path: str, value: str) -> tuple[str | None, list[str], list[str]
 
     warnings: list[str] = []
     problems: list[str] = []
-    endpoints: list[str] = []
-    password = user = name = None
+    endpoints, options = _parts(text)
+    password, user, name = options.get("password"), options.get("user"), options.get("name")
     ssl = False
     database = 0
-    for raw in text.split(","):
-        part = raw.strip()
-        if not part:
-            continue
-        if "=" not in part:
-            endpoints.append(part)
-            continue
-        option, _, setting = part.partition("=")
-        option = option.strip().lower()
-        setting = setting.strip()
-        if option == "password":
-            password = setting
-        elif option == "user":
-            user = setting
-        elif option == "name":
-            name = setting
-        elif option == "ssl":
+    for option, setting in options.items():
+        if option == "ssl":
             if setting.lower() not in ("true", "false"):
                 problems.append(f"{path}: ssl={setting!r} must be true or false")
             ssl = setting.lower() == "true"
@@ -86,7 +71,7 @@ def parse_redis(path: str, value: str) -> tuple[str | None, list[str], list[str]
                 problems.append(f"{path}: defaultDatabase={setting!r} must be a whole number >= 0")
             else:
                 database = int(setting)
-        else:
+        elif option not in ("password", "user", "name"):
             warnings.append(f"{path}: option {option}={setting!r} {_STACKEXCHANGE_IGNORED}")
     if not endpoints:
         problems.append(f"{path}: no host; write host:port (e.g. localhost:6379) or a redis:// URL, or leave it empty for the embedded store")
@@ -105,6 +90,22 @@ def parse_redis(path: str, value: str) -> tuple[str | None, list[str], list[str]
     if name:
         url += "?client_name=" + quote(name, safe="")
     return url, warnings, problems
+
+
+def _parts(text: str) -> tuple[list[str], dict[str, str]]:
+    """The endpoints and the ``option=value`` settings (options lower-cased; the last one given wins)."""
+    endpoints: list[str] = []
+    options: dict[str, str] = {}
+    for raw in text.split(","):
+        part = raw.strip()
+        if not part:
+            continue
+        if "=" not in part:
+            endpoints.append(part)
+            continue
+        option, _, setting = part.partition("=")
+        options[option.strip().lower()] = setting.strip()
+    return endpoints, options
 
 
 def _split_endpoint(endpoint: str) -> tuple[str, int | None]:
