@@ -36,6 +36,7 @@ from gateway.admission.types import (
     DuplicateRequestError,
     EndResult,
     Outcome,
+    RequestState,
     RequestStatus,
     Removed,
     Renewal,
@@ -60,7 +61,7 @@ _OPERATIONS = ("admit", "claim", "reap", "activate", "release_lease", "end_sessi
                "set_outcome", "status", "remove", "extend_lease")
 #: Operations that also carry rate-limit unit work (their scripts embed ``ratelimit/lua/lib_units.lua``).
 _WITH_UNITS = frozenset({"admit", "activate"})
-_OUTCOME_STATUSES = frozenset({"ready", "failed"})
+_OUTCOME_STATUSES = frozenset({RequestState.READY, RequestState.FAILED})
 
 
 @cache
@@ -325,14 +326,14 @@ class AdmissionStore:
         return int(await self._run("requeue_front", [entry.request_id, entry.lease_id, entry.campaign, data_json],
                                    self._request_keys(entry.request_id)))
 
-    async def set_outcome(self, request_id: str, *, status: str, web_socket_url: str | None = None,
+    async def set_outcome(self, request_id: str, *, status: RequestState | str, web_socket_url: str | None = None,
                           message: str | None = None, ttl_seconds: float) -> None:
         """Record "ready" or "failed" for ``ttl_seconds`` (then "expired" for 24 h); removes the entry."""
         _require_id(request_id, "request_id")
         if status not in _OUTCOME_STATUSES:
             raise ValueError(f"status must be one of {sorted(_OUTCOME_STATUSES)}, got {status!r}")
         _require_seconds(ttl_seconds, "ttl_seconds")
-        await self._run("set_outcome", [request_id, status, web_socket_url or "", message or "",
+        await self._run("set_outcome", [request_id, str(status), web_socket_url or "", message or "",
                                         _num(ttl_seconds)], self._request_keys(request_id))
 
     async def status(self, request_id: str) -> RequestStatus | None:
@@ -342,7 +343,7 @@ class AdmissionStore:
         if not reply:
             return None
         status, position, url, message = _text(reply[0]), int(reply[1]), _text(reply[2]), _text(reply[3])
-        return RequestStatus(status=status, position=position or None, web_socket_url=url or None,
+        return RequestStatus(status=RequestState(status), position=position or None, web_socket_url=url or None,
                              message=message or None)
 
     async def remove(self, request_id: str, *, message: str = LEFT_QUEUE_MESSAGE) -> Removed:

@@ -129,11 +129,27 @@ class EndResult(StrEnum):
     UNKNOWN = "unknown"
 
 
+class RequestState(StrEnum):
+    """Where a request is (the status endpoint's ``status`` is the public form of it)."""
+
+    QUEUED = "queued"  # waiting, with a position
+    DISPATCHING = "dispatching"  # a dispatcher is getting its session (to the client: still queued, first)
+    READY = "ready"  # its session exists; the audio URL is kept for Queue.ReadyTtlSeconds
+    FAILED = "failed"  # it ended without a session, and the reason is kept
+    EXPIRED = "expired"  # its outcome is no longer kept
+
+    @property
+    def public(self) -> RequestState:
+        """What a client is told: a request being dispatched is still waiting, at the front."""
+        return RequestState.QUEUED if self is RequestState.DISPATCHING else self
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RequestStatus:
-    """Where a request is: "queued" (with position), "dispatching", "ready", "failed" or "expired"."""
+    """Where a request is: its state, its position while queued, its audio URL once ready, the reason
+    once failed."""
 
-    status: str
+    status: RequestState
     position: int | None = None
     web_socket_url: str | None = None
     message: str | None = None

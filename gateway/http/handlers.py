@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 
 from gateway.model import jsonutil
 from gateway.admission.store import EndResult
+from gateway.admission.types import RequestState
 from gateway.model.errors import PayloadError
 from gateway.http.base import (
     MAX_ID_LENGTH,
@@ -111,7 +112,7 @@ class SessionStatusHandler(JsonHandler):
             return
         try:
             status = await self.service.status(request_id)
-            if status is not None and status.status in ("queued", "dispatching") and self.poll_presence:
+            if status is not None and status.status in (RequestState.QUEUED, RequestState.DISPATCHING) and self.poll_presence:
                 # A client that polls instead of holding a hub connection is still waiting: without
                 # this it would be abandoned after Queue.RegisterTimeoutSeconds.
                 await self.poll_presence(request_id)
@@ -124,9 +125,8 @@ class SessionStatusHandler(JsonHandler):
         if status is None:
             self.send_message(404, UNKNOWN_REQUEST_MESSAGE)
             return
-        # "dispatching" is an internal state: to the client it is still waiting, at the front.
-        public = "queued" if status.status == "dispatching" else status.status
-        position = (status.position or 1) if public == "queued" else None
+        public = status.status.public  # "dispatching" is internal: to the client it is still waiting, first
+        position = (status.position or 1) if public is RequestState.QUEUED else None
         body: dict[str, Any] = {"status": public, "queuePosition": position}
         if status.web_socket_url:
             body["webSocketUrl"] = status.web_socket_url
@@ -166,7 +166,7 @@ class _LeaveQueueHandler(LimitedBodyHandler):
             return
         # Served, failed or already gone: a conflict with the request's state. The status says which; the
         # audio URL of a ready one is left out, since a client that leaves has no use for it.
-        public = "queued" if status.status == "dispatching" else status.status
+        public = status.status.public
         self.send_json(409, {"status": public, "message": NOT_WAITING_MESSAGE})
 
 

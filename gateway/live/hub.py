@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 from gateway.background import Periodic, TaskSet
 from gateway.live.abandonment import AbandonmentReaper
 from gateway.admission.store import MAX_ID_LENGTH
+from gateway.admission.types import RequestState
 from gateway.model.departures import Departure
 from gateway.queue.events import Event, QueueChanged, SessionFailed, SessionReady
 from gateway.live.outages import StoreOutages, observe
@@ -187,9 +188,9 @@ class SessionHubService:
         self._by_connection.setdefault(connection_id, set()).add(request_id)
         try:
             status = await self._sessions.status(request_id)
-            if status is None or status.status == "expired":
+            if status is None or status.status is RequestState.EXPIRED:
                 raise HubError(UNKNOWN_ID_MESSAGE if status is None else EXPIRED_ID_MESSAGE)
-            if status.status in ("queued", "dispatching") and not await self.presence.register(request_id):
+            if status.status in (RequestState.QUEUED, RequestState.DISPATCHING) and not await self.presence.register(request_id):
                 raise HubError(EXPIRED_ID_MESSAGE)
         except HubError:
             await self._forget(connection_id, request_id)
@@ -199,13 +200,13 @@ class SessionHubService:
                 await self._forget(connection_id, request_id)
             log.warning("Register(%s) failed, store unavailable: %s", request_id, exc)
             raise HubError(UNAVAILABLE_MESSAGE) from exc
-        if status.status == "queued" and status.position is not None:
+        if status.status is RequestState.QUEUED and status.position is not None:
             self.positions.tracker.told(request_id, status.position)
-        elif status.status == "ready":
+        elif status.status is RequestState.READY:
             # After the completion: the widget stops the connection on SessionReady, which would
             # otherwise cancel its own pending Register call.
             self._after_completion(connection_id, "SessionReady", {"webSocketUrl": status.web_socket_url})
-        elif status.status == "failed":
+        elif status.status is RequestState.FAILED:
             self._after_completion(connection_id, "SessionFailed", {"message": status.message})
         return {"status": status.status, "queuePosition": status.position}
 
@@ -215,7 +216,7 @@ class SessionHubService:
         except (ServiceUnavailable, RedisError) as exc:
             log.warning("Register(%s) failed, store unavailable: %s", request_id, exc)
             raise HubError(UNAVAILABLE_MESSAGE) from exc
-        if status is None or status.status == "expired":
+        if status is None or status.status is RequestState.EXPIRED:
             raise HubError(UNKNOWN_ID_MESSAGE if status is None else EXPIRED_ID_MESSAGE)
 
     async def leave(self, connection_id: str, request_id: Any) -> None:

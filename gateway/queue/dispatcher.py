@@ -20,6 +20,7 @@ from typing import TypeVar
 from redis.exceptions import RedisError
 
 from gateway.background import Periodic, TaskSet
+from gateway.admission.types import RequestState
 from gateway.admission.store import AdmissionStore, ClaimedEntry, Renewal, StoreReset, new_claim_token
 from gateway.queue.capacity import CapacityPolicy
 from gateway.queue.serving import SessionServing
@@ -281,7 +282,7 @@ class QueueDispatcher:
         except RedisError as exc:
             log.warning("could not read why request %s left: %s", entry.request_id, exc)
             return
-        if status is not None and status.status == "failed" and status.message:
+        if status is not None and status.status is RequestState.FAILED and status.message:
             self._events.publish(SessionFailed(request_id=entry.request_id, message=status.message))
 
     async def _record(self, entry: ClaimedEntry, session: InitiatedSession) -> None:
@@ -292,7 +293,7 @@ class QueueDispatcher:
             await self._retry_store(lambda: self._serving.activate(entry, session, queued=True),
                                     patience=session_lease)
             await self._retry_store(lambda: self._store.set_outcome(
-                entry.request_id, status="ready", web_socket_url=session.web_socket_url,
+                entry.request_id, status=RequestState.READY, web_socket_url=session.web_socket_url,
                 ttl_seconds=self._settings.queue.ready_ttl_seconds,
             ), patience=session_lease)
         except Exception:
@@ -314,7 +315,7 @@ class QueueDispatcher:
     async def _fail(self, entry: ClaimedEntry) -> None:
         await self._retry_store(lambda: self._store.release_lease(entry.lease_id))
         await self._retry_store(lambda: self._store.set_outcome(
-            entry.request_id, status="failed", message=SESSION_FAILED_MESSAGE,
+            entry.request_id, status=RequestState.FAILED, message=SESSION_FAILED_MESSAGE,
             ttl_seconds=self._settings.queue.ready_ttl_seconds,
         ))
         # The client never got a session: it may try again without this request counting.

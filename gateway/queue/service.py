@@ -23,6 +23,7 @@ from gateway.admission.store import (
     EndResult,
     Outcome,
     Removed,
+    RequestState,
     RequestStatus,
     StoreReset,
     new_claim_token,
@@ -295,7 +296,7 @@ class SessionService:
             try:
                 if await self._store.status(request_id) is not None:
                     continue  # still known: its place survived (or it was re-admitted since)
-                await self._store.set_outcome(request_id, status="failed", message=message,
+                await self._store.set_outcome(request_id, status=RequestState.FAILED, message=message,
                                               ttl_seconds=self._settings.queue.ready_ttl_seconds)
             except RedisError as exc:
                 log.warning("could not check request %s after the store reset: %s", request_id, exc)
@@ -361,7 +362,7 @@ class SessionService:
 
     async def _was_served(self, request_id: str) -> bool:
         status = await self._store.status(request_id)
-        return status is not None and status.status == "ready"
+        return status is not None and status.status is RequestState.READY
 
     async def _refund_quietly(self, request_id: str, subject: Subject) -> None:
         try:
