@@ -230,15 +230,8 @@ class SessionHubService:
             raise HubError(UNAVAILABLE_MESSAGE) from exc
 
     async def connection_closed(self, connection_id: str) -> None:
-        gone = []
-        for request_id in self._by_connection.pop(connection_id, ()):
-            holders = self._by_request.get(request_id)
-            if holders is not None:
-                holders.discard(connection_id)
-                if not holders:
-                    del self._by_request[request_id]
-                    self.positions.tracker.forget(request_id)
-                    gone.append(request_id)
+        gone = [request_id for request_id in self._by_connection.pop(connection_id, ())
+                if self._drop_holder(connection_id, request_id)]
         # The last local connection of these requests left: their grace period starts now (unless a
         # connection elsewhere keeps heartbeating them). At shutdown stop() touched them all at once.
         if not self._stopping:
@@ -314,13 +307,20 @@ class SessionHubService:
 
         asyncio.get_running_loop().call_soon(deliver)
 
-    async def _forget(self, connection_id: str, request_id: str) -> None:
+    def _drop_holder(self, connection_id: str, request_id: str) -> bool:
+        """``connection_id`` no longer holds ``request_id`` here; True when no local connection does."""
         holders = self._by_request.get(request_id)
-        if holders is not None:
-            holders.discard(connection_id)
-            if not holders:
-                del self._by_request[request_id]
-                self.positions.tracker.forget(request_id)
+        if holders is None:
+            return False
+        holders.discard(connection_id)
+        if holders:
+            return False
+        del self._by_request[request_id]
+        self.positions.tracker.forget(request_id)
+        return True
+
+    async def _forget(self, connection_id: str, request_id: str) -> None:
+        self._drop_holder(connection_id, request_id)
         self._by_connection.get(connection_id, set()).discard(request_id)
         try:
             await self.server.context.groups.remove(connection_id, request_id)

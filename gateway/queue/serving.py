@@ -13,6 +13,7 @@ the hub.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
@@ -108,23 +109,24 @@ class SessionServing:
 
         :param data: the entry's stored data.
         """
-        subject = self.subject(data)
-        if self._protection is None or subject is None:
-            return
-        try:
-            await self._protection.left(request_id, subject)
-        except ProtectionUnavailable as exc:
-            log.warning("could not give back the rate-limit unit of %s now: %s", request_id, exc)
+        if self._protection is not None:
+            await self._with_subject(self._protection.left, request_id, data, "give back the rate-limit unit of")
 
     async def refund(self, request_id: str, data: Any) -> None:
         """The request never got a session: everything it consumed goes back, so a retry does not count."""
+        if self._protection is not None:
+            await self._with_subject(self._protection.refund, request_id, data, "refund the rate limits of")
+
+    async def _with_subject(self, give_back: Callable[[str, Subject], Awaitable[None]], request_id: str,
+                            data: Any, what: str) -> None:
+        # Quietly: the units and hits lapse by themselves if the store does not answer now.
         subject = self.subject(data)
-        if self._protection is None or subject is None:
+        if subject is None:
             return
         try:
-            await self._protection.refund(request_id, subject)
+            await give_back(request_id, subject)
         except ProtectionUnavailable as exc:
-            log.warning("could not refund the rate limits of %s: %s", request_id, exc)
+            log.warning("could not %s %s now: %s", what, request_id, exc)
 
     @staticmethod
     def subject(data: Any) -> Subject | None:
