@@ -32,19 +32,7 @@ from geo.policy import (
 )
 from geo.warn_once import WarnOnce
 
-__all__ = [
-    "ALLOWED",
-    "BLOCKED_DATACENTER",
-    "BLOCKED_NETWORK",
-    "BLOCKED_PROXY",
-    "BLOCKED_TOR",
-    "BLOCKED_VPN",
-    "DEFAULT_CACHE_SIZE",
-    "AnonymizerChecker",
-    "BlockPolicy",
-    "AddressVerdict",
-    "extension_available",
-]
+__all__ = ["DEFAULT_CACHE_SIZE", "AnonymizerChecker", "extension_available"]
 
 log = logging.getLogger("geo")
 

@@ -32,7 +32,8 @@ from gateway.model.entry import DamagedEntry, QueueEntry
 from gateway.admission.keys import KeySpace
 from gateway.admission.store import UnitBinding
 from gateway.config.settings import Settings
-from geo.checker import AnonymizerChecker, BlockPolicy
+from geo.checker import AnonymizerChecker
+from geo.policy import BlockPolicy
 from geo.networks import rate_limit_subject
 from ratelimit import RateLimiter, Rule, StorageError, UnitCall
 from ratelimit.plan import LimitPlan
