@@ -118,25 +118,19 @@ def parse_initiate_data(data: Any, *, status: int | None = None) -> InitiatedSes
     :param status: the HTTP status, carried into errors.
     :raises PlatformError: (``INVALID_RESPONSE``) when the URL or the conversation id is missing.
     """
-    invalid = PlatformError.INVALID_RESPONSE
+    def invalid(message: str) -> PlatformError:
+        return PlatformError(message, code=PlatformError.INVALID_RESPONSE, status=status)
+
     if not isinstance(data, Mapping):
-        raise PlatformError("The platform reported success but sent no session data.", code=invalid, status=status)
+        raise invalid("The platform reported success but sent no session data.")
     url = _field(data, "sessionWebSocketURL")
     if not isinstance(url, str) or urlsplit(url).scheme not in ("ws", "wss"):
-        raise PlatformError(
-            "The platform's answer has no valid sessionWebSocketURL (a ws:// or wss:// URL).",
-            code=invalid,
-            status=status,
-        )
+        raise invalid("The platform's answer has no valid sessionWebSocketURL (a ws:// or wss:// URL).")
     conversation_id = _field(data, "conversationSessionId")
     if not isinstance(conversation_id, str) or not conversation_id:
         conversation_id = conversation_id_from_url(url)
     if not conversation_id:
-        raise PlatformError(
-            "The platform's answer has no conversationSessionId and the audio URL does not contain one.",
-            code=invalid,
-            status=status,
-        )
+        raise invalid("The platform's answer has no conversationSessionId and the audio URL does not contain one.")
     web_session_id = _field(data, "webSessionId")
     if not isinstance(web_session_id, str) or not web_session_id:
         web_session_id = _field(data, "sessionId")
