@@ -20,7 +20,6 @@ import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 from typing import Any, TextIO
 
 from tests.harness.paths import ROOT, SIGNALR_CLIENTS

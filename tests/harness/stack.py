@@ -44,6 +44,11 @@ def session_body(campaign: str = "CampA", region: str = "eu", **overrides: Any) 
     return body
 
 
+def body_of(response: HTTPResponse) -> Any:
+    """A response's JSON body, or ``None`` when it has none."""
+    return ujson.loads(response.body) if response.body else None
+
+
 def conversation_id_of(web_socket_url: str) -> str:
     """The conversation session id is the path segment after ``/ws/session/`` in the audio URL."""
     parts = urlsplit(web_socket_url).path.split("/")

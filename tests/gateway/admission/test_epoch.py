@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import redis.asyncio as aioredis
 
 from gateway.admission.store import AdmissionStore, Caps, StoreReset
 from gateway.queue.capacity import CapacityPolicy, PlatformUsage
@@ -11,13 +10,6 @@ from gateway.admission.epoch import EpochWatcher, StoreEpoch
 from gateway.admission.keys import AdmissionKeys
 from ratelimit.plan import LimitPlan
 
-
-
-@pytest.fixture
-async def redis_client(redis_url: str):
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 @pytest.mark.redis

@@ -36,9 +36,9 @@ from tornado.websocket import WebSocketClosedError
 
 from simulator.app import PlatformSimulator, make_simulator_app
 from tests.harness.stack import API_TOKEN, WEBHOOK_TOKEN, base_config, session_body
-from tests.harness.hub_client import HubClient
+from tests.harness.session_hub import HubClient
+from tests.harness.processes import wait_healthy, worker_pids
 from tests.harness.redis_process import RedisProcess, free_port
-from tests.gateway.live.test_session_hub_across_processes import _wait_healthy
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -116,11 +116,6 @@ async def _registered_outcome(visitor: Visitor, client: HubClient) -> str | None
         closed.cancel()
 
 
-def _workers(supervisor: int) -> list[int]:
-    children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
-    return [int(pid) for pid in children]
-
-
 async def test_clients_faults_and_duplicates_leave_nothing_leaked_doubled_or_silent(tmp_path: Path) -> None:
     redis_proc = RedisProcess()
     redis_proc.start()
@@ -149,7 +144,7 @@ async def test_clients_faults_and_duplicates_leave_nothing_leaked_doubled_or_sil
     tasks: list[asyncio.Task[None]] = []
     loop = asyncio.get_running_loop()
     try:
-        await _wait_healthy(http, base, proc)
+        await wait_healthy(http, base, proc)
         started = loop.time()
 
         async def arrivals() -> None:
@@ -159,7 +154,7 @@ async def test_clients_faults_and_duplicates_leave_nothing_leaked_doubled_or_sil
 
         async def faults() -> None:
             await asyncio.sleep(2.0)  # let a queue build up first (scenario timing)
-            os.kill(_workers(proc.pid)[0], signal.SIGKILL)
+            os.kill(worker_pids(proc.pid)[0], signal.SIGKILL)
             await asyncio.sleep(2.0)
             redis_proc.pause()
             await asyncio.sleep(GRACE + 2)  # frozen for longer than the disconnect grace

@@ -9,22 +9,16 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-import ujson
 from tornado.httpclient import AsyncHTTPClient
 
 from gateway.logs.context import LOG_FORMAT, RequestIdFilter, current_request_id
 from tests.harness.fake_clock import FakeClock
 from tests.harness.paths import CONFIG_SAMPLES, ROOT
 from tests.harness.redis_process import free_port
-from tests.harness.stack import base_config, session_body, start_stack
+from tests.harness.stack import base_config, body_of, session_body, start_stack
 
-
-
-def body_of(response):
-    return ujson.loads(response.body) if response.body else None
 
 
 async def test_shutdown_finishes_in_flight_requests_and_accepts_no_new_ones(store_client):

@@ -12,7 +12,6 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import ujson
@@ -23,6 +22,7 @@ from tornado.netutil import bind_sockets
 from simulator.app import PlatformSimulator, make_simulator_app
 from tests.harness.stack import API_TOKEN, WEBHOOK_TOKEN, base_config, session_body
 from tests.harness.paths import ROOT
+from tests.harness.processes import ChildProcess
 from tests.harness.redis_process import RedisProcess, free_port
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -34,40 +34,18 @@ CLEAR_MESSAGE = "is unreachable (connection refused); starting without the store
                 "answers, and the gateway recovers by itself"
 
 
-class ServeProcess:
-    """The ``serve`` child; its stdout and stderr are read continuously into ``lines``."""
+class ServeProcess(ChildProcess):
+    """The ``serve`` child; ``listening`` resolves once it listens."""
 
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.lines: list[str] = []
-        self.listening = asyncio.get_running_loop().create_future()
-        self._reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        assert self.proc.stdout is not None
-        async for raw in self.proc.stdout:
-            line = raw.decode("utf-8", "replace").rstrip()
-            self.lines.append(line)
-            if "listening on" in line and not self.listening.done():
-                self.listening.set_result(None)
-        if not self.listening.done():
-            self.listening.set_exception(AssertionError("serve exited:\n" + "\n".join(self.lines[-30:])))
+        super().__init__("serve", proc)
+        self.listening = self.line_containing("listening on")
 
     def count(self, needle: str) -> int:
         return sum(needle in line for line in self.lines)
 
     def problems(self) -> list[str]:
         return [line for line in self.lines if " WARNING " in line or " ERROR " in line]
-
-    async def stop(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.terminate()
-            try:
-                await asyncio.wait_for(self.proc.wait(), 15)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-        await self._reader
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ import re
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -28,7 +27,8 @@ from tornado.httpclient import AsyncHTTPClient
 
 from tests.harness.stack import API_TOKEN, WEBHOOK_TOKEN, base_config, conversation_id_of, session_body
 from tests.harness.paths import ROOT
-from tests.harness.redis_process import RedisProcess, free_port
+from tests.harness.processes import ChildProcess
+from tests.harness.redis_process import free_port
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -38,15 +38,8 @@ CAP = 2
 READY_LINE = re.compile(r"queued request (\S+) is ready \(conversation (\S+)\)")
 
 
-class Child:
-    """A child process whose output is read continuously (a full pipe would block it) and kept."""
-
-    def __init__(self, name: str, proc: asyncio.subprocess.Process) -> None:
-        self.name = name
-        self.proc = proc
-        self.lines: list[str] = []
-        self._waiters: list[tuple[str, asyncio.Future[None]]] = []
-        self._reader = asyncio.create_task(self._read())
+class Child(ChildProcess):
+    """A ``python -m gateway`` child, started once it has logged its ready line."""
 
     @classmethod
     async def start(cls, name: str, *args: str, ready: str) -> Child:
@@ -60,44 +53,6 @@ class Child:
             await child.stop()
             raise AssertionError(f"{name} did not log {ready!r}:\n" + "\n".join(child.lines[-30:])) from None
         return child
-
-    async def _read(self) -> None:
-        assert self.proc.stdout is not None
-        async for raw in self.proc.stdout:
-            line = raw.decode("utf-8", "replace").rstrip()
-            self.lines.append(line)
-            for needle, future in self._waiters:
-                if needle in line and not future.done():
-                    future.set_result(None)
-        for _, future in self._waiters:
-            if not future.done():
-                future.set_exception(EOFError(f"{self.name} exited"))
-
-    def line_containing(self, needle: str) -> asyncio.Future[None]:
-        future = asyncio.get_running_loop().create_future()
-        if any(needle in line for line in self.lines):
-            future.set_result(None)
-        else:
-            self._waiters.append((needle, future))
-        return future
-
-    async def stop(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.terminate()
-            try:
-                await asyncio.wait_for(self.proc.wait(), 15)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-        await self._reader
-
-
-@pytest.fixture
-def redis_proc():
-    server = RedisProcess()
-    server.start()
-    yield server
-    server.close()
 
 
 @pytest.fixture

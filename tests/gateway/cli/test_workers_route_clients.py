@@ -24,7 +24,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,13 +32,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from signalrcore.hub_connection_builder import HubConnectionBuilder
-from signalrcore.types import HttpTransportType
 
 from tests.harness.stack import API_TOKEN, WEBHOOK_TOKEN, base_config, conversation_id_of, session_body
 from tests.harness.paths import ROOT, SESSION_HUB_CLIENTS
+from tests.harness.processes import worker_pids
+from tests.harness.python_clients import CoreClient, PyClient
 from tests.harness.redis_process import RedisProcess, free_port
-from tests.signalr.interop.test_python_clients import CoreClient, PyClient
 
 pytestmark = [pytest.mark.redis, pytest.mark.interop]
 
@@ -196,32 +194,18 @@ def test_every_connection_id_and_token_names_its_worker(deployment: Deployment) 
 # -- third-party clients --------------------------------------------------------------------------
 
 
-class CoreHub:
-    """A signalrcore connection (negotiate version 0: its connection id is its token)."""
+class CoreHub(CoreClient):
+    """A signalrcore connection to ``/sessionHub`` (negotiate version 0: its connection id is its token)."""
 
     def __init__(self, base: str, transport: str, *, skip_negotiation: bool = False) -> None:
-        options: dict[str, Any] = {"transport": HttpTransportType[transport]}
-        if skip_negotiation:
-            options["skip_negotiation"] = True
-        self.hub = HubConnectionBuilder().with_url(base + "/sessionHub", options=options).build()
+        super().__init__(base + "/sessionHub", transport, skip_negotiation=skip_negotiation)
         self.ready: queue.Queue[Any] = queue.Queue()
         self.hub.on("SessionReady", lambda args: self.ready.put(args[0]))
-
-    def start(self) -> None:
-        opened = threading.Event()
-        self.hub.on_open(opened.set)
-        assert self.hub.start() is True
-        assert opened.wait(TIMEOUT), "signalrcore did not open"
 
     def register(self, request_id: str) -> Any:
         result: queue.Queue[Any] = queue.Queue()
         self.hub.send("Register", [request_id], on_invocation=lambda message: result.put(message.result))
         return result.get(timeout=TIMEOUT)
-
-    def stop(self) -> None:
-        # As the interop tests do: signalrcore's stop() waits on a blocked socket read unless the socket
-        # is shut down first (tests/signalr/interop/test_python_clients.py, CoreClient.stop).
-        CoreClient.stop(self)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("transport", ["web_sockets", "long_polling"])
@@ -460,11 +444,6 @@ def test_streaming_transport_on_a_kept_alive_connection(deployment: Deployment, 
         second.close()
 
 
-def _workers(parent: int) -> set[int]:
-    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-    return {int(pid) for pid in children}
-
-
 def test_a_restarted_worker_keeps_no_client_socket_of_the_parent(tmp_path: Path) -> None:
     """A worker started again while the parent holds a connection that has sent nothing yet must not
     keep a copy of that socket: the connection would then never close for its client."""
@@ -472,11 +451,11 @@ def test_a_restarted_worker_keeps_no_client_socket_of_the_parent(tmp_path: Path)
         with socket.create_connection(("127.0.0.1", running.port), timeout=TIMEOUT) as silent:
             # Accepted in order: once a later connection is answered, the parent holds the silent one.
             assert running.call("GET", "/healthz")[0] == 200
-            before = _workers(proc.pid)
+            before = set(worker_pids(proc.pid))
             victim = min(before)
             os.kill(victim, signal.SIGKILL)
             deadline = time.monotonic() + 30
-            while len((after := _workers(proc.pid)) - before) < 1 or len(after) < 2:
+            while len((after := set(worker_pids(proc.pid))) - before) < 1 or len(after) < 2:
                 assert time.monotonic() < deadline, "the worker was not started again"
                 time.sleep(0.05)  # another process's children: there is no event to wait on
             _wait_healthy(running, proc, tmp_path / "gateway.log")

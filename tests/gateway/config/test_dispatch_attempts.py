@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.config.errors import ConfigError
-from tests.gateway.config.test_loading import load, minimal
+from tests.harness.settings import load, minimal
 
 
 def with_attempts(value) -> dict:

@@ -9,27 +9,14 @@ from typing import Any
 
 import pytest
 
-from gateway.config import LoadedSettings, load_settings, parse_redis_connection_string
+from gateway.config import load_settings, parse_redis_connection_string
 from gateway.config.errors import ConfigError
 from gateway.config.settings import CampaignSettings
+from tests.harness.settings import load, minimal
 
 DATA = Path(__file__).parent / "data"
 ORIGINAL = DATA / "appsettings.original.json"
 FULL = DATA / "appsettings.full.json"
-
-
-def minimal() -> dict[str, Any]:
-    return {
-        "VoiceAiPlatform": {
-            "ApiSecretToken": "tok",
-            "Campaigns": {"Web": {"BusinessId": "1", "WebCampaignId": "w", "AllowedRegionIds": ["EU-DE"]}},
-        },
-        "Security": {"WebhookApiToken": "hook"},
-    }
-
-
-def load(data: dict[str, Any], environ: dict[str, str] | None = None) -> LoadedSettings:
-    return load_settings(data=data, environ=environ or {})
 
 
 def problems_of(data: dict[str, Any] | None = None, environ: dict[str, str] | None = None) -> tuple[str, ...]:

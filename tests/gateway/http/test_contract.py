@@ -16,6 +16,7 @@ from tests.harness.fake_clock import FakeClock
 from tests.harness.stack import (
     WEBHOOK_TOKEN,
     base_config,
+    body_of,
     conversation_id_of,
     session_body,
     start_stack,
@@ -36,10 +37,6 @@ async def stack_factory(store_client):
     yield make
     for stack in stacks:
         await stack.close()
-
-
-def body_of(response):
-    return ujson.loads(response.body) if response.body else None
 
 
 async def test_200_parallel_requests_admit_exactly_the_cap_and_queue_the_rest_in_order(stack_factory):

@@ -9,11 +9,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-import ujson
 
 from gateway.model.departures import Departure, departure_message
 from gateway.queue.events import SessionFailed, SessionReady
-from tests.harness.stack import base_config, conversation_id_of, start_stack
+from tests.harness.stack import base_config, body_of, conversation_id_of, start_stack
 
 TIMEOUT = 10
 ALLOWED = "https://shop.example"  # in base_config's AllowedOrigins
@@ -26,10 +25,6 @@ async def stack(store_client):
     stack = await start_stack(store_client, config=base_config(cap=1))
     yield stack
     await stack.close()
-
-
-def body_of(response):
-    return ujson.loads(response.body) if response.body else None
 
 
 async def _queued(stack) -> str:

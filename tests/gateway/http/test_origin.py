@@ -13,7 +13,7 @@ import ujson
 
 from tests.harness.edge_client import exchange
 from gateway.redis.client import open_redis
-from tests.harness.stack import WEBHOOK_TOKEN, base_config, session_body, start_stack
+from tests.harness.stack import WEBHOOK_TOKEN, base_config, body_of, session_body, start_stack
 
 ALLOWED = "https://shop.example"  # in base_config's AllowedOrigins
 FOREIGN = "https://evil.example"
@@ -31,7 +31,7 @@ async def stack():
 
 
 def answer(response):
-    return response.code, (ujson.loads(response.body) if response.body else None)
+    return response.code, body_of(response)
 
 
 async def _queued(stack, **headers) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import replace
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -21,7 +20,7 @@ from gateway.live.hub import HubTuning
 from gateway.redis.client import COMMAND_TIMEOUT_SECONDS, open_redis
 from signalr import HubOptions
 from tests.harness.stack import Stack, base_config, conversation_id_of, start_hub_stack
-from tests.harness.hub_client import TIMEOUT, HubClient
+from tests.harness.session_hub import TIMEOUT, HubClient
 from tests.harness.redis_process import RedisProcess
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -29,14 +28,6 @@ pytestmark = [pytest.mark.redis, pytest.mark.slow]
 GRACE = 3
 TUNING = HubTuning(position_interval=0.2, poll_interval=0.2, reap_interval=0.2, heartbeat_interval=1.0,
                    hub_options=HubOptions(keep_alive_interval=0.5))
-
-
-@pytest.fixture
-async def redis_proc() -> AsyncIterator[RedisProcess]:
-    server = RedisProcess()
-    server.start()
-    yield server
-    server.close()
 
 
 async def _two_gateways(url: str) -> tuple[Stack, Stack, list[aioredis.Redis]]:

@@ -14,44 +14,14 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway.model.departures import Departure, departure_message
-from gateway.live.hub import UNKNOWN_ID_MESSAGE, HubTuning
-from signalr import HubOptions
-from tests.harness.hub_client import TIMEOUT, HubClient
+from gateway.live.hub import UNKNOWN_ID_MESSAGE
+from tests.harness.session_hub import FAST, TIMEOUT, HubClient, fill_and_queue
 from tests.harness.paths import SESSION_HUB_CLIENTS
 from tests.harness.stack import Stack, base_config, conversation_id_of, start_hub_stack
 
 pytestmark = pytest.mark.redis
 
 LEFT_MESSAGE = departure_message(Departure.LEFT, register_timeout=60, disconnect_grace=45)
-
-# Quick timers; the short keep-alive also lets signalrcore's blocking receive thread stop promptly.
-FAST = HubTuning(position_interval=0.2, poll_interval=0.2, reap_interval=0.1, heartbeat_interval=0.2,
-                 hub_options=HubOptions(keep_alive_interval=0.5))
-
-
-@pytest.fixture
-async def redis_client(redis_url: str):
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-async def fill_and_queue(stack: Stack, waiting: int) -> tuple[list[str], list[str]]:
-    """Admit sessions up to the cap (2), then queue ``waiting`` requests; returns conv ids and request ids."""
-    conversations = []
-    for _ in range(2):
-        response = await stack.request_session()
-        assert response.code == 200, response.body
-        conversations.append(conversation_id_of(json.loads(response.body)["webSocketUrl"]))
-    queued = []
-    for i in range(waiting):
-        response = await stack.request_session()
-        assert response.code == 202, response.body
-        body = json.loads(response.body)
-        assert body["queuePosition"] == i + 1
-        queued.append(body["uniqueRequestId"])
-    return conversations, queued
-
 
 async def test_register_ready_positions_and_replay(redis_client: aioredis.Redis) -> None:
     stack = await start_hub_stack(redis_client, hub_tuning=FAST)

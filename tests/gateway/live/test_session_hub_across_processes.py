@@ -17,23 +17,17 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+from tornado.httpclient import AsyncHTTPClient
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from simulator.app import PlatformSimulator, make_simulator_app
 from tests.harness.stack import API_TOKEN, WEBHOOK_TOKEN, base_config, conversation_id_of, session_body, start_hub_stack
 from tests.harness.redis_process import free_port
-from tests.gateway.live.test_session_hub import FAST, TIMEOUT, HubClient
+from tests.harness.processes import wait_healthy
+from tests.harness.session_hub import FAST, TIMEOUT, HubClient
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture
-async def redis_client(redis_url: str):
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 async def test_two_gateways_one_redis(redis_url: str, redis_client: aioredis.Redis) -> None:
@@ -84,19 +78,6 @@ def _write_config(path: Path, *, redis_url: str, sim_port: int) -> None:
     path.write_text(json.dumps(config))
 
 
-async def _wait_healthy(http: AsyncHTTPClient, url: str, proc: subprocess.Popen) -> None:
-    for _ in range(200):
-        assert proc.poll() is None, "the gateway exited during start-up"
-        try:
-            response = await http.fetch(url + "/healthz", raise_error=False, request_timeout=1)
-            if response.code == 200:
-                return
-        except (OSError, HTTPClientError):  # refused, or too slow to answer yet on a busy machine
-            pass
-        await asyncio.sleep(0.05)  # polling a starting subprocess: there is no event to wait on
-    raise AssertionError("the gateway did not become healthy")
-
-
 async def test_serve_processes_two_workers(redis_url: str, tmp_path: Path) -> None:
     gw_port = free_port()
     sim = PlatformSimulator(api_token=API_TOKEN, webhook_url=f"http://127.0.0.1:{gw_port}/api/webhook/session-ended",
@@ -116,7 +97,7 @@ async def test_serve_processes_two_workers(redis_url: str, tmp_path: Path) -> No
     base = f"http://127.0.0.1:{gw_port}"
     clients: list[HubClient] = []
     try:
-        await _wait_healthy(http, base, proc)
+        await wait_healthy(http, base, proc)
 
         async def request() -> dict:
             response = await http.fetch(base + "/api/session/request", method="POST",

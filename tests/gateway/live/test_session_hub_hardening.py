@@ -8,25 +8,12 @@ import asyncio
 import pytest
 import redis.asyncio as aioredis
 
-from gateway.live.hub import UNKNOWN_ID_MESSAGE, HubTuning
+from gateway.live.hub import UNKNOWN_ID_MESSAGE
 from gateway.model.text import unsendable_message
-from signalr import HubOptions
 from tests.harness.stack import base_config, start_hub_stack
-from tests.harness.hub_client import TIMEOUT, HubClient
-from tests.gateway.live.test_session_hub import fill_and_queue
+from tests.harness.session_hub import FAST, TIMEOUT, HubClient, fill_and_queue
 
 pytestmark = pytest.mark.redis
-
-FAST = HubTuning(position_interval=0.2, poll_interval=0.2, reap_interval=0.1, heartbeat_interval=0.2,
-                 hub_options=HubOptions(keep_alive_interval=0.5))
-
-
-@pytest.fixture
-async def redis_client(redis_url: str):
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
 
 async def test_register_accepts_the_id_in_any_letter_case(redis_client: aioredis.Redis) -> None:
     # The REST routes take ids in any case (UUIDs are case-insensitive); the hub must too, and the

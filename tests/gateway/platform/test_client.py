@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -14,56 +13,12 @@ from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
 from tornado.web import Application, RequestHandler
 
-from gateway.model.request import AudioConfiguration, SessionRequest, parse_session_request
+from gateway.model.request import parse_session_request
 from gateway.platform.client import PlatformClient
 from gateway.platform.errors import PlatformError
 from gateway.platform.wire import InitiatedSession, PlatformConcurrency, conversation_id_from_url, platform_client_identifier
-from gateway.config.settings import CampaignSettings, PlatformSettings
-from simulator.app import CONCURRENCY_LIMIT_CODE, INVALID_API_KEY_CODE, PlatformSimulator, make_simulator_app
-
-TOKEN = "iqra_sk_test_secret_0123456789"
-CAMPAIGN = CampaignSettings(name="Web", business_id="42", web_campaign_id="wc-1", allowed_region_ids=("eu",))
-
-
-def make_request(*, transport: int = 0, client_identifier: str | None = "user-1") -> SessionRequest:
-    return SessionRequest(
-        campaign_id="Web",
-        region_id="eu",
-        transport_type=transport,
-        client_identifier=client_identifier,
-        dynamic_variables={"FirstName": "Ann"},
-        metadata={"source": "test"},
-        audio=AudioConfiguration(
-            input_encoding_type=1,
-            input_sample_rate=16000,
-            input_bits_per_sample=16,
-            output_encoding_type=1,
-            output_sample_rate=24000,
-            output_bits_per_sample=16,
-        ),
-    )
-
-
-def make_settings(port: int, *, token: str = TOKEN, connect: float = 2.0, request: float = 5.0) -> PlatformSettings:
-    return PlatformSettings(
-        api_secret_token=token,
-        base_url=f"http://127.0.0.1:{port}/api/v1/",
-        campaigns={"Web": CAMPAIGN},
-        connect_timeout_seconds=connect,
-        request_timeout_seconds=request,
-    )
-
-
-@pytest.fixture
-async def sim_port() -> AsyncIterator[tuple[PlatformSimulator, int]]:
-    sim = PlatformSimulator(api_token=TOKEN, webhook_url=None, webhook_token="", call_seconds=None, hang_seconds=20)
-    sock, port = bind_unused_port()
-    server = HTTPServer(make_simulator_app(sim))
-    server.add_sockets([sock])
-    yield sim, port
-    server.stop()
-    await sim.aclose()
-    await server.close_all_connections()
+from simulator.app import CONCURRENCY_LIMIT_CODE, INVALID_API_KEY_CODE, PlatformSimulator
+from tests.harness.platform_client import CAMPAIGN, TOKEN, make_request, make_settings, port_whose_connect_hangs
 
 
 @pytest.fixture
@@ -290,29 +245,13 @@ async def test_request_timeout(sim_port: tuple[PlatformSimulator, int]) -> None:
 
 
 async def test_connect_timeout() -> None:
-    # A listener whose accept backlog is full and never drained: the kernel drops further SYNs, so the
-    # client's connect hangs until its connect timeout.
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    port = listener.getsockname()[1]
-    fillers = []
-    try:
-        for _ in range(4):
-            filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            filler.setblocking(False)
-            filler.connect_ex(("127.0.0.1", port))
-            fillers.append(filler)
+    with port_whose_connect_hangs() as port:
         platform = PlatformClient(make_settings(port, connect=0.3, request=5.0))
         try:
             with pytest.raises(PlatformError) as caught:
                 await platform.initiate(CAMPAIGN, make_request(), "203.0.113.9")
         finally:
             platform.close()
-    finally:
-        for filler in fillers:
-            filler.close()
-        listener.close()
     assert caught.value.code == PlatformError.TIMEOUT
     assert "could not connect to the Iqra platform within 0.3 s" in caught.value.message
     assert "ConnectTimeoutSeconds" in caught.value.message

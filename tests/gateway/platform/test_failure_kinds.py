@@ -8,31 +8,16 @@ failure to build the request, a 4xx or a refusal cannot succeed on retry.
 from __future__ import annotations
 
 import dataclasses
-import socket
-from collections.abc import AsyncIterator
 
 import pytest
-from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
 
 from gateway.platform.client import PlatformClient
 from gateway.platform.errors import FailureKind, PlatformError
-from simulator.app import PlatformSimulator, make_simulator_app
-from tests.gateway.platform.test_client import CAMPAIGN, TOKEN, make_request, make_settings
+from simulator.app import PlatformSimulator
+from tests.harness.platform_client import CAMPAIGN, make_request, make_settings, port_whose_connect_hangs
 
 INITIATE = "/api/v1/business/42/websession/initiate"
-
-
-@pytest.fixture
-async def sim_port() -> AsyncIterator[tuple[PlatformSimulator, int]]:
-    sim = PlatformSimulator(api_token=TOKEN, webhook_url=None, webhook_token="", call_seconds=None, hang_seconds=20)
-    sock, port = bind_unused_port()
-    server = HTTPServer(make_simulator_app(sim))
-    server.add_sockets([sock])
-    yield sim, port
-    server.stop()
-    await sim.aclose()
-    await server.close_all_connections()
 
 
 async def initiate_error(port: int, *, request=None, connect: float = 2.0, timeout: float = 5.0) -> PlatformError:
@@ -84,23 +69,8 @@ async def test_connection_refused_sent_nothing_and_is_retryable() -> None:
 
 
 async def test_a_connect_timeout_sent_nothing_and_is_retryable() -> None:
-    # A listener whose accept backlog is full: the kernel drops further SYNs, the connect hangs.
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    port = listener.getsockname()[1]
-    fillers = []
-    try:
-        for _ in range(4):
-            filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            filler.setblocking(False)
-            filler.connect_ex(("127.0.0.1", port))
-            fillers.append(filler)
+    with port_whose_connect_hangs() as port:
         error = await initiate_error(port, connect=0.3)
-    finally:
-        for filler in fillers:
-            filler.close()
-        listener.close()
     assert (error.code, error.sent, error.kind) == (PlatformError.TIMEOUT, False, FailureKind.RETRYABLE)
 
 

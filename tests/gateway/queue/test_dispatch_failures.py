@@ -21,15 +21,11 @@ from gateway.model.departures import Departure, departure_message
 from gateway.queue.events import SessionFailed, SessionReady
 from gateway.platform.errors import FailureKind, PlatformError
 from simulator.app import make_simulator_app
-from tests.harness.stack import base_config, conversation_id_of, session_body, start_stack
+from tests.harness.stack import base_config, body_of, conversation_id_of, session_body, start_stack
 from ratelimit import Policy, Rule
 
 TIMEOUT = 15
 INITIATE_PATH = "/websession/initiate"
-
-
-def body_of(response):
-    return ujson.loads(response.body)
 
 
 def initiates_for(stack, client: str) -> int:

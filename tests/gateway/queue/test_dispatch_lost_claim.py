@@ -19,20 +19,11 @@ from gateway.admission.store import Caps
 from gateway.queue.events import SessionReady
 from gateway.redis.client import COMMAND_TIMEOUT_SECONDS, open_redis
 from tests.harness.stack import base_config, conversation_id_of, start_stack
-from tests.harness.redis_process import RedisProcess
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 #: Longer than the command timeout, so the claim's reply is lost.
 STALL_SECONDS = COMMAND_TIMEOUT_SECONDS + 1.5
-
-
-@pytest.fixture
-def redis_proc():
-    server = RedisProcess()
-    server.start()
-    yield server
-    server.close()
 
 
 async def test_a_claim_whose_reply_was_lost_is_served_once_redis_answers(redis_proc, clock, caplog):

@@ -10,10 +10,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-import ujson
 
 from tests.harness.fake_clock import FakeClock
-from tests.harness.stack import base_config, conversation_id_of, session_body, start_stack
+from tests.harness.stack import base_config, body_of, conversation_id_of, session_body, start_stack
 from tests.harness.geo_mmdb import ANONYMOUS_IP_TYPE, anonymous_record, write_database
 
 VPN, PUBLIC_PROXY, RESIDENTIAL, HOSTING, TOR, CLEAN = (
@@ -44,10 +43,6 @@ async def stacks(store_client):
     yield make
     for stack in made:
         await stack.close()
-
-
-def body_of(response):
-    return ujson.loads(response.body) if response.body else None
 
 
 def from_ip(ip):

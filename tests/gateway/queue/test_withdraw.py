@@ -11,14 +11,13 @@ from __future__ import annotations
 import time
 
 import pytest
-import ujson
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.admission.store import Caps
 from gateway.queue.events import QueueChanged
 from gateway.queue.answers import STORE_DOWN_MESSAGE
 from gateway.redis.client import COMMAND_TIMEOUT_SECONDS, open_redis
-from tests.harness.stack import base_config, conversation_id_of, session_body, start_stack
+from tests.harness.stack import base_config, body_of, conversation_id_of, session_body, start_stack
 from ratelimit import Policy, Rule
 from tests.harness.redis_process import RedisProcess
 
@@ -29,10 +28,6 @@ pytestmark = pytest.mark.redis
 LOST_CALLS = ["admit", "requeue_front"]
 #: Another client, so that its session's unit is not counted where the failed request's was.
 OTHER_CLIENT = session_body(clientIdentifier="someone-else")
-
-
-def body_of(response):
-    return ujson.loads(response.body) if response.body else None
 
 
 @pytest.fixture

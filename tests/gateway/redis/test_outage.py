@@ -10,12 +10,11 @@ import asyncio
 import time
 
 import pytest
-import ujson
 
 from gateway.queue.events import SessionReady
 from gateway.queue.answers import STORE_DOWN_MESSAGE
 from gateway.redis.client import COMMAND_TIMEOUT_SECONDS, open_redis
-from tests.harness.stack import base_config, conversation_id_of, start_stack
+from tests.harness.stack import base_config, body_of, conversation_id_of, start_stack
 from tests.harness.redis_process import RedisProcess
 
 pytestmark = pytest.mark.redis
@@ -25,12 +24,9 @@ TIMEOUT = 10
 HUNG_ANSWER_SECONDS = COMMAND_TIMEOUT_SECONDS + 3
 
 
-def body_of(response):
-    return ujson.loads(response.body) if response.body else None
-
-
 @pytest.fixture
 def redis_proc():
+    """This module's own Redis is persistent (AOF, ``appendfsync always``): a restart keeps what was acknowledged."""
     server = RedisProcess(persistent=True)
     server.start()
     yield server

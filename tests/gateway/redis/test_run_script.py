@@ -9,7 +9,6 @@ import pytest
 from redis.exceptions import ResponseError
 
 from gateway.redis.client import open_redis, run_script
-from tests.harness.redis_process import RedisProcess
 
 pytestmark = pytest.mark.redis
 
@@ -18,16 +17,8 @@ COUNT = "return redis.call('INCR', KEYS[1])"
 
 
 @pytest.fixture
-def server():
-    process = RedisProcess()
-    process.start()
-    yield process
-    process.close()
-
-
-@pytest.fixture
-async def small_pool_client(server):
-    client = open_redis(server.url, pool_size=2)
+async def small_pool_client(redis_proc):
+    client = open_redis(redis_proc.url, pool_size=2)
     yield client
     await client.aclose()
 
@@ -44,10 +35,10 @@ async def test_many_callers_share_a_small_pool_and_each_gets_its_own_reply(small
     assert len(pool._available_connections) <= 2
 
 
-async def test_a_caller_cancelled_while_waiting_for_its_reply_leaves_no_reply_behind(server, small_pool_client):
+async def test_a_caller_cancelled_while_waiting_for_its_reply_leaves_no_reply_behind(redis_proc, small_pool_client):
     echo = small_pool_client.register_script(ECHO)
     await run_script(small_pool_client, echo, [], ["warm"])
-    server.pause()  # the command is sent, the reply will come only after the cancellation
+    redis_proc.pause()  # the command is sent, the reply will come only after the cancellation
     try:
         pending = asyncio.ensure_future(run_script(small_pool_client, echo, [], ["stale"]))
         # Wait until the command has gone out: the connection is checked out, so nothing is idle.
@@ -60,7 +51,7 @@ async def test_a_caller_cancelled_while_waiting_for_its_reply_leaves_no_reply_be
         with pytest.raises(asyncio.CancelledError):
             await pending
     finally:
-        server.resume()
+        redis_proc.resume()
     # Every later caller reads its own reply, never the cancelled caller's "stale".
     replies = await asyncio.gather(*(run_script(small_pool_client, echo, [], [f"fresh-{i}"]) for i in range(6)))
     assert replies == [f"fresh-{i}".encode() for i in range(6)]

@@ -1,5 +1,6 @@
-"""A minimal JSON-protocol SignalR client for the session hub tests: every invocation it receives is
-recorded, so a test sees exactly what went over the wire. Waits are on messages with timeouts."""
+"""What the session hub tests share: a minimal JSON-protocol SignalR client that records every invocation
+it receives, so a test sees exactly what went over the wire (waits are on messages, with timeouts); quick
+hub timers; and a stack filled to its cap with requests waiting behind."""
 
 from __future__ import annotations
 
@@ -10,8 +11,33 @@ from typing import Any
 import tornado.httpclient
 import tornado.websocket
 
+from gateway.live.hub import HubTuning
+from signalr import HubOptions
+from tests.harness.stack import Stack, conversation_id_of
+
 RS = "\x1e"
 TIMEOUT = 10.0
+
+# Quick timers; the short keep-alive also lets signalrcore's blocking receive thread stop promptly.
+FAST = HubTuning(position_interval=0.2, poll_interval=0.2, reap_interval=0.1, heartbeat_interval=0.2,
+                 hub_options=HubOptions(keep_alive_interval=0.5))
+
+
+async def fill_and_queue(stack: Stack, waiting: int) -> tuple[list[str], list[str]]:
+    """Admit sessions up to the cap (2), then queue ``waiting`` requests; returns conv ids and request ids."""
+    conversations = []
+    for _ in range(2):
+        response = await stack.request_session()
+        assert response.code == 200, response.body
+        conversations.append(conversation_id_of(json.loads(response.body)["webSocketUrl"]))
+    queued = []
+    for i in range(waiting):
+        response = await stack.request_session()
+        assert response.code == 202, response.body
+        body = json.loads(response.body)
+        assert body["queuePosition"] == i + 1
+        queued.append(body["uniqueRequestId"])
+    return conversations, queued
 
 
 class HubClient:
