@@ -37,19 +37,11 @@ from tests.harness.browser import (
 )
 
 from gateway.http.static_site import STATIC_ROOT
-from gateway.redis.client import open_redis
 
 pytestmark = [pytest.mark.browser, pytest.mark.redis]
 
 #: 20 ms of PCM16 at the requested 16 kHz.
 FRAME_BYTES = 640
-
-
-@pytest.fixture
-async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = open_redis(redis_url)
-    yield client
-    await client.aclose()
 
 
 def _live_calls(stack: Any) -> list[dict[str, Any]]:

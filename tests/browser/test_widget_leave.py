@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -30,18 +30,10 @@ from tests.harness.browser import (
     wait_state,
 )
 
-from gateway.redis.client import open_redis
 
 pytestmark = [pytest.mark.browser, pytest.mark.redis]
 
 BUNDLE = "**/static/vendor/signalr.js"
-
-
-@pytest.fixture
-async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = open_redis(redis_url)
-    yield client
-    await client.aclose()
 
 
 class _AccessLog(logging.Handler):

@@ -7,7 +7,9 @@ is not listening yet); those waits poll briefly and are bounded.
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
@@ -54,6 +56,15 @@ class ChildProcess:
                 self.proc.kill()
                 await self.proc.wait()
         await self._reader
+
+
+def serve_two_workers(config_path: Path, port: int, log_path: Path) -> subprocess.Popen[bytes]:
+    """``python -m gateway serve --processes 2`` on 127.0.0.1:``port``, warnings and worse logged to ``log_path``."""
+    with log_path.open("wb") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-m", "gateway", "--log-level", "warning", "serve", "--config", str(config_path),
+             "--host", "127.0.0.1", "--port", str(port), "--processes", "2"],
+            stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 async def wait_healthy(http: AsyncHTTPClient, url: str, proc: subprocess.Popen) -> None:

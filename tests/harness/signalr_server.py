@@ -7,8 +7,12 @@ timeouts instead of sleeps.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
+import os
+import socket
+import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -49,6 +53,10 @@ class Harness:
         response = await self.fetch("/negotiate" + query, method="POST")
         assert response.code == 200, response.code
         return json.loads(response.body)
+
+    async def token(self) -> str:
+        """The connection token of a new negotiation."""
+        return str((await self.negotiate())["connectionToken"])
 
     async def websocket(
         self, query: str, headers: dict[str, str] | None = None
@@ -101,6 +109,34 @@ def parse(text: str | bytes) -> list[dict[str, Any]]:
         text = text.decode()
     assert text.endswith(RS), f"unit does not end with RS: {text!r}"
     return [json.loads(part) for part in text.split(RS)[:-1]]
+
+
+async def raw_websocket(sock: socket.socket, port: int, token: str, *, limit: int = 2**16,
+                        ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Upgrade a connected non-blocking socket to a WebSocket on ``/chat?id=token`` by hand (no client
+    library: the test owns every byte and every read); ``limit`` is the asyncio reader's buffer size."""
+    reader, writer = await asyncio.open_connection(sock=sock, limit=limit)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        (
+            f"GET /chat?id={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return reader, writer
+
+
+async def read_ws_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One unmasked server frame: its opcode and payload."""
+    first, second = await asyncio.wait_for(reader.readexactly(2), TIMEOUT)
+    length = second & 0x7F
+    if length == 126:
+        (length,) = struct.unpack("!H", await reader.readexactly(2))
+    elif length == 127:
+        (length,) = struct.unpack("!Q", await reader.readexactly(8))
+    return first & 0x0F, await asyncio.wait_for(reader.readexactly(length), TIMEOUT)
 
 
 class JsonWs:

@@ -23,6 +23,7 @@ from tornado.netutil import bind_sockets
 from gateway.app import Gateway
 from gateway.config import load_settings
 from gateway.queue.events import SessionFailed, SessionReady
+from ratelimit import Policy, Rule
 from simulator.app import PlatformSimulator, make_simulator_app
 
 API_TOKEN = "iqra_sk_test"
@@ -118,6 +119,19 @@ class Stack:
         self.sim_server.stop()
         await asyncio.wait_for(self.sim.aclose(), 10)
         await asyncio.wait_for(self.sim_server.close_all_connections(), 10)
+
+
+async def queued_request(stack: Stack, **headers: str) -> str:
+    """Request a session that must wait (202, asserted); its request id."""
+    response = await stack.request_session(headers=headers or None)
+    assert response.code == 202, response.body
+    return ujson.loads(response.body)["uniqueRequestId"]
+
+
+async def concurrent_units_used(stack: Stack) -> int:
+    """The units of 127.0.0.1's concurrency limit in use (every test client comes from there)."""
+    rule = Rule(policy=Policy.CONCURRENT, subject="client:ip:127.0.0.1", limit=1)
+    return await stack.gateway.redis.zcard(stack.gateway.protection._limiter.key_for(rule))
 
 
 async def start_stack(redis_client: aioredis.Redis, *, config: dict[str, Any] | None = None,

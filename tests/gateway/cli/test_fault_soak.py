@@ -37,7 +37,7 @@ from tornado.websocket import WebSocketClosedError
 from simulator.app import PlatformSimulator, make_simulator_app
 from tests.harness.stack import API_TOKEN, WEBHOOK_TOKEN, base_config, session_body
 from tests.harness.session_hub import HubClient
-from tests.harness.processes import wait_healthy, worker_pids
+from tests.harness.processes import serve_two_workers, wait_healthy, worker_pids
 from tests.harness.redis_process import RedisProcess, free_port
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -132,11 +132,7 @@ async def test_clients_faults_and_duplicates_leave_nothing_leaked_doubled_or_sil
     config_path = tmp_path / "appsettings.json"
     config_path.write_text(json.dumps(config))
     log_path = tmp_path / "gateway.log"
-    with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "--log-level", "warning", "serve", "--config", str(config_path),
-             "--host", "127.0.0.1", "--port", str(gw_port), "--processes", "2"],
-            stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = serve_two_workers(config_path, gw_port, log_path)
     http = AsyncHTTPClient(force_instance=True, max_clients=64)
     base = f"http://127.0.0.1:{gw_port}"
     store = aioredis.Redis.from_url(redis_proc.url)

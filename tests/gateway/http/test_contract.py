@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
 import ujson
 
 from gateway.queue.events import SessionFailed, SessionReady
@@ -19,24 +18,9 @@ from tests.harness.stack import (
     body_of,
     conversation_id_of,
     session_body,
-    start_stack,
 )
 
 TIMEOUT = 10
-
-
-@pytest.fixture
-async def stack_factory(store_client):
-    stacks = []
-
-    async def make(**kwargs):
-        stack = await start_stack(store_client, **kwargs)
-        stacks.append(stack)
-        return stack
-
-    yield make
-    for stack in stacks:
-        await stack.close()
 
 
 async def test_200_parallel_requests_admit_exactly_the_cap_and_queue_the_rest_in_order(stack_factory):

@@ -12,7 +12,7 @@ import pytest
 
 from gateway.model.departures import Departure, departure_message
 from gateway.queue.events import SessionFailed, SessionReady
-from tests.harness.stack import base_config, body_of, conversation_id_of, start_stack
+from tests.harness.stack import base_config, body_of, conversation_id_of, queued_request, start_stack
 
 TIMEOUT = 10
 ALLOWED = "https://shop.example"  # in base_config's AllowedOrigins
@@ -27,20 +27,14 @@ async def stack(store_client):
     await stack.close()
 
 
-async def _queued(stack) -> str:
-    response = await stack.request_session()
-    assert response.code == 202, response.body
-    return body_of(response)["uniqueRequestId"]
-
-
 async def _status(stack, request_id: str) -> dict:
     return body_of(await stack.call("GET", f"/api/session/status/{request_id}"))
 
 
 async def test_a_waiting_request_leaves_and_the_one_behind_takes_its_turn(stack):
     first = body_of(await stack.request_session())
-    leaving = await _queued(stack)
-    behind = await _queued(stack)
+    leaving = await queued_request(stack)
+    behind = await queued_request(stack)
     assert (await _status(stack, behind))["queuePosition"] == 2
 
     # What sendBeacon sends: a POST, possibly with a text body, which the route ignores.
@@ -61,7 +55,7 @@ async def test_a_waiting_request_leaves_and_the_one_behind_takes_its_turn(stack)
 
 async def test_the_delete_form_leaves_too_and_ids_match_in_any_case(stack):
     assert (await stack.request_session()).code == 200
-    leaving = await _queued(stack)
+    leaving = await queued_request(stack)
     response = await stack.call("DELETE", f"/api/session/request/{leaving.upper()}")
     assert response.code == 204
     assert (await stack.gateway.store.counts())["queued"] == 0
@@ -78,7 +72,7 @@ async def test_unknown_and_overlong_ids_are_404(stack):
 
 async def test_each_path_takes_only_its_own_method(stack):
     assert (await stack.request_session()).code == 200
-    waiting = await _queued(stack)
+    waiting = await queued_request(stack)
     assert (await stack.call("DELETE", f"/api/session/leave/{waiting}")).code == 405
     assert (await stack.call("POST", f"/api/session/request/{waiting}")).code == 405
     assert (await stack.call("GET", f"/api/session/leave/{waiting}")).code == 405
@@ -87,9 +81,9 @@ async def test_each_path_takes_only_its_own_method(stack):
 
 async def test_a_request_that_is_no_longer_waiting_is_409_and_nothing_changes(stack):
     first = body_of(await stack.request_session())
-    failing = await _queued(stack)
-    served = await _queued(stack)
-    gone = await _queued(stack)
+    failing = await queued_request(stack)
+    served = await queued_request(stack)
+    gone = await queued_request(stack)
 
     assert (await stack.call("POST", f"/api/session/leave/{gone}")).code == 204
     again = await stack.call("POST", f"/api/session/leave/{gone}")
@@ -128,7 +122,7 @@ async def test_cors_as_for_the_other_session_routes(stack):
         "Origin": "https://evil.example", "Access-Control-Request-Method": "DELETE"})
     assert "Access-Control-Allow-Origin" not in other.headers
 
-    leaving = await _queued(stack)
+    leaving = await queued_request(stack)
     allowed = await stack.call("POST", f"/api/session/leave/{leaving}", headers={"Origin": ALLOWED})
     assert allowed.code == 204
     assert allowed.headers["Access-Control-Allow-Origin"] == ALLOWED
@@ -139,7 +133,7 @@ async def test_cors_as_for_the_other_session_routes(stack):
 
     # A page on another origin is refused outright (a beacon is sent whatever CORS says), and the
     # request keeps its place.
-    stranger = await _queued(stack)
+    stranger = await queued_request(stack)
     denied = await stack.call("POST", f"/api/session/leave/{stranger}", headers={"Origin": "https://evil.example"})
     assert (denied.code, body_of(denied)) == (403, {"message": "Origin not allowed."})
     assert "Access-Control-Allow-Origin" not in denied.headers

@@ -13,7 +13,7 @@ import ujson
 
 from tests.harness.edge_client import exchange
 from gateway.redis.client import open_redis
-from tests.harness.stack import WEBHOOK_TOKEN, base_config, body_of, session_body, start_stack
+from tests.harness.stack import WEBHOOK_TOKEN, base_config, body_of, queued_request, session_body, start_stack
 
 ALLOWED = "https://shop.example"  # in base_config's AllowedOrigins
 FOREIGN = "https://evil.example"
@@ -34,12 +34,6 @@ def answer(response):
     return response.code, body_of(response)
 
 
-async def _queued(stack, **headers) -> str:
-    response = await stack.request_session(headers=headers or None)
-    assert response.code == 202, response.body
-    return ujson.loads(response.body)["uniqueRequestId"]
-
-
 async def test_a_page_on_a_foreign_origin_can_neither_queue_nor_leave_nor_negotiate(stack):
     for origin in (FOREIGN, "null", "https://shop.example.evil.example"):
         assert answer(await stack.request_session(headers={"Origin": origin})) == REFUSED
@@ -48,7 +42,7 @@ async def test_a_page_on_a_foreign_origin_can_neither_queue_nor_leave_nor_negoti
         assert "Access-Control-Allow-Origin" not in negotiate.headers
     assert (await stack.gateway.store.counts())["queued"] == 0
 
-    waiting = await _queued(stack)
+    waiting = await queued_request(stack)
     for method, path in (("POST", f"/api/session/leave/{waiting}"), ("DELETE", f"/api/session/request/{waiting}")):
         assert answer(await stack.call(method, path, headers={"Origin": FOREIGN})) == REFUSED
     status = await stack.call("GET", f"/api/session/status/{waiting}")
@@ -59,19 +53,19 @@ async def test_apps_without_an_origin_and_allowed_pages_are_unchanged(stack):
     assert (await stack.call("POST", NEGOTIATE, raw=b"")).code == 200
     allowed = await stack.call("POST", NEGOTIATE, raw=b"", headers={"Origin": ALLOWED})
     assert allowed.code == 200 and allowed.headers["Access-Control-Allow-Origin"] == ALLOWED
-    from_app = await _queued(stack)
-    from_page = await _queued(stack, Origin=ALLOWED.upper())  # origins compare case-insensitively
+    from_app = await queued_request(stack)
+    from_page = await queued_request(stack, Origin=ALLOWED.upper())  # origins compare case-insensitively
     assert (await stack.call("DELETE", f"/api/session/request/{from_app}")).code == 204
     assert (await stack.call("DELETE", f"/api/session/request/{from_page}", headers={"Origin": ALLOWED})).code == 204
 
 
 async def test_the_widgets_beacon_leave_still_works_from_an_allowed_origin(stack):
     # navigator.sendBeacon(url) sends no body and no content type; with a string it sends text/plain.
-    bare = await _queued(stack)
+    bare = await queued_request(stack)
     raw = (f"POST /api/session/leave/{bare} HTTP/1.1\r\nHost: g\r\nOrigin: {ALLOWED}\r\nContent-Length: 0\r\n"
            "Connection: close\r\n\r\n").encode()
     assert (await exchange(stack.gateway.port, raw)).status == 204
-    text = await _queued(stack)
+    text = await queued_request(stack)
     response = await stack.call("POST", f"/api/session/leave/{text}", raw=b"bye",
                                 headers={"Origin": ALLOWED, "Content-Type": "text/plain;charset=UTF-8"})
     assert response.code == 204

@@ -15,7 +15,6 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.harness.fake_clock import FakeClock
-from tests.harness.redis_process import RedisProcess
 
 from gateway.live.abandonment import AbandonmentReaper
 from gateway.live.presence import Absence
@@ -224,16 +223,11 @@ def test_presence_script_headers_match_their_code() -> None:
 
 
 @pytest.fixture
-async def own_redis():
+async def own_redis(redis_proc):
     """A server of its own, so the command counts below are this test's alone."""
-    server = RedisProcess()
-    server.start()
-    client = aioredis.Redis.from_url(server.url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
-        server.close()
+    client = aioredis.Redis.from_url(redis_proc.url)
+    yield client
+    await client.aclose()
 
 
 async def _commands_run(client: aioredis.Redis, action: Callable[[], Awaitable[None]]) -> dict[str, int]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from tornado.netutil import bind_sockets
 from simulator.app import PlatformSimulator, make_simulator_app
 from tests.harness.stack import API_TOKEN, WEBHOOK_TOKEN, base_config, conversation_id_of, session_body, start_hub_stack
 from tests.harness.redis_process import free_port
-from tests.harness.processes import wait_healthy
+from tests.harness.processes import serve_two_workers, wait_healthy
 from tests.harness.session_hub import FAST, TIMEOUT, HubClient
 
 pytestmark = pytest.mark.redis
@@ -88,11 +87,7 @@ async def test_serve_processes_two_workers(redis_url: str, tmp_path: Path) -> No
     config_path = tmp_path / "appsettings.json"
     _write_config(config_path, redis_url=redis_url, sim_port=sim_sockets[0].getsockname()[1])
     log_path = tmp_path / "gateway.log"
-    with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "--log-level", "warning", "serve", "--config", str(config_path),
-             "--host", "127.0.0.1", "--port", str(gw_port), "--processes", "2"],
-            stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = serve_two_workers(config_path, gw_port, log_path)
     http = AsyncHTTPClient(force_instance=True)
     base = f"http://127.0.0.1:{gw_port}"
     clients: list[HubClient] = []

@@ -70,19 +70,15 @@ async def pending_and_active(stack) -> tuple[int, int]:
 
 
 @pytest.fixture
-async def make_stack(store_client):
-    stacks = []
+def make_stack(stack_factory):
+    """A stack with a cap of 1 and these ``Concurrency`` settings."""
 
     async def make(**concurrency):
         config = base_config(cap=1)
         config["Concurrency"].update(concurrency)
-        stack = await start_stack(store_client, config=config)
-        stacks.append(stack)
-        return stack
+        return await stack_factory(config=config)
 
-    yield make
-    for stack in stacks:
-        await stack.close()
+    return make
 
 
 async def test_a_4xx_fails_the_entry_at_once_and_the_next_client_is_served(make_stack):

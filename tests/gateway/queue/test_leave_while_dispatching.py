@@ -8,8 +8,7 @@ import asyncio
 import pytest
 import ujson
 
-from tests.harness.stack import base_config, conversation_id_of, start_stack
-from ratelimit import Policy, Rule
+from tests.harness.stack import base_config, concurrent_units_used, conversation_id_of, start_stack
 
 
 @pytest.fixture
@@ -19,11 +18,6 @@ async def stack(store_client):
     made = await start_stack(store_client, config=config)
     yield made
     await made.close()
-
-
-async def _concurrent_used(stack) -> int:
-    rule = Rule(policy=Policy.CONCURRENT, subject="client:ip:127.0.0.1", limit=1)
-    return await stack.gateway.redis.zcard(stack.gateway.protection._limiter.key_for(rule))
 
 
 async def test_leaving_while_the_session_is_being_created_keeps_the_unit_until_the_webhook(stack):
@@ -46,13 +40,13 @@ async def test_leaving_while_the_session_is_being_created_keeps_the_unit_until_t
 
     try:
         assert await stack.gateway.service.leave(request_id) is True
-        assert await _concurrent_used(stack) == 1  # still held: its session is on the way
+        assert await concurrent_units_used(stack) == 1  # still held: its session is on the way
     finally:
         gate.set()  # let the dispatch finish either way, so the stack can stop
     event = await asyncio.wait_for(ready, 10)
-    assert await _concurrent_used(stack) == 1  # the session counts
+    assert await concurrent_units_used(stack) == 1  # the session counts
     assert (await stack.end(conversation_id_of(event.web_socket_url))).code == 200
-    assert await _concurrent_used(stack) == 0  # and its webhook gives the unit back
+    assert await concurrent_units_used(stack) == 0  # and its webhook gives the unit back
 
 
 async def test_leaving_while_the_platform_turns_the_session_down_for_concurrency_gives_the_unit_back(stack):
@@ -75,9 +69,9 @@ async def test_leaving_while_the_platform_turns_the_session_down_for_concurrency
     await asyncio.wait_for(calling.wait(), 10)
     try:
         assert await stack.gateway.service.leave(waiting["uniqueRequestId"]) is True
-        assert await _concurrent_used(stack) == 1  # kept for the session it might still get
+        assert await concurrent_units_used(stack) == 1  # kept for the session it might still get
         await stack.sim_call("POST", "/_sim/fail", {"count": 1, "mode": "concurrency"})
     finally:
         gate.set()
     await asyncio.wait_for(requeued, 10)  # the platform said no; the request had left, so it is not requeued
-    assert await _concurrent_used(stack) == 0
+    assert await concurrent_units_used(stack) == 0

@@ -20,7 +20,6 @@ from gateway.model.entry import QueueEntry
 from gateway.model.request import SessionRequest
 from tests.harness.stack import base_config, session_body, start_stack
 from ratelimit import Policy, Rule
-from tests.harness.redis_process import RedisProcess
 
 QUEUE_ONLY = Caps(global_cap=0)
 ROOM = Caps(global_cap=10)
@@ -173,15 +172,11 @@ async def test_an_activation_does_not_bring_back_a_released_unit(parts_for):
 
 
 @pytest.fixture
-async def private_redis():
-    server = RedisProcess()
-    server.start()
-    client = aioredis.Redis.from_url(server.url)
-    try:
-        yield client, server.url
-    finally:
-        await client.aclose()
-        server.close()
+async def private_redis(redis_proc):
+    """A server of its own, so the round trips counted below are this test's alone."""
+    client = aioredis.Redis.from_url(redis_proc.url)
+    yield client, redis_proc.url
+    await client.aclose()
 
 
 ALL_LIMITS = {"RateLimitHourly": 100, "RateLimitDaily": 100, "RateLimitConcurrency": 100,

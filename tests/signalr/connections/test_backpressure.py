@@ -8,15 +8,13 @@ which must keep receiving every message while the stalled one backs up.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import socket
 import struct
 from typing import Any
 
-from tests.harness.signalr_server import RS, TIMEOUT, JsonWs, RawSse, Tracked, running
-
+from tests.harness.signalr_server import RS, TIMEOUT, JsonWs, RawSse, Tracked, raw_websocket, read_ws_frame, running
 
 LIMIT = 64 * 1024
 PAYLOAD = "x" * 200_000
@@ -39,16 +37,7 @@ class StalledWebSocket:
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
         # A small stream limit: asyncio stops pulling from the socket once 2 KiB sit unread.
-        reader, writer = await asyncio.open_connection(sock=sock, limit=1024)
-        key = base64.b64encode(os.urandom(16)).decode()
-        writer.write(
-            (
-                f"GET /chat?id={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
-        assert head.startswith(b"HTTP/1.1 101"), head
+        reader, writer = await raw_websocket(sock, port, token, limit=1024)
         client = cls(reader, writer)
         client.send_text(b'{"protocol":"json","version":1}' + RS.encode())
         return client
@@ -63,14 +52,8 @@ class StalledWebSocket:
         """Read what the server queued; returns (data frames seen, close code)."""
         seen = 0
         while True:
-            first, second = await asyncio.wait_for(self.reader.readexactly(2), TIMEOUT)
-            length = second & 0x7F
-            if length == 126:
-                (length,) = struct.unpack("!H", await self.reader.readexactly(2))
-            elif length == 127:
-                (length,) = struct.unpack("!Q", await self.reader.readexactly(8))
-            payload = await asyncio.wait_for(self.reader.readexactly(length), TIMEOUT)
-            if first & 0x0F == 0x8:
+            opcode, payload = await read_ws_frame(self.reader)
+            if opcode == 0x8:
                 return seen, struct.unpack("!H", payload[:2])[0]
             seen += 1
 
@@ -79,10 +62,6 @@ class StalledWebSocket:
 
     def close(self) -> None:
         self.writer.close()
-
-
-async def _token(h: Any) -> str:
-    return str((await h.negotiate())["connectionToken"])
 
 
 async def _broadcast_until_gone(h: Any, healthy: JsonWs, stalled_id: str) -> int:
@@ -103,7 +82,7 @@ async def test_a_websocket_client_that_stops_reading_is_closed_with_1008() -> No
     async with running(Tracked, maximum_send_buffer_size=LIMIT) as h:
         healthy = await JsonWs.connect(h)
         healthy_id = await asyncio.wait_for(Tracked.connected.get(), TIMEOUT)
-        stalled = await StalledWebSocket.open(h.port, await _token(h))
+        stalled = await StalledWebSocket.open(h.port, await h.token())
         stalled_id = await asyncio.wait_for(Tracked.connected.get(), TIMEOUT)
 
         rounds = await _broadcast_until_gone(h, healthy, stalled_id)
@@ -141,7 +120,7 @@ async def test_a_write_that_makes_no_progress_aborts_the_connection() -> None:
     async with running(Tracked, maximum_send_buffer_size=1 << 30, transport_send_timeout=timeout) as h:
         healthy = await JsonWs.connect(h)
         healthy_id = await asyncio.wait_for(Tracked.connected.get(), TIMEOUT)
-        stalled = await StalledWebSocket.open(h.port, await _token(h))
+        stalled = await StalledWebSocket.open(h.port, await h.token())
         stalled_id = await asyncio.wait_for(Tracked.connected.get(), TIMEOUT)
         loop = asyncio.get_running_loop()
 
@@ -168,7 +147,7 @@ async def test_an_event_stream_client_that_stops_reading_gets_a_close_message_wi
     async with running(Tracked, maximum_send_buffer_size=LIMIT) as h:
         healthy = await JsonWs.connect(h)
         await asyncio.wait_for(Tracked.connected.get(), TIMEOUT)
-        token = await _token(h)
+        token = await h.token()
         stalled = await RawSse.open(h, f"?id={token}")
         assert stalled.status == 200
         response = await h.fetch(f"?id={token}", method="POST", body='{"protocol":"json","version":1}' + RS)

@@ -9,7 +9,6 @@ announced larger than they are) and to stop reading.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import socket
@@ -18,7 +17,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from tests.harness.signalr_server import RS, TIMEOUT, Harness, JsonWs, running, wait_until
+from tests.harness.signalr_server import RS, TIMEOUT, Harness, JsonWs, raw_websocket, read_ws_frame, running, wait_until
 from tornado.util import _websocket_mask
 
 from signalr import Hub, HubOptions
@@ -103,16 +102,7 @@ class RawWebSocket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32 * 1024)
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-        reader, writer = await asyncio.open_connection(sock=sock)
-        key = base64.b64encode(os.urandom(16)).decode()
-        writer.write(
-            (
-                f"GET /chat?id={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
-        assert head.startswith(b"HTTP/1.1 101"), head
+        reader, writer = await raw_websocket(sock, port, token)
         client = cls(reader, writer)
         if not reads:
             writer.transport.pause_reading()  # type: ignore[attr-defined]
@@ -141,13 +131,7 @@ class RawWebSocket:
             self.sent += len(payload)
 
     async def read_frame(self) -> tuple[int, bytes]:
-        first, second = await asyncio.wait_for(self.reader.readexactly(2), TIMEOUT)
-        length = second & 0x7F
-        if length == 126:
-            (length,) = struct.unpack("!H", await self.reader.readexactly(2))
-        elif length == 127:
-            (length,) = struct.unpack("!Q", await self.reader.readexactly(8))
-        return first & 0x0F, await asyncio.wait_for(self.reader.readexactly(length), TIMEOUT)
+        return await read_ws_frame(self.reader)
 
     async def read_text(self) -> bytes:
         opcode, payload = await self.read_frame()
@@ -164,10 +148,6 @@ class RawWebSocket:
     def abort(self) -> None:
         """Drop the socket; unread bytes make the kernel send a reset instead of a FIN."""
         self.writer.transport.abort()
-
-
-async def _token(h: Harness) -> str:
-    return str((await h.negotiate())["connectionToken"])
 
 
 async def _first_blocked(n: int = 0) -> None:
@@ -193,7 +173,7 @@ def test_the_limits_default_to_aspnet_core_signalr_s() -> None:
 async def test_a_flood_behind_a_running_invocation_is_left_in_the_socket() -> None:
     Work.reset()
     async with running(Work) as h:
-        client = await RawWebSocket.open(h.port, await _token(h))
+        client = await RawWebSocket.open(h.port, await h.token())
         client.send(invocation("Block", 0, invocation_id="b"))
         await _first_blocked()
 
@@ -250,7 +230,7 @@ def _largest_messages(*numbers: int) -> bytes:
 async def test_a_long_polling_send_that_fills_the_inbox_waits_until_the_hub_took_it() -> None:
     Work.reset()
     async with running(Work) as h:
-        token = await _token(h)
+        token = await h.token()
         assert (await h.fetch(f"?id={token}")).code == 200
         assert (await h.fetch(f"?id={token}", method="POST", body=HANDSHAKE)).code == 200
         assert (await h.fetch(f"?id={token}", method="POST", body=invocation("Block", 0, invocation_id="b"))).code == 200
@@ -274,7 +254,7 @@ async def test_a_long_polling_send_that_fills_the_inbox_waits_until_the_hub_took
 async def test_a_frame_larger_than_the_limit_is_refused_with_1009_before_it_arrives() -> None:
     Work.reset()
     async with running(Work) as h:
-        client = await RawWebSocket.open(h.port, await _token(h))
+        client = await RawWebSocket.open(h.port, await h.token())
         announced = 10_000_000
         # Only the header and the first 128 KiB: the server must not wait for the rest.
         client.writer.write(RawWebSocket.header(announced) + os.urandom(4) + b"x" * (128 * 1024))
@@ -288,7 +268,7 @@ async def test_frames_up_to_the_transport_buffer_pass_and_one_byte_more_is_refus
     Work.reset()
     limit = HubOptions().transport_max_buffer_size
     async with running(Work) as h:
-        client = await RawWebSocket.open(h.port, await _token(h))
+        client = await RawWebSocket.open(h.port, await h.token())
         # Many small messages in one frame (the JS client batches sends made while one is in flight).
         batch = count_frames(10_000, per_frame=10_000)[0][: limit - 200]
         batch = batch[: batch.rindex(RS.encode()) + 1]
@@ -306,7 +286,7 @@ async def test_frames_up_to_the_transport_buffer_pass_and_one_byte_more_is_refus
 async def test_a_larger_maximum_message_size_raises_the_frame_limit() -> None:
     Work.reset()
     async with running(Work, maximum_receive_message_size=256 * 1024) as h:
-        client = await RawWebSocket.open(h.port, await _token(h))
+        client = await RawWebSocket.open(h.port, await h.token())
         client.send(invocation("Count", 1, "q" * 200_000, invocation_id="big"))
         assert await client.messages() == [{"type": 3, "invocationId": "big", "result": 1}]
         client.abort()
@@ -328,7 +308,7 @@ async def _raw_post(h: Harness, token: str, head: str, body: bytes) -> tuple[byt
 async def test_a_post_announcing_a_body_over_the_limit_gets_413_before_the_body_is_read() -> None:
     Work.reset()
     async with running(Work) as h:
-        token = await _token(h)
+        token = await h.token()
         assert (await h.fetch(f"?id={token}")).code == 200
         assert (await h.fetch(f"?id={token}", method="POST", body=HANDSHAKE)).code == 200
         # Only the headers: the server must answer without waiting for the 10 MB it was promised.
@@ -343,7 +323,7 @@ async def test_a_post_announcing_a_body_over_the_limit_gets_413_before_the_body_
 async def test_a_chunked_post_over_the_limit_gets_413() -> None:
     Work.reset()
     async with running(Work) as h:
-        token = await _token(h)
+        token = await h.token()
         assert (await h.fetch(f"?id={token}")).code == 200
         chunk = b"x" * 40_000
         # Two chunks and no last-chunk marker: the server must not wait for the end of the body.
@@ -357,7 +337,7 @@ async def test_a_post_at_the_limit_is_accepted() -> None:
     Work.reset()
     limit = HubOptions().transport_max_buffer_size
     async with running(Work) as h:
-        token = await _token(h)
+        token = await h.token()
         assert (await h.fetch(f"?id={token}")).code == 200
         assert (await h.fetch(f"?id={token}", method="POST", body=HANDSHAKE)).code == 200
         # Two messages of the largest size, exactly the limit in all.
@@ -373,7 +353,7 @@ async def test_a_post_at_the_limit_is_accepted() -> None:
 async def test_a_client_that_leaves_mid_flood_has_its_running_call_cancelled_and_the_rest_dropped() -> None:
     Work.reset()
     async with running(Work) as h:
-        client = await RawWebSocket.open(h.port, await _token(h), reads=False)
+        client = await RawWebSocket.open(h.port, await h.token(), reads=False)
         client.send(invocation("Block", 0, invocation_id="b"))
         await _first_blocked()
         flood = asyncio.ensure_future(client.send_all(count_frames(30_000)))

@@ -25,12 +25,6 @@ TRANSPORT_CLASSES = {"ws": "WebSocketTransport", "sse": "ServerSentEventsTranspo
 
 
 @pytest.fixture(scope="module")
-def example() -> Iterator[ExampleServer]:
-    with ExampleServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def scenarios(example: ExampleServer) -> dict[str, Any]:
     return run_node("scenarios.mjs", "--url", example.url, "--combos", ",".join(COMBOS))
 

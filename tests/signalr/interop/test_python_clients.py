@@ -31,12 +31,6 @@ FAIL_TEXT = "An unexpected error occurred invoking 'Fail' on the server. HubExce
 ECHO_VALUE = {"text": "h\u00e9llo", "list": [1, 2.5, None, True]}
 
 
-@pytest.fixture(scope="module")
-def example() -> Iterator[ExampleServer]:
-    with ExampleServer() as server:
-        yield server
-
-
 # -- signalrcore (threads and callbacks) ----------------------------------------------------------
 
 FULL_COMBOS = [("web_sockets", "json"), ("server_sent_events", "json"), ("web_sockets", "msgpack")]
