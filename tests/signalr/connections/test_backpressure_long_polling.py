@@ -70,7 +70,7 @@ async def test_a_client_that_stops_polling_gets_a_close_message_with_an_error_th
         closing = await _poll(h, token)
         assert closing.code == 200
         assert parse(closing.body) == [CLOSE_WITH_ERROR]
-        # Then the usual end of a long-polling connection (checklist row 38).
+        # Then the usual end of a long-polling connection: 204, then 404.
         assert (await _poll(h, token)).code == 204
         assert (await _poll(h, token)).code == 404
 

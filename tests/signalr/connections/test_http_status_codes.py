@@ -1,4 +1,5 @@
-"""The status-code rules of reference §1, one test per rule, each naming its §18 checklist row."""
+"""The status codes of the hub's HTTP endpoints (negotiate, WebSockets, SSE, long polling, POST, DELETE):
+one test per rule, with the exact bodies ASP.NET Core SignalR answers where clients read them."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from tests.harness.signalr_server import JsonWs, RawSse, running
 from signalr.options import HttpTransportType
 
 
-async def test_row5_negotiate_other_methods_405() -> None:
+async def test_negotiate_answers_other_methods_with_405() -> None:
     async with running() as h:
         for method in ("GET", "PUT", "DELETE", "PATCH"):
             kwargs = {"body": b""} if method in ("PUT", "PATCH") else {}
@@ -22,14 +23,14 @@ async def test_hub_other_methods_405() -> None:
         assert (await h.fetch("?id=x", method="PATCH", body=b"")).code == 405
 
 
-async def test_row16_websocket_unknown_id_404_before_upgrade() -> None:
+async def test_a_websocket_for_an_unknown_id_is_404_before_the_upgrade() -> None:
     async with running() as h:
         with pytest.raises(tornado.httpclient.HTTPClientError) as caught:
             await h.websocket("?id=unknown")
         assert caught.value.code == 404
 
 
-async def test_row18_websocket_already_active_409_and_row19_other_transport_400() -> None:
+async def test_a_second_websocket_is_409_and_a_poll_on_a_websocket_connection_400() -> None:
     async with running() as h:
         token = (await h.negotiate())["connectionToken"]
         client = await JsonWs.connect(h, f"?id={token}")
@@ -41,7 +42,7 @@ async def test_row18_websocket_already_active_409_and_row19_other_transport_400(
         client.close()
 
 
-async def test_row19_websocket_after_long_polling_400() -> None:
+async def test_a_websocket_after_long_polling_is_400() -> None:
     async with running() as h:
         token = (await h.negotiate())["connectionToken"]
         assert (await h.fetch(f"?id={token}")).code == 200
@@ -50,7 +51,7 @@ async def test_row19_websocket_after_long_polling_400() -> None:
         assert caught.value.code == 400
 
 
-async def test_row25_post_and_delete_on_websocket_connection() -> None:
+async def test_post_is_405_and_delete_400_on_a_websocket_connection() -> None:
     async with running() as h:
         token = (await h.negotiate())["connectionToken"]
         client = await JsonWs.connect(h, f"?id={token}")
@@ -63,7 +64,7 @@ async def test_row25_post_and_delete_on_websocket_connection() -> None:
 
 
 @pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])
-async def test_rows30_33_missing_id_400_unknown_id_404(method: str) -> None:
+async def test_a_missing_id_is_400_and_an_unknown_id_404(method: str) -> None:
     async with running() as h:
         kwargs = {"body": b"x"} if method == "POST" else {}
         missing = await h.fetch("", method=method, **kwargs)
@@ -72,7 +73,7 @@ async def test_rows30_33_missing_id_400_unknown_id_404(method: str) -> None:
         assert unknown.code == 404 and unknown.body == b"No Connection with that ID"
 
 
-async def test_row30_sse_missing_and_unknown_id() -> None:
+async def test_an_sse_stream_without_an_id_is_400_and_with_an_unknown_id_404() -> None:
     async with running() as h:
         for query, status in (("", 400), ("?id=nope", 404)):
             sse = await RawSse.open(h, query)
@@ -80,7 +81,7 @@ async def test_row30_sse_missing_and_unknown_id() -> None:
             await sse.close()
 
 
-async def test_row29_sse_second_stream_409() -> None:
+async def test_a_second_sse_stream_is_409() -> None:
     async with running() as h:
         token = (await h.negotiate())["connectionToken"]
         first = await RawSse.open(h, f"?id={token}")
@@ -90,7 +91,7 @@ async def test_row29_sse_second_stream_409() -> None:
         await first.close()
 
 
-async def test_row40_delete_non_long_polling_400_and_long_polling_202() -> None:
+async def test_delete_is_400_for_sse_and_202_for_long_polling() -> None:
     async with running() as h:
         token = (await h.negotiate())["connectionToken"]
         sse = await RawSse.open(h, f"?id={token}")
@@ -102,7 +103,7 @@ async def test_row40_delete_non_long_polling_400_and_long_polling_202() -> None:
         assert (await h.fetch(f"?id={token}")).code == 404
 
 
-async def test_row8_disabled_transports_answer_404() -> None:
+async def test_disabled_transports_answer_404() -> None:
     async with running(transports=(HttpTransportType.LONG_POLLING,)) as h:
         token = (await h.negotiate())["connectionToken"]
         with pytest.raises(tornado.httpclient.HTTPClientError) as caught:
@@ -119,7 +120,7 @@ async def test_row8_disabled_transports_answer_404() -> None:
         assert (await h.fetch(f"?id={token}")).code == 404
 
 
-async def test_row13_access_token_from_query_or_header() -> None:
+async def test_the_access_token_comes_from_the_query_or_the_authorization_header() -> None:
     seen: list[str | None] = []
 
     def user_provider(request) -> str | None:  # type: ignore[no-untyped-def]

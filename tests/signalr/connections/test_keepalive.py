@@ -1,4 +1,4 @@
-"""Keep-alive, client timeout, handshake timeout and reaping (checklist rows 14, 46, 81-84).
+"""Keep-alive, client timeout, handshake timeout and reaping.
 
 Heartbeat-driven behaviour is tested twice: with a fake clock against ``ConnectionManager.scan``
 (deterministic arithmetic) and end-to-end with short intervals on a real server.
@@ -23,7 +23,7 @@ class FakeClock:
         return self.now
 
 
-def test_row14_scan_reaps_only_connections_inactive_past_timeout() -> None:
+def test_scan_reaps_only_connections_inactive_past_the_timeout() -> None:
     clock = FakeClock()
     manager = ConnectionManager(disconnect_timeout=15, clock=clock)
     idle = manager.create(negotiate_version=1, stateful_reconnect=False)
@@ -57,7 +57,7 @@ def test_scan_survives_a_failing_tick() -> None:
     assert seen == [clock.now]
 
 
-async def test_row14_negotiated_but_never_connected_is_reaped_then_404() -> None:
+async def test_a_negotiated_but_never_connected_connection_is_reaped_then_404() -> None:
     clock = FakeClock()
     async with running(clock=clock, heartbeat_interval=3600) as h:
         token = (await h.negotiate())["connectionToken"]
@@ -70,7 +70,7 @@ async def test_row14_negotiated_but_never_connected_is_reaped_then_404() -> None
         assert (await h.fetch(f"?id={token2}")).code == 404
 
 
-async def test_row81_idle_connection_gets_pings() -> None:
+async def test_an_idle_connection_gets_pings() -> None:
     async with running(keep_alive_interval=0.1, heartbeat_interval=0.02) as h:
         c = await JsonWs.connect(h)
         assert await c.next(timeout=2) == {"type": 6}
@@ -78,7 +78,7 @@ async def test_row81_idle_connection_gets_pings() -> None:
         c.close()
 
 
-async def test_row82_client_timeout_after_first_ping() -> None:
+async def test_client_timeout_after_the_first_ping() -> None:
     async with running(client_timeout_interval=0.3, heartbeat_interval=0.02, keep_alive_interval=10) as h:
         c = await JsonWs.connect(h)
         await c.send({"type": 6})
@@ -90,7 +90,7 @@ async def test_row82_client_timeout_after_first_ping() -> None:
         assert await c.closed() == []
 
 
-async def test_row83_a_client_that_never_pings_is_timed_out_too() -> None:
+async def test_a_client_that_never_pings_is_timed_out_too() -> None:
     # Unlike ASP.NET, whose clock starts at the first Ping, ours runs from the handshake on (issue 11):
     # a connection that sends nothing at all must not hold its resources for ever.
     async with running(client_timeout_interval=0.3, heartbeat_interval=0.02, keep_alive_interval=0.05) as h:
@@ -106,7 +106,7 @@ class SlowHub(ChatHub):
         return "done"
 
 
-async def test_row84_no_client_timeout_while_a_method_runs() -> None:
+async def test_no_client_timeout_while_a_method_runs() -> None:
     async with running(SlowHub, client_timeout_interval=0.2, heartbeat_interval=0.02, keep_alive_interval=10) as h:
         c = await JsonWs.connect(h)
         await c.send({"type": 6})
@@ -116,7 +116,7 @@ async def test_row84_no_client_timeout_while_a_method_runs() -> None:
         c.close()
 
 
-async def test_row46_handshake_timeout_on_long_polling() -> None:
+async def test_handshake_timeout_on_long_polling() -> None:
     async with running(handshake_timeout=0.2) as h:
         token = (await h.negotiate())["connectionToken"]
         assert (await h.fetch(f"?id={token}")).code == 200

@@ -1,4 +1,4 @@
-"""Long Polling transport with POST sends and DELETE (checklist rows 34-41)."""
+"""Long Polling transport with POST sends and DELETE."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ HANDSHAKE = ('{"protocol":"json","version":1}' + RS).encode()
 async def _start(h) -> str:  # type: ignore[no-untyped-def]
     token = (await h.negotiate())["connectionToken"]
     first = await h.fetch(f"?id={token}&_=1")
-    # Row 34: the first poll answers at once with an empty 200 and no-cache headers.
+    # The first poll answers at once with an empty 200 and no-cache headers.
     assert first.code == 200 and first.body == b""
     assert first.headers["Content-Length"] == "0"
     assert first.headers["Content-Type"] == "application/octet-stream"
@@ -24,7 +24,7 @@ async def _start(h) -> str:  # type: ignore[no-untyped-def]
     return token
 
 
-async def test_rows34_35_handshake_and_buffered_messages_in_one_poll() -> None:
+async def test_the_handshake_then_buffered_messages_in_one_poll() -> None:
     async with running() as h:
         token = await _start(h)
         poll = await h.fetch(f"?id={token}")
@@ -39,7 +39,7 @@ async def test_rows34_35_handshake_and_buffered_messages_in_one_poll() -> None:
         assert [m["result"] for m in received] == [0, 1, 2]
 
 
-async def test_row36_idle_poll_returns_empty_200() -> None:
+async def test_an_idle_poll_returns_an_empty_200() -> None:
     async with running(long_poll_timeout=0.2) as h:
         token = await _start(h)
         assert (await h.fetch(f"?id={token}")).body == b"{}" + RS.encode()
@@ -47,7 +47,7 @@ async def test_row36_idle_poll_returns_empty_200() -> None:
         assert idle.code == 200 and idle.body == b""
 
 
-async def test_row37_newer_poll_supersedes_outstanding_one() -> None:
+async def test_a_newer_poll_supersedes_the_outstanding_one() -> None:
     async with running() as h:
         token = await _start(h)
         assert (await h.fetch(f"?id={token}")).code == 200  # handshake response
@@ -64,7 +64,7 @@ async def test_row37_newer_poll_supersedes_outstanding_one() -> None:
         assert parse((await new).body) == [{"type": 3, "invocationId": "x", "result": 1}]
 
 
-async def test_row38_server_close_gives_204_then_404() -> None:
+async def test_a_server_close_gives_204_then_404() -> None:
     async with running() as h:
         token = await _start(h)
         await h.fetch(f"?id={token}")
@@ -75,7 +75,7 @@ async def test_row38_server_close_gives_204_then_404() -> None:
         assert (await h.fetch(f"?id={token}")).code == 404
 
 
-async def test_row40_delete_is_202_and_ends_outstanding_poll() -> None:
+async def test_delete_is_202_and_ends_the_outstanding_poll() -> None:
     disconnected = asyncio.Event()
 
     class Hub(ChatHub):
@@ -96,7 +96,7 @@ async def test_row40_delete_is_202_and_ends_outstanding_poll() -> None:
         assert (await h.fetch("", method="DELETE")).code == 400
 
 
-async def test_row39_client_that_stops_polling_is_reaped() -> None:
+async def test_a_client_that_stops_polling_is_reaped() -> None:
     disconnected = asyncio.Event()
 
     class Hub(ChatHub):
@@ -109,7 +109,7 @@ async def test_row39_client_that_stops_polling_is_reaped() -> None:
         assert (await h.fetch(f"?id={token}")).code == 404
 
 
-async def test_row41_no_pings_on_long_polling() -> None:
+async def test_no_pings_on_long_polling() -> None:
     async with running(keep_alive_interval=0.05, heartbeat_interval=0.02, long_poll_timeout=0.3) as h:
         token = await _start(h)
         assert (await h.fetch(f"?id={token}")).body == b"{}" + RS.encode()

@@ -1,4 +1,4 @@
-"""Negotiate: version selection and payloads (pure), then over real HTTP (checklist rows 1-11)."""
+"""Negotiate: version selection and payloads (pure), then over real HTTP."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def test_advertised_transports_keeps_order_and_can_drop_websockets() -> None:
     )
 
 
-async def test_row1_negotiate_v1_payload() -> None:
+async def test_negotiate_version_1_payload() -> None:
     async with running() as h:
         response = await h.fetch("/negotiate?negotiateVersion=1", method="POST")
         assert response.code == 200
@@ -95,7 +95,7 @@ async def test_row1_negotiate_v1_payload() -> None:
         assert "useStatefulReconnect" not in body
 
 
-async def test_row2_negotiate_v0_id_works_as_token() -> None:
+async def test_negotiate_version_0_id_works_as_the_token() -> None:
     async with running() as h:
         body = await h.negotiate("")
         assert body["negotiateVersion"] == 0 and "connectionToken" not in body
@@ -104,14 +104,14 @@ async def test_row2_negotiate_v0_id_works_as_token() -> None:
         client.close()
 
 
-async def test_row1_v1_connection_id_is_not_accepted_as_token() -> None:
+async def test_a_version_1_connection_id_is_not_accepted_as_a_token() -> None:
     async with running() as h:
         body = await h.negotiate()
         response = await h.fetch(f"?id={body['connectionId']}")
         assert response.code == 404
 
 
-async def test_rows3_4_version_clamp_and_non_integer() -> None:
+async def test_a_higher_version_is_clamped_and_a_non_integer_one_refused() -> None:
     async with running() as h:
         assert (await h.negotiate("?negotiateVersion=5"))["negotiateVersion"] == 1
         response = await h.fetch("/negotiate?negotiateVersion=abc", method="POST")
@@ -119,33 +119,33 @@ async def test_rows3_4_version_clamp_and_non_integer() -> None:
         assert json.loads(response.body) == {"error": "The client requested a non-integer protocol version."}
 
 
-async def test_row5_get_negotiate_is_405() -> None:
+async def test_get_and_put_on_negotiate_are_405() -> None:
     async with running() as h:
         assert (await h.fetch("/negotiate")).code == 405
         assert (await h.fetch("/negotiate", method="PUT", body=b"")).code == 405
 
 
 @pytest.mark.parametrize("content_type", [None, "application/json", "text/plain;charset=UTF-8"])
-async def test_row6_zero_length_body_any_content_type(content_type: str | None) -> None:
+async def test_a_zero_length_body_with_any_content_type(content_type: str | None) -> None:
     async with running() as h:
         headers = {"Content-Type": content_type} if content_type else {}
         response = await h.fetch("/negotiate?negotiateVersion=1", method="POST", headers=headers)
         assert response.code == 200 and "connectionId" in json.loads(response.body)
 
 
-async def test_row7_extra_query_parameters_ignored_and_keys_case_insensitive() -> None:
+async def test_extra_query_parameters_are_ignored_and_keys_case_insensitive() -> None:
     async with running() as h:
         body = await h.negotiate("?hub=x&_=1&NEGOTIATEVERSION=1")
         assert body["negotiateVersion"] == 1
 
 
-async def test_row8_disabled_transports_are_omitted() -> None:
+async def test_disabled_transports_are_omitted() -> None:
     async with running(transports=(HttpTransportType.WEBSOCKETS, HttpTransportType.LONG_POLLING)) as h:
         names = [t["transport"] for t in (await h.negotiate())["availableTransports"]]
         assert names == ["WebSockets", "LongPolling"]
 
 
-async def test_rows9_10_stateful_reconnect_only_when_asked_and_allowed() -> None:
+async def test_stateful_reconnect_only_when_asked_and_allowed() -> None:
     async with running(allow_stateful_reconnects=True) as h:
         assert (await h.negotiate("?negotiateVersion=1&useStatefulReconnect=true"))["useStatefulReconnect"] is True
         assert "useStatefulReconnect" not in await h.negotiate("?negotiateVersion=1")
@@ -153,7 +153,7 @@ async def test_rows9_10_stateful_reconnect_only_when_asked_and_allowed() -> None
         assert "useStatefulReconnect" not in await h.negotiate("?negotiateVersion=1&useStatefulReconnect=true")
 
 
-async def test_row11_cors_preflight_and_credentials() -> None:
+async def test_cors_preflight_and_credentials() -> None:
     origin = "http://app.example"
     async with running(allowed_origins=(origin,)) as h:
         for path in ("/negotiate", ""):

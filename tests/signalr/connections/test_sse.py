@@ -1,4 +1,4 @@
-"""Server-Sent Events transport with POST sends (checklist rows 26-33)."""
+"""Server-Sent Events transport with POST sends."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ HANDSHAKE = '{"protocol":"json","version":1}' + RS
         (b"", b"data: \r\n\r\n"),
     ],
 )
-def test_row28_format_event(payload: bytes, expected: bytes) -> None:
+def test_format_event_makes_a_data_field_of_every_line(payload: bytes, expected: bytes) -> None:
     assert format_event(payload) == expected
 
 
@@ -30,7 +30,7 @@ async def _post(h, token: str, text: str) -> int:  # type: ignore[no-untyped-def
     return (await h.fetch(f"?id={token}", method="POST", body=text.encode())).code
 
 
-async def test_rows26_27_32_sse_stream_handshake_and_invocation() -> None:
+async def test_sse_stream_headers_handshake_and_invocation() -> None:
     async with running() as h:
         token = (await h.negotiate())["connectionToken"]
         sse = await RawSse.open(h, f"?id={token}")
@@ -41,7 +41,7 @@ async def test_rows26_27_32_sse_stream_handshake_and_invocation() -> None:
         assert "content-encoding: identity" in head
         assert await sse.raw_until(b":\r\n") == b":\r\n"  # flushed before any message
         response = await h.fetch(f"?id={token}", method="POST", body=HANDSHAKE.encode())
-        assert response.code == 200 and response.body == b""  # row 32: empty body
+        assert response.code == 200 and response.body == b""  # a send is answered with an empty body
         assert await sse.event() == b"{}" + RS.encode()
         await _post(h, token, frame({"type": 1, "invocationId": "1", "target": "Echo", "arguments": ["x\ny"]}))
         data = await sse.event()
@@ -50,11 +50,11 @@ async def test_rows26_27_32_sse_stream_handshake_and_invocation() -> None:
         await _post(h, token, frame({"type": 7}))
         assert await sse.at_eof()
         await sse.close()
-        # Later requests for the id: 404 (row 33).
+        # Later requests for the id: 404.
         assert await _post(h, token, frame({"type": 6})) == 404
 
 
-async def test_row29_second_sse_is_409_and_row30_missing_unknown_id() -> None:
+async def test_a_second_sse_stream_is_409_and_a_missing_or_unknown_id_refused() -> None:
     async with running() as h:
         token = (await h.negotiate())["connectionToken"]
         first = await RawSse.open(h, f"?id={token}")
@@ -68,7 +68,7 @@ async def test_row29_second_sse_is_409_and_row30_missing_unknown_id() -> None:
         await first.close()
 
 
-async def test_row31_messagepack_over_sse_is_refused() -> None:
+async def test_messagepack_over_sse_is_refused() -> None:
     async with running() as h:
         token = (await h.negotiate())["connectionToken"]
         sse = await RawSse.open(h, f"?id={token}")
@@ -102,7 +102,7 @@ async def test_sse_client_disconnect_disposes_connection() -> None:
         assert await _post(h, token, frame({"type": 6})) == 404
 
 
-async def test_row33_post_missing_id_is_400() -> None:
+async def test_a_post_without_an_id_is_400_and_with_an_unknown_id_404() -> None:
     async with running() as h:
         assert (await h.fetch("", method="POST", body=b"x")).code == 400
         assert (await h.fetch("?id=nope", method="POST", body=b"x")).code == 404

@@ -1,4 +1,4 @@
-"""Stateful reconnect: Ack/Sequence bookkeeping and WebSocket re-attach (checklist rows 94-101)."""
+"""Stateful reconnect: Ack/Sequence bookkeeping and WebSocket re-attach ."""
 
 from __future__ import annotations
 
@@ -63,12 +63,12 @@ class Events(ChatHub):
         Events.log.append("disconnected")
 
 
-async def test_rows94_96_ack_then_reattach_replays_unacked_messages() -> None:
+async def test_acks_then_a_reattach_replays_the_unacked_messages() -> None:
     Events.log = []
     async with running(Events, allow_stateful_reconnects=True, heartbeat_interval=0.02, keep_alive_interval=60) as h:
         client, token = await _stateful_client(h)
         first_id = (await client.invoke("GetConnectionId", invocation_id="1"))["result"]
-        # Row 94: the server acknowledges our invocation (sequence id 1).
+        # The server acknowledges our invocation (sequence id 1).
         assert await client.next() == {"type": 8, "sequenceId": 1}
         # Two more server messages that we never acknowledge, then the socket dies.
         await client.send({"type": 1, "invocationId": "2", "target": "Echo", "arguments": ["a"]})
@@ -76,7 +76,7 @@ async def test_rows94_96_ack_then_reattach_replays_unacked_messages() -> None:
         _drop(client)
         client.ws.close()
         await h.server.context.clients.all.send("Message", "while away")
-        # Row 96: same token within the timeout → 101, Sequence first, then everything unacked.
+        # The same token within the timeout → 101, Sequence first, then everything unacked.
         again = JsonWs(await h.websocket(f"?id={token}"))
         assert await again.next() == {"type": 9, "sequenceId": 1}
         replayed = [await again.next() for _ in range(3)]
@@ -91,7 +91,7 @@ async def test_rows94_96_ack_then_reattach_replays_unacked_messages() -> None:
         again.close()
 
 
-async def test_row97_duplicates_after_reconnect_are_dropped() -> None:
+async def test_duplicates_after_a_reconnect_are_dropped() -> None:
     async with running(allow_stateful_reconnects=True, heartbeat_interval=0.02, keep_alive_interval=60) as h:
         client, token = await _stateful_client(h)
         await client.send({"type": 1, "target": "Broadcast", "arguments": ["once"]})
@@ -116,7 +116,7 @@ async def test_row97_duplicates_after_reconnect_are_dropped() -> None:
         again.close()
 
 
-async def test_row98_sequence_ahead_is_a_protocol_error() -> None:
+async def test_a_sequence_ahead_of_the_server_is_a_protocol_error() -> None:
     async with running(allow_stateful_reconnects=True) as h:
         client, _ = await _stateful_client(h)
         await client.send({"type": 9, "sequenceId": 5})
@@ -125,7 +125,7 @@ async def test_row98_sequence_ahead_is_a_protocol_error() -> None:
         await client.closed()
 
 
-async def test_row95_handshake_v1_disables_the_feature() -> None:
+async def test_a_version_1_handshake_disables_stateful_reconnect() -> None:
     async with running(allow_stateful_reconnects=True, heartbeat_interval=0.02, keep_alive_interval=0.1) as h:
         client, token = await _stateful_client(h, '{"protocol":"json","version":1}\x1e')
         await client.invoke("Echo", 1)
@@ -137,7 +137,7 @@ async def test_row95_handshake_v1_disables_the_feature() -> None:
         assert caught.value.code == 404
 
 
-async def test_rows99_101_late_reconnect_and_graceful_close_are_404() -> None:
+async def test_a_late_reconnect_and_one_after_a_graceful_close_are_404() -> None:
     class Clock:
         now = 0.0
 
@@ -157,13 +157,13 @@ async def test_rows99_101_late_reconnect_and_graceful_close_are_404() -> None:
         with pytest.raises(tornado.httpclient.HTTPClientError) as caught:
             await h.websocket(f"?id={token}")
         assert caught.value.code == 404
-        # Row 101: a graceful close disposes at once.
+        # A graceful close disposes at once.
         client, token = await _stateful_client(h)
         client.ws.close(1000)
         await wait_until(lambda: h.server.connections.get(token) is None)
 
 
-async def test_row100_full_buffer_pauses_sends_until_acked() -> None:
+async def test_a_full_buffer_pauses_sends_until_acked() -> None:
     async with running(
         allow_stateful_reconnects=True,
         stateful_reconnect_buffer_size=100,

@@ -1,4 +1,4 @@
-"""WebSockets transport and handshake over a real socket (checklist rows 12, 15-24, 42-49, 56, 69)."""
+"""WebSockets transport and handshake over a real socket."""
 
 from __future__ import annotations
 
@@ -11,23 +11,23 @@ import tornado.websocket
 from tests.harness.signalr_server import RS, TIMEOUT, JsonWs, frame, parse, running
 
 
-async def test_row15_upgrade_with_token_and_handshake() -> None:
+async def test_upgrade_with_a_token_then_handshake_and_invoke() -> None:
     async with running() as h:
         client = await JsonWs.connect(h)
-        # Row 20: the handshake response arrived alone in a text frame ending with RS.
+        # The handshake response arrived alone in a text frame ending with RS.
         assert client.units == ["{}" + RS]
         assert (await client.invoke("Echo", {"a": [1, None]}))["result"] == {"a": [1, None]}
         client.close()
 
 
-async def test_row16_unknown_id_is_http_404_before_upgrade() -> None:
+async def test_an_unknown_id_is_http_404_before_the_upgrade() -> None:
     async with running() as h:
         with pytest.raises(tornado.httpclient.HTTPClientError) as caught:
             await h.websocket("?id=doesnotexist")
         assert caught.value.code == 404
 
 
-async def test_row17_skip_negotiation_creates_a_connection() -> None:
+async def test_skipping_negotiation_creates_a_connection() -> None:
     async with running() as h:
         # signalrcore appends its own connectionId=; it must be ignored.
         client = await JsonWs.connect(h, "?connectionId=whatever")
@@ -36,7 +36,7 @@ async def test_row17_skip_negotiation_creates_a_connection() -> None:
         client.close()
 
 
-async def test_row18_second_websocket_on_active_connection_is_409() -> None:
+async def test_a_second_websocket_on_an_active_connection_is_409() -> None:
     async with running() as h:
         token = (await h.negotiate())["connectionToken"]
         first = await JsonWs.connect(h, f"?id={token}")
@@ -46,7 +46,7 @@ async def test_row18_second_websocket_on_active_connection_is_409() -> None:
         first.close()
 
 
-async def test_row19_other_transport_after_websocket_is_400() -> None:
+async def test_another_transport_after_a_websocket_is_400() -> None:
     async with running() as h:
         token = (await h.negotiate())["connectionToken"]
         client = await JsonWs.connect(h, f"?id={token}")
@@ -56,7 +56,7 @@ async def test_row19_other_transport_after_websocket_is_400() -> None:
         client.close()
 
 
-async def test_row12_disallowed_origin_is_403_and_allowed_or_absent_origin_works() -> None:
+async def test_a_disallowed_origin_is_403_and_an_allowed_or_absent_origin_works() -> None:
     async with running(allowed_origins=("http://good.example",)) as h:
         token = (await h.negotiate())["connectionToken"]
         with pytest.raises(tornado.httpclient.HTTPClientError) as caught:
@@ -68,11 +68,11 @@ async def test_row12_disallowed_origin_is_403_and_allowed_or_absent_origin_works
         bare.close()
 
 
-async def test_row22_23_48_batched_split_and_handshake_in_same_frame() -> None:
+async def test_batched_and_split_messages_and_a_handshake_sharing_a_frame() -> None:
     async with running() as h:
         token = (await h.negotiate())["connectionToken"]
         client = JsonWs(await h.websocket(f"?id={token}"))
-        # Row 48: handshake and an invocation in one frame.
+        # The handshake and an invocation in one frame.
         await client.send_raw(
             '{"protocol":"json","version":1}'
             + RS
@@ -80,11 +80,11 @@ async def test_row22_23_48_batched_split_and_handshake_in_same_frame() -> None:
         )
         assert await client.next() == {}
         assert (await client.next())["result"] == 1
-        # Row 22: three messages in one frame are all processed, in order.
+        # Three messages in one frame are all processed, in order.
         await client.send(*({"type": 1, "invocationId": str(i), "target": "Echo", "arguments": [i]} for i in range(3)))
         assert [(await client.next())["invocationId"] for _ in range(3)] == ["0", "1", "2"]
-        # Row 23: one message split across two frames.
-        text = frame({"arguments": [7], "target": "Echo", "type": 1, "invocationId": "s"})  # row 53: any order
+        # One message split across two frames.
+        text = frame({"arguments": [7], "target": "Echo", "type": 1, "invocationId": "s"})  # properties in any order
         await client.send_raw(text[:10])
         await client.send_raw(text[10:])
         assert await client.next() == {"type": 3, "invocationId": "s", "result": 7}
@@ -100,7 +100,7 @@ async def test_row22_23_48_batched_split_and_handshake_in_same_frame() -> None:
         ('{"version":1}', "An unexpected error occurred during connection handshake."),
     ],
 )
-async def test_rows44_45_47_handshake_errors_then_close(request_text: str, error: str) -> None:
+async def test_a_refused_handshake_answers_its_error_then_closes(request_text: str, error: str) -> None:
     async with running() as h:
         client = await JsonWs.connect(h, handshake=False, query=f"?id={(await h.negotiate())['connectionToken']}")
         await client.send_raw(request_text + RS)
@@ -108,7 +108,7 @@ async def test_rows44_45_47_handshake_errors_then_close(request_text: str, error
         assert await client.closed() == []
 
 
-async def test_row43_handshake_version_2_accepted() -> None:
+async def test_handshake_version_2_is_accepted() -> None:
     async with running() as h:
         client = await JsonWs.connect(h, handshake=False, query=f"?id={(await h.negotiate())['connectionToken']}")
         await client.send_raw('{"protocol":"json","version":2}' + RS)
@@ -116,14 +116,14 @@ async def test_row43_handshake_version_2_accepted() -> None:
         client.close()
 
 
-async def test_row46_handshake_timeout() -> None:
+async def test_no_handshake_in_time_is_canceled_and_closed() -> None:
     async with running(handshake_timeout=0.2) as h:
         client = await JsonWs.connect(h, handshake=False, query=f"?id={(await h.negotiate())['connectionToken']}")
         assert await client.next() == {"error": "Handshake was canceled."}
         assert await client.closed() == []
 
 
-async def test_rows50_51_52_unknown_type_and_extra_properties_ignored() -> None:
+async def test_unknown_message_types_and_extra_properties_are_ignored() -> None:
     async with running() as h:
         client = await JsonWs.connect(h)
         await client.send({"type": 42, "whatever": 1})
@@ -134,7 +134,7 @@ async def test_rows50_51_52_unknown_type_and_extra_properties_ignored() -> None:
         client.close()
 
 
-async def test_row56_malformed_json_closes_with_error_and_allow_reconnect() -> None:
+async def test_malformed_json_closes_with_an_error_and_allow_reconnect() -> None:
     async with running() as h:
         client = await JsonWs.connect(h)
         await client.send_raw("{not json" + RS)
@@ -144,11 +144,11 @@ async def test_row56_malformed_json_closes_with_error_and_allow_reconnect() -> N
             "allowReconnect": True,
         }
         assert await client.closed() == []
-        # Row 24: the server closed the WebSocket normally.
+        # The server closed the WebSocket normally.
         assert client.ws.close_code == 1000
 
 
-async def test_row69_message_above_maximum_size_closes_connection() -> None:
+async def test_a_message_above_the_maximum_size_closes_the_connection() -> None:
     async with running(maximum_receive_message_size=1024) as h:
         client = await JsonWs.connect(h)
         assert (await client.invoke("Echo", "x" * 900))["result"] == "x" * 900
@@ -158,22 +158,22 @@ async def test_row69_message_above_maximum_size_closes_connection() -> None:
         assert await client.closed() == []
 
 
-async def test_row87_client_close_ends_connection_without_echo() -> None:
+async def test_a_client_close_ends_the_connection_without_an_echo() -> None:
     async with running() as h:
         client = await JsonWs.connect(h)
         await client.send({"type": 7})
         assert await client.closed() == []
 
 
-async def test_rows21_49_messagepack_uses_binary_frames() -> None:
+async def test_messagepack_uses_binary_frames_after_a_text_handshake() -> None:
     async with running() as h:
         token = (await h.negotiate())["connectionToken"]
         ws = await h.websocket(f"?id={token}")
-        # Row 49: the JSON handshake for messagepack arrives in a text frame.
+        # The JSON handshake for messagepack arrives in a text frame.
         await ws.write_message('{"protocol":"messagepack","version":1}' + RS)
         response = await ws.read_message()
         assert response == b"{}" + RS.encode()  # binary frame (bytes), not text
-        payload = msgpack.packb([1, {}, "i1", "Add", [2, 3]])  # row 88: 5 elements
+        payload = msgpack.packb([1, {}, "i1", "Add", [2, 3]])  # 5 elements, as the JS client sends
         await ws.write_message(bytes([len(payload)]) + payload, binary=True)
         unit = await ws.read_message()
         assert isinstance(unit, bytes)
@@ -181,7 +181,7 @@ async def test_rows21_49_messagepack_uses_binary_frames() -> None:
         ws.close()
 
 
-async def test_row57_server_output_has_no_headers_or_nulls() -> None:
+async def test_server_output_has_no_headers_or_empty_fields() -> None:
     async with running() as h:
         client = await JsonWs.connect(h)
         await client.send({"type": 1, "invocationId": "b", "target": "Broadcast", "arguments": ["m"]})
@@ -195,7 +195,7 @@ async def test_row57_server_output_has_no_headers_or_nulls() -> None:
         client.close()
 
 
-async def test_row20_broadcast_units_are_text_frames_with_whole_messages() -> None:
+async def test_broadcasts_arrive_as_text_frames_of_whole_messages() -> None:
     async with running() as h:
         a = await JsonWs.connect(h)
         b = await JsonWs.connect(h)
@@ -219,7 +219,7 @@ def test_frame_helper_roundtrip() -> None:
     assert tornado.websocket.WebSocketClosedError
 
 
-async def test_row86_graceful_shutdown_sends_close_with_allow_reconnect() -> None:
+async def test_a_graceful_shutdown_sends_close_with_allow_reconnect() -> None:
     async with running() as h:
         client = await JsonWs.connect(h)
         await h.server.shutdown()
@@ -227,7 +227,7 @@ async def test_row86_graceful_shutdown_sends_close_with_allow_reconnect() -> Non
         assert await client.closed() == []
 
 
-async def test_row85_application_abort_sends_close_without_allow_reconnect() -> None:
+async def test_an_abort_by_the_application_sends_close_without_allow_reconnect() -> None:
     from examples.chat import ChatHub
 
     class Kicker(ChatHub):

@@ -1,4 +1,4 @@
-"""Hub layer: method table, binding, exact error strings, streaming, groups, context (rows 58-80, 104-107)."""
+"""Hub layer: method table, binding, exact error strings, streaming, groups, context."""
 
 from __future__ import annotations
 
@@ -125,7 +125,7 @@ def probe() -> type[Probe]:
     return Probe
 
 
-async def test_rows58_59_61_64_65_results_and_error_strings(
+async def test_results_and_the_exact_error_strings(
     probe: type[Probe], caplog: pytest.LogCaptureFixture
 ) -> None:
     async with running(probe) as h:
@@ -143,13 +143,13 @@ async def test_rows58_59_61_64_65_results_and_error_strings(
             "An unexpected error occurred invoking 'Fail' on the server. HubException: Fail was called"
         )
         assert (await c.invoke("Unserializable"))["error"].startswith("An unexpected error occurred invoking")
-        # Row 67: case-insensitive fallback; Python names work too.
+        # Method names fall back to a case-insensitive match; Python names work too.
         assert (await c.invoke("echo", 1))["result"] == 1
         assert (await c.invoke("get_connection_id"))["result"]
         c.close()
 
 
-async def test_row66_detailed_errors(probe: type[Probe]) -> None:
+async def test_detailed_errors(probe: type[Probe]) -> None:
     async with running(probe, enable_detailed_errors=True) as h:
         c = await JsonWs.connect(h)
         assert (await c.invoke("Boom"))["error"] == (
@@ -162,7 +162,7 @@ async def test_row66_detailed_errors(probe: type[Probe]) -> None:
         c.close()
 
 
-async def test_row60_non_blocking_invocation_sends_nothing(probe: type[Probe]) -> None:
+async def test_a_non_blocking_invocation_sends_nothing(probe: type[Probe]) -> None:
     async with running(probe) as h:
         c = await JsonWs.connect(h)
         await c.send({"type": 1, "target": "Boom", "arguments": []}, {"type": 1, "target": "Missing", "arguments": []})
@@ -171,7 +171,7 @@ async def test_row60_non_blocking_invocation_sends_nothing(probe: type[Probe]) -
         c.close()
 
 
-async def test_row68_invocations_run_one_at_a_time_in_order(probe: type[Probe]) -> None:
+async def test_invocations_run_one_at_a_time_in_order(probe: type[Probe]) -> None:
     async with running(probe) as h:
         c = await JsonWs.connect(h)
         assert (await probe.events.get())[0] == "connected"
@@ -187,7 +187,7 @@ async def test_row68_invocations_run_one_at_a_time_in_order(probe: type[Probe]) 
         c.close()
 
 
-async def test_rows70_71_stream_and_cancel(probe: type[Probe]) -> None:
+async def test_server_streams_and_their_cancellation(probe: type[Probe]) -> None:
     async with running(probe) as h:
         c = await JsonWs.connect(h)
         await c.send({"type": 4, "invocationId": "s", "target": "Count", "arguments": [3]})
@@ -217,7 +217,7 @@ async def _next_event(probe: type[Probe], kind: str) -> tuple[str, Any]:
             return event
 
 
-async def test_rows72_73_74_stream_errors(probe: type[Probe]) -> None:
+async def test_stream_errors(probe: type[Probe]) -> None:
     async with running(probe) as h:
         c = await JsonWs.connect(h)
         await c.send({"type": 4, "invocationId": "e", "target": "BrokenStream", "arguments": []})
@@ -237,19 +237,19 @@ async def test_rows72_73_74_stream_errors(probe: type[Probe]) -> None:
         c.close()
 
 
-async def test_rows75_76_77_upload_streams(probe: type[Probe]) -> None:
+async def test_upload_streams(probe: type[Probe]) -> None:
     async with running(probe) as h:
         c = await JsonWs.connect(h)
         await c.send({"type": 1, "invocationId": "u", "target": "Sum", "arguments": [], "streamIds": ["1"]})
         await c.send(*({"type": 2, "invocationId": "1", "item": i} for i in range(1, 5)))
         await c.send({"type": 3, "invocationId": "1"})
-        await c.send({"type": 2, "invocationId": "1", "item": 100})  # row 77: after completion, ignored
+        await c.send({"type": 2, "invocationId": "1", "item": 100})  # after its completion: ignored
         assert await c.next_non_ping() == {"type": 3, "invocationId": "u", "result": 10}
         await c.send({"type": 1, "invocationId": "p", "target": "Pair", "arguments": [], "streamIds": ["x", "y"]})
         await c.send({"type": 2, "invocationId": "y", "item": 2}, {"type": 2, "invocationId": "x", "item": 1})
         await c.send({"type": 3, "invocationId": "x"}, {"type": 3, "invocationId": "y"})
         assert (await c.next_non_ping())["result"] == [[1], [2]]  # type: ignore[index]
-        # Row 76: a non-blocking upload sends nothing back.
+        # A non-blocking upload sends nothing back.
         await c.send({"type": 1, "target": "Sum", "arguments": [], "streamIds": ["z"]})
         await c.send({"type": 2, "invocationId": "z", "item": 1}, {"type": 3, "invocationId": "z"})
         assert (await c.invoke("Sum", invocation_id="w"))["error"] == (
@@ -260,12 +260,12 @@ async def test_rows75_76_77_upload_streams(probe: type[Probe]) -> None:
         c.close()
 
 
-async def test_rows104_106_groups_and_broadcast_targets(probe: type[Probe]) -> None:
+async def test_groups_and_broadcast_targets(probe: type[Probe]) -> None:
     async with running(probe) as h:
         a, b, c = [await JsonWs.connect(h) for _ in range(3)]
         await a.invoke("JoinGroup", "room")
         await a.invoke("JoinGroup", "room")  # idempotent
-        await b.invoke("JoinGroup", "Room")  # row 105: another group
+        await b.invoke("JoinGroup", "Room")  # group names are case-sensitive: another group
         await c.invoke("SendToGroup", "room", "hi")
         assert await a.next_non_ping() == {"type": 1, "target": "GroupMessage", "arguments": ["room", "hi"]}
         await a.invoke("LeaveGroup", "room")
@@ -279,7 +279,7 @@ async def test_rows104_106_groups_and_broadcast_targets(probe: type[Probe]) -> N
         a_id = (await a.invoke("GetConnectionId"))["result"]
         await h.server.context.clients.client(a_id).send("Direct", 1)
         assert await a.next_non_ping() == {"type": 1, "target": "Direct", "arguments": [1]}
-        # Row 106: a disconnected member leaves its groups.
+        # A disconnected member leaves its groups.
         b_id = (await b.invoke("GetConnectionId"))["result"]
         b.close()
         assert await asyncio.wait_for(_next_event(probe, "disconnected"), 5) == ("disconnected", b_id)
@@ -346,7 +346,7 @@ async def test_on_connected_failure_closes_without_reconnect() -> None:
 
 
 @pytest.mark.redis
-async def test_row108_example_hub_across_two_servers_on_redis(redis_url: str) -> None:
+async def test_the_example_hub_across_two_servers_on_redis(redis_url: str) -> None:
     from examples.chat import make_lifetime
 
     async with (

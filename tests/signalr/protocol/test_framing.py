@@ -14,13 +14,13 @@ from signalr.protocol.framing import (
     split_records,
 )
 
-# (case, length, VarInt bytes): the two reference examples plus every byte-count boundary.
+# (case, length, VarInt bytes): two worked examples (one byte, two bytes) plus every byte-count boundary.
 VARINT_GOLDEN = [
     ("zero", 0, b"\x00"),
-    ("reference_53", 53, b"\x35"),
+    ("example_53", 53, b"\x35"),
     ("one_byte_max", 127, b"\x7f"),
     ("two_bytes_min", 128, b"\x80\x01"),
-    ("reference_5248", 5248, b"\x80\x29"),
+    ("example_5248", 5248, b"\x80\x29"),
     ("two_bytes_max", 16383, b"\xff\x7f"),
     ("three_bytes_min", 16384, b"\x80\x80\x01"),
     ("four_bytes_min", 2**21, b"\x80\x80\x80\x01"),

@@ -39,7 +39,7 @@ GOOD_REQUESTS = [
         HandshakeRequest(protocol="json", version=1),
         b"",
     ),
-    # checklist row 48: hub messages in the same unit as the handshake are handed back untouched.
+    # Hub messages in the same unit as the handshake are handed back untouched.
     (
         "followed_by_hub_messages",
         b'{"protocol":"json","version":1}\x1e{"type":6}\x1e{"type":1,',
@@ -57,7 +57,7 @@ GOOD_REQUESTS = [
 
 @pytest.mark.parametrize(("case", "data", "request_", "rest"), GOOD_REQUESTS, ids=[c[0] for c in GOOD_REQUESTS])
 def test_parse_handshake_request(case: str, data: bytes, request_: HandshakeRequest, rest: bytes) -> None:
-    # checklist rows 42, 43, 49
+    # the request is the first record; what follows it is handed back untouched
     assert parse_handshake_request(data) == (request_, rest)
 
 
@@ -67,7 +67,7 @@ def test_incomplete_request_at_every_split_waits_for_more() -> None:
         assert parse_handshake_request(data[:cut]) == (None, data[:cut])
 
 
-# checklist row 47: every malformed request gets the same client-visible text; the reason is in .detail.
+# Every malformed request gets the same client-visible text; the reason is in .detail.
 MALFORMED = [
     ("not_json", b"hello\x1e", "Error reading JSON."),
     ("empty_record", b"\x1e", "Error reading JSON."),
@@ -115,7 +115,7 @@ RESPONSES = [
 
 @pytest.mark.parametrize(("case", "error", "expected"), RESPONSES, ids=[c[0] for c in RESPONSES])
 def test_write_handshake_response(case: str, error: str | None, expected: bytes) -> None:
-    # checklist row 42: success is exactly {} RS and never carries a "type" key.
+    # Success is exactly {} RS and never carries a "type" key.
     assert write_handshake_response(error) == expected
     assert b'"type"' not in write_handshake_response(error)
 
@@ -124,7 +124,7 @@ def test_write_handshake_response(case: str, error: str | None, expected: bytes)
     ("request_", "expected"),
     [
         (HandshakeRequest(protocol="json", version=1), JsonHubProtocol),
-        (HandshakeRequest(protocol="json", version=2), JsonHubProtocol),  # checklist row 43
+        (HandshakeRequest(protocol="json", version=2), JsonHubProtocol),  # version 2: the one that allows stateful reconnect
         (HandshakeRequest(protocol="json", version=0), JsonHubProtocol),
         (HandshakeRequest(protocol="messagepack", version=1), MessagePackHubProtocol),
     ],
@@ -134,16 +134,16 @@ def test_select_protocol_accepts(request_: HandshakeRequest, expected: type) -> 
 
 
 SELECT_ERRORS = [
-    # checklist row 44
+    # a protocol the server does not know
     ("unknown_protocol", HandshakeRequest(protocol="x", version=1), None, "The protocol 'x' is not supported."),
-    # checklist row 45
+    # a version the server does not support
     (
         "version_99",
         HandshakeRequest(protocol="json", version=99),
         None,
         "The server does not support version 99 of the 'json' protocol.",
     ),
-    # checklist row 31: MessagePack over SSE (a Text-only transport)
+    # MessagePack over SSE (a Text-only transport)
     (
         "binary_on_text_transport",
         HandshakeRequest(protocol="messagepack", version=1),

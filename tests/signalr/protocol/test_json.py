@@ -29,7 +29,7 @@ PROTOCOL = JsonHubProtocol()
 
 # (case, message, exact record without the trailing RS). Each row is checked in both directions.
 GOLDEN = [
-    # reference §6.3 canonical server output
+    # canonical server output: what .NET writes, byte for byte
     ("completion_value", CompletionMessage.with_result("0", 42), b'{"type":3,"invocationId":"0","result":42}'),
     ("completion_void", CompletionMessage.with_result("0", None), b'{"type":3,"invocationId":"0","result":null}'),
     ("completion_error", CompletionMessage.with_error("0", "boom"), b'{"type":3,"invocationId":"0","error":"boom"}'),
@@ -108,19 +108,19 @@ def test_parse_golden(case: str, message: HubMessage, record: bytes) -> None:
 
 # (case, input record, parsed message): inputs that are not canonical output.
 PARSE_ONLY = [
-    # checklist row 53
+    # properties in any order
     (
         "arguments_before_target",
         b'{"arguments":[1],"target":"x","type":1}',
         InvocationMessage(target="x", arguments=(1,)),
     ),
-    # checklist row 51
+    # unknown properties are ignored
     (
         "unknown_properties_ignored",
         b'{"type":1,"target":"x","arguments":[],"foo":{"bar":[1]},"invocationIdx":5}',
         InvocationMessage(target="x"),
     ),
-    # checklist row 52
+    # headers are accepted
     (
         "headers_accepted",
         b'{"type":2,"invocationId":"1","item":3,"headers":{"a":"b","c":""}}',
@@ -131,7 +131,7 @@ PARSE_ONLY = [
         b'{"type":5,"invocationId":"1","headers":{}}',
         CancelInvocationMessage(invocation_id="1"),
     ),
-    # checklist row 55 (signalrcore sends both keys)
+    # a null error next to a result is no error (signalrcore sends both keys)
     (
         "null_error_with_result",
         b'{"type":3,"invocationId":"1","result":5,"error":null}',
@@ -178,7 +178,7 @@ def test_parse_lenient_inputs(case: str, record: bytes, message: HubMessage) -> 
 
 # (case, input record, exact ProtocolError text) - .NET's JsonHubProtocol texts.
 MALFORMED = [
-    # checklist row 56
+    # a record that is not JSON
     ("not_json", b"not json", "Error reading JSON."),
     ("truncated_object", b'{"type":1', "Error reading JSON."),
     ("empty_record", b"", "Error reading JSON."),
@@ -257,7 +257,7 @@ MALFORMED = [
     ("stream_item_missing_id", b'{"type":2,"item":1}', "Missing required property 'invocationId'."),
     ("stream_item_missing_item", b'{"type":2,"invocationId":"1"}', "Missing required property 'item'."),
     ("completion_missing_id", b'{"type":3,"result":1}', "Missing required property 'invocationId'."),
-    # checklist row 54
+    # a completion cannot carry both an error and a result
     (
         "completion_error_and_result",
         b'{"type":3,"invocationId":"1","result":1,"error":"e"}',
@@ -299,7 +299,7 @@ def test_malformed_message_exact_error(case: str, record: bytes, text: str) -> N
 
 
 def test_unknown_message_types_are_skipped() -> None:
-    # checklist row 50
+    # unknown message types are skipped, known ones around them still parsed
     data = b'{"type":42,"x":1}\x1e{"type":6}\x1e{"type":0}\x1e{"type":-1}\x1e{"type":5,"invocationId":"1"}\x1e'
     assert PROTOCOL.parse_messages(data) == ([PING, CancelInvocationMessage(invocation_id="1")], b"")
 
@@ -314,12 +314,12 @@ ALL_GOLDEN_MESSAGES = [message for _, message, _ in GOLDEN]
 
 
 def test_batched_frame_yields_all_messages_in_order() -> None:
-    # checklist row 22
+    # several messages in one unit all come out, in order
     assert PROTOCOL.parse_messages(ALL_GOLDEN_BYTES) == (ALL_GOLDEN_MESSAGES, b"")
 
 
 def test_split_at_every_byte_offset() -> None:
-    # checklist row 23: wherever a unit boundary falls, the same messages come out.
+    # Wherever a unit boundary falls, the same messages come out.
     data = ALL_GOLDEN_BYTES
     for cut in range(len(data) + 1):
         first, rest = PROTOCOL.parse_messages(data[:cut])
@@ -339,7 +339,7 @@ def test_byte_by_byte_feed() -> None:
 
 @pytest.mark.parametrize(("case", "message", "record"), GOLDEN, ids=GOLDEN_IDS)
 def test_output_has_no_null_optional_fields(case: str, message: HubMessage, record: bytes) -> None:
-    # checklist row 57: only result/item may be null; no headers unless asked; never invocationId "".
+    # Only result/item may be null; no headers unless asked; never invocationId "".
     document = ujson.loads(PROTOCOL.write_message(message)[:-1])
     for key, value in document.items():
         assert value is not None or key in ("result", "item"), key
@@ -351,7 +351,7 @@ def test_output_has_no_null_optional_fields(case: str, message: HubMessage, reco
 @pytest.mark.parametrize(
     ("message", "record"),
     [
-        # checklist row 57
+        # empty optional fields are left out, not written as empty or null
         (InvocationMessage(target="x", invocation_id=""), b'{"type":1,"target":"x","arguments":[]}'),
         (InvocationMessage(target="x", headers={}), b'{"type":1,"target":"x","arguments":[]}'),
         (CompletionMessage.with_error("1", ""), b'{"type":3,"invocationId":"1"}'),
@@ -369,7 +369,7 @@ def test_unencodable_payload_raises_serialization_error(value: object) -> None:
 
 
 def test_max_message_size_attribute_and_override() -> None:
-    # checklist row 69
+    # MaximumReceiveMessageSize, per protocol instance
     frame = b'{"type":1,"target":"x","arguments":["' + b"a" * 100 + b'"]}\x1e'
     limited = get_protocol("json", max_message_size=64)
     assert limited is not None
@@ -475,7 +475,7 @@ def test_python_clients_decode_our_output(case: str, message: HubMessage, record
 
 
 def test_default_limit_is_dotnet_32_kib_and_can_be_disabled() -> None:
-    # checklist row 69: MaximumReceiveMessageSize defaults to 32 KiB, separator included.
+    # MaximumReceiveMessageSize defaults to 32 KiB, separator included.
     item = "a" * (32_768 - len(b'{"type":2,"invocationId":"1","item":""}\x1e'))
     frame = PROTOCOL.write_message(StreamItemMessage(invocation_id="1", item=item))
     assert len(frame) == 32_768

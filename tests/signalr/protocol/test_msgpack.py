@@ -36,13 +36,13 @@ def framed(hex_payload: str) -> bytes:
 
 # (case, message, exact frame as hex, length prefix included). Each row is checked in both directions.
 GOLDEN = [
-    # reference §10 example, checklist row 90 (value -> kind 3)
+    # a result is kind 3 with the value
     ("completion_value", CompletionMessage.with_result("xyz", 42), "09 95 03 80 a3 78 79 7a 03 2a"),
     ("completion_value_nil", CompletionMessage.with_result("0", None), "07 95 03 80 a1 30 03 c0"),
-    # checklist row 90: error -> kind 1 + string; void -> kind 2 and 4 elements
+    # error -> kind 1 + string; void -> kind 2 and 4 elements
     ("completion_error", CompletionMessage.with_error("0", "boom"), "0b 95 03 80 a1 30 01 a4 62 6f 6f 6d"),
     ("completion_void", CompletionMessage.empty("0"), "06 94 03 80 a1 30 02"),
-    # checklist row 89: 6 elements, empty headers 0x80, nil id for fire-and-forget
+    # 6 elements, empty headers 0x80, nil id for fire-and-forget
     (
         "server_call_no_id",
         InvocationMessage(target="ReceiveMessage", arguments=("a", 1)),
@@ -71,9 +71,9 @@ GOLDEN = [
         CancelInvocationMessage(invocation_id="1", headers={"a": "b"}),
         "09 93 05 81 a1 61 a1 62 a1 31",
     ),
-    # checklist row 91
+    # Ping is a one-element array
     ("ping", PING, "02 91 06"),
-    # checklist row 92: always 3 elements
+    # Close: always 3 elements
     ("close_plain", CloseMessage(), "04 93 07 c0 c2"),
     ("close_error_reconnect", CloseMessage(error="e", allow_reconnect=True), "05 93 07 a1 65 c3"),
     ("close_reconnect", CloseMessage(allow_reconnect=True), "04 93 07 c0 c3"),
@@ -95,7 +95,7 @@ def test_parse_golden(case: str, message: HubMessage, frame: str) -> None:
 
 # (case, payload hex without prefix, parsed message)
 PARSE_ONLY = [
-    # checklist row 88: JS sends 5 elements when there are no streams
+    # JS sends 5 elements when there are no streams
     (
         "invocation_five_elements",
         "95 01 80 a1 31 a1 78 91 01",
@@ -203,7 +203,7 @@ ALL_GOLDEN_MESSAGES = [message for _, message, _ in GOLDEN]
 
 
 def test_multi_message_frame() -> None:
-    # checklist row 93 (multi-message frames)
+    # several messages in one frame, each behind its own length prefix
     assert PROTOCOL.parse_messages(ALL_GOLDEN_BYTES) == (ALL_GOLDEN_MESSAGES, b"")
 
 
@@ -217,7 +217,7 @@ def test_split_at_every_byte_offset() -> None:
 
 
 def test_large_message_round_trip_with_multi_byte_varint() -> None:
-    # checklist row 93: a 20 KB message needs a 3-byte prefix and must survive any split.
+    # A 20 KB message needs a 3-byte prefix and must survive any split.
     message = InvocationMessage(target="Big", arguments=("x" * 20_000, b"\x01" * 300), invocation_id="7")
     frame = PROTOCOL.write_message(message)
     assert frame[0] & 0x80 and frame[1] & 0x80 and not frame[2] & 0x80
@@ -329,7 +329,7 @@ CLIENT_DECODABLE = [case for case in GOLDEN if not isinstance(case[1], (AckMessa
 
 @pytest.mark.parametrize(("case", "message", "frame"), CLIENT_DECODABLE, ids=[c[0] for c in CLIENT_DECODABLE])
 def test_python_clients_decode_our_output(case: str, message: HubMessage, frame: str) -> None:
-    # checklist row 89: signalrcore indexes element 5 of every Invocation, so all 6 must be there.
+    # signalrcore indexes element 5 of every Invocation, so all 6 must be there.
     from pysignalr.protocol.messagepack import MessagepackProtocol
     from signalrcore.protocol.messagepack_protocol import MessagePackHubProtocol as SignalrcoreMsgpack
 
@@ -345,7 +345,7 @@ def test_python_clients_decode_our_output(case: str, message: HubMessage, frame:
 
 
 def test_default_limit_is_dotnet_32_kib_and_can_be_disabled() -> None:
-    # checklist row 69: MaximumReceiveMessageSize defaults to 32 KiB.
+    # MaximumReceiveMessageSize defaults to 32 KiB.
     frame = PROTOCOL.write_message(StreamItemMessage(invocation_id="1", item=b"\x00" * 32_768))
     default = get_protocol("messagepack")
     assert default is not None and default.max_message_size == 32_768
