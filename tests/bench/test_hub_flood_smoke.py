@@ -20,7 +20,6 @@ import pytest
 from tests.harness.paths import ROOT
 
 
-
 @pytest.mark.parametrize("target", [None, "hub"])
 def test_the_flood_bench_runs_and_reports_every_figure(tmp_path: Path, target: str | None) -> None:
     figures_path = tmp_path / "figures.json"

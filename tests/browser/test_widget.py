@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 import ujson
-from tests.harness.geo_mmdb import ANONYMOUS_IP_TYPE, anonymous_record, write_database
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import Page, expect
+
+from gateway.http.static_site import STATIC_ROOT
 from tests.harness.browser import (
     VERBOSE_SIGNALR,
     WAIT_MS,
@@ -35,8 +36,7 @@ from tests.harness.browser import (
     start_widget_stack,
     wait_state,
 )
-
-from gateway.http.static_site import STATIC_ROOT
+from tests.harness.geo_mmdb import ANONYMOUS_IP_TYPE, anonymous_record, write_database
 
 pytestmark = [pytest.mark.browser, pytest.mark.redis]
 

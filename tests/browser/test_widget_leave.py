@@ -18,6 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import Page, Route, expect
+
 from tests.harness.browser import (
     WAIT_MS,
     chromium,
@@ -29,7 +30,6 @@ from tests.harness.browser import (
     start_widget_stack,
     wait_state,
 )
-
 
 pytestmark = [pytest.mark.browser, pytest.mark.redis]
 

@@ -4,8 +4,8 @@ import logging
 
 import pytest
 
-from gateway.queue.capacity import UNKNOWN_PLATFORM_CAP, CapacityPolicy, PlatformUsage, cap_from_platform
 from gateway.http.cors import CorsPolicy
+from gateway.queue.capacity import UNKNOWN_PLATFORM_CAP, CapacityPolicy, PlatformUsage, cap_from_platform
 from gateway.queue.dispatcher import next_backoff
 from gateway.queue.events import EventHub, QueueChanged, SessionReady
 

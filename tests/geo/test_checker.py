@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from geo import AnonymizerChecker, BlockPolicy, GeoDatabaseError, AddressVerdict
+from geo import AddressVerdict, AnonymizerChecker, BlockPolicy, GeoDatabaseError
 from geo import checker as checker_module
 from tests.harness.geo_mmdb import (
     ANONYMOUS_IP_TYPE,

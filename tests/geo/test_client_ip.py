@@ -9,9 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from geo.networks import rate_limit_subject
 from geo.client_ip import ClientAddress, TrustedProxies, normalize_ip, resolve_client_address
-from geo.networks import NetworkMap, NetworkSet, packed_address, to_ipv4_network
+from geo.networks import NetworkMap, NetworkSet, packed_address, rate_limit_subject, to_ipv4_network
 
 PROXY = "10.0.0.2"
 TRUSTED = TrustedProxies.parse([PROXY, "2001:db8::10"], ["172.16.0.0/12", "fd00:1::/64"])

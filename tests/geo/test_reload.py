@@ -10,8 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from geo import AnonymizerChecker, BlockPolicy, AddressVerdict
-from tests.harness.geo_mmdb import ANONYMOUS_IP_TYPE, ASN_TYPE, anonymous_record, asn_record, replace_database, write_database
+from geo import AddressVerdict, AnonymizerChecker, BlockPolicy
+from tests.harness.geo_mmdb import (
+    ANONYMOUS_IP_TYPE,
+    ASN_TYPE,
+    anonymous_record,
+    asn_record,
+    replace_database,
+    write_database,
+)
 
 ALLOWED = AddressVerdict(allowed=True, reason=None)
 VPN = AddressVerdict(allowed=False, reason="VPN detected.")

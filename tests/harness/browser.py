@@ -26,10 +26,10 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from gateway.app import Gateway
-from gateway.config import load_settings
 from gateway.cli.demo_api import demo_routes
-from simulator.app import PlatformSimulator, make_simulator_app
+from gateway.config import load_settings
 from gateway.http.static_site import static_routes
+from simulator.app import PlatformSimulator, make_simulator_app
 from tests.harness.paths import ROOT
 from tests.harness.stack import API_TOKEN, WEBHOOK_TOKEN, Stack
 

@@ -1,7 +1,7 @@
 """The test infrastructure's own redis-server wrapper: outage tests depend on stop/start working."""
 
-import redis
 import pytest
+import redis
 
 from tests.harness.redis_process import RedisProcess
 

@@ -19,7 +19,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from tests.harness.redis_process import free_port
 
 import ratelimit
 from ratelimit import (
@@ -35,6 +34,7 @@ from ratelimit import (
 )
 from ratelimit.limiter import KEY_EXPIRY_SLACK_MS
 from ratelimit.rules import HITS_HISTORY_SECONDS
+from tests.harness.redis_process import free_port
 
 T0 = 1_700_000_000.0
 HOUR = 3600

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.harness.fake_clock import FakeClock
 from ratelimit import InvalidRule, RateLimiter, rate_limit_headers, refusal_message, rules_for
 from ratelimit.plan import LimitPlan
+from tests.harness.fake_clock import FakeClock
 
 
 class _NoRedis:

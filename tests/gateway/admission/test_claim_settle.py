@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from redis.exceptions import ResponseError
 
-from gateway.admission.store import AdmissionStore, Caps, Outcome, Renewal, Removed, new_claim_token
+from gateway.admission.store import AdmissionStore, Caps, Outcome, Removed, Renewal, new_claim_token
 
 LEASE = 10.0
 CAMPAIGN = "CampA"

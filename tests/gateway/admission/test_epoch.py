@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.admission.store import AdmissionStore, Caps, StoreReset
-from gateway.queue.capacity import CapacityPolicy, PlatformUsage
 from gateway.admission.epoch import EpochWatcher, StoreEpoch
 from gateway.admission.keys import AdmissionKeys
+from gateway.admission.store import AdmissionStore, Caps, StoreReset
+from gateway.queue.capacity import CapacityPolicy, PlatformUsage
 from ratelimit.plan import LimitPlan
-
 
 
 @pytest.mark.redis

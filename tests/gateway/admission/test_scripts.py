@@ -16,8 +16,8 @@ import redis.exceptions
 
 from gateway.admission.store import AdmissionStore, Caps, Outcome
 from gateway.redis.client import open_redis, redact_url
-from tests.harness.redis_process import RedisProcess, free_port
 from tests.harness.fake_clock import FakeClock
+from tests.harness.redis_process import RedisProcess, free_port
 
 LUA_DIR = resources.files("gateway.admission") / "lua"
 OPERATIONS = ["activate", "admit", "claim", "end_session", "extend_lease", "reap", "release_lease", "remove",

@@ -35,10 +35,10 @@ from tornado.netutil import bind_sockets
 from tornado.websocket import WebSocketClosedError
 
 from simulator.app import PlatformSimulator, make_simulator_app
-from tests.harness.stack import API_TOKEN, WEBHOOK_TOKEN, base_config, session_body
-from tests.harness.session_hub import HubClient
 from tests.harness.processes import serve_two_workers, wait_healthy, worker_pids
 from tests.harness.redis_process import RedisProcess, free_port
+from tests.harness.session_hub import HubClient
+from tests.harness.stack import API_TOKEN, WEBHOOK_TOKEN, base_config, session_body
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

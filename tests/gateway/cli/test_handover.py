@@ -12,12 +12,12 @@ import pytest
 import tornado.iostream
 import tornado.web
 
+from gateway.cli.handover import unread_bytes
+from gateway.cli.supervisor import FRESH, HANDED, MAX_HANDOVER_BYTES, Arrival, hand_over, owner_of, receive, worker_for
+from gateway.config.settings import LimitsSettings
 from gateway.http.connections import PrefilledStream
 from gateway.http.edge import EdgeServer
 from gateway.http.inflight import InflightRequests
-from gateway.config.settings import LimitsSettings
-from gateway.cli.handover import unread_bytes
-from gateway.cli.supervisor import FRESH, HANDED, MAX_HANDOVER_BYTES, Arrival, hand_over, owner_of, receive, worker_for
 
 HEAD = b"POST /sessionHub?id=1.abc HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n"
 

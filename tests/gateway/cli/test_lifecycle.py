@@ -20,7 +20,6 @@ from tests.harness.redis_process import free_port
 from tests.harness.stack import base_config, body_of, session_body, start_stack
 
 
-
 async def test_shutdown_finishes_in_flight_requests_and_accepts_no_new_ones(store_client):
     stack = await start_stack(store_client)
     try:

@@ -20,10 +20,10 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from simulator.app import PlatformSimulator, make_simulator_app
-from tests.harness.stack import API_TOKEN, WEBHOOK_TOKEN, base_config, session_body
 from tests.harness.paths import ROOT
 from tests.harness.processes import ChildProcess
 from tests.harness.redis_process import RedisProcess, free_port
+from tests.harness.stack import API_TOKEN, WEBHOOK_TOKEN, base_config, session_body
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

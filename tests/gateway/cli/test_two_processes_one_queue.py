@@ -25,10 +25,10 @@ import redis.asyncio as aioredis
 import ujson
 from tornado.httpclient import AsyncHTTPClient
 
-from tests.harness.stack import API_TOKEN, WEBHOOK_TOKEN, base_config, conversation_id_of, session_body
 from tests.harness.paths import ROOT
 from tests.harness.processes import ChildProcess
 from tests.harness.redis_process import free_port
+from tests.harness.stack import API_TOKEN, WEBHOOK_TOKEN, base_config, conversation_id_of, session_body
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

@@ -33,11 +33,11 @@ from typing import Any
 
 import pytest
 
-from tests.harness.stack import API_TOKEN, WEBHOOK_TOKEN, base_config, conversation_id_of, session_body
 from tests.harness.paths import ROOT, SESSION_HUB_CLIENTS
 from tests.harness.processes import worker_pids
 from tests.harness.python_clients import CoreClient, PyClient
 from tests.harness.redis_process import RedisProcess, free_port
+from tests.harness.stack import API_TOKEN, WEBHOOK_TOKEN, base_config, conversation_id_of, session_body
 
 pytestmark = [pytest.mark.redis, pytest.mark.interop]
 

@@ -12,6 +12,9 @@ import socket
 
 import pytest
 
+from gateway.app import Gateway
+from gateway.config import load_settings
+from gateway.redis.client import open_redis
 from tests.harness.edge_client import (
     TIMEOUT,
     close_all,
@@ -23,9 +26,6 @@ from tests.harness.edge_client import (
     read_one_response,
     read_to_end,
 )
-from gateway.app import Gateway
-from gateway.config import load_settings
-from gateway.redis.client import open_redis
 from tests.harness.stack import base_config, start_stack
 
 FLOOD = 2000

@@ -6,6 +6,7 @@ import pytest
 import ujson
 
 from gateway.config import ConfigError, load_settings
+from gateway.config.settings import LimitsSettings
 from gateway.http.edge_rules import (
     BODY_TOO_LARGE,
     HEAD_TOO_LARGE,
@@ -19,7 +20,6 @@ from gateway.http.edge_rules import (
     head_error,
     oversize_head_error,
 )
-from gateway.config.settings import LimitsSettings
 from tests.harness.stack import base_config
 
 

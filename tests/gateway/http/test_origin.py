@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 import ujson
 
-from tests.harness.edge_client import exchange
 from gateway.redis.client import open_redis
+from tests.harness.edge_client import exchange
 from tests.harness.stack import WEBHOOK_TOKEN, base_config, body_of, queued_request, session_body, start_stack
 
 ALLOWED = "https://shop.example"  # in base_config's AllowedOrigins

@@ -14,14 +14,14 @@ from dataclasses import replace
 import pytest
 import redis.asyncio as aioredis
 
+from gateway.live.hub import HubTuning
 from gateway.model.departures import Departure, departure_message
 from gateway.queue.events import SessionFailed
-from gateway.live.hub import HubTuning
 from gateway.redis.client import COMMAND_TIMEOUT_SECONDS, open_redis
 from signalr import HubOptions
-from tests.harness.stack import Stack, base_config, conversation_id_of, start_hub_stack
-from tests.harness.session_hub import TIMEOUT, HubClient
 from tests.harness.redis_process import RedisProcess
+from tests.harness.session_hub import TIMEOUT, HubClient
+from tests.harness.stack import Stack, base_config, conversation_id_of, start_hub_stack
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

@@ -8,8 +8,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.harness.fake_clock import FakeClock
-from gateway.live.presence import Absence, PresenceRecord, absence_of, absent
 from gateway.live.positions import (
     PositionBroadcaster,
     PositionTracker,
@@ -20,6 +18,8 @@ from gateway.live.positions import (
     update_payload,
     wait_for_gap,
 )
+from gateway.live.presence import Absence, PresenceRecord, absence_of, absent
+from tests.harness.fake_clock import FakeClock
 
 
 def test_tracker_sends_only_changes_and_forgets_served() -> None:

@@ -14,12 +14,10 @@ from importlib import resources
 import pytest
 import redis.asyncio as aioredis
 
-from tests.harness.fake_clock import FakeClock
-
-from gateway.live.abandonment import AbandonmentReaper
-from gateway.live.presence import Absence
 from gateway.admission.store import AdmissionStore, Caps, ClaimedEntry, Outcome
-from gateway.live.presence import DISPATCH_RECHECK, PresenceStore
+from gateway.live.abandonment import AbandonmentReaper
+from gateway.live.presence import DISPATCH_RECHECK, Absence, PresenceStore
+from tests.harness.fake_clock import FakeClock
 
 PREFIX = "iqra:"
 TIMEOUT = 60.0

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from gateway.model.departures import Departure, departure_message
 from gateway.live.hub import UNKNOWN_ID_MESSAGE
-from tests.harness.session_hub import FAST, TIMEOUT, HubClient, fill_and_queue
+from gateway.model.departures import Departure, departure_message
 from tests.harness.paths import SESSION_HUB_CLIENTS
+from tests.harness.session_hub import FAST, TIMEOUT, HubClient, fill_and_queue
 from tests.harness.stack import Stack, base_config, conversation_id_of, start_hub_stack
 
 pytestmark = pytest.mark.redis

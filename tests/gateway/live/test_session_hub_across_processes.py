@@ -21,10 +21,10 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from simulator.app import PlatformSimulator, make_simulator_app
-from tests.harness.stack import API_TOKEN, WEBHOOK_TOKEN, base_config, conversation_id_of, session_body, start_hub_stack
-from tests.harness.redis_process import free_port
 from tests.harness.processes import serve_two_workers, wait_healthy
+from tests.harness.redis_process import free_port
 from tests.harness.session_hub import FAST, TIMEOUT, HubClient
+from tests.harness.stack import API_TOKEN, WEBHOOK_TOKEN, base_config, conversation_id_of, session_body, start_hub_stack
 
 pytestmark = pytest.mark.redis
 

@@ -10,8 +10,8 @@ import redis.asyncio as aioredis
 
 from gateway.live.hub import UNKNOWN_ID_MESSAGE
 from gateway.model.text import unsendable_message
-from tests.harness.stack import base_config, start_hub_stack
 from tests.harness.session_hub import FAST, TIMEOUT, HubClient, fill_and_queue
+from tests.harness.stack import base_config, start_hub_stack
 
 pytestmark = pytest.mark.redis
 

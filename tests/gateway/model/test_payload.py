@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from gateway.config.settings import CampaignSettings
 from gateway.model.enums import AudioEncodingType, TransportType
 from gateway.model.request import (
     CLIENT_IDENTIFIER_MAX,
@@ -17,7 +18,6 @@ from gateway.model.request import (
     SessionRequest,
     parse_session_request,
 )
-from gateway.config.settings import CampaignSettings
 
 CAMPAIGNS = {
     "IqraWebsiteCampaign": CampaignSettings(

@@ -16,7 +16,12 @@ from tornado.web import Application, RequestHandler
 from gateway.model.request import parse_session_request
 from gateway.platform.client import PlatformClient
 from gateway.platform.errors import PlatformError
-from gateway.platform.wire import InitiatedSession, PlatformConcurrency, conversation_id_from_url, platform_client_identifier
+from gateway.platform.wire import (
+    InitiatedSession,
+    PlatformConcurrency,
+    conversation_id_from_url,
+    platform_client_identifier,
+)
 from simulator.app import CONCURRENCY_LIMIT_CODE, INVALID_API_KEY_CODE, PlatformSimulator
 from tests.harness.platform_client import CAMPAIGN, TOKEN, make_request, make_settings, port_whose_connect_hangs
 

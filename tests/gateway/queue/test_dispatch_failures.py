@@ -18,11 +18,11 @@ from tornado.netutil import bind_sockets
 
 from gateway.admission.store import Caps, Outcome
 from gateway.model.departures import Departure, departure_message
-from gateway.queue.events import SessionFailed, SessionReady
 from gateway.platform.errors import FailureKind, PlatformError
+from gateway.queue.events import SessionFailed, SessionReady
+from ratelimit import Policy, Rule
 from simulator.app import make_simulator_app
 from tests.harness.stack import base_config, body_of, conversation_id_of, session_body, start_stack
-from ratelimit import Policy, Rule
 
 TIMEOUT = 15
 INITIATE_PATH = "/websession/initiate"

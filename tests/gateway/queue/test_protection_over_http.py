@@ -12,8 +12,8 @@ import asyncio
 import pytest
 
 from tests.harness.fake_clock import FakeClock
-from tests.harness.stack import base_config, body_of, concurrent_units_used, conversation_id_of, session_body
 from tests.harness.geo_mmdb import ANONYMOUS_IP_TYPE, anonymous_record, write_database
+from tests.harness.stack import base_config, body_of, concurrent_units_used, conversation_id_of, session_body
 
 VPN, PUBLIC_PROXY, RESIDENTIAL, HOSTING, TOR, CLEAN = (
     "198.51.100.1", "198.51.100.2", "198.51.100.3", "198.51.100.4", "198.51.100.5", "203.0.113.9")

@@ -12,14 +12,14 @@ from __future__ import annotations
 import pytest
 import redis.asyncio as aioredis
 
-from tests.harness.fake_clock import FakeClock
 from gateway.admission.store import AdmissionStore, Caps, Outcome
 from gateway.config import load_settings
-from gateway.queue.protection import QUEUED_HOLD_SECONDS, ClientProtection, Subject
 from gateway.model.entry import QueueEntry
 from gateway.model.request import SessionRequest
-from tests.harness.stack import base_config, session_body, start_stack
+from gateway.queue.protection import QUEUED_HOLD_SECONDS, ClientProtection, Subject
 from ratelimit import Policy, Rule
+from tests.harness.fake_clock import FakeClock
+from tests.harness.stack import base_config, session_body, start_stack
 
 QUEUE_ONLY = Caps(global_cap=0)
 ROOM = Caps(global_cap=10)

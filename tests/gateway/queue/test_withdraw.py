@@ -14,12 +14,12 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.admission.store import Caps
-from gateway.queue.events import QueueChanged
 from gateway.queue.answers import STORE_DOWN_MESSAGE
+from gateway.queue.events import QueueChanged
 from gateway.redis.client import COMMAND_TIMEOUT_SECONDS, open_redis
-from tests.harness.stack import base_config, body_of, conversation_id_of, session_body, start_stack
 from ratelimit import Policy, Rule
 from tests.harness.redis_process import RedisProcess
+from tests.harness.stack import base_config, body_of, conversation_id_of, session_body, start_stack
 
 pytestmark = pytest.mark.redis
 

@@ -11,11 +11,11 @@ import time
 
 import pytest
 
-from gateway.queue.events import SessionReady
 from gateway.queue.answers import STORE_DOWN_MESSAGE
+from gateway.queue.events import SessionReady
 from gateway.redis.client import COMMAND_TIMEOUT_SECONDS, open_redis
-from tests.harness.stack import base_config, body_of, conversation_id_of, start_stack
 from tests.harness.redis_process import RedisProcess
+from tests.harness.stack import base_config, body_of, conversation_id_of, start_stack
 
 pytestmark = pytest.mark.redis
 

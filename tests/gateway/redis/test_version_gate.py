@@ -16,8 +16,8 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.config.errors import ConfigError
-from gateway.redis.gate import RECHECK_SECONDS, RedisGate, RedisTooOld
 from gateway.redis.client import MIN_REDIS_VERSION, check_redis_version, open_redis, run_script
+from gateway.redis.gate import RECHECK_SECONDS, RedisGate, RedisTooOld
 from tests.harness.redis_process import free_port
 from tests.harness.redis_version_proxy import VersionProxy
 

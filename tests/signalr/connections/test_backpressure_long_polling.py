@@ -12,7 +12,6 @@ from typing import Any
 
 from tests.harness.signalr_server import RS, TIMEOUT, JsonWs, Tracked, frame, parse, running, wait_until
 
-
 LIMIT = 64 * 1024
 PAYLOAD = "x" * 20_000
 # The limit is passed after a handful of rounds; this many means it was never enforced.

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 import tornado.httpclient
-from tests.harness.signalr_server import JsonWs, RawSse, running
 
 from signalr.options import HttpTransportType
+from tests.harness.signalr_server import JsonWs, RawSse, running
 
 
 async def test_negotiate_answers_other_methods_with_405() -> None:

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.harness.signalr_server import JsonWs, running
-
 from examples.chat import ChatHub
 from signalr.connections.manager import ConnectionManager
 from signalr.options import HttpTransportType
+from tests.harness.signalr_server import JsonWs, running
 
 
 class FakeClock:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.harness.signalr_server import RS, frame, parse, running, wait_until
-
 from examples.chat import ChatHub
+from tests.harness.signalr_server import RS, frame, parse, running, wait_until
 
 HANDSHAKE = ('{"protocol":"json","version":1}' + RS).encode()
 

@@ -6,7 +6,6 @@ import json
 import re
 
 import pytest
-from tests.harness.signalr_server import JsonWs, running
 
 from signalr.connections.negotiate import (
     NegotiateResult,
@@ -17,6 +16,7 @@ from signalr.connections.negotiate import (
     select_version,
 )
 from signalr.options import ALL_TRANSPORTS, HttpTransportType
+from tests.harness.signalr_server import JsonWs, running
 
 URL_SAFE_22 = re.compile(r"^[A-Za-z0-9_-]{22}$")
 ALL_TRANSPORTS_JSON = [

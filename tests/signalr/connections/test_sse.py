@@ -6,9 +6,9 @@ import asyncio
 import json
 
 import pytest
-from tests.harness.signalr_server import RS, RawSse, frame, parse, running
 
 from signalr.connections.transports.sse import format_event
+from tests.harness.signalr_server import RS, RawSse, frame, parse, running
 
 HANDSHAKE = '{"protocol":"json","version":1}' + RS
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import tornado.httpclient
-from tests.harness.signalr_server import JsonWs, running, wait_until
 
 from examples.chat import ChatHub
 from signalr.errors import ProtocolError
 from signalr.protocol.stateful import StatefulBuffer
+from tests.harness.signalr_server import JsonWs, running, wait_until
 
 V2 = '{"protocol":"json","version":2}\x1e'
 

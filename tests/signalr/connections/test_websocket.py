@@ -8,6 +8,7 @@ import msgpack
 import pytest
 import tornado.httpclient
 import tornado.websocket
+
 from tests.harness.signalr_server import RS, TIMEOUT, JsonWs, frame, parse, running
 
 

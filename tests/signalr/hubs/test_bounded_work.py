@@ -17,11 +17,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from tests.harness.signalr_server import RS, TIMEOUT, Harness, JsonWs, raw_websocket, read_ws_frame, running, wait_until
 from tornado.util import _websocket_mask
 
 from signalr import Hub, HubOptions
 from signalr.hubs.dispatcher import DISPATCH_BATCH
+from tests.harness.signalr_server import RS, TIMEOUT, Harness, JsonWs, raw_websocket, read_ws_frame, running, wait_until
 
 HANDSHAKE = ('{"protocol":"json","version":1}' + RS).encode()
 PAD = "p" * 200
@@ -422,9 +422,8 @@ async def test_a_client_that_pings_in_time_stays_connected() -> None:
 async def test_the_official_js_client_keeps_its_connection_through_idle_periods() -> None:
     """Its Pings (every 15 s by default, here every 200 ms) keep it inside the client timeout
     (30 s by default, here 600 ms), although the clock now starts at the handshake."""
-    from tests.harness.interop import run_node
-
     from examples.chat import ChatHub
+    from tests.harness.interop import run_node
 
     options = {"client_timeout_interval": 0.6, "keep_alive_interval": 0.2, "heartbeat_interval": 0.02}
     async with running(ChatHub, **options) as h:

@@ -12,10 +12,9 @@ import os
 import struct
 from typing import Any
 
-from tests.harness.signalr_server import TIMEOUT, JsonWs, frame, running
-
 from examples.chat import ChatHub
 from signalr.tornado import _TEXT_FIN
+from tests.harness.signalr_server import TIMEOUT, JsonWs, frame, running
 
 V2 = '{"protocol":"json","version":2}\x1e'
 

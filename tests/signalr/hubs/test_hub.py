@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from tests.harness.signalr_server import JsonWs, running
 
 from examples.chat import ChatHub
 from signalr import Hub, HubContext, HubError, hub_method
 from signalr.hubs.lifetime import InMemoryHubLifetimeManager
 from signalr.hubs.methods import BindingError, HubMethodTable, pascal_case
+from tests.harness.signalr_server import JsonWs, running
 
 
 class TableHub(Hub):

@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 import redis.asyncio
-from tests.harness.redis_process import RedisProcess, free_port
 
 from signalr.hubs.lifetime import (
     GroupActionError,
@@ -30,6 +29,7 @@ from signalr.hubs.lifetime import (
 )
 from signalr.protocol import HubMessage, HubProtocol, InvocationMessage, get_protocol
 from signalr.redis.lifetime import RedisHubLifetimeManager, reconnect_delay
+from tests.harness.redis_process import RedisProcess, free_port
 
 TIMEOUT = 5.0
 _ids = itertools.count(1)

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.harness.redis_process import RedisProcess
 from tests.harness.interop import ExampleServer, NodeScript, run_node
+from tests.harness.redis_process import RedisProcess
 
 pytestmark = pytest.mark.interop
 
