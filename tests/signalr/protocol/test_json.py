@@ -404,6 +404,8 @@ def test_text_frame_str_is_accepted() -> None:
 
 
 # --- cross-checks against the Python clients' own protocol code (no network) ----------------------
+# The same checks as in test_msgpack.py, on purpose: the two protocols are twins, and so are what the
+# clients send in each (the cases differ where the clients do).
 
 CLIENT_SENT = [
     # (case, pysignalr message factory, what our parser must produce)

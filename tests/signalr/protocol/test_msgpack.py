@@ -267,6 +267,8 @@ def test_protocol_identity() -> None:
 
 
 # --- cross-checks against the Python clients' own protocol code (no network) ----------------------
+# The same checks as in test_json.py, on purpose: the two protocols are twins, and so are what the
+# clients send in each (the cases differ where the clients do).
 
 CLIENT_SENT = [
     # (case, pysignalr message factory, what our parser must produce)
