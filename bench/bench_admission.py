@@ -45,12 +45,12 @@ import redis
 import redis.asyncio as aioredis
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # the product packages and the tests harness (tests.harness)
 sys.path.insert(0, str(ROOT / "bench"))
 
 from gateway.admission.store import _OPERATIONS, _script_source  # noqa: E402
 from loadgen import LoadResult, build_request, run_load  # noqa: E402
-from redis_process import RedisProcess, free_port  # noqa: E402
+from tests.harness.redis_process import RedisProcess, free_port  # noqa: E402
 
 WEBHOOK_TOKEN = "bench-webhook"
 API_TOKEN = "bench-token"

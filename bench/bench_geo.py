@@ -24,7 +24,6 @@ from pathlib import Path
 import maxminddb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from geo import AnonymizerChecker, BlockPolicy
 from geo.checker import DEFAULT_CACHE_SIZE
@@ -34,7 +33,7 @@ POLICY = BlockPolicy(block_vpn=True, block_proxy=True, block_datacenter=True, bl
 
 
 def build_database(path: Path, rng: random.Random, networks: int) -> None:
-    from geo_mmdb import ANONYMOUS_IP_TYPE, anonymous_record, write_database
+    from tests.harness.geo_mmdb import ANONYMOUS_IP_TYPE, anonymous_record, write_database
 
     flags = [
         anonymous_record(vpn=True),

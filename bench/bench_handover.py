@@ -31,10 +31,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # the product packages and the tests harness (tests.harness)
 
-from gateway_harness import base_config  # noqa: E402
-from redis_process import RedisProcess, free_port  # noqa: E402
+from tests.harness.redis_process import RedisProcess, free_port  # noqa: E402
+from tests.harness.stack import base_config  # noqa: E402
 
 
 def _request(target: str, close: bool = False) -> bytes:

@@ -62,7 +62,7 @@ from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # the product packages and the tests harness (tests.harness)
 sys.path.insert(0, str(BENCH))
 
 from flood_client import (  # noqa: E402 - after the path set-up
@@ -166,7 +166,7 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], name: str, log: P
 @contextlib.contextmanager
 def servers(args: argparse.Namespace, redis_url: str, workdir: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     """The target's server process(es); yields the flooded port and the process whose memory is measured."""
-    from redis_process import free_port
+    from tests.harness.redis_process import free_port
 
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     roots = [str(args.signalr_root)] if args.signalr_root else []
@@ -330,7 +330,7 @@ def report(args: argparse.Namespace, f: Figures) -> str:
 
 
 async def run(args: argparse.Namespace) -> Figures:
-    from redis_process import RedisProcess
+    from tests.harness.redis_process import RedisProcess
 
     target = TARGETS[args.target]
     redis_server = RedisProcess()

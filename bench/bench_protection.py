@@ -34,13 +34,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # the product packages and the tests harness (tests.harness)
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_admission import QUIET_DISPATCH_INTERVAL, CpuMeter, Processes  # noqa: E402
 from bench_geo import build_database  # noqa: E402
 from loadgen import build_request, run_load  # noqa: E402
-from redis_process import RedisProcess, free_port  # noqa: E402
+from tests.harness.redis_process import RedisProcess, free_port  # noqa: E402
 
 HIGH = 1_000_000_000
 

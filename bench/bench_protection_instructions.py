@@ -59,14 +59,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # the product packages and the tests harness (tests.harness)
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_admission import QUIET_DISPATCH_INTERVAL, Processes  # noqa: E402
 from bench_geo import build_database  # noqa: E402
 from bench_protection import _config, clean_addresses, session_request  # noqa: E402
 from loadgen import run_load  # noqa: E402
-from redis_process import RedisProcess, free_port  # noqa: E402
+from tests.harness.redis_process import RedisProcess, free_port  # noqa: E402
 
 from gateway.queue.protection import RENEW_INTERVAL_SECONDS  # noqa: E402
 

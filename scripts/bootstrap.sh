@@ -37,7 +37,7 @@ bootstrap_venv() {
 # the interop tests' clients). `npm ci` follows the lock file exactly.
 bootstrap_node_packages() {
   local dir
-  for dir in static tests/interop tests/interop_hub; do
+  for dir in static tests/signalr/interop tests/gateway/live/interop; do
     if [ -f "$dir/package-lock.json" ] && [ ! -d "$dir/node_modules" -o "$dir/package-lock.json" -nt "$dir/node_modules" ]; then
       (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
     fi

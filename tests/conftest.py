@@ -6,20 +6,13 @@ flushed database on it. Tests that need to stop Redis mid-run make their own ``R
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
+import fakeredis
 import pytest
 import redis
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from redis_process import RedisProcess  # noqa: E402
-from fake_clock import FakeClock  # noqa: E402
-
-import fakeredis  # noqa: E402
-
-from gateway.redis.client import open_redis  # noqa: E402
+from gateway.redis.client import open_redis
+from tests.harness.fake_clock import FakeClock
+from tests.harness.redis_process import RedisProcess
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,1 @@
+"""Smoke runs of the benchmarks at toy scale, so that they do not rot."""

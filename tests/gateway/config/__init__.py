@@ -1,0 +1,1 @@
+"""gateway.config: loading appsettings.json and the environment into the typed settings."""

@@ -1,0 +1,1 @@
+"""gateway.live: the session hub, presence, positions, abandonment, store outages."""

@@ -1,0 +1,1 @@
+"""gateway.logs: log throttling and request context."""

@@ -1,0 +1,1 @@
+"""gateway.model: the session request payload and the queue entry."""

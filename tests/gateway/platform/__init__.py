@@ -1,0 +1,1 @@
+"""gateway.platform: the voice platform's client and what its failures mean."""

@@ -1,0 +1,1 @@
+"""geo: client addresses behind trusted proxies and the MaxMind anonymizer checks."""

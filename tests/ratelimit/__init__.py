@@ -1,0 +1,1 @@
+"""ratelimit: sliding windows and concurrency units, their plan and their headers."""

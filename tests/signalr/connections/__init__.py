@@ -1,0 +1,1 @@
+"""signalr.connections: negotiate, the three transports, keep-alive, back-pressure, stateful reconnect."""

@@ -1,0 +1,1 @@
+"""signalr.redis: the backplane's envelope format and its hygiene."""

@@ -1,0 +1,1 @@
+"""simulator: the voice platform simulator the gateway is tested and demonstrated against."""
