@@ -93,7 +93,7 @@ class RateLimiter:
     :param clock: seconds since the epoch; every script gets its time from here (tests inject one).
     """
 
-    def __init__(self, redis: Any, *, key_prefix: str = "iqra:rl:", clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, redis: Any, *, key_prefix: str = "rl:", clock: Callable[[], float] = time.time) -> None:
         self._prefix = key_prefix
         self._clock = clock
         self._redis = redis

@@ -44,7 +44,7 @@ class LimitPlan:
     :raises InvalidRule: on a negative limit.
     """
 
-    def __init__(self, *, key_prefix: str = "iqra:rl:", hourly: int = 0, daily: int = 0, concurrency: int = 0,
+    def __init__(self, *, key_prefix: str = "rl:", hourly: int = 0, daily: int = 0, concurrency: int = 0,
                  per_ip_hourly: int = 0, per_ip_daily: int = 0, per_ip_concurrency: int = 0) -> None:
         # A sample subject validates the limits once and fixes the rule order; the rules of any request are
         # these with other subjects.

@@ -28,7 +28,7 @@ def unread_bytes(stream: tornado.iostream.IOStream) -> bytes:
     """Every byte read from ``stream``'s socket (or handed in with it) and not yet consumed; the stream
     is to be closed afterwards, not read again."""
     # Tornado has no public way to take back its read buffer: read it where BaseIOStream keeps it
-    # (tests/test_gateway_handover.py pins it; older Tornados kept a start offset too).
+    # (tests/gateway/cli/test_handover.py pins it; older Tornados kept a start offset too).
     start = getattr(stream, "_read_buffer_pos", 0)
     buffered = bytes(stream._read_buffer[start : start + stream._read_buffer_size])  # type: ignore[attr-defined]
     return buffered + (stream.take_unread() if isinstance(stream, PrefilledStream) else b"")

@@ -340,14 +340,14 @@ async def test_a_subjects_windows_share_one_set_with_one_member_per_request(
     limiter: RateLimiter, store: redis.asyncio.Redis
 ) -> None:
     rules = [concurrent(3), hourly(3), daily(3), hourly(3, "ip:1.2.3.4")]
-    assert limiter.key_for(rules[1]) == limiter.key_for(rules[2]) == "iqra:rl:hits:client:id:a"
+    assert limiter.key_for(rules[1]) == limiter.key_for(rules[2]) == "rl:hits:client:id:a"
     assert used(await limiter.acquire("u1", rules, hold_seconds=60)) == [1, 1, 1, 1]
     assert used(await limiter.acquire("u2", rules, hold_seconds=60)) == [2, 2, 2, 2]
-    assert sorted(await store.keys("iqra:rl:*")) == [b"iqra:rl:concurrent:client:id:a", b"iqra:rl:hits:client:id:a",
-                                                     b"iqra:rl:hits:ip:1.2.3.4"]
-    assert await store.zcard("iqra:rl:hits:client:id:a") == 2
+    assert sorted(await store.keys("rl:*")) == [b"rl:concurrent:client:id:a", b"rl:hits:client:id:a",
+                                                     b"rl:hits:ip:1.2.3.4"]
+    assert await store.zcard("rl:hits:client:id:a") == 2
     await limiter.refund("u2", rules)
-    assert await store.zcard("iqra:rl:hits:client:id:a") == 1
+    assert await store.zcard("rl:hits:client:id:a") == 1
     assert used(await limiter.acquire("u3", rules, hold_seconds=60)) == [2, 2, 2, 2]
 
 

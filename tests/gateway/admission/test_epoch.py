@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.admission.epoch import EpochWatcher, StoreEpoch
-from gateway.admission.keys import AdmissionKeys
+from gateway.admission.keys import AdmissionKeys, KeySpace
 from gateway.admission.store import AdmissionStore, Caps, StoreReset
 from gateway.queue.capacity import CapacityPolicy, PlatformUsage
 from ratelimit.plan import LimitPlan
@@ -63,7 +63,7 @@ async def test_admission_and_claims_under_an_unknown_epoch_are_refused_and_chang
     caps = Caps(global_cap=5, campaign_caps={})
     call = None
     if limits:
-        plan = LimitPlan(key_prefix="iqra:rl:", hourly=5, daily=0, concurrency=1, per_ip_hourly=0, per_ip_daily=0,
+        plan = LimitPlan(key_prefix=KeySpace().rate_limits, hourly=5, daily=0, concurrency=1, per_ip_hourly=0, per_ip_daily=0,
                          per_ip_concurrency=0)
         call = plan.acquire_call("r1", client_key="id:a", ip="10.0.0.1", now_ms=1_000, hold_ms=60_000)
     # No epoch known yet (the store was down at start-up): nothing to compare, the call goes through.
