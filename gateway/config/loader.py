@@ -60,7 +60,7 @@ def load_settings(
     :param data: the parsed file contents instead of ``path`` (for tests and embedding).
     :param environ: environment variables; ``None`` means :data:`os.environ`.
     :return: the settings and the warnings.
-    :raises ConfigError: listing every problem found.
+    :raises ConfigError: listing every problem found, and the warnings found with them.
     """
     if path is not None and data is not None:
         raise TypeError("load_settings takes a path or data, not both")
@@ -78,7 +78,8 @@ def load_settings(
     binder.warnings.extend(env_warnings)
     settings = _bind_settings(binder, root)
     if binder.problems or settings is None:
-        raise ConfigError(binder.problems)
+        # The warnings too: a misspelt key is often why a required one is "missing".
+        raise ConfigError(binder.problems, warnings=binder.warnings)
     return LoadedSettings(settings=settings, warnings=tuple(binder.warnings))
 
 
