@@ -10,10 +10,12 @@ import gc
 import logging
 import signal
 import sys
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from gateway.config import load_settings
 from gateway.config.errors import ConfigError
+from gateway.logs.setup import adopt_configured_format, writes_json
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -39,17 +41,36 @@ async def wait_for_signal() -> None:
     await stop.wait()
 
 
+def config_report(problems: Iterable[str], warnings: Iterable[str]) -> list[str]:
+    """One line per problem (``error: ...``) and per warning (``warning: ...``), problems first."""
+    return [*(f"error: {problem}" for problem in problems), *(f"warning: {warning}" for warning in warnings)]
+
+
+def report_config_error(exc: ConfigError) -> None:
+    """Say why the gateway does not start: every problem, and the warnings found with them."""
+    if writes_json():  # a log collector reads stderr: records, not free text
+        for problem in exc.problems:
+            log.error("config: " + problem)  # each its own message: the repeat throttle must not fold them
+        for warning in exc.warnings:
+            log.warning("config: " + warning)
+        log.error("the configuration has problems; not starting")
+        return
+    print("The configuration has problems:", file=sys.stderr)
+    for line in config_report(exc.problems, exc.warnings):
+        print(f"  {line}", file=sys.stderr)
+
+
 def load_for_serve(path: str) -> Settings | None:
-    """The settings to serve with, or None after printing every problem."""
+    """The settings to serve with, or None after printing every problem and warning."""
     try:
         loaded = load_settings(path)
     except ConfigError as exc:
-        print("The configuration has problems:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+        report_config_error(exc)
         return None
+    adopt_configured_format(loaded.settings.logging.format)
     for warning in loaded.warnings:
-        log.warning("config: %s", warning)
+        # Not "config: %s": every warning would be one kind to the repeat throttle, and only the first shown.
+        log.warning("config: " + warning)
     return loaded.settings
 
 
@@ -93,9 +114,7 @@ async def serve(args: argparse.Namespace) -> int:
         print(f"cannot listen on {args.host}:{args.port}: {exc.strerror}; choose another --port", file=sys.stderr)
         return 1
     except ConfigError as exc:
-        print("The configuration has problems:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+        report_config_error(exc)
         await gateway.stop()
         return 1
     settle_heap()

@@ -11,6 +11,7 @@ from gateway.config.binder import Binder
 from gateway.config.concurrency import bind_concurrency, bind_queue
 from gateway.config.edge import bind_forwarded, bind_origins
 from gateway.config.limits import bind_limits
+from gateway.config.logging import bind_logging
 from gateway.config.problems import Section
 from gateway.config.redis_url import bind_redis
 from gateway.config.security import IPAPI_REPLACED, bind_geoip, bind_security
@@ -96,7 +97,7 @@ def _bind_settings(binder: Binder, root: Node) -> Settings | None:
     limits = bind_limits(binder, binder.section(top, "Limits"))
     if top.take("IpApi") is not None:
         binder.warn("IpApi", IPAPI_REPLACED)
-    top.take("Logging")  # ASP.NET's logging section: our logging is set up by the command line.
+    logging = bind_logging(binder, binder.section(top, "Logging"))
     top.take("AllowedHosts")  # ASP.NET host filtering: the reverse proxy's job here.
     binder.warn_unknown(top)
     if platform is None or concurrency is None:
@@ -111,4 +112,5 @@ def _bind_settings(binder: Binder, root: Node) -> Settings | None:
         security=security,
         geoip=geoip,
         limits=limits,
+        logging=logging,
     )
