@@ -32,13 +32,18 @@ def run(coro: Any) -> int:
         return 130
 
 
-async def wait_for_signal() -> None:
-    """Until SIGTERM or SIGINT."""
+def stop_on_signal() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT, which no longer end the process at once."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    return stop
+
+
+async def wait_for_signal() -> None:
+    """Until SIGTERM or SIGINT."""
+    await stop_on_signal().wait()
 
 
 def config_report(problems: Iterable[str], warnings: Iterable[str]) -> list[str]:
@@ -118,9 +123,11 @@ async def serve(args: argparse.Namespace) -> int:
         await gateway.stop()
         return 1
     settle_heap()
+    # Before saying so: a supervisor may send SIGTERM as soon as it reads the line, and must get a clean stop.
+    stop = stop_on_signal()
     # On stdout as well as in the log, so scripts and supervisors can wait for it.
     print(f"iqra-gateway listening on http://{args.host}:{port}", flush=True)
-    await wait_for_signal()
+    await stop.wait()
     log.info("shutting down: no new connections, finishing in-flight requests")
     await gateway.stop()
     return 0
