@@ -37,6 +37,8 @@ setup(
         "msgpack>=1.0.5",
         # The embedded store runs our Lua scripts in-process; the "lua" extra brings lupa.
         "fakeredis[lua]>=2.20",
+        # --log-format json; 3.1 moved the formatter to pythonjsonlogger.json, where gateway/logs imports it.
+        "python-json-logger>=3.1",
     ],
     extras_require={
         "test": [

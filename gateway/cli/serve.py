@@ -10,10 +10,12 @@ import gc
 import logging
 import signal
 import sys
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from gateway.config import load_settings
 from gateway.config.errors import ConfigError
+from gateway.logs.setup import adopt_configured_format, writes_json
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -30,26 +32,50 @@ def run(coro: Any) -> int:
         return 130
 
 
-async def wait_for_signal() -> None:
-    """Until SIGTERM or SIGINT."""
+def stop_on_signal() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT, which no longer end the process at once."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    return stop
+
+
+async def wait_for_signal() -> None:
+    """Until SIGTERM or SIGINT."""
+    await stop_on_signal().wait()
+
+
+def config_report(problems: Iterable[str], warnings: Iterable[str]) -> list[str]:
+    """One line per problem (``error: ...``) and per warning (``warning: ...``), problems first."""
+    return [*(f"error: {problem}" for problem in problems), *(f"warning: {warning}" for warning in warnings)]
+
+
+def report_config_error(exc: ConfigError) -> None:
+    """Say why the gateway does not start: every problem, and the warnings found with them."""
+    if writes_json():  # a log collector reads stderr: records, not free text
+        for problem in exc.problems:
+            log.error("config: " + problem)  # each its own message: the repeat throttle must not fold them
+        for warning in exc.warnings:
+            log.warning("config: " + warning)
+        log.error("the configuration has problems; not starting")
+        return
+    print("The configuration has problems:", file=sys.stderr)
+    for line in config_report(exc.problems, exc.warnings):
+        print(f"  {line}", file=sys.stderr)
 
 
 def load_for_serve(path: str) -> Settings | None:
-    """The settings to serve with, or None after printing every problem."""
+    """The settings to serve with, or None after printing every problem and warning."""
     try:
         loaded = load_settings(path)
     except ConfigError as exc:
-        print("The configuration has problems:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+        report_config_error(exc)
         return None
+    adopt_configured_format(loaded.settings.logging.format)
     for warning in loaded.warnings:
-        log.warning("config: %s", warning)
+        # Not "config: %s": every warning would be one kind to the repeat throttle, and only the first shown.
+        log.warning("config: " + warning)
     return loaded.settings
 
 
@@ -93,15 +119,15 @@ async def serve(args: argparse.Namespace) -> int:
         print(f"cannot listen on {args.host}:{args.port}: {exc.strerror}; choose another --port", file=sys.stderr)
         return 1
     except ConfigError as exc:
-        print("The configuration has problems:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+        report_config_error(exc)
         await gateway.stop()
         return 1
     settle_heap()
+    # Before saying so: a supervisor may send SIGTERM as soon as it reads the line, and must get a clean stop.
+    stop = stop_on_signal()
     # On stdout as well as in the log, so scripts and supervisors can wait for it.
     print(f"iqra-gateway listening on http://{args.host}:{port}", flush=True)
-    await wait_for_signal()
+    await stop.wait()
     log.info("shutting down: no new connections, finishing in-flight requests")
     await gateway.stop()
     return 0

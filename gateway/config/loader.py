@@ -11,6 +11,7 @@ from gateway.config.binder import Binder
 from gateway.config.concurrency import bind_concurrency, bind_queue
 from gateway.config.edge import bind_forwarded, bind_origins
 from gateway.config.limits import bind_limits
+from gateway.config.logging import bind_logging
 from gateway.config.problems import Section
 from gateway.config.redis_url import bind_redis
 from gateway.config.security import IPAPI_REPLACED, bind_geoip, bind_security
@@ -60,7 +61,7 @@ def load_settings(
     :param data: the parsed file contents instead of ``path`` (for tests and embedding).
     :param environ: environment variables; ``None`` means :data:`os.environ`.
     :return: the settings and the warnings.
-    :raises ConfigError: listing every problem found.
+    :raises ConfigError: listing every problem found, and the warnings found with them.
     """
     if path is not None and data is not None:
         raise TypeError("load_settings takes a path or data, not both")
@@ -78,7 +79,8 @@ def load_settings(
     binder.warnings.extend(env_warnings)
     settings = _bind_settings(binder, root)
     if binder.problems or settings is None:
-        raise ConfigError(binder.problems)
+        # The warnings too: a misspelt key is often why a required one is "missing".
+        raise ConfigError(binder.problems, warnings=binder.warnings)
     return LoadedSettings(settings=settings, warnings=tuple(binder.warnings))
 
 
@@ -95,7 +97,7 @@ def _bind_settings(binder: Binder, root: Node) -> Settings | None:
     limits = bind_limits(binder, binder.section(top, "Limits"))
     if top.take("IpApi") is not None:
         binder.warn("IpApi", IPAPI_REPLACED)
-    top.take("Logging")  # ASP.NET's logging section: our logging is set up by the command line.
+    logging = bind_logging(binder, binder.section(top, "Logging"))
     top.take("AllowedHosts")  # ASP.NET host filtering: the reverse proxy's job here.
     binder.warn_unknown(top)
     if platform is None or concurrency is None:
@@ -110,4 +112,5 @@ def _bind_settings(binder: Binder, root: Node) -> Settings | None:
         security=security,
         geoip=geoip,
         limits=limits,
+        logging=logging,
     )

@@ -176,6 +176,17 @@ class LimitsSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LoggingSettings:
+    """The log output (``Logging``). ASP.NET's ``LogLevel`` keys there are ignored: ``--log-level`` sets it.
+
+    :param format: ``Format``, ``"text"`` (lines for people) or ``"json"`` (one object per line, for log
+        collectors); ``--log-format`` on the command line wins over it.
+    """
+
+    format: str = "text"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """Everything the gateway is configured with.
 
@@ -189,6 +200,7 @@ class Settings:
     :param security: ``Security``.
     :param geoip: ``GeoIp``.
     :param limits: ``Limits``.
+    :param logging: ``Logging``.
     """
 
     platform: PlatformSettings
@@ -200,6 +212,7 @@ class Settings:
     security: SecuritySettings = field(default_factory=SecuritySettings)
     geoip: GeoIpSettings = field(default_factory=GeoIpSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
 
 
 def frozen_campaigns(campaigns: Mapping[str, CampaignSettings]) -> Mapping[str, CampaignSettings]:

@@ -1,1 +1,2 @@
-"""Logging: the request id every line carries, and the throttle that keeps repeated warnings readable."""
+"""Logging: the request id every line carries, the text and JSON formats, and the throttle that keeps
+repeated warnings readable."""

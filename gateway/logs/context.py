@@ -10,7 +10,10 @@ from __future__ import annotations
 import logging
 from contextvars import ContextVar
 
-current_request_id: ContextVar[str] = ContextVar("current_request_id", default="-")
+#: The request id of records written outside any request.
+NO_REQUEST = "-"
+
+current_request_id: ContextVar[str] = ContextVar("current_request_id", default=NO_REQUEST)
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s [%(request_id)s] %(message)s"
 
@@ -23,12 +26,3 @@ class RequestIdFilter(logging.Filter):
             record.request_id = current_request_id.get()
         return True
 
-
-def configure_logging(level: int) -> None:
-    """Log to stderr in :data:`LOG_FORMAT`, with the request id on every line."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    handler.addFilter(RequestIdFilter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)

@@ -11,6 +11,8 @@ interval is forgotten, so its next record is written in full again, traceback in
 Summaries come out when an interval ends: on the next record of any kind, or by a timer when nothing else
 is logged, and on :meth:`RepeatThrottle.flush` at exit, so no count is lost silently. Records below
 ``level`` (by default INFO and DEBUG, such as the access log of successful requests) pass untouched.
+Summaries are records like any other, written through the same handler and so in its format (text or
+JSON); they carry ``repeat_summary``, ``suppressed`` and ``span_seconds`` as fields.
 """
 
 from __future__ import annotations
@@ -241,6 +243,9 @@ def _summary_record(summary: _Summary) -> logging.LogRecord:
     record = logging.LogRecord(kind.name, kind.levelno, kind.pathname, kind.lineno, text, None, None,
                                func=kind.func)
     setattr(record, SUMMARY_ATTRIBUTE, True)
+    # Fields of their own in the JSON log, so a collector can add the counts up without parsing the text.
+    record.suppressed = summary.count
+    record.span_seconds = round(summary.span, 3)
     return record
 
 

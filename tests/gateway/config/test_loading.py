@@ -364,7 +364,7 @@ def test_unknown_keys_are_warnings_naming_the_path() -> None:
     warnings = load(data).warnings
     assert warnings == (
         "VoiceAiPlatform.Campaigns.Web.Colour: unknown key, ignored",
-        "Queue.MaxLenght: unknown key, ignored",
+        "Queue.MaxLenght: unknown key, ignored; did you mean MaxLength?",
         "Extra: unknown key, ignored",
     )
 
