@@ -1,6 +1,71 @@
-"""Packaging for the Iqra web-session gateway."""
+"""Packaging for the Iqra web-session gateway.
+
+``pip install -e .`` (what scripts/demo.sh and scripts/test.sh run) serves the browser files from the
+checkout's static/. ``pip wheel .`` copies them into the wheel as gateway/static/, with the npm bundles the
+gateway serves, so an installed wheel runs ``iqra-gateway demo`` without a checkout or npm.
+"""
+
+import glob
+import os
+import shutil
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+#: The site's own files at the top of static/ (the flat files gateway/http/static_site.py serves).
+STATIC_SITE_FILES = ["*.html", "*.css", "*.js", "*.svg", "*.png", "*.ico", "*.webp"]
+
+#: The npm bundles the gateway serves, under static/node_modules/ (installed by `npm ci --prefix static`),
+#: one line per file or glob. A wheel build stops when one is missing: the wheel would be broken without it.
+NPM_BUNDLES = [
+    "@microsoft/signalr/dist/browser/signalr.min.js",  # /static/vendor/signalr.js
+]
+
+
+def static_files(*, strict: bool) -> list[str]:
+    """The files under static/ a wheel carries, as paths relative to the project root.
+
+    :param strict: raise when an npm bundle is missing (a wheel build) instead of leaving it out (metadata,
+        which pip also prepares for editable installs before npm has run).
+    """
+    files = [path for pattern in STATIC_SITE_FILES for path in glob.glob(os.path.join("static", pattern))]
+    for pattern in NPM_BUNDLES:
+        found = glob.glob(os.path.join("static", "node_modules", pattern))
+        if not found and strict:
+            raise SystemExit(f"static/node_modules/{pattern} is missing: run `npm ci --prefix static` (or "
+                             "`bash scripts/demo.sh`) before building the wheel.")
+        files += found
+    return sorted(path for path in files if os.path.isfile(path))
+
+
+class BuildPyWithStatic(build_py):
+    """build_py that also copies static/ into the build as gateway/static/ (same layout below it)."""
+
+    def run(self) -> None:
+        super().run()
+        if self.editable_mode:
+            return  # an editable install serves the checkout's static/ directly
+        target_root = os.path.join(self.build_lib, "gateway", "static")
+        shutil.rmtree(target_root, ignore_errors=True)  # no file of an earlier build lingers in this one
+        for source, target in self._static_mapping(strict=True):
+            self.mkpath(os.path.dirname(target))
+            self.copy_file(source, target)
+
+    def _static_mapping(self, *, strict: bool) -> list[tuple[str, str]]:
+        target_root = os.path.join(self.build_lib, "gateway", "static")
+        return [(path, os.path.join(target_root, os.path.relpath(path, "static")))
+                for path in static_files(strict=strict)]
+
+    def get_outputs(self, include_bytecode: bool = True) -> list[str]:
+        outputs = super().get_outputs(include_bytecode)
+        if self.editable_mode:
+            return outputs
+        return [*outputs, *(target for _, target in self._static_mapping(strict=False))]
+
+    def get_source_files(self) -> list[str]:
+        # An sdist carries the same files, so a wheel built from it has them too.
+        return [*super().get_source_files(), *static_files(strict=False)]
+
 
 setup(
     name="iqra-gateway",
@@ -11,20 +76,17 @@ setup(
     ),
     license="MIT",
     python_requires=">=3.11",
-    packages=[
-        *find_packages(include=["gateway", "gateway.*", "signalr", "signalr.*", "ratelimit", "ratelimit.*", "geo", "geo.*",
-                                "simulator", "simulator.*"]),
-        "gateway.static",
-    ],
-    # The widget and demo page live in static/ at the top of the repository; in a wheel they ship as
-    # gateway.static so an installed gateway can serve them.
-    package_dir={"gateway.static": "static"},
+    packages=find_packages(include=["gateway", "gateway.*", "signalr", "signalr.*", "ratelimit", "ratelimit.*",
+                                    "geo", "geo.*", "simulator", "simulator.*"]),
+    # Every package sits where its name says (a flat layout), so an editable install is a plain .pth file;
+    # a package mapped elsewhere makes setuptools install an import hook and warn on every install.
+    package_dir={"": "."},
     package_data={
         "gateway.admission": ["lua/*.lua"],
         "gateway.live": ["lua/*.lua"],
         "ratelimit": ["lua/*.lua"],
-        "gateway.static": ["*.js", "*.css", "*.html", "node_modules/@microsoft/signalr/dist/browser/signalr.min.js"],
     },
+    cmdclass={"build_py": BuildPyWithStatic},
     install_requires=[
         # signalr/tornado/ws_reader.py and ws_writer.py read and write WebSocket frames themselves on the hot path (tested with 6.6).
         "tornado>=6.4,<7",

@@ -6,5 +6,7 @@ cd "$(dirname "$0")/.."
 source scripts/bootstrap.sh
 bootstrap_system_packages redis-server nodejs npm chromium
 bootstrap_venv '.[test]'
-bootstrap_node_packages
+# static/: the browser bundles; the interop folders: the @microsoft/signalr Node clients the tests drive.
+bootstrap_node_packages static tests/signalr/interop tests/gateway/live/interop
+_step "running pytest $*"
 exec .venv/bin/python -m pytest "$@"

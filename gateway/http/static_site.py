@@ -11,21 +11,19 @@ script that says how to install it, which the widget then shows, and the demo pa
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import tornado.web
 
+
 def _find_root() -> Path:
-    # A checkout (or an editable install) has static/ next to gateway/; a wheel ships it as the data-only
-    # package ``gateway.static`` (see setup.py's package_dir).
-    checkout = Path(__file__).resolve().parents[2] / "static"
-    if (checkout / "widget.js").is_file():
-        return checkout
-    spec = importlib.util.find_spec("gateway.static")
-    if spec is not None and spec.submodule_search_locations:
-        return Path(next(iter(spec.submodule_search_locations)))
-    return checkout
+    # An installed wheel carries the files as gateway/static/ (setup.py copies them there, npm bundles
+    # included); a checkout, or an editable install of one, has them in static/ next to gateway/.
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "static"
+    if (installed / "widget.js").is_file():
+        return installed
+    return package.parent / "static"
 
 
 #: The folder with widget.js, the demo page and node_modules/.
