@@ -51,6 +51,11 @@ setup(
             "playwright>=1.40",
             # The SignalR benchmark's reference server; its smoke test runs in the suite so the bench cannot rot.
             "aiosignalr>=0.1",
+            # The OpenAPI document's tests: the document validated, the gateway fuzzed with it (the 4.x API: its
+            # config keys, fuzz dictionaries and hooks), and the session request's schema checked body by body.
+            "openapi-spec-validator>=0.7",
+            "schemathesis>=4.25,<5",
+            "jsonschema>=4.18",
         ],
     },
     entry_points={"console_scripts": ["iqra-gateway=gateway.cli:main"]},
