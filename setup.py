@@ -23,7 +23,11 @@ setup(
         "gateway.admission": ["lua/*.lua"],
         "gateway.live": ["lua/*.lua"],
         "ratelimit": ["lua/*.lua"],
-        "gateway.static": ["*.js", "*.css", "*.html", "node_modules/@microsoft/signalr/dist/browser/signalr.min.js"],
+        "gateway.static": ["*.js", "*.css", "*.html", "node_modules/@microsoft/signalr/dist/browser/signalr.min.js",
+                           # What /docs loads (gateway/http/docs.py), with the licence and notice that go with it.
+                           "node_modules/swagger-ui-dist/swagger-ui-bundle.js",
+                           "node_modules/swagger-ui-dist/swagger-ui.css", "node_modules/swagger-ui-dist/LICENSE",
+                           "node_modules/swagger-ui-dist/NOTICE"],
     },
     install_requires=[
         # signalr/tornado/ws_reader.py and ws_writer.py read and write WebSocket frames themselves on the hot path (tested with 6.6).

@@ -54,6 +54,7 @@ _PAGE = """<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Iqra web-session gateway: HTTP API</title>
+<link rel="icon" href="data:,">
 {head}
 </head>
 <body>
@@ -94,6 +95,10 @@ class DocsPageHandler(tornado.web.RequestHandler):
 
 class SwaggerUiFileHandler(tornado.web.StaticFileHandler):
     """The two Swagger UI files the page loads (404 when the package is missing)."""
+
+    def get_content_type(self) -> str:
+        # Spelled out: the system's MIME table (which StaticFileHandler reads) differs between machines.
+        return "text/css; charset=utf-8" if self.absolute_path.endswith(".css") else "text/javascript; charset=utf-8"
 
     def set_extra_headers(self, path: str) -> None:
         self.set_header("X-Content-Type-Options", "nosniff")
