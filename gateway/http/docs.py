@@ -25,7 +25,8 @@ SWAGGER_UI_DIST = ("node_modules", "swagger-ui-dist")
 #: The files of the package the page uses, served under :data:`SWAGGER_UI_URL`.
 SWAGGER_UI_FILES = ("swagger-ui-bundle.js", "swagger-ui.css")
 SWAGGER_UI_URL = "/static/vendor/swagger-ui/"
-MISSING_SWAGGER_UI_MESSAGE = "Swagger UI is not installed on this server, so the API cannot be shown here. " + INSTALL_HINT
+MISSING_SWAGGER_UI_MESSAGE = ("Swagger UI is not installed on this server, so the API cannot be shown here. "
+                              + INSTALL_HINT)
 
 
 def swagger_ui_folder(root: Path = STATIC_ROOT) -> Path:

@@ -15,8 +15,17 @@ from importlib import metadata
 from typing import Any
 
 from gateway.http import edge_rules
-from gateway.http.base import BODY_TOO_LARGE_MESSAGE, MAX_ID_LENGTH, ORIGIN_NOT_ALLOWED_MESSAGE, UNKNOWN_REQUEST_MESSAGE
-from gateway.http.handlers import BAD_TOKEN_MESSAGE, NOT_JSON_MESSAGE, UNKNOWN_SESSION_MESSAGE
+from gateway.http.base import (
+    BODY_TOO_LARGE_MESSAGE,
+    MAX_ID_LENGTH,
+    ORIGIN_NOT_ALLOWED_MESSAGE,
+    UNKNOWN_REQUEST_MESSAGE,
+)
+from gateway.http.handlers import (
+    BAD_TOKEN_MESSAGE,
+    NOT_JSON_MESSAGE,
+    UNKNOWN_SESSION_MESSAGE,
+)
 from gateway.http.openapi_admin import admin_components, admin_paths
 from gateway.http.openapi_schemas import Schema, body_schemas, ref
 from gateway.model.request import CAMPAIGN_MESSAGE, MAX_BODY_BYTES

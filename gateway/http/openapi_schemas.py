@@ -15,7 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.http.base import MAX_ID_LENGTH
-from gateway.model.enums import DISABLED_ENCODINGS, WEBRTC_ENCODINGS, AudioEncodingType, TransportType
+from gateway.model.enums import (
+    DISABLED_ENCODINGS,
+    WEBRTC_ENCODINGS,
+    AudioEncodingType,
+    TransportType,
+)
 from gateway.model.request import (
     CLIENT_IDENTIFIER_MAX,
     MAX_KEY_LENGTH,
@@ -173,13 +178,11 @@ def _session_request(transport: TransportType, audio: str) -> Schema:
 
 def body_schemas() -> dict[str, Schema]:
     """The named schemas (``components.schemas``) of the REST routes."""
-    states = ["queued", "ready", "failed", "expired"]
+    return {**_request_schemas(), **_answer_schemas()}
+
+
+def _request_schemas() -> dict[str, Schema]:
     return {
-        "Error": {
-            "type": "object", "required": ["message"], "additionalProperties": False,
-            "properties": {"message": {"type": "string", "minLength": 1,
-                                       "description": "What went wrong, for a person to act on."}},
-        },
         "SessionRequest": {
             "description": "Field names match in any letter case (a name given twice is refused); unknown fields "
                            "are ignored. Strings must be valid Unicode (no unpaired surrogate such as \\ud800).",
@@ -190,10 +193,27 @@ def body_schemas() -> dict[str, Schema]:
         "StringMap": _string_map("Prompt variables or call-record metadata"),
         "AudioConfiguration": _audio(),
         "WebRtcAudioConfiguration": _webrtc_audio(),
+        "SessionEnded": {
+            "type": "object", "required": ["ConversationSessionId"],
+            "description": "The name matches in any letter case.",
+            "properties": {"ConversationSessionId": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH}},
+        },
+    }
+
+
+def _answer_schemas() -> dict[str, Schema]:
+    states = ["queued", "ready", "failed", "expired"]
+    return {
+        "Error": {
+            "type": "object", "required": ["message"], "additionalProperties": False,
+            "properties": {"message": {"type": "string", "minLength": 1,
+                                       "description": "What went wrong, for a person to act on."}},
+        },
         "SessionAdmitted": {
             "type": "object", "required": ["webSocketUrl"], "additionalProperties": False,
-            "properties": {"webSocketUrl": {"type": "string", "pattern": "^wss?://",
-                                            "description": "The platform's audio WebSocket; its token lives 5 minutes."}},
+            "properties": {"webSocketUrl": {
+                "type": "string", "pattern": "^wss?://",
+                "description": "The platform's audio WebSocket; its token lives 5 minutes."}},
         },
         "SessionQueued": {
             "type": "object", "required": ["status", "uniqueRequestId", "queuePosition"], "additionalProperties": False,
@@ -217,11 +237,6 @@ def body_schemas() -> dict[str, Schema]:
         "LeaveConflict": {
             "type": "object", "required": ["status", "message"], "additionalProperties": False,
             "properties": {"status": {"enum": states[1:]}, "message": {"type": "string"}},
-        },
-        "SessionEnded": {
-            "type": "object", "required": ["ConversationSessionId"],
-            "description": "The name matches in any letter case.",
-            "properties": {"ConversationSessionId": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH}},
         },
         "Alive": {"type": "object", "required": ["status"], "properties": {"status": {"const": "alive"}}},
         "Ready": {"type": "object", "required": ["status"], "properties": {"status": {"const": "ready"}}},

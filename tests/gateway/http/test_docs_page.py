@@ -15,7 +15,12 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from gateway.http.cors import CorsPolicy
-from gateway.http.docs import SWAGGER_UI_FILES, SWAGGER_UI_URL, docs_routes, swagger_ui_folder
+from gateway.http.docs import (
+    SWAGGER_UI_FILES,
+    SWAGGER_UI_URL,
+    docs_routes,
+    swagger_ui_folder,
+)
 from gateway.http.static_site import STATIC_ROOT
 
 

@@ -108,7 +108,7 @@ def _body(transport: Any = 0, audio: Any = None, **fields: Any) -> dict[str, Any
     return body
 
 
-ENCODINGS = range(0, 10)
+ENCODINGS = range(10)
 RATES = (0, 7999, 8000, 8001, 11025, 12000, 16000, 22050, 24000, 44100, 48000, 48001)
 BITS = (0, 8, 14, 16, 24, 32, 33)
 

@@ -62,7 +62,8 @@ SCHEMA = schemathesis.openapi.from_dict(build_openapi(), config=schemathesis.Con
 @SCHEMA.hooks.hook("flatmap_body").apply_to(operation_id="requestSession")
 def flatmap_body(ctx: Any, body: Any) -> st.SearchStrategy:
     # Only where both names are valid strings already: an invalid one is what makes a negative body negative.
-    if isinstance(body, dict) and all(isinstance(body.get(key), str) and body[key] for key in ("campaignId", "regionId")):
+    names = ("campaignId", "regionId")
+    if isinstance(body, dict) and all(isinstance(body.get(key), str) and body[key] for key in names):
         return st.sampled_from([{**body, "campaignId": CAMPAIGN, "regionId": REGION}, body])
     return st.just(body)
 
