@@ -71,8 +71,8 @@ async def test_every_route_and_method_of_the_app_is_documented(stack_factory) ->
         assert path is not None, f"{route.regex.pattern} is served but not in the OpenAPI document"
         assert methods == _implemented(route.handler_class), path
         checked.add(path)
-    # Every documented path the app serves was found; the rest is the admin API, documented ahead of it.
-    assert set(DOCUMENT["paths"]) - checked == {p for p in DOCUMENT["paths"] if p.startswith("/api/admin/")}
+    # Nothing is documented that the app does not serve, but the admin API, documented ahead of its routes.
+    assert set(DOCUMENT["paths"]) - checked <= {p for p in DOCUMENT["paths"] if p.startswith("/api/admin/")}
 
 
 # ----------------------------------------------------- the session request: schema against validator
