@@ -19,6 +19,11 @@ STATIC_SITE_FILES = ["*.html", "*.css", "*.js", "*.svg", "*.png", "*.ico", "*.we
 #: one line per file or glob. A wheel build stops when one is missing: the wheel would be broken without it.
 NPM_BUNDLES = [
     "@microsoft/signalr/dist/browser/signalr.min.js",  # /static/vendor/signalr.js
+    # What /docs loads (gateway/http/docs.py), with the licence and notice that go with it.
+    "swagger-ui-dist/swagger-ui-bundle.js",
+    "swagger-ui-dist/swagger-ui.css",
+    "swagger-ui-dist/LICENSE",
+    "swagger-ui-dist/NOTICE",
 ]
 
 
@@ -115,6 +120,11 @@ setup(
             "playwright>=1.40",
             # The SignalR benchmark's reference server; its smoke test runs in the suite so the bench cannot rot.
             "aiosignalr>=0.1",
+            # The OpenAPI document's tests: the document validated, the gateway fuzzed with it (the 4.x API: its
+            # config keys, fuzz dictionaries and hooks), and the session request's schema checked body by body.
+            "openapi-spec-validator>=0.7",
+            "schemathesis>=4.25,<5",
+            "jsonschema>=4.18",
         ],
     },
     entry_points={"console_scripts": ["iqra-gateway=gateway.cli:main"]},

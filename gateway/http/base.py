@@ -126,8 +126,9 @@ class JsonHandler(tornado.web.RequestHandler):
 
     def request_id_of_path(self, raw_id: str) -> str | None:
         """The request id in a path, lower-cased (ids are UUIDs, case-insensitive); None after answering
-        404 when it is longer than any id can be (as for any unknown one), or 400 when it is not text."""
-        if len(raw_id) > MAX_ID_LENGTH:
+        404 when no id can be it, being longer than any or blank (as for any unknown one), or 400 when it is
+        not text."""
+        if len(raw_id) > MAX_ID_LENGTH or not raw_id.strip():  # the store refuses to even look these up
             self.send_message(404, UNKNOWN_REQUEST_MESSAGE)
             return None
         if not is_sendable(raw_id):
