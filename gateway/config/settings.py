@@ -176,6 +176,19 @@ class LimitsSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MetricsSettings:
+    """The Prometheus endpoint ``/metrics`` (``Metrics``).
+
+    :param port: ``Port``: serve ``/metrics`` on this port (same host) instead of the main one; ``None``
+        keeps it on the main port.
+    :param bearer_token: ``BearerToken``: when set, a scrape must send ``Authorization: Bearer <token>``.
+    """
+
+    port: int | None = None
+    bearer_token: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """Everything the gateway is configured with.
 
@@ -189,6 +202,7 @@ class Settings:
     :param security: ``Security``.
     :param geoip: ``GeoIp``.
     :param limits: ``Limits``.
+    :param metrics: ``Metrics``.
     """
 
     platform: PlatformSettings
@@ -200,6 +214,7 @@ class Settings:
     security: SecuritySettings = field(default_factory=SecuritySettings)
     geoip: GeoIpSettings = field(default_factory=GeoIpSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
 
 def frozen_campaigns(campaigns: Mapping[str, CampaignSettings]) -> Mapping[str, CampaignSettings]:
