@@ -37,6 +37,9 @@ setup(
         "msgpack>=1.0.5",
         # The embedded store runs our Lua scripts in-process; the "lua" extra brings lupa.
         "fakeredis[lua]>=2.20",
+        # /metrics: the exposition, its parser (the tests) and the multiprocess mode of serve --processes;
+        # 0.20 has every piece used (live gauges, disable_created_metrics, the content negotiation).
+        "prometheus-client>=0.20",
     ],
     extras_require={
         "test": [
