@@ -312,7 +312,8 @@ class PositionBroadcaster:
                         sent, len(queue))
         return sent
 
-    async def _deliver(self, changes: list[tuple[str, int]], gap: float | None, started: float, now: float) -> int:
+    async def _deliver(self, changes: list[tuple[str, int]], gap: float | None, started: float,
+                       told_at: float) -> int:
         monotonic, send, retired = self._monotonic, self._send, self._retired
         # The first estimate each request is sent is remembered, to be compared with its real wait.
         promises = self._promises if self._on_estimate_error is not None and gap is not None else None
@@ -327,7 +328,7 @@ class PositionBroadcaster:
             sent += 1
             wait = wait_for_gap(position, gap)
             if promises is not None and wait is not None and rid not in promises:
-                promises[rid] = (now, wait)
+                promises[rid] = (told_at, wait)
             try:
                 send(rid, position, wait)
             except Exception:  # one client's failure never stops the others' updates
