@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -30,7 +28,7 @@ from tests.harness.metrics import (
     scrape,
     until,
 )
-from tests.harness.processes import serve_two_workers, wait_healthy, worker_pids
+from tests.harness.processes import serve_two_workers, terminate, wait_healthy, worker_pids
 from tests.harness.redis_process import RedisProcess, free_port
 from tests.harness.stack import API_TOKEN, WEBHOOK_TOKEN
 
@@ -109,21 +107,13 @@ async def test_every_workers_counters_are_summed_and_survive_a_worker_restart(tm
         assert_flow_counted(down, store_unavailable=1)
         assert down.value("iqra_gateway_store_up") == 0
         redis_proc.start()
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0, log_path.read_text()[-3000:]
+        assert terminate(proc, timeout=30) == 0, log_path.read_text()[-3000:]
         assert not directory.exists()  # the supervisor removes its directory on the way out
     finally:
         if flow.result.hub is not None:
             await flow.result.hub.close()
         http.close()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        terminate(proc)
         sim_server.stop()
         await sim.aclose()
         redis_proc.close()
-        if sys.exc_info()[0] is not None:
-            print(log_path.read_text()[-5000:])
