@@ -120,10 +120,10 @@ class SessionRequestHandler(LimitedBodyHandler, _Observed):
     async def post(self) -> None:
         if self.body_too_large():
             return
-        self._outcome = _INVALID
         try:
             request = parse_session_request(self.body, self.campaigns)
         except PayloadError as exc:
+            self._outcome = _INVALID
             self.send_message(400, exc.message)
             return
         proxies = self.trusted_proxies
@@ -136,6 +136,7 @@ class SessionRequestHandler(LimitedBodyHandler, _Observed):
             proxies,
         )
         if not address.ip:
+            self._outcome = _INVALID
             self.send_message(400, NO_CLIENT_IP_MESSAGE)
             return
         try:
