@@ -106,6 +106,9 @@ setup(
         "fakeredis[lua]>=2.20",
         # --log-format json; 3.1 moved the formatter to pythonjsonlogger.json, where gateway/logs imports it.
         "python-json-logger>=3.1",
+        # /metrics: the exposition, its parser (the tests) and the multiprocess mode of serve --processes;
+        # 0.20 has every piece used (live gauges, disable_created_metrics, the content negotiation).
+        "prometheus-client>=0.20",
     ],
     extras_require={
         "test": [

@@ -40,6 +40,9 @@ from gateway.http.handlers import (
     request_id_of,
 )
 from gateway.http.inflight import InflightRequests
+from gateway.metrics.cluster import ClusterGauges, capacity_reading
+from gateway.metrics.endpoint import MetricsEndpoint
+from gateway.metrics.registry import GatewayMetrics
 from gateway.platform.client import PlatformClient
 from gateway.queue.protection import ClientProtection
 from gateway.live.hub import HUB_PATH, HubTuning, SessionHubService
@@ -106,12 +109,16 @@ class Gateway:
         self.hand_over = hand_over
         self.redis = redis if redis is not None else open_redis(settings.redis_url)
         self._owns_redis = redis is None
-        self.platform = platform if platform is not None else PlatformClient(settings.platform)
+        self.metrics = GatewayMetrics()
+        self.platform = platform if platform is not None else PlatformClient(settings.platform,
+                                                                             observer=self.metrics.platform_call)
         self.events = EventHub()
+        self.events.subscribe(self.metrics.on_event)
         self._build_queue(settings, clock=clock, dispatch_interval=dispatch_interval, epoch_interval=epoch_interval)
         self.trusted_proxies = TrustedProxies.parse(settings.forwarded_headers.known_proxies,
                                                     settings.forwarded_headers.known_networks)
         self.cors = CorsPolicy(settings.allowed_origins)
+        self.metrics_endpoint = self._build_metrics_endpoint(settings)
         self.inflight = InflightRequests()
         self.server: EdgeServer | None = None
         self.port: int | None = None
@@ -162,12 +169,24 @@ class Gateway:
         self.presence = PresenceStore(self.redis, admission=self.store, key_prefix=KEYS.presence, clock=clock)
         self.session_hub = SessionHubService(
             settings, store=self.store, sessions=self.service, presence=self.presence, clock=clock,
-            origin_allowed=self.cors.allows, lifetime=_hub_lifetime(settings), tuning=hub_tuning)
+            origin_allowed=self.cors.allows, lifetime=_hub_lifetime(settings), tuning=hub_tuning,
+            observer=self.metrics)
         self.add_routes(self.session_hub.routes)
+        self.add_routes(self.metrics_endpoint.main_routes)
         self.on_start(self.session_hub.start)
         self.on_stop(self.session_hub.stop)
         self.events.subscribe(self.session_hub.on_event)
         self.epoch.on_reset(self.session_hub.store_reset)
+
+    def _build_metrics_endpoint(self, settings: Settings) -> MetricsEndpoint:
+        """``/metrics``: this process's metrics (every worker's, under ``--processes``) and the deployment's
+        gauges, read from the store once per scrape."""
+        cluster = ClusterGauges(redis=self.redis, keys=self.store.keys, campaigns=settings.platform.campaigns,
+                                campaign_caps=self.capacity.caps().campaign_caps,
+                                cap=lambda: capacity_reading(self.capacity),
+                                on_store_error=lambda: self.metrics.store_error("metrics"))
+        return MetricsEndpoint(metrics=self.metrics, cluster=cluster, settings=settings.metrics,
+                               limits=settings.limits, cors=self.cors)
 
     async def _start_capacity_sync(self) -> None:
         self.capacity_sync.start()
@@ -187,17 +206,19 @@ class Gateway:
 
     def routes(self) -> list[tornado.web.URLSpec]:
         common = {"cors": self.cors}
+        observed = {"cors": self.cors, "observer": self.metrics}  # what they answer is counted
         return [
             tornado.web.url(r"/api/session/request", SessionRequestHandler,
-                            dict(common, service=self.service, campaigns=self.settings.platform.campaigns,
+                            dict(observed, service=self.service, campaigns=self.settings.platform.campaigns,
                                  trusted_proxies=self.trusted_proxies)),
             tornado.web.url(r"/api/session/status/([^/]+)", SessionStatusHandler,
-                            dict(common, service=self.service, poll_presence=self.presence.register)),
-            tornado.web.url(r"/api/session/leave/([^/]+)", SessionLeaveHandler, dict(common, service=self.service)),
+                            dict(observed, service=self.service, poll_presence=self.presence.register)),
+            tornado.web.url(r"/api/session/leave/([^/]+)", SessionLeaveHandler, dict(observed, service=self.service)),
             tornado.web.url(r"/api/session/request/([^/]+)", SessionRequestDeleteHandler,
-                            dict(common, service=self.service)),
+                            dict(observed, service=self.service)),
             tornado.web.url(r"/api/webhook/session-ended", SessionEndedHandler,
-                            dict(common, service=self.service, webhook_token=self.settings.security.webhook_api_token)),
+                            dict(observed, service=self.service,
+                                 webhook_token=self.settings.security.webhook_api_token)),
             tornado.web.url(r"/healthz", HealthHandler, common),
             tornado.web.url(r"/readyz", ReadyHandler, dict(common, store=self.store)),
             # The API contract (GET /openapi.json) and its rendering (/docs).
@@ -234,10 +255,14 @@ class Gateway:
         )
 
     async def start(self, *, port: int = 0, host: str = "127.0.0.1",
-                    sockets: list[socket.socket] | None = None, extra_routes: list[Any] | None = None) -> int:
+                    sockets: list[socket.socket] | None = None, extra_routes: list[Any] | None = None,
+                    metrics_sockets: list[socket.socket] | None = None) -> int:
         """Start the dispatcher and listen; returns the bound port.
 
+        :param metrics_sockets: bound for ``Metrics.Port`` elsewhere (the ``--processes`` supervisor);
+            by default the port is bound on ``host`` here, when it is set.
         :raises ConfigError: when the Redis is too old for the scripts.
+        :raises OSError: when a port cannot be bound.
         """
         await check_redis_version(self.redis)
         for step in self._on_start:
@@ -252,6 +277,7 @@ class Gateway:
             log.warning("%s", warning)
         if sockets is None:
             sockets = tornado.netutil.bind_sockets(port, address=host)
+        self.metrics_endpoint.start(host=host, sockets=metrics_sockets)
         self.server.add_sockets(sockets)
         if sockets:
             self.port = sockets[0].getsockname()[1]
@@ -272,6 +298,7 @@ class Gateway:
         """Stop accepting, finish in-flight requests (up to ``grace`` s), then release everything."""
         if self.server is not None:
             self.server.stop()
+        await self.metrics_endpoint.stop()
         for step in reversed(self._on_stop):
             try:
                 await step()

@@ -118,11 +118,14 @@ class Supervisor:
     :param worker_main: runs in each forked child with ``(index, channel)``; returns its exit code.
         It receives client connections on ``channel`` with :func:`receive` and hands requests to its
         siblings with :func:`hand_over`.
+    :param on_worker_exit: called with the pid of each worker that ended (its per-process metrics go).
     """
 
-    def __init__(self, listener: socket.socket, count: int, worker_main: WorkerMain) -> None:
+    def __init__(self, listener: socket.socket, count: int, worker_main: WorkerMain,
+                 on_worker_exit: Callable[[int], None] | None = None) -> None:
         if count < 1:
             raise ValueError("count must be >= 1")
+        self._on_exit = on_worker_exit
         self._listener = listener
         self._count = count
         self._main = worker_main
@@ -269,6 +272,8 @@ class Supervisor:
             if pid == 0:
                 return
             index = self._pids.pop(pid, None)
+            if index is not None and self._on_exit is not None:
+                self._on_exit(pid)
             if index is not None and not self._stopping:
                 log.error("worker %d (pid %d) exited with status %d; restarting it", index, pid, status)
                 self._spawn(index)

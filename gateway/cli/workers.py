@@ -29,6 +29,7 @@ def serve_processes(args: argparse.Namespace) -> int:
     import tornado.netutil
 
     from gateway.cli.supervisor import Supervisor
+    from gateway.metrics.processes import WorkerMetricsDir
 
     if args.processes < 1:
         print("--processes must be at least 1", file=sys.stderr)
@@ -41,16 +42,22 @@ def serve_processes(args: argparse.Namespace) -> int:
         return 2
     family = _socket.AF_INET6 if ":" in args.host else _socket.AF_INET
     listener = tornado.netutil.bind_sockets(args.port, address=args.host, family=family)[0]
+    # Metrics.Port: one listening socket, inherited by every worker; any of them can answer a scrape,
+    # since each reads every worker's metrics.
+    metrics_sockets = (tornado.netutil.bind_sockets(settings.metrics.port, address=args.host, family=family)
+                       if settings.metrics.port is not None else None)
     log.info("iqra-gateway listening on http://%s:%d with %d worker processes",
              args.host, listener.getsockname()[1], args.processes)
+    # Before any worker exists, and before anything imports prometheus_client (gateway.metrics.processes).
+    with WorkerMetricsDir() as metrics_dir:
+        def worker(index: int, channel: _socket.socket) -> int:
+            return run(serve_worker(settings, index, channel, workers=args.processes, metrics_sockets=metrics_sockets))
 
-    def worker(index: int, channel: _socket.socket) -> int:
-        return run(serve_worker(settings, index, channel, workers=args.processes))
-
-    return Supervisor(listener, args.processes, worker).run()
+        return Supervisor(listener, args.processes, worker, on_worker_exit=metrics_dir.worker_exited).run()
 
 
-async def serve_worker(settings: Settings, index: int, channel: Any, *, workers: int) -> int:
+async def serve_worker(settings: Settings, index: int, channel: Any, *, workers: int,
+                       metrics_sockets: list[Any] | None = None) -> int:
     from gateway.cli.handover import Handover
     from gateway.cli.supervisor import receive, token_prefix
     from gateway.live.hub import HubTuning
@@ -65,7 +72,7 @@ async def serve_worker(settings: Settings, index: int, channel: Any, *, workers:
     if gateway is None:
         return 1
     try:
-        await gateway.start(sockets=[])
+        await gateway.start(sockets=[], metrics_sockets=metrics_sockets)
     except ConfigError as exc:
         print(f"worker {index}: " + "; ".join(exc.problems), file=sys.stderr)
         await gateway.stop()

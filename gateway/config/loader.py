@@ -12,6 +12,7 @@ from gateway.config.concurrency import bind_concurrency, bind_queue
 from gateway.config.edge import bind_forwarded, bind_origins
 from gateway.config.limits import bind_limits
 from gateway.config.logging import bind_logging
+from gateway.config.metrics import bind_metrics
 from gateway.config.problems import Section
 from gateway.config.redis_url import bind_redis
 from gateway.config.security import IPAPI_REPLACED, bind_geoip, bind_security
@@ -31,6 +32,7 @@ TOP_LEVEL_KEYS = (
     "Security",
     "GeoIp",
     "Limits",
+    "Metrics",
     "IpApi",
     "Logging",
     "AllowedHosts",
@@ -95,6 +97,7 @@ def _bind_settings(binder: Binder, root: Node) -> Settings | None:
     security = bind_security(binder, binder.section(top, "Security"), geoip)
     concurrency = bind_concurrency(binder, binder.section(top, "Concurrency"))
     limits = bind_limits(binder, binder.section(top, "Limits"))
+    metrics = bind_metrics(binder, binder.section(top, "Metrics"))
     if top.take("IpApi") is not None:
         binder.warn("IpApi", IPAPI_REPLACED)
     logging = bind_logging(binder, binder.section(top, "Logging"))
@@ -113,4 +116,5 @@ def _bind_settings(binder: Binder, root: Node) -> Settings | None:
         geoip=geoip,
         limits=limits,
         logging=logging,
+        metrics=metrics,
     )

@@ -187,6 +187,19 @@ class LoggingSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MetricsSettings:
+    """The Prometheus endpoint ``/metrics`` (``Metrics``).
+
+    :param port: ``Port``: serve ``/metrics`` on this port (same host) instead of the main one; ``None``
+        keeps it on the main port.
+    :param bearer_token: ``BearerToken``: when set, a scrape must send ``Authorization: Bearer <token>``.
+    """
+
+    port: int | None = None
+    bearer_token: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """Everything the gateway is configured with.
 
@@ -201,6 +214,7 @@ class Settings:
     :param geoip: ``GeoIp``.
     :param limits: ``Limits``.
     :param logging: ``Logging``.
+    :param metrics: ``Metrics``.
     """
 
     platform: PlatformSettings
@@ -213,6 +227,7 @@ class Settings:
     geoip: GeoIpSettings = field(default_factory=GeoIpSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
 
 def frozen_campaigns(campaigns: Mapping[str, CampaignSettings]) -> Mapping[str, CampaignSettings]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hmac
 import logging
-from typing import Any
+from enum import StrEnum
+from typing import Any, Protocol
 
 from redis.exceptions import RedisError
 
@@ -42,13 +43,73 @@ NOT_WAITING_MESSAGE = "The request is no longer waiting in the queue; nothing wa
 NOT_JSON_MESSAGE = 'Send the session request as JSON, with the header "Content-Type: application/json".'
 
 
-class SessionRequestHandler(LimitedBodyHandler):
+class SessionOutcome(StrEnum):
+    """How a session request ended, as the metrics count it."""
+
+    ADMITTED = "admitted"
+    QUEUED = "queued"
+    INVALID = "invalid"  # 400, 413, 415
+    BLOCKED = "blocked"  # 403: IP security or the page's origin
+    RATE_LIMITED = "rate_limited"  # 429
+    QUEUE_FULL = "queue_full"  # 503
+    STORE_UNAVAILABLE = "store_unavailable"  # 503
+    PLATFORM_FAILURE = "platform_failure"  # 502
+    ERROR = "error"  # 500: a bug
+
+
+class WebhookResult(StrEnum):
+    """How a session-ended webhook ended, as the metrics count it."""
+
+    RELEASED = "released"
+    ALREADY_ENDED = "already_ended"
+    UNKNOWN_SESSION = "unknown_session"
+    UNAUTHORIZED = "unauthorized"
+    INVALID = "invalid"
+    STORE_UNAVAILABLE = "store_unavailable"
+    ERROR = "error"
+
+
+class RequestObserver(Protocol):
+    """What the handlers tell the metrics (:class:`gateway.metrics.registry.GatewayMetrics`)."""
+
+    def session_request(self, outcome: str, detail: str | None, seconds: float) -> None:
+        """A session request was answered; ``detail`` is the refusal text of a block or a rate limit."""
+
+    def webhook(self, result: str) -> None: ...
+
+    def store_error(self, component: str) -> None: ...
+
+
+class _Observed(JsonHandler):
+    """A handler whose answers the metrics count (when an observer is wired)."""
+
+    observer: RequestObserver | None = None
+
+    def store_unavailable(self, exc: ServiceUnavailable | None = None) -> None:
+        """Answer 503 because the store did not answer (``exc`` carries the message and the wait)."""
+        if self.observer is not None:
+            self.observer.store_error("http")
+        message, retry_after = (exc.message, exc.retry_after) if exc is not None else (STORE_DOWN_MESSAGE, 5)
+        self.send_message(503, message, headers={"Retry-After": str(retry_after)})
+
+
+class SessionRequestHandler(LimitedBodyHandler, _Observed):
     """``POST /api/session/request``."""
 
     service: SessionService
     campaigns: Any
     trusted_proxies: TrustedProxies
     origin_guarded = True
+    #: How the request ended and the refusal text, when the handler decided it (see :meth:`on_finish`).
+    _outcome: tuple[SessionOutcome, str | None] | None = None
+
+    def on_finish(self) -> None:
+        if self.observer is None or self.request.method != "POST":
+            return
+        # Refusals made before post() (the origin, the content type, the body size) and Tornado's own
+        # errors are known by their status only.
+        outcome = self._outcome or _outcome_of_status(self.get_status())
+        self.observer.session_request(outcome[0], outcome[1], self.request.request_time())
 
     def check_request_head(self) -> None:
         # Only JSON: a foreign page's "simple" cross-site request (form or text/plain, sent without a
@@ -62,6 +123,7 @@ class SessionRequestHandler(LimitedBodyHandler):
         try:
             request = parse_session_request(self.body, self.campaigns)
         except PayloadError as exc:
+            self._outcome = _INVALID
             self.send_message(400, exc.message)
             return
         proxies = self.trusted_proxies
@@ -74,31 +136,40 @@ class SessionRequestHandler(LimitedBodyHandler):
             proxies,
         )
         if not address.ip:
+            self._outcome = _INVALID
             self.send_message(400, NO_CLIENT_IP_MESSAGE)
             return
         try:
             outcome = await self.service.request_session(request, client_ip=address.ip)
-        except ServiceUnavailable as exc:  # QueueFull included
-            status = 503
-            self.send_message(status, exc.message, headers={"Retry-After": str(exc.retry_after)})
-            if isinstance(exc, QueueFull):
-                log.info("queue full; refused request [request %s]", request_id_of(self.request))
+        except QueueFull as exc:
+            self._outcome = _QUEUE_FULL
+            self.send_message(503, exc.message, headers={"Retry-After": str(exc.retry_after)})
+            log.info("queue full; refused request [request %s]", request_id_of(self.request))
+            return
+        except ServiceUnavailable as exc:
+            self._outcome = _STORE_UNAVAILABLE
+            self.store_unavailable(exc)
             return
         except PlatformUnavailable as exc:
+            self._outcome = _PLATFORM_FAILURE
             self.send_message(502, exc.message)
             return
         except Refused as exc:
+            kind = SessionOutcome.BLOCKED if exc.status == 403 else SessionOutcome.RATE_LIMITED
+            self._outcome = (kind, exc.message)
             self.send_message(exc.status, exc.message, headers=exc.headers)
             return
         if isinstance(outcome, Admitted):
+            self._outcome = _ADMITTED
             self.send_json(200, {"webSocketUrl": outcome.web_socket_url}, headers=outcome.headers)
         else:
             assert isinstance(outcome, Queued)
+            self._outcome = _QUEUED
             self.send_json(202, {"status": "queued", "uniqueRequestId": outcome.request_id,
                                  "queuePosition": outcome.position}, headers=outcome.headers)
 
 
-class SessionStatusHandler(JsonHandler):
+class SessionStatusHandler(_Observed):
     """``GET /api/session/status/{uniqueRequestId}``: polling for clients that cannot use SignalR."""
 
     service: SessionService
@@ -117,10 +188,10 @@ class SessionStatusHandler(JsonHandler):
                 # this it would be abandoned after Queue.RegisterTimeoutSeconds.
                 await self.poll_presence(request_id)
         except ServiceUnavailable as exc:
-            self.send_message(503, exc.message, headers={"Retry-After": str(exc.retry_after)})
+            self.store_unavailable(exc)
             return
         except RedisError:
-            self.send_message(503, STORE_DOWN_MESSAGE, headers={"Retry-After": "5"})
+            self.store_unavailable()
             return
         if status is None:
             self.send_message(404, UNKNOWN_REQUEST_MESSAGE)
@@ -135,7 +206,7 @@ class SessionStatusHandler(JsonHandler):
         self.send_json(200, body)
 
 
-class _LeaveQueueHandler(LimitedBodyHandler):
+class _LeaveQueueHandler(LimitedBodyHandler, _Observed):
     """Leaving the queue over plain HTTP, for a client without a live hub connection.
 
     The hub's ``Leave`` needs a hub connection; a page that is closing, or that has none yet, has only
@@ -159,7 +230,7 @@ class _LeaveQueueHandler(LimitedBodyHandler):
             # Not removed: tell an id never seen (or forgotten) from one that is past waiting.
             status = await self.service.status(request_id)
         except ServiceUnavailable as exc:
-            self.send_message(503, exc.message, headers={"Retry-After": str(exc.retry_after)})
+            self.store_unavailable(exc)
             return
         if status is None:
             self.send_message(404, UNKNOWN_REQUEST_MESSAGE)
@@ -185,11 +256,16 @@ class SessionRequestDeleteHandler(_LeaveQueueHandler):
         await self._leave(request_id)
 
 
-class SessionEndedHandler(LimitedBodyHandler):
+class SessionEndedHandler(LimitedBodyHandler, _Observed):
     """``POST /api/webhook/session-ended``: the platform's end-of-call callback."""
 
     service: SessionService
     webhook_token: str
+    _result: WebhookResult | None = None
+
+    def on_finish(self) -> None:
+        if self.observer is not None and self.request.method == "POST":
+            self.observer.webhook(self._result or _webhook_result_of_status(self.get_status()))
 
     async def post(self) -> None:
         if self.body_too_large():
@@ -199,11 +275,14 @@ class SessionEndedHandler(LimitedBodyHandler):
         if not self.webhook_token or not hmac.compare_digest(supplied.encode(), self.webhook_token.encode()):
             self.send_message(401, BAD_TOKEN_MESSAGE)
             return
+        self._result = WebhookResult.UNKNOWN_SESSION
         session_id = _conversation_session_id(self.body)
         if not session_id:
+            self._result = WebhookResult.INVALID
             self.send_message(400, MISSING_SESSION_ID_MESSAGE)
             return
         if not is_sendable(session_id):  # "\ud800" in JSON: no store or platform call could carry it
+            self._result = WebhookResult.INVALID
             self.send_message(400, unsendable_message("ConversationSessionId"))
             return
         if len(session_id) > MAX_ID_LENGTH:  # longer than any id the store accepts: never seen
@@ -212,12 +291,34 @@ class SessionEndedHandler(LimitedBodyHandler):
         try:
             result = await self.service.end_session(session_id)
         except ServiceUnavailable as exc:
-            self.send_message(503, exc.message, headers={"Retry-After": str(exc.retry_after)})
+            self._result = WebhookResult.STORE_UNAVAILABLE
+            self.store_unavailable(exc)
             return
         if result is EndResult.UNKNOWN:
             self.send_message(400, UNKNOWN_SESSION_MESSAGE)
             return
+        self._result = WebhookResult.RELEASED if result is EndResult.RELEASED else WebhookResult.ALREADY_ENDED
         self.send_json(200, None)
+
+
+_ADMITTED = (SessionOutcome.ADMITTED, None)
+_QUEUED = (SessionOutcome.QUEUED, None)
+_INVALID = (SessionOutcome.INVALID, None)
+_QUEUE_FULL = (SessionOutcome.QUEUE_FULL, None)
+_STORE_UNAVAILABLE = (SessionOutcome.STORE_UNAVAILABLE, None)
+_PLATFORM_FAILURE = (SessionOutcome.PLATFORM_FAILURE, None)
+
+
+def _outcome_of_status(status: int) -> tuple[SessionOutcome, str | None]:
+    if status == 403:  # the only 403 decided before post(): a browser page on a foreign origin
+        return SessionOutcome.BLOCKED, ORIGIN_NOT_ALLOWED_MESSAGE
+    return (SessionOutcome.ERROR, None) if status >= 500 else _INVALID
+
+
+def _webhook_result_of_status(status: int) -> WebhookResult:
+    if status == 401:
+        return WebhookResult.UNAUTHORIZED
+    return WebhookResult.ERROR if status >= 500 else WebhookResult.INVALID
 
 
 def _is_json(content_type: str) -> bool:

@@ -23,6 +23,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from redis.exceptions import RedisError
+
 from gateway.background import Periodic
 from gateway.live.outages import StoreOutages, observe
 from gateway.live.presence import Absence, PresenceStore, absent
@@ -45,12 +47,15 @@ class AbandonmentReaper:
         time is added to both deadlines, so nobody is dropped for the store's silence.
     :param on_recovery: awaited when a round's first answer ends an outage, before anything is judged:
         the hub touches its local registrations, whose heartbeats could not land meanwhile.
+    :param on_store_error: told when a store call of a round failed (the round then ends; the next retries).
     """
 
     def __init__(self, *, presence: PresenceStore, leave: Callable[..., Awaitable[bool]],
                  clock: Callable[[], float], register_timeout: float, disconnect_grace: float,
                  interval: float = 2.0, outages: StoreOutages | None = None,
-                 on_recovery: Callable[[], Awaitable[None]] | None = None) -> None:
+                 on_recovery: Callable[[], Awaitable[None]] | None = None,
+                 on_store_error: Callable[[], None] | None = None) -> None:
+        self._on_store_error = on_store_error
         self._outages = outages if outages is not None else StoreOutages()
         self._on_recovery = on_recovery
         self._presence = presence
@@ -91,7 +96,12 @@ class AbandonmentReaper:
         return removed
 
     async def _observed(self, call: Awaitable[T]) -> T:
-        result, recovered = await observe(self._outages, self._clock, call)
+        try:
+            result, recovered = await observe(self._outages, self._clock, call)
+        except RedisError:
+            if self._on_store_error is not None:
+                self._on_store_error()
+            raise
         if recovered and self._on_recovery is not None:
             # The store answers again: the local heartbeats that could not land go first.
             await self._on_recovery()

@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from redis.exceptions import RedisError
 
@@ -74,10 +74,22 @@ class HubTuning:
     hub_options: HubOptions | None = None
 
 
+class HubObserver(Protocol):
+    """What the session hub tells the metrics (:class:`gateway.metrics.registry.GatewayMetrics`)."""
+
+    def hub_connected(self, transport: str | None, protocol: str | None) -> None: ...
+    def hub_disconnected(self, transport: str | None, protocol: str | None) -> None: ...
+    def wait_estimate_error(self, seconds: float) -> None: ...  # served: real wait minus first estimate
+    def store_error(self, component: str) -> None: ...
+
+
 class SessionHub(Hub):
     """The client-callable methods; a subclass made by :class:`SessionHubService` binds ``_service``."""
 
     _service: ClassVar[SessionHubService]
+
+    async def on_connected(self) -> None:
+        self._service.count_connection(self.context.transport, self.context.protocol, opened=True)
 
     async def register(self, uniqueRequestId: str) -> dict[str, Any]:  # noqa: N803 - the wire name
         """Join the request's group; returns ``{status, queuePosition}`` and replays a known outcome."""
@@ -88,6 +100,7 @@ class SessionHub(Hub):
         await self._service.leave(self.context.connection_id, uniqueRequestId)
 
     async def on_disconnected(self, exception: BaseException | None) -> None:
+        self._service.count_connection(self.context.transport, self.context.protocol, opened=False)
         await self._service.connection_closed(self.context.connection_id)
 
 
@@ -113,12 +126,15 @@ class SessionHubService:
     :param origin_allowed: the gateway's CORS decision, the one source of truth for browser origins.
     :param lifetime: the lifetime manager (the Redis backplane across processes); in-memory by default.
     :param tuning: timers; defaults suit production.
+    :param observer: told of connections, the wait estimate's error and store failures (the metrics).
     """
 
     def __init__(self, settings: Settings, *, store: AdmissionStore, sessions: SessionService,
                  presence: PresenceStore, clock: Callable[[], float], origin_allowed: Callable[[str], bool],
-                 lifetime: HubLifetimeManager | None = None, tuning: HubTuning | None = None) -> None:
+                 lifetime: HubLifetimeManager | None = None, tuning: HubTuning | None = None,
+                 observer: HubObserver | None = None) -> None:
         self.tuning = tuning or HubTuning()
+        self._observer = observer
         self._settings = settings
         self._store = store
         self._sessions = sessions
@@ -135,14 +151,17 @@ class SessionHubService:
             queue_ids=self._store.queue_ids, served_times=self.presence.served_times,
             local_requests=lambda: self._by_request.keys(), send=self._send_position,
             clock=self._clock, monotonic=time.monotonic,
-            min_interval=self.tuning.position_interval, poll_interval=self.tuning.poll_interval)
+            min_interval=self.tuning.position_interval, poll_interval=self.tuning.poll_interval,
+            on_estimate_error=observer.wait_estimate_error if observer is not None else None,
+            on_store_error=lambda: self._store_error("positions"))
         #: When this process could not reach the store: the reaper does not count it against anyone.
         self.outages = StoreOutages()
         self.reaper = AbandonmentReaper(
             presence=self.presence, leave=self._sessions.leave, clock=self._clock,
             register_timeout=settings.queue.register_timeout_seconds,
             disconnect_grace=settings.queue.disconnect_grace_seconds, interval=self.tuning.reap_interval,
-            outages=self.outages, on_recovery=self._touch_local)
+            outages=self.outages, on_recovery=self._touch_local,
+            on_store_error=lambda: self._store_error("abandonment"))
         # Local bookkeeping: request id -> connection ids of this process that registered it, and back.
         self._by_request: dict[str, set[str]] = {}
         self._by_connection: dict[str, set[str]] = {}
@@ -198,6 +217,7 @@ class SessionHubService:
         except (ServiceUnavailable, RedisError) as exc:
             if not already:
                 await self._forget(connection_id, request_id)
+            self._store_error("hub")
             log.warning("Register(%s) failed, store unavailable: %s", request_id, exc)
             raise HubError(UNAVAILABLE_MESSAGE) from exc
         if status.status is RequestState.QUEUED and status.position is not None:
@@ -214,6 +234,7 @@ class SessionHubService:
         try:
             status = await self._sessions.status(request_id)
         except (ServiceUnavailable, RedisError) as exc:
+            self._store_error("hub")
             log.warning("Register(%s) failed, store unavailable: %s", request_id, exc)
             raise HubError(UNAVAILABLE_MESSAGE) from exc
         if status is None or status.status is RequestState.EXPIRED:
@@ -228,6 +249,10 @@ class SessionHubService:
             await self._sessions.leave(request_id, reason=Departure.LEFT)
         except ServiceUnavailable as exc:
             raise HubError(UNAVAILABLE_MESSAGE) from exc
+
+    def count_connection(self, transport: str | None, protocol: str | None, *, opened: bool) -> None:
+        if self._observer is not None:
+            (self._observer.hub_connected if opened else self._observer.hub_disconnected)(transport, protocol)
 
     async def connection_closed(self, connection_id: str) -> None:
         gone = [request_id for request_id in self._by_connection.pop(connection_id, ())
@@ -269,7 +294,7 @@ class SessionHubService:
                 sink = self.lifetime.local_connection(connection_id)
                 if sink is not None:
                     sink.send_serialized(message)
-        self.positions.retire(request_id)
+        self.positions.retire(request_id, served=method == "SessionReady")
         self.positions.unhold()
         self._spawn(self._outcome_elsewhere(request_id, method, payload, local))
 
@@ -316,7 +341,7 @@ class SessionHubService:
         if holders:
             return False
         del self._by_request[request_id]
-        self.positions.tracker.forget(request_id)
+        self.positions.forget(request_id)
         return True
 
     async def _forget(self, connection_id: str, request_id: str) -> None:
@@ -335,6 +360,7 @@ class SessionHubService:
         try:
             _, recovered = await observe(self.outages, self._clock, self.presence.touch(request_ids))
         except RedisError as exc:
+            self._store_error("hub")
             # Once per outage, not once per disconnecting client.
             if self._touch_failing_since is None:
                 self._touch_failing_since = self._clock()
@@ -358,8 +384,12 @@ class SessionHubService:
         # is what keeps a connected client from looking gone.
         return min(interval, 1.0) if self.outages.failing else interval
 
+    def _store_error(self, component: str) -> None:
+        if self._observer is not None:
+            self._observer.store_error(component)
+
     def _spawn(self, coro: Any) -> None:
         self._tasks.spawn(coro)
 
 
-__all__ = ["HUB_PATH", "HubTuning", "SessionHub", "SessionHubService"]
+__all__ = ["HUB_PATH", "HubObserver", "HubTuning", "SessionHub", "SessionHubService"]

@@ -103,9 +103,11 @@ class PositionTracker:
     def forget(self, request_id: str) -> None:
         self._told.pop(request_id, None)
 
-    def changes(self, queue_ids: Sequence[str], local_ids: Iterable[str]) -> list[tuple[str, int]]:
+    def changes(self, queue_ids: Sequence[str], local_ids: Iterable[str],
+                vanished: list[str] | None = None) -> list[tuple[str, int]]:
         """``(request id, new position)`` for every local request whose position differs from what it was
-        last told. Local requests no longer in the queue are forgotten (they get SessionReady/Failed)."""
+        last told. Local requests no longer in the queue are forgotten (they get SessionReady/Failed), and
+        appended to ``vanished`` when given."""
         index = {rid: i for i, rid in enumerate(queue_ids, 1)}
         told = self._told
         out = []
@@ -113,6 +115,8 @@ class PositionTracker:
             position = index.get(rid)
             if position is None:
                 told.pop(rid, None)
+                if vanished is not None:
+                    vanished.append(rid)
                 continue
             if told.get(rid) != position:
                 told[rid] = position
@@ -175,6 +179,9 @@ class PositionBroadcaster:
         ``min(n * pace, round_budget)`` seconds); 0 sends as fast as the CPU allows.
     :param round_budget: seconds after which a round stops pausing for other work.
     :param hold_seconds: longest pause for one :meth:`hold`.
+    :param on_estimate_error: told, for each local request served, the wait it really had minus the first
+        estimate it was sent (see :meth:`retire`); None: estimates are not followed.
+    :param on_store_error: told when a round could not read the store.
     """
 
     def __init__(self, *, queue_ids: Callable[[], Awaitable[list[str]]],
@@ -184,8 +191,13 @@ class PositionBroadcaster:
                  clock: Callable[[], float], monotonic: Callable[[], float],
                  min_interval: float = 1.0, poll_interval: float = 1.0,
                  slice_seconds: float = 0.0005, pace: float = 0.0001, round_budget: float = 0.5,
-                 hold_seconds: float = 0.1) -> None:
+                 hold_seconds: float = 0.1, on_estimate_error: Callable[[float], None] | None = None,
+                 on_store_error: Callable[[], None] | None = None) -> None:
         self.tracker = PositionTracker()
+        self._on_estimate_error = on_estimate_error
+        self._on_store_error = on_store_error
+        #: The first estimate each local request was sent, and when: request id -> (told at, seconds).
+        self._promises: dict[str, tuple[float, int]] = {}
         self._queue_ids = queue_ids
         self._served_times = served_times
         self._local_requests = local_requests
@@ -227,11 +239,29 @@ class PositionBroadcaster:
         """The outcome went out: a paused round may go on."""
         self._held_until = 0.0
 
-    def retire(self, request_id: str) -> None:
+    def retire(self, request_id: str, *, served: bool = False) -> None:
         """``request_id`` was told its outcome: a round under way, whose snapshot of the queue may
-        predate that, must not send it a position after its ``SessionReady``/``SessionFailed``."""
-        self.tracker.forget(request_id)
+        predate that, must not send it a position after its ``SessionReady``/``SessionFailed``.
+
+        :param served: the outcome is its session: the wait it was promised is settled now, unless a round
+            already saw it leave the queue (which settles it then: the outcome may have been published by
+            another process, and only this one knows what it promised).
+        """
+        if served:
+            self._settle(request_id, self._clock())
+        self.forget(request_id)
         self._retired.add(request_id)
+
+    def forget(self, request_id: str) -> None:
+        """No connection of this process waits for ``request_id`` any more."""
+        self.tracker.forget(request_id)
+        self._promises.pop(request_id, None)
+
+    def _settle(self, request_id: str, now: float) -> None:
+        promise = self._promises.pop(request_id, None)
+        if promise is not None and self._on_estimate_error is not None:
+            told_at, estimate = promise
+            self._on_estimate_error(now - told_at - estimate)
 
     async def _paced_round(self) -> None:
         """One round, no sooner than ``min_interval`` after the last one that told someone something."""
@@ -250,6 +280,8 @@ class PositionBroadcaster:
                 # updates at least ``min_interval`` apart.
                 self._last_round = round_at + self._behind
         except RedisError as exc:  # a Redis outage: the next round catches up
+            if self._on_store_error is not None:
+                self._on_store_error()
             log.warning("position round failed: %s", exc)
 
     async def run_once(self) -> int:
@@ -260,12 +292,19 @@ class PositionBroadcaster:
             return 0
         started = self._monotonic()
         queue = await self._queue_ids()
-        changes = self.tracker.changes(queue, local)
+        vanished: list[str] = []
+        changes = self.tracker.changes(queue, local, vanished)
+        if vanished and self._promises:
+            # Left the queue since the last round: served (by whichever process), as far as this one knows.
+            now = self._clock()
+            for rid in vanished:
+                self._settle(rid, now)
         if not changes:
             return 0
         served = await self._served_times()
-        gap = service_gap(served, now=self._clock())
-        sent = await self._deliver(changes, gap, started)
+        now = self._clock()
+        gap = service_gap(served, now=now)
+        sent = await self._deliver(changes, gap, started, now)
         self.rounds += 1
         elapsed = self._monotonic() - started
         if elapsed > SLOW_ROUND_SECONDS:
@@ -273,8 +312,11 @@ class PositionBroadcaster:
                         sent, len(queue))
         return sent
 
-    async def _deliver(self, changes: list[tuple[str, int]], gap: float | None, started: float) -> int:
+    async def _deliver(self, changes: list[tuple[str, int]], gap: float | None, started: float,
+                       told_at: float) -> int:
         monotonic, send, retired = self._monotonic, self._send, self._retired
+        # The first estimate each request is sent is remembered, to be compared with its real wait.
+        promises = self._promises if self._on_estimate_error is not None and gap is not None else None
         slice_end = monotonic() + self._slice
         # The schedule: update i is due no earlier than ``started + i * step``.
         step = min(self._pace, self._round_budget / len(changes))
@@ -284,8 +326,11 @@ class PositionBroadcaster:
             if rid in retired:
                 continue
             sent += 1
+            wait = wait_for_gap(position, gap)
+            if promises is not None and wait is not None and rid not in promises:
+                promises[rid] = (told_at, wait)
             try:
-                send(rid, position, wait_for_gap(position, gap))
+                send(rid, position, wait)
             except Exception:  # one client's failure never stops the others' updates
                 log.exception("position update for %s failed", rid)
             now = monotonic()

@@ -1,13 +1,16 @@
-"""A queue entry as the store keeps it: the validated request and the address of the client who sent it.
+"""A queue entry as the store keeps it: the validated request, the address of the client who sent it, and
+when it arrived.
 
-One class owns the stored shape (``{"request": ..., "ip": ...}``), so the modules that admit, dispatch,
-leave or renew an entry never parse its dictionary by hand.
+One class owns the stored shape (``{"request": ..., "ip": ..., "queuedAt": ...}``), so the modules that
+admit, dispatch, leave or renew an entry never parse its dictionary by hand.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.model import jsonutil
@@ -25,14 +28,23 @@ class QueueEntry:
 
     :param request: the validated session request.
     :param ip: the client's address (the platform receives it in ``ClientIdentifier``; per-IP limits count it).
+    :param queued_at: wall-clock time the request arrived, in seconds; the process that serves it may be
+        another one, on another host, so the wait it measures (202 to ``SessionReady``) assumes the hosts'
+        clocks agree (NTP). ``None`` for an entry stored by a version that did not record it.
     """
 
     request: SessionRequest
     ip: str
+    # Stamped here rather than passed in: every entry is made on arrival, and the stamp is only reported
+    # (the wait metric), never used to decide anything, so no test needs to control it.
+    queued_at: float | None = field(default_factory=time.time)
 
     def to_data(self) -> dict[str, Any]:
         """The JSON-ready object the store keeps."""
-        return {"request": self.request.to_dict(), "ip": self.ip}
+        data: dict[str, Any] = {"request": self.request.to_dict(), "ip": self.ip}
+        if self.queued_at is not None:
+            data["queuedAt"] = self.queued_at
+        return data
 
     def to_json(self) -> str:
         """The stored text: ASCII-escaped, so whatever the strings hold, it encodes to bytes."""
@@ -50,7 +62,18 @@ class QueueEntry:
             request = SessionRequest.from_dict(data.get("request"))  # type: ignore[arg-type]
         except PayloadError as exc:
             raise DamagedEntry(f"the queued request is not valid: {exc.message}") from None
-        return cls(request=request, ip=data["ip"])
+        return cls(request=request, ip=data["ip"], queued_at=cls.queued_at_of(data))
+
+    @staticmethod
+    def queued_at_of(data: Any) -> float | None:
+        """When the entry with this stored data arrived, without reading the rest of it; ``None`` when it
+        was stored without the time (an older version) or the time is not a number."""
+        if not isinstance(data, Mapping):
+            return None
+        value = data.get("queuedAt")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            return None
+        return float(value)
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> QueueEntry:

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -48,6 +50,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gateway.platform.client")
 
+#: Told of every call: ``(operation, result, seconds)``, where the operation is ``"initiate"`` or
+#: ``"concurrency"`` and the result ``"success"`` or the failure's :class:`FailureKind` (for the metrics).
+CallObserver = Callable[[str, str, float], None]
+
 
 class PlatformClient:
     """Calls the Iqra platform.
@@ -55,10 +61,13 @@ class PlatformClient:
     :param settings: base URL, API token, timeouts.
     :param http_client: a Tornado client to use (not closed by :meth:`close`); by default the client
         creates its own simple client on first use, so no shared per-loop instance gets closed.
+    :param observer: told of every call, its result and how long it took (:data:`CallObserver`).
     """
 
-    def __init__(self, settings: PlatformSettings, *, http_client: AsyncHTTPClient | None = None) -> None:
+    def __init__(self, settings: PlatformSettings, *, http_client: AsyncHTTPClient | None = None,
+                 observer: CallObserver | None = None) -> None:
         self._settings = settings
+        self._observer = observer
         self._http = http_client
         self._owns_http = http_client is None
         self._base_url = settings.base_url if settings.base_url.endswith("/") else settings.base_url + "/"
@@ -129,13 +138,16 @@ class PlatformClient:
         """
         path = f"business/{quote(str(campaign.business_id), safe='')}/websession/initiate"
         what = f"Initiate web session (campaign {campaign.name})"
+        started = time.monotonic()
         try:
             body = self._initiate_payload(campaign, request, client_ip, what)
             response = await self._fetch(self._request("POST", path, body), what)
             session = parse_initiate_data(parse_envelope(response, what), status=response.code)
         except PlatformError as exc:
+            self._observe("initiate", exc.kind.value, started)
             log.warning("platform initiate failed for campaign %s: %s", campaign.name, exc)
             raise
+        self._observe("initiate", "success", started)
         log.info(
             "platform initiated conversation %s (web session %s) for campaign %s",
             session.conversation_session_id,
@@ -162,16 +174,27 @@ class PlatformClient:
 
         :raises PlatformError: when either request fails.
         """
+        started = time.monotonic()
         results = await asyncio.gather(
             self._get_data("user/billing/usage", "Billing usage"),
             self._get_data("user/billing/featuresactivequantity", "Billing features"),
             return_exceptions=True,
         )
-        for result in results:
-            if isinstance(result, BaseException):
-                log.warning("platform concurrency query failed: %s", result)
-                raise result
-        return parse_concurrency(results[0], results[1])
+        try:
+            for result in results:
+                if isinstance(result, BaseException):
+                    log.warning("platform concurrency query failed: %s", result)
+                    raise result
+            reading = parse_concurrency(results[0], results[1])
+        except PlatformError as exc:
+            self._observe("concurrency", exc.kind.value, started)
+            raise
+        self._observe("concurrency", "success", started)
+        return reading
+
+    def _observe(self, operation: str, result: str, started: float) -> None:
+        if self._observer is not None:
+            self._observer(operation, result, time.monotonic() - started)
 
     async def _get_data(self, path: str, what: str) -> Any:
         response = await self._fetch(self._request("GET", path), what)

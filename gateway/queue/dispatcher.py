@@ -24,7 +24,16 @@ from gateway.admission.types import RequestState
 from gateway.admission.store import AdmissionStore, ClaimedEntry, Renewal, StoreReset, new_claim_token
 from gateway.queue.capacity import CapacityPolicy
 from gateway.queue.serving import SessionServing
-from gateway.queue.events import EventHub, QueueChanged, SessionFailed, SessionReady
+from gateway.model.entry import QueueEntry
+from gateway.queue.events import (
+    DispatchAttempted,
+    DispatchFailed,
+    EventHub,
+    QueueChanged,
+    SessionFailed,
+    SessionReady,
+    StoreFailed,
+)
 from gateway.platform.errors import FailureKind, PlatformError
 from gateway.platform.wire import InitiatedSession
 from gateway.config.settings import Settings
@@ -61,6 +70,12 @@ class _Ending(StrEnum):
     STOP = "stop"  # someone else accounts for the entry now (requeued, left, held by another dispatcher)
 
 
+#: Events for the metrics (immutable, so one instance serves every dispatch).
+_CALL_SUCCEEDED = DispatchAttempted(result="success")
+_STORE_FAILED = StoreFailed(component="dispatcher")
+#: The kind a dispatch that failed in the gateway itself (a damaged entry, a bug) is counted under.
+GATEWAY_FAILURE = "gateway"
+
 _WHY_NOT_AGAIN = {
     FailureKind.AMBIGUOUS: "; not repeated, the platform may have created a session",
     FailureKind.PERMANENT: "; a retry cannot succeed",
@@ -90,7 +105,7 @@ class QueueDispatcher:
         self._events = events
         self._batch = batch
         self._monotonic = monotonic
-        self._loop = Periodic(lambda: self._claim_round(), interval=interval, name="queue dispatch", log=log)
+        self._loop = Periodic(lambda: self._counted_round(), interval=interval, name="queue dispatch", log=log)
         self._on_store_reset = on_store_reset
         self._inflight = TaskSet("dispatch", log=log)
         self._backoff = 0.0
@@ -139,6 +154,13 @@ class QueueDispatcher:
             return
         self._unsettled[token] = limit
         self._loop.kick()
+
+    async def _counted_round(self) -> None:
+        try:
+            await self._claim_round()
+        except RedisError:
+            self._events.publish(_STORE_FAILED)
+            raise  # the loop logs it and goes on at the next tick
 
     async def _claim_round(self) -> None:
         for token, limit in list(self._unsettled.items()):
@@ -203,11 +225,13 @@ class QueueDispatcher:
     # would recur each time the entry reached the front: the entry fails at once too.
 
     async def _dispatch(self, entry: ClaimedEntry) -> None:
+        kind = GATEWAY_FAILURE
         try:
             result = await self._call_platform(entry)
         except RedisError as exc:
             # Only the store calls between platform calls raise this, and no session exists: the lease
-            # expires and the reaper puts the entry back at the front, to be tried again.
+            # expires and the reaper puts the entry back at the front, to be tried again. (Counted where
+            # it was raised, in _retry_store.)
             log.warning("dispatch of request %s stopped, store unavailable (%s); it is retried after its lease "
                         "expires", entry.request_id, exc)
             return
@@ -215,29 +239,37 @@ class QueueDispatcher:
             log.exception("dispatch of queued request %s failed in the gateway; it fails now rather than take "
                           "a slot again each time it reaches the front", entry.request_id)
             result = _Ending.FAIL
+        if isinstance(result, FailureKind):
+            kind, result = result.value, _Ending.FAIL
         if result is _Ending.FAIL:
+            self._events.publish(DispatchFailed(kind=kind))
             await self._fail_or_leave_to_lease(entry)
         elif result is not _Ending.STOP:
             await self._record(entry, result)
 
-    async def _call_platform(self, entry: ClaimedEntry) -> InitiatedSession | _Ending:
+    async def _call_platform(self, entry: ClaimedEntry) -> InitiatedSession | _Ending | FailureKind:
+        """The session, or how the dispatch ends without one: STOP, or the kind of the failure that fails it."""
         attempts = self._settings.concurrency.max_dispatch_attempts
         attempt = 1
         while True:
             try:
-                return await self._serving.initiate(entry)
+                session = await self._serving.initiate(entry)
             except PlatformError as exc:
                 kind = exc.kind
+                self._events.publish(DispatchAttempted(result=kind.value))
                 if kind is FailureKind.PLATFORM_FULL:
                     await self._requeue(entry)
                     return _Ending.STOP
                 if kind is not FailureKind.RETRYABLE or attempt >= attempts:
                     log.warning("platform call for queued request %s failed (%s, call %d of at most %d%s): %s",
                                 entry.request_id, kind, attempt, attempts, _WHY_NOT_AGAIN.get(kind, ""), exc)
-                    return _Ending.FAIL
+                    return kind
                 delay = retry_delay(attempt)
                 log.info("platform call for queued request %s failed (%s, call %d of at most %d); again in %.1f s",
                          entry.request_id, exc, attempt, attempts, delay)
+            else:
+                self._events.publish(_CALL_SUCCEEDED)
+                return session
             await asyncio.sleep(delay)
             if not await self._still_ours(entry):
                 return _Ending.STOP
@@ -303,7 +335,8 @@ class QueueDispatcher:
                           session.conversation_session_id, entry.request_id)
             return
         log.info("queued request %s is ready (conversation %s)", entry.request_id, session.conversation_session_id)
-        self._events.publish(SessionReady(request_id=entry.request_id, web_socket_url=session.web_socket_url))
+        self._events.publish(SessionReady(request_id=entry.request_id, web_socket_url=session.web_socket_url,
+                                          queued_at=QueueEntry.queued_at_of(entry.data)))
 
     async def _fail_or_leave_to_lease(self, entry: ClaimedEntry) -> None:
         try:
@@ -339,6 +372,7 @@ class QueueDispatcher:
             try:
                 return await op()
             except RedisError:
+                self._events.publish(_STORE_FAILED)
                 if self._monotonic() + delay > deadline:
                     raise
                 await asyncio.sleep(delay)

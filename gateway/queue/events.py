@@ -1,9 +1,9 @@
 """The in-process event hook for queue outcomes.
 
 The dispatcher announces what happens to queued requests here; the SignalR session hub subscribes and
-turns the events into ``SessionReady`` / ``SessionFailed`` / ``QueuePositionUpdated`` messages. Keeping the
-hook in-process and synchronous means the dispatcher never waits on a slow subscriber: subscribers that
-need I/O schedule it themselves.
+turns the events into ``SessionReady`` / ``SessionFailed`` / ``QueuePositionUpdated`` messages, and the
+metrics (:mod:`gateway.metrics`) count them. Keeping the hook in-process and synchronous means the
+dispatcher never waits on a slow subscriber: subscribers that need I/O schedule it themselves.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ class SessionReady:
 
     request_id: str
     web_socket_url: str
+    #: When the request arrived (wall clock, :attr:`gateway.model.entry.QueueEntry.queued_at`), if known.
+    queued_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -38,7 +40,30 @@ class QueueChanged:
     reason: str
 
 
-Event = SessionReady | SessionFailed | QueueChanged
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DispatchAttempted:
+    """The dispatcher made one platform call for a queued request; ``result`` is ``"success"`` or the
+    :class:`~gateway.platform.errors.FailureKind` of its failure."""
+
+    result: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DispatchFailed:
+    """A dispatch ended without a session and its client was told so; ``kind`` is the
+    :class:`~gateway.platform.errors.FailureKind` of the last call, or ``"gateway"`` for our own failure."""
+
+    kind: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreFailed:
+    """A store (Redis) call of ``component`` failed; counted, the component handles the failure itself."""
+
+    component: str
+
+
+Event = SessionReady | SessionFailed | QueueChanged | DispatchAttempted | DispatchFailed | StoreFailed
 Subscriber = Callable[[Event], None]
 
 

@@ -21,6 +21,16 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+
+class ConnectionDetails(typing.Protocol):
+    """What a connection tells its context about how it is carried (its hub session implements it)."""
+
+    @property
+    def transport_name(self) -> str | None: ...
+
+    @property
+    def protocol_name(self) -> str | None: ...
+
 #: Where :func:`hub_method` records an explicit client-visible name (read by :mod:`.methods`).
 NAME_ATTR = "__signalr_name__"
 
@@ -53,6 +63,7 @@ class HubCallerContext:
     :param user: what the server's ``user_provider`` returned for this connection (or ``None``).
     :param items: free per-connection storage that lives as long as the connection.
     :param request: headers, remote address, query and access token of the starting request.
+    :param details: where :attr:`transport` and :attr:`protocol` are read from (the hub session).
     """
 
     connection_id: str
@@ -60,6 +71,18 @@ class HubCallerContext:
     items: dict[str, Any] = field(default_factory=dict)
     request: RequestInfo | None = None
     abort: Callable[[], None] = lambda: None
+    details: ConnectionDetails | None = field(default=None, repr=False)
+
+    @property
+    def transport(self) -> str | None:
+        """The transport the connection rides on (``"WebSockets"``, ``"ServerSentEvents"``,
+        ``"LongPolling"``, as in the negotiate payload); None when unknown."""
+        return self.details.transport_name if self.details is not None else None
+
+    @property
+    def protocol(self) -> str | None:
+        """The hub protocol the handshake chose (``"json"``, ``"messagepack"``); None before the handshake."""
+        return self.details.protocol_name if self.details is not None else None
 
     @property
     def headers(self) -> typing.Mapping[str, str]:

@@ -100,6 +100,7 @@ class HubConnection:
             user=user,
             request=connection.request,
             abort=lambda: self.abort(error=None, allow_reconnect=False),
+            details=self,
         )
         self._methods = methods
         self._options = options
@@ -114,6 +115,18 @@ class HubConnection:
         self._invocations: Invocations | None = None
         self._dispatcher: Dispatcher | None = None
         self._heartbeat: Heartbeat | None = None
+
+    # -- what the context tells hub methods about the connection ------------------------------
+
+    @property
+    def transport_name(self) -> str | None:
+        transport = self.connection.transport
+        return transport.value if transport is not None else None
+
+    @property
+    def protocol_name(self) -> str | None:
+        output = self._output
+        return output.protocol.name if output is not None else None
 
     # -- sink used by the lifetime manager -------------------------------------------------
 

@@ -85,3 +85,15 @@ def worker_pids(supervisor: int) -> list[int]:
     """The process ids of the children of ``serve --processes`` (its workers), oldest first."""
     children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
     return [int(pid) for pid in children]
+
+
+def terminate(proc: subprocess.Popen, timeout: float = 20) -> int:
+    """SIGTERM (if still running), then SIGKILL after ``timeout`` s; its exit code."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode

@@ -92,6 +92,8 @@ class Probe(ChatHub):
             "agent": self.context.headers.get("user-agent"),
             "ip": self.context.remote_ip,
             "items": self.context.items,
+            "transport": self.context.transport,
+            "protocol": self.context.protocol,
         }
 
     async def forever(self) -> AsyncIterator[int]:
@@ -300,7 +302,8 @@ async def test_context_user_headers_items_and_on_connected(probe: type[Probe]) -
         await c.send_raw('{"protocol":"json","version":1}\x1e')
         assert await c.next() == {}
         who = (await c.invoke("Whoami"))["result"]
-        assert who == {"user": "user:abc", "agent": "probe/1", "ip": "127.0.0.1", "items": {"joined": True}}
+        assert who == {"user": "user:abc", "agent": "probe/1", "ip": "127.0.0.1", "items": {"joined": True},
+                       "transport": "WebSockets", "protocol": "json"}
         c.close()
         assert (await asyncio.wait_for(_next_event(probe, "disconnected"), 5))[0] == "disconnected"
         refused = await h.fetch("/negotiate", method="POST", headers={"Authorization": "Bearer bad"})
