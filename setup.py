@@ -12,8 +12,10 @@ import shutil
 from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 
-#: The site's own files at the top of static/ (the flat files gateway/http/static_site.py serves).
-STATIC_SITE_FILES = ["*.html", "*.css", "*.js", "*.svg", "*.png", "*.ico", "*.webp"]
+#: The site's own files: the flat files at the top of static/ (gateway/http/static_site.py serves them) and
+#: the admin dashboard's in static/admin/ (gateway/http/dashboard.py).
+STATIC_SITE_FILES = ["*.html", "*.css", "*.js", "*.svg", "*.png", "*.ico", "*.webp",
+                     "admin/*.html", "admin/*.css", "admin/*.js"]
 
 #: The npm bundles the gateway serves, under static/node_modules/ (installed by `npm ci --prefix static`),
 #: one line per file or glob. A wheel build stops when one is missing: the wheel would be broken without it.
@@ -24,6 +26,10 @@ NPM_BUNDLES = [
     "swagger-ui-dist/swagger-ui.css",
     "swagger-ui-dist/LICENSE",
     "swagger-ui-dist/NOTICE",
+    # What /admin draws its charts with (gateway/http/dashboard.py), and its licence.
+    "uplot/dist/uPlot.iife.min.js",
+    "uplot/dist/uPlot.min.css",
+    "uplot/LICENSE",
 ]
 
 

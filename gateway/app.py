@@ -23,6 +23,7 @@ from gateway.admission.keys import KeySpace
 from gateway.queue.capacity import CapacityPolicy, PlatformCapacitySync
 from gateway.http.cors import CorsPolicy
 from gateway.queue.dispatcher import QueueDispatcher
+from gateway.http.dashboard import dashboard_routes
 from gateway.http.docs import docs_routes
 from gateway.http.edge import EdgeServer, open_file_limit_warning
 from gateway.admission.epoch import CHECK_INTERVAL_SECONDS, EpochWatcher, StoreEpoch
@@ -223,6 +224,7 @@ class Gateway:
             tornado.web.url(r"/readyz", ReadyHandler, dict(common, store=self.store)),
             # The API contract (GET /openapi.json) and its rendering (/docs).
             *docs_routes(cors=self.cors),
+            *dashboard_routes(cors=self.cors),  # the live dashboard at /admin, on the admin API
         ]
 
     def make_app(self, extra_routes: list[Any] | None = None) -> tornado.web.Application:
