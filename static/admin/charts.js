@@ -6,6 +6,7 @@
 
   const MAX_POINTS = 300; // 10 minutes at one poll every 2 s
   const HEIGHT = 200;
+  const MIN_SPAN_SECONDS = 60;
   const PALETTE = ["#2563eb", "#16a34a", "#dc2626", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777",
                    "#4b5563", "#65a30d"];
 
@@ -79,7 +80,8 @@
         cursor: { drag: { x: false, y: false } },
         legend: { live: false }, // labels only: the tiles above carry the current numbers
         scales: {
-          x: { time: true },
+          // At least a minute wide, so that the first few polls do not spread into sub-second ticks.
+          x: { time: true, range: (u, min, max) => [Math.min(min ?? 0, (max ?? 0) - MIN_SPAN_SECONDS), max] },
           y: { range: (u, min, max) => range(min, max, signed) },
         },
         axes: [
@@ -94,7 +96,8 @@
 
     seriesOptions(spec, index, format) {
       const color = spec.color || PALETTE[index % PALETTE.length];
-      const options = { label: spec.label, stroke: color, width: 2, points: { show: false }, value: (u, v) => format(v) };
+      const options = { label: spec.label, stroke: color, width: 2, points: { show: false },
+                        value: (u, v) => format(v) };
       if (spec.dash) options.dash = spec.dash;
       if (spec.fill) options.fill = spec.fill;
       if (spec.stepped && window.uPlot.paths && window.uPlot.paths.stepped) {
