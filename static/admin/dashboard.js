@@ -15,7 +15,8 @@
     admitted: "#16a34a", queued: "#2563eb", invalid: "#ca8a04", blocked: "#dc2626", rate_limited: "#9333ea",
     queue_full: "#ea580c", store_unavailable: "#4b5563", platform_failure: "#db2777",
   };
-  const SOURCES = { config: "from the configuration", platform: "from the platform", override: "admin override" };
+  const SOURCES = { config: "from the configuration", platform: "from the platform", override: "admin override",
+                    admin: "admin override" };
 
   const Stats = window.IqraAdminStats;
   const { TimeChart } = window.IqraAdminCharts;
