@@ -18,6 +18,10 @@ import tornado.httputil
 import tornado.netutil
 import tornado.web
 
+from gateway.http.admin import admin_routes
+from gateway.admin.service import AdminService
+from gateway.admission.control import ControlStore
+from gateway.admission.snapshot import SnapshotReader
 from gateway.admission.store import AdmissionStore
 from gateway.admission.keys import KeySpace
 from gateway.queue.capacity import CapacityPolicy, PlatformCapacitySync
@@ -41,9 +45,11 @@ from gateway.http.handlers import (
     request_id_of,
 )
 from gateway.http.inflight import InflightRequests
-from gateway.metrics.cluster import ClusterGauges, capacity_reading
+from gateway.metrics.cluster import ClusterGauges
+from gateway.queue.capacity import capacity_reading
 from gateway.metrics.endpoint import MetricsEndpoint
 from gateway.metrics.registry import GatewayMetrics
+from gateway.metrics.totals import dashboard_totals
 from gateway.platform.client import PlatformClient
 from gateway.queue.protection import ClientProtection
 from gateway.live.hub import HUB_PATH, HubTuning, SessionHubService
@@ -133,6 +139,7 @@ class Gateway:
         self.on_stop(self.capacity_sync.stop)
         self.on_stop(self.epoch.stop)
         self._build_live_queue(settings, clock=clock, hub_tuning=hub_tuning)
+        self._build_admin(settings, clock=clock)
 
     def _build_queue(self, settings: Settings, *, clock: Callable[[], float], dispatch_interval: float,
                      epoch_interval: float) -> None:
@@ -179,12 +186,21 @@ class Gateway:
         self.events.subscribe(self.session_hub.on_event)
         self.epoch.on_reset(self.session_hub.store_reset)
 
+    def _build_admin(self, settings: Settings, *, clock: Callable[[], float]) -> None:
+        """The admin API (mounted only with ``Admin.ApiToken``): the operators' controls and the deployment's
+        snapshot, both in the store, so every process sees a change at once."""
+        self.controls = ControlStore(self.redis, keys=self.store.keys, audit_key=KEYS.admin_audit, clock=clock)
+        snapshots = SnapshotReader(self.redis, keys=self.store.keys, registered_key=self.presence.keys.registered,
+                                   session_lease_seconds=settings.concurrency.session_lease_seconds, clock=clock)
+        self.admin = AdminService(controls=self.controls, snapshots=snapshots, sessions=self.service,
+                                  capacity=self.capacity, wake_dispatcher=self.dispatcher.kick)
+
     def _build_metrics_endpoint(self, settings: Settings) -> MetricsEndpoint:
         """``/metrics``: this process's metrics (every worker's, under ``--processes``) and the deployment's
         gauges, read from the store once per scrape."""
         cluster = ClusterGauges(redis=self.redis, keys=self.store.keys, campaigns=settings.platform.campaigns,
                                 campaign_caps=self.capacity.caps().campaign_caps,
-                                cap=lambda: capacity_reading(self.capacity),
+                                cap=lambda override: capacity_reading(self.capacity, override),
                                 on_store_error=lambda: self.metrics.store_error("metrics"))
         return MetricsEndpoint(metrics=self.metrics, cluster=cluster, settings=settings.metrics,
                                limits=settings.limits, cors=self.cors)
@@ -224,6 +240,9 @@ class Gateway:
             tornado.web.url(r"/readyz", ReadyHandler, dict(common, store=self.store)),
             # The API contract (GET /openapi.json) and its rendering (/docs).
             *docs_routes(cors=self.cors),
+            # The operators' API, mounted only when Admin.ApiToken is set.
+            *admin_routes(admin=self.admin, token=self.settings.admin.api_token, trusted_proxies=self.trusted_proxies,
+                          totals=lambda: dashboard_totals(self.metrics.collect())),
             *dashboard_routes(cors=self.cors),  # the live dashboard at /admin, on the admin API
         ]
 

@@ -117,6 +117,13 @@ class AdmissionKeys:
         Admission and claims carry the token they know and are refused when it no longer matches."""
         return f"{self.prefix}epoch"
 
+    @property
+    def control(self) -> str:
+        """HASH of the operators' runtime controls (the admin API), read by admit.lua and claim.lua in the
+        same atomic call that decides: ``paused`` = "1" while dispatching is paused, ``cap`` = the global cap
+        that overrides the configured or learned one."""
+        return self._name("control")
+
     def claim_fence(self, token: str) -> str:
         """STRING set when a dispatcher settles a claim token whose reply it lost (lives an hour), so the
         lost claim, should Redis run it later, claims nothing."""
@@ -146,6 +153,11 @@ class KeySpace:
     def rate_limits(self) -> str:
         """The prefix of every rate-limit key (``ratelimit``'s sets and the session bindings)."""
         return f"{self.prefix}rl:"
+
+    @property
+    def admin_audit(self) -> str:
+        """LIST of the latest changes made through the admin API (who, what, when), newest first."""
+        return f"{self.prefix}admin:audit"
 
     @property
     def backplane(self) -> str:

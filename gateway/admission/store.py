@@ -206,7 +206,7 @@ class AdmissionStore:
         nonce = token or new_claim_token()
         args: tuple[Any, ...] = (request_id, campaign, data_json, caps.global_cap, caps.campaign_caps_json(),
                                  _num(pending_lease_seconds), max_queue_length, nonce, self._scan_limit)
-        keys = [*self._request_keys(request_id), self._keys.epoch, self._keys.claim_fence(nonce)]
+        keys = [*self._request_keys(request_id), self._keys.epoch, self._keys.claim_fence(nonce), self._keys.control]
         if limits is not None:
             if limits.args[1] != request_id:
                 raise ValueError("the rate-limit unit id must be the request id")
@@ -282,7 +282,7 @@ class AdmissionStore:
         try:
             reply = await self._run("claim", [caps.global_cap, caps.campaign_caps_json(), _num(pending_lease_seconds),
                                               limit, token, self._scan_limit, "claim", self._epoch() or ""],
-                                    [self._keys.claim_fence(token), self._keys.epoch])
+                                    [self._keys.claim_fence(token), self._keys.epoch, self._keys.control])
         except ResponseError as exc:
             _raise_if_reset(exc)
             raise
@@ -301,7 +301,8 @@ class AdmissionStore:
         if not isinstance(limit, int) or limit < 0:
             raise ValueError("limit must be an int >= 0")
         reply = await self._run("claim", [0, "{}", _num(pending_lease_seconds), limit, token, self._scan_limit,
-                                          "settle", ""], [self._keys.claim_fence(token), self._keys.epoch])
+                                          "settle", ""],
+                                [self._keys.claim_fence(token), self._keys.epoch, self._keys.control])
         return list(_claimed_entries(reply, 1, int(reply[0])))
 
     async def extend_lease(self, entry: ClaimedEntry, *, pending_lease_seconds: float) -> Renewal:

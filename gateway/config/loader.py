@@ -12,7 +12,7 @@ from gateway.config.concurrency import bind_concurrency, bind_queue
 from gateway.config.edge import bind_forwarded, bind_origins
 from gateway.config.limits import bind_limits
 from gateway.config.logging import bind_logging
-from gateway.config.metrics import bind_metrics
+from gateway.config.metrics import bind_admin, bind_metrics
 from gateway.config.problems import Section
 from gateway.config.redis_url import bind_redis
 from gateway.config.security import IPAPI_REPLACED, bind_geoip, bind_security
@@ -33,6 +33,7 @@ TOP_LEVEL_KEYS = (
     "GeoIp",
     "Limits",
     "Metrics",
+    "Admin",
     "IpApi",
     "Logging",
     "AllowedHosts",
@@ -98,6 +99,7 @@ def _bind_settings(binder: Binder, root: Node) -> Settings | None:
     concurrency = bind_concurrency(binder, binder.section(top, "Concurrency"))
     limits = bind_limits(binder, binder.section(top, "Limits"))
     metrics = bind_metrics(binder, binder.section(top, "Metrics"))
+    admin = bind_admin(binder, binder.section(top, "Admin"))
     if top.take("IpApi") is not None:
         binder.warn("IpApi", IPAPI_REPLACED)
     logging = bind_logging(binder, binder.section(top, "Logging"))
@@ -117,4 +119,5 @@ def _bind_settings(binder: Binder, root: Node) -> Settings | None:
         limits=limits,
         logging=logging,
         metrics=metrics,
+        admin=admin,
     )

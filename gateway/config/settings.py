@@ -200,6 +200,17 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AdminSettings:
+    """The admin API under ``/api/admin/`` and the dashboard's data (``Admin``).
+
+    :param api_token: ``ApiToken``: the bearer token every admin call must send; empty (the default)
+        disables the admin API, whose routes then answer 404.
+    """
+
+    api_token: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """Everything the gateway is configured with.
 
@@ -215,6 +226,7 @@ class Settings:
     :param limits: ``Limits``.
     :param logging: ``Logging``.
     :param metrics: ``Metrics``.
+    :param admin: ``Admin``.
     """
 
     platform: PlatformSettings
@@ -228,6 +240,7 @@ class Settings:
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    admin: AdminSettings = field(default_factory=AdminSettings)
 
 
 def frozen_campaigns(campaigns: Mapping[str, CampaignSettings]) -> Mapping[str, CampaignSettings]:

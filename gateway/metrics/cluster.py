@@ -7,8 +7,9 @@ per-campaign queue length costs a read of every waiting entry's campaign, bounde
 the rest is a handful of counters and the (small) table of live sessions. Leases that expired and that
 no call has reaped yet are still counted, as :meth:`gateway.admission.store.AdmissionStore.counts` does.
 
-The effective cap is this process's own view (:func:`capacity_reading`), which every process shares: the
-configured cap, or the one learned from the platform.
+The effective cap is an operator's override when one is set (read with the rest, from the store), else
+this process's own view (:func:`capacity_reading`), which every process shares: the configured cap, or the
+one learned from the platform.
 """
 
 from __future__ import annotations
@@ -16,44 +17,16 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 import redis.asyncio as aioredis
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from redis.exceptions import RedisError
 
+from gateway.admission.control import Controls, controls_from
 from gateway.admission.keys import AdmissionKeys
 from gateway.metrics.registry import PREFIX
-from gateway.queue.capacity import UNKNOWN_PLATFORM_CAP, CapacityPolicy
-
-
-class CapSource(StrEnum):
-    """Where the effective global cap comes from (the ``source`` label)."""
-
-    CONFIG = "config"  # Concurrency.MaxConcurrentSessions
-    PLATFORM = "platform"  # the platform's Call_Concurrency limit, less the usage that is not ours
-    OVERRIDE = "override"  # an operator's runtime override (the admin API), when one is set
-
-
-@dataclass(frozen=True, slots=True)
-class CapReading:
-    """The effective global cap (``None`` while the platform's limit is not known yet) and its source."""
-
-    sessions: int | None
-    source: CapSource
-
-
-def capacity_reading(capacity: CapacityPolicy) -> CapReading:
-    """The cap the process admits against now, and where it comes from.
-
-    The one place the metrics learn the cap's source: a runtime override (stored in Redis, applied by
-    every process) is reported by returning ``CapReading(override, CapSource.OVERRIDE)`` here while it is set.
-    """
-    cap = capacity.caps().global_cap
-    if not capacity.syncs_from_platform:
-        return CapReading(cap, CapSource.CONFIG)
-    return CapReading(None if cap == UNKNOWN_PLATFORM_CAP else cap, CapSource.PLATFORM)
+from gateway.queue.capacity import CapReading
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,6 +39,7 @@ class ClusterSnapshot:
     queued_by_campaign: Mapping[str, int] = field(default_factory=dict)
     active_by_campaign: Mapping[str, int] = field(default_factory=dict)
     pending_by_campaign: Mapping[str, int] = field(default_factory=dict)
+    controls: Controls = field(default_factory=Controls)
 
 
 def _text(value: bytes | str) -> str:
@@ -85,14 +59,17 @@ async def read_snapshot(redis: aioredis.Redis, keys: AdmissionKeys) -> ClusterSn
         pipe.hvals(keys.active_meta)  # the campaign of each live session
         pipe.hgetall(keys.entry_campaign)  # the campaign of each waiting or dispatching entry
         pipe.hkeys(keys.entry_lease)  # the entries being dispatched (no longer waiting)
-        queued, active, pending, in_use, active_campaigns, entry_campaigns, dispatching = await pipe.execute()
+        pipe.hmget(keys.control, "paused", "cap")  # the operators' controls
+        (queued, active, pending, in_use, active_campaigns, entry_campaigns, dispatching,
+         control) = await pipe.execute()
     active_by = Counter(_text(c) for c in active_campaigns)
     pending_by = {campaign: max(0, int(n) - active_by.get(campaign, 0))
                   for campaign, n in ((_text(c), n) for c, n in in_use.items())}
     leased = {_text(rid) for rid in dispatching}
     queued_by = Counter(_text(c) for rid, c in entry_campaigns.items() if _text(rid) not in leased)
     return ClusterSnapshot(queued=int(queued), active=int(active), pending=int(pending), queued_by_campaign=queued_by,
-                           active_by_campaign=active_by, pending_by_campaign=pending_by)
+                           active_by_campaign=active_by, pending_by_campaign=pending_by,
+                           controls=controls_from(*control))
 
 
 class ClusterGauges:
@@ -102,12 +79,13 @@ class ClusterGauges:
     :param keys: the admission store's key names.
     :param campaigns: the configured campaigns (reported at 0 when idle, so their series always exist).
     :param campaign_caps: the configured per-campaign caps.
-    :param cap: the effective global cap and its source (:func:`capacity_reading`).
+    :param cap: the effective global cap and its source, given the operators' override
+        (:func:`capacity_reading`).
     :param on_store_error: told when the store did not answer a scrape (counted as a Redis error).
     """
 
     def __init__(self, *, redis: aioredis.Redis, keys: AdmissionKeys, campaigns: Iterable[str],
-                 campaign_caps: Mapping[str, int], cap: Callable[[], CapReading],
+                 campaign_caps: Mapping[str, int], cap: Callable[[int | None], CapReading],
                  on_store_error: Callable[[], None] = lambda: None) -> None:
         self._redis = redis
         self._keys = keys
@@ -124,12 +102,14 @@ class ClusterGauges:
         except RedisError:
             self._on_store_error()
             up.add_metric([], 0)
-            return [up, *self._caps()]
+            return [up, *self._caps(None)]
         up.add_metric([], 1)
-        return [up, *self._caps(), *self._state(snapshot)]
+        paused = GaugeMetricFamily(PREFIX + "dispatch_paused", "Whether an operator paused dispatching: 1 or 0.")
+        paused.add_metric([], 1 if snapshot.controls.paused else 0)
+        return [up, paused, *self._caps(snapshot.controls.cap), *self._state(snapshot)]
 
-    def _caps(self) -> list[Metric]:
-        reading = self._cap()
+    def _caps(self, override: int | None) -> list[Metric]:
+        reading = self._cap(override)
         cap = GaugeMetricFamily(PREFIX + "session_cap", "The global cap on concurrent sessions, by where it "
                                 "comes from (NaN while the platform's limit is not known yet).", labels=("source",))
         cap.add_metric([reading.source.value], float("nan") if reading.sessions is None else reading.sessions)

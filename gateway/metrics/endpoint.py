@@ -9,7 +9,6 @@ encoders.
 
 from __future__ import annotations
 
-import hmac
 import socket
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -22,6 +21,7 @@ from tornado.httpserver import HTTPServer
 
 from gateway.config.settings import LimitsSettings, MetricsSettings
 from gateway.http.base import JsonHandler
+from gateway.http.bearer import bearer_matches
 from gateway.http.cors import CorsPolicy
 from gateway.http.handlers import NotFoundHandler
 from gateway.metrics.cluster import ClusterGauges
@@ -29,14 +29,6 @@ from gateway.metrics.registry import GatewayMetrics
 
 METRICS_PATH = "/metrics"
 TOKEN_MESSAGE = "Missing or invalid bearer token: send the header \"Authorization: Bearer <Metrics.BearerToken>\"."
-
-
-def bearer_matches(header: str, token: str) -> bool:
-    """Whether an ``Authorization`` header carries ``token`` as a bearer token (compared in constant time)."""
-    scheme, _, credentials = header.strip().partition(" ")
-    if scheme.lower() != "bearer":
-        return False
-    return hmac.compare_digest(credentials.strip().encode("utf-8", "replace"), token.encode("utf-8"))
 
 
 class _Families:

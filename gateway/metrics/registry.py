@@ -61,7 +61,8 @@ _REASONS = {Outcome.BLOCKED: _BLOCK_REASONS, Outcome.RATE_LIMITED: _LIMIT_REASON
 
 #: How a queued request left without a session -> the abandonment reason label.
 _ABANDONMENTS = {Departure.LEFT.value: "left", Departure.UNREGISTERED.value: "unregistered",
-                 Departure.DISCONNECTED.value: "disconnected", Departure.WITHDRAWN.value: "withdrawn"}
+                 Departure.DISCONNECTED.value: "disconnected", Departure.WITHDRAWN.value: "withdrawn",
+                 Departure.REMOVED.value: "removed"}
 #: Who meets Redis errors (:class:`gateway.queue.events.StoreFailed` components, and the callers of
 #: :meth:`GatewayMetrics.store_error`).
 STORE_COMPONENTS = ("http", "dispatcher", "hub", "positions", "abandonment", "metrics")

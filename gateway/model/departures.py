@@ -24,6 +24,8 @@ class Departure(StrEnum):
     WITHDRAWN = "withdrawn"
     #: The store (Redis) was reset: the entry no longer exists.
     STORE_RESET = "store reset"
+    #: An operator removed it (the admin API).
+    REMOVED = "removed by an operator"
 
 
 def departure_message(departure: Departure, *, register_timeout: float, disconnect_grace: float) -> str:
@@ -36,6 +38,9 @@ def departure_message(departure: Departure, *, register_timeout: float, disconne
     if departure is Departure.DISCONNECTED:
         return (f"Your place in the queue was released because the connection to the live queue was lost "
                 f"for more than {disconnect_grace:g} seconds. Please try again.")
+    if departure is Departure.REMOVED:
+        return ("Your request was removed from the waiting queue by the service's operators. "
+                "Please try again later.")
     if departure is Departure.WITHDRAWN:
         return ("Your request could not be completed because the gateway briefly lost contact with its "
                 "session store. Please try again.")

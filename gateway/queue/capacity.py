@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
@@ -87,6 +88,36 @@ class CapacityPolicy:
         themselves; the reading then counts every call the platform reports, ours included."""
         if self._configured is None:
             self._learned = 0
+
+
+class CapSource(StrEnum):
+    """Where the effective global cap comes from (the ``source`` label)."""
+
+    CONFIG = "config"  # Concurrency.MaxConcurrentSessions
+    PLATFORM = "platform"  # the platform's Call_Concurrency limit, less the usage that is not ours
+    OVERRIDE = "override"  # an operator's runtime override (the admin API), when one is set
+
+
+@dataclass(frozen=True, slots=True)
+class CapReading:
+    """The effective global cap (``None`` while the platform's limit is not known yet) and its source."""
+
+    sessions: int | None
+    source: CapSource
+
+
+def capacity_reading(capacity: CapacityPolicy, override: int | None = None) -> CapReading:
+    """The cap the deployment admits against now, and where it comes from.
+
+    :param override: the operators' cap (:class:`gateway.admission.control.Controls`), which the scripts
+        apply instead of the process's own when it is set.
+    """
+    if override is not None:
+        return CapReading(override, CapSource.OVERRIDE)
+    cap = capacity.caps().global_cap
+    if not capacity.syncs_from_platform:
+        return CapReading(cap, CapSource.CONFIG)
+    return CapReading(None if cap == UNKNOWN_PLATFORM_CAP else cap, CapSource.PLATFORM)
 
 
 class PlatformCapacitySync:

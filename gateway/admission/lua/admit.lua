@@ -5,7 +5,9 @@
 -- KEYS[15] tombstone key of this request (only checked, same reason)
 -- KEYS[16] the deployment's epoch (STRING, gateway/epoch.py)
 -- KEYS[17] fence of this call's nonce (claim.lua "settle": the caller lost this call's reply and settled it)
--- KEYS[18..] the request's rate-limit rule sets (none when no limit applies)
+-- KEYS[18] the operators' controls (HASH, gateway/admission/keys.py "control"): "paused" = "1" queues every
+--          request and claims nothing; "cap" replaces ARGV[5]
+-- KEYS[19..] the request's rate-limit rule sets (none when no limit applies)
 -- ARGV[1]  now (caller clock, seconds)
 -- ARGV[2]  request_id
 -- ARGV[3]  campaign id
@@ -18,7 +20,7 @@
 --          for this request's own lease, 1.. for the entries it claims
 -- ARGV[10] scan limit (max queue entries inspected for eligibility)
 -- ARGV[11..15] the rate-limit unit arguments of lib_units.lua (abase = 10; the unit id is the request id),
---          present only with KEYS[18..]
+--          present only with KEYS[19..]
 -- ARGV[#ARGV] the epoch the caller knows, or "" when it knows none yet (then not checked)
 -- Returns: {outcome, lease_id, position, n, m, then m limit values, then n times: request_id, campaign,
 --          lease_id, data}
@@ -57,10 +59,17 @@ if redis.call('HEXISTS', K_ENTRIES, request_id) == 1 or redis.call('EXISTS', KEY
   return redis.error_reply('DUPLICATE request id is already known: ' .. request_id)
 end
 
-local has_limits = #KEYS > 17
+-- An operator's controls apply in this same call, so every process obeys a pause or a new cap at once.
+local control = redis.call('HMGET', KEYS[18], 'paused', 'cap')
+local paused = control[1] == '1'
+if control[2] then
+  global_cap = tonumber(control[2])
+end
+
+local has_limits = #KEYS > 18
 local limits_ok, limit_call, refused, counts = 1, nil, nil, nil
 if has_limits then
-  limit_call = units_parse(17, 10)
+  limit_call = units_parse(18, 10)
   limits_ok, refused, counts = units_check(limit_call)
   if limits_ok == 0 then
     local reply = {'limited', '', 0, 0, 0}
@@ -72,8 +81,11 @@ end
 
 reap()
 local claimed_list = {}
-local claimed, room, exhausted = claim_eligible(claimed_list, caps, global_cap, lease_seconds,
-                                                 math.huge, nonce, scan_limit)
+local claimed, room, exhausted = 0, 0, false
+if not paused then
+  claimed, room, exhausted = claim_eligible(claimed_list, caps, global_cap, lease_seconds, math.huge, nonce,
+                                            scan_limit)
+end
 
 local reply
 if room > 0 and exhausted and campaign_has_room(caps, campaign) then

@@ -3,6 +3,8 @@
 -- Run with lib_store.lua prepended (shared KEYS[1..13] and ARGV[1] = now are documented there).
 -- KEYS[14] fence of this claim token (STRING, set by "settle"; a claim whose token is fenced claims nothing)
 -- KEYS[15] the deployment's epoch (STRING, gateway/epoch.py)
+-- KEYS[16] the operators' controls (HASH, as in admit.lua): while "paused" = "1" a claim takes nothing
+--          (it still reaps); "cap" replaces ARGV[2]
 -- ARGV[1] now (caller clock, seconds)
 -- ARGV[2] global cap
 -- ARGV[3] per-campaign caps as a JSON object {"campaign": cap}
@@ -63,8 +65,13 @@ if redis.call('EXISTS', KEYS[14]) == 1 then
   return {0}
 end
 reap()
+local control = redis.call('HMGET', KEYS[16], 'paused', 'cap')
+if control[1] == '1' then
+  return {0}
+end
 local reply = {0}
-local claimed = claim_eligible(reply, cjson.decode(ARGV[3]), tonumber(ARGV[2]), lease_seconds, limit, token,
+local global_cap = tonumber(control[2] or ARGV[2])
+local claimed = claim_eligible(reply, cjson.decode(ARGV[3]), global_cap, lease_seconds, limit, token,
                                tonumber(ARGV[7]))
 reply[1] = claimed
 return reply

@@ -28,6 +28,8 @@ from tests.harness.threaded import stack_in_thread
 
 #: The campaign and region of the document's example request.
 CAMPAIGN, REGION = "DemoCampaign", "local"
+#: The admin API is enabled, so its routes are fuzzed with the token too (pauses and caps included).
+ADMIN_TOKEN = "fuzz-admin-token-0123456789"
 #: Every answer must be documented, typed as documented, and invalid input refused with a 4xx.
 CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conformance", "response_headers_conformance",
           "response_schema_conformance", "negative_data_rejection", "ignored_auth")
@@ -53,7 +55,7 @@ SCHEMA = schemathesis.openapi.from_dict(build_openapi(), config=schemathesis.Con
     },
     # Stateful steps follow the document's own links only, not links schemathesis guesses from names.
     "phases": {"stateful": {"inference": {"algorithms": []}}},
-    "auth": {"openapi": {"webhookToken": {"api_key": WEBHOOK_TOKEN}}},
+    "auth": {"openapi": {"webhookToken": {"api_key": WEBHOOK_TOKEN}, "adminToken": {"bearer": ADMIN_TOKEN}}},
     "operations": [{"include-operation-id": "requestSession",
                     "generation": {"max-examples": SESSION_REQUEST_EXAMPLES}}],
 }))
@@ -76,6 +78,7 @@ def only_a_full_queue(ctx: Any, response: Any, case: Any) -> None:
 
 def fuzz_config(*, cap: int, **sections: Any) -> dict[str, Any]:
     config = base_config(cap=cap, **sections)
+    config["Admin"] = {"ApiToken": ADMIN_TOKEN}
     config["VoiceAiPlatform"]["Campaigns"][CAMPAIGN] = {"BusinessId": "1", "WebCampaignId": "web-demo",
                                                         "AllowedRegionIds": [REGION]}
     return config

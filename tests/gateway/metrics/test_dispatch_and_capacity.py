@@ -7,7 +7,7 @@ import math
 
 from tornado.httpclient import AsyncHTTPClient
 
-from gateway.metrics.cluster import CapReading, CapSource, capacity_reading
+from gateway.queue.capacity import CapReading, CapSource, capacity_reading
 from gateway.queue.capacity import CapacityPolicy, PlatformUsage
 from tests.harness.metrics import scrape, until
 from tests.harness.stack import base_config, body_of, conversation_id_of, queued_request

@@ -9,7 +9,8 @@ import ujson
 from tornado.httpclient import AsyncHTTPClient
 
 from gateway.config import ConfigError, load_settings
-from gateway.metrics.endpoint import TOKEN_MESSAGE, bearer_matches
+from gateway.http.bearer import bearer_matches
+from gateway.metrics.endpoint import TOKEN_MESSAGE
 from tests.harness.metrics import Scrape, scrape
 from tests.harness.redis_process import free_port
 from tests.harness.stack import base_config, body_of
