@@ -69,6 +69,13 @@ async def _registered(stack: Stack, request_id: str, hubs: list[HubClient]) -> H
     return hub
 
 
+async def _estimate_told(hub: HubClient) -> None:
+    while True:
+        _, update = await hub.next_event("QueuePositionUpdated", timeout=WAIT_MS / 1000)
+        if update["estimatedWaitSeconds"] is not None:
+            return
+
+
 async def _sign_in(page: Page, token: str) -> None:
     await page.get_by_label("Admin token").fill(token)
     await page.get_by_role("button", name="Connect").click()
@@ -91,8 +98,7 @@ async def _chart_has(page: Page, chart: str, label: str, value: float | str = "p
         arg=[chart, label, value], timeout=WAIT_MS)
 
 
-async def test_an_operator_watches_pauses_and_overrides_the_capacity(redis_client: aioredis.Redis,
-                                                                      tmp_path) -> None:
+async def test_an_operator_watches_pauses_and_overrides_the_capacity(redis_client: aioredis.Redis) -> None:
     stack = await start_stack(redis_client, config=base_config(cap=2, Admin={"ApiToken": ADMIN_TOKEN}))
     hubs: list[HubClient] = []
     try:
@@ -101,7 +107,7 @@ async def test_an_operator_watches_pauses_and_overrides_the_capacity(redis_clien
             page = await context.new_page()
             problems = collect_console(page)
             responses: list[Response] = []
-            page.on("response", responses.append)
+            page.on("response", lambda response: responses.append(response))
             await page.goto(stack.base_url + "/admin")
 
             # A wrong token: refused, asked again, the field emptied.
@@ -137,7 +143,6 @@ async def test_an_operator_watches_pauses_and_overrides_the_capacity(redis_clien
             await expect(page.locator("#stat-queue")).to_have_text("1", timeout=WAIT_MS)
             await expect(page.locator("#stat-wait-sub")).to_contain_text("of 1 served", timeout=WAIT_MS)
             await _chart_has(page, "wait", "p50", "present")
-            await _chart_has(page, "error", "p50", "present")
             await _chart_has(page, "outcomes", "admitted")
 
             # Paused: a slot frees, yet nothing is served, and a new request queues behind the free slot.
@@ -148,7 +153,7 @@ async def test_an_operator_watches_pauses_and_overrides_the_capacity(redis_clien
             assert (await stack.end(calls[1])).code == 200
             await expect(page.locator("#stat-active")).to_have_text("1 / 2", timeout=WAIT_MS)
             paused_request = await _queued(stack)
-            await _registered(stack, paused_request, hubs)
+            paused_hub = await _registered(stack, paused_request, hubs)
             await _polls_after(page, 2)
             snapshot = await _snapshot(stack)
             assert snapshot["queueLength"] == 2 and snapshot["sessions"]["active"] == 1, snapshot
@@ -160,6 +165,8 @@ async def test_an_operator_watches_pauses_and_overrides_the_capacity(redis_clien
             await expect(page.locator("#paused-banner")).to_be_hidden()
             await expect(page.locator("#stat-queue")).to_have_text("1", timeout=WAIT_MS)
             assert (await _snapshot(stack))["paused"] is False
+            # One more waits behind: two requests served make a rate, so it is told an estimate when it moves up.
+            behind = await _registered(stack, await _queued(stack), hubs)
 
             # A capacity override from the page, seen by the API and by new requests; more requests wait.
             await page.get_by_label("Capacity override").fill("3")
@@ -167,6 +174,12 @@ async def test_an_operator_watches_pauses_and_overrides_the_capacity(redis_clien
             await expect(page.locator("#control-feedback")).to_contain_text("3 sessions (admin override)")
             await expect(page.locator("#stat-cap-source")).to_have_text("admin override", timeout=WAIT_MS)
             assert (await _snapshot(stack))["cap"] == {"maxConcurrentSessions": 3, "source": "override"}
+            await _served(stack, paused_hub)
+            await _estimate_told(behind)
+            # Its session (a call ends) settles the estimate: the error chart has a point.
+            assert (await stack.end(calls[0])).code == 200
+            await _served(stack, behind)
+            await _chart_has(page, "error", "p50", "present")
             await expect(page.locator("#stat-active")).to_have_text("3 / 3", timeout=WAIT_MS)
             for registered in (True, True, False):
                 request_id = await _queued(stack)
