@@ -151,7 +151,8 @@ class Gateway:
         # The deployment's epoch: admissions and claims carry it, so none runs against a store that was
         # reset (restarted empty, flushed) before this process has caught up (gateway.admission.epoch).
         store_epoch = StoreEpoch(self.redis, key=KEYS.admission.epoch)
-        self.epoch = EpochWatcher(store_epoch, interval=epoch_interval)
+        self.epoch = EpochWatcher(store_epoch, interval=epoch_interval,
+                                  on_store_error=lambda: self.metrics.store_error("epoch"))
         self.store = AdmissionStore(self.redis, key_prefix=KEYS.prefix, clock=clock, epoch=lambda: store_epoch.known)
         campaign_caps = {name: c.max_concurrent_sessions for name, c in settings.platform.campaigns.items()
                          if c.max_concurrent_sessions is not None}
@@ -166,7 +167,8 @@ class Gateway:
                                           interval=dispatch_interval, on_store_reset=self.epoch.check_now)
         self.capacity_sync = PlatformCapacitySync(platform=self.platform, store=self.store, capacity=self.capacity,
                                                   interval=settings.concurrency.sync_interval_seconds,
-                                                  grew=self.dispatcher.kick)
+                                                  grew=self.dispatcher.kick,
+                                                  on_store_error=lambda: self.metrics.store_error("capacity"))
         # First after a reset: the cap stops counting the sessions the store forgot as free slots.
         self.epoch.on_reset(self.capacity_sync.after_store_reset)
         self.service = SessionService(settings=settings, store=self.store, serving=serving,
@@ -245,7 +247,8 @@ class Gateway:
             *docs_routes(cors=self.cors),
             # The operators' API, mounted only when Admin.ApiToken is set.
             *admin_routes(admin=self.admin, token=self.settings.admin.api_token, trusted_proxies=self.trusted_proxies,
-                          totals=lambda: dashboard_totals(self.metrics.collect())),
+                          totals=lambda: dashboard_totals(self.metrics.collect()),
+                          on_store_error=lambda: self.metrics.store_error("admin")),
         ]
 
     def make_app(self, extra_routes: list[Any] | None = None) -> tornado.web.Application:
