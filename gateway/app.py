@@ -71,9 +71,13 @@ NEGOTIATE_PATH = HUB_PATH + "/negotiate"
 def _log_request(handler: tornado.web.RequestHandler) -> None:
     status = handler.get_status()
     level = logging.INFO if status < 500 else logging.ERROR
-    access_log.log(level, "%d %s %s %.1fms ip=%s request=%s", status, handler.request.method,
-                   handler.request.uri, 1000.0 * handler.request.request_time(),
-                   handler.request.remote_ip, request_id_of(handler.request))
+    request = handler.request
+    millis = 1000.0 * request.request_time()
+    # The same facts as fields of their own, so that a JSON log collector can filter on them.
+    fields = {"status": status, "method": request.method, "path": request.path, "duration_ms": round(millis, 1),
+              "client_ip": request.remote_ip}
+    access_log.log(level, "%d %s %s %.1fms ip=%s request=%s", status, request.method, request.uri, millis,
+                   request.remote_ip, request_id_of(request), extra=fields)
 
 
 #: Every Redis name of this gateway, under its one prefix.
@@ -148,7 +152,8 @@ class Gateway:
         # The deployment's epoch: admissions and claims carry it, so none runs against a store that was
         # reset (restarted empty, flushed) before this process has caught up (gateway.admission.epoch).
         store_epoch = StoreEpoch(self.redis, key=KEYS.admission.epoch)
-        self.epoch = EpochWatcher(store_epoch, interval=epoch_interval)
+        self.epoch = EpochWatcher(store_epoch, interval=epoch_interval,
+                                  on_store_error=lambda: self.metrics.store_error("epoch"))
         self.store = AdmissionStore(self.redis, key_prefix=KEYS.prefix, clock=clock, epoch=lambda: store_epoch.known)
         campaign_caps = {name: c.max_concurrent_sessions for name, c in settings.platform.campaigns.items()
                          if c.max_concurrent_sessions is not None}
@@ -163,7 +168,8 @@ class Gateway:
                                           interval=dispatch_interval, on_store_reset=self.epoch.check_now)
         self.capacity_sync = PlatformCapacitySync(platform=self.platform, store=self.store, capacity=self.capacity,
                                                   interval=settings.concurrency.sync_interval_seconds,
-                                                  grew=self.dispatcher.kick)
+                                                  grew=self.dispatcher.kick,
+                                                  on_store_error=lambda: self.metrics.store_error("capacity"))
         # First after a reset: the cap stops counting the sessions the store forgot as free slots.
         self.epoch.on_reset(self.capacity_sync.after_store_reset)
         self.service = SessionService(settings=settings, store=self.store, serving=serving,
@@ -242,7 +248,8 @@ class Gateway:
             *docs_routes(cors=self.cors),
             # The operators' API, mounted only when Admin.ApiToken is set.
             *admin_routes(admin=self.admin, token=self.settings.admin.api_token, trusted_proxies=self.trusted_proxies,
-                          totals=lambda: dashboard_totals(self.metrics.collect())),
+                          totals=lambda: dashboard_totals(self.metrics.collect()),
+                          on_store_error=lambda: self.metrics.store_error("admin")),
             *dashboard_routes(cors=self.cors),  # the live dashboard at /admin, on the admin API
         ]
 

@@ -25,6 +25,11 @@ log = logging.getLogger("gateway.admin")
 RECENT_CHANGES = 20
 
 
+def _fields(operator: Operator, action: str, **details: object) -> dict[str, object]:
+    """A change's facts as log fields (JSON logs): who and what."""
+    return {"admin_action": action, "operator": operator.name, "operator_ip": operator.ip, **details}
+
+
 class RemoveResult:
     """What removing a waiting request found."""
 
@@ -71,12 +76,13 @@ class AdminService:
 
     async def pause(self, operator: Operator) -> Controls:
         controls = await self._controls.pause(operator)
-        log.warning("admin: %s paused dispatching: requests queue until it is resumed", operator)
+        log.warning("admin: %s paused dispatching: requests queue until it is resumed", operator,
+                    extra=_fields(operator, "pause"))
         return controls
 
     async def resume(self, operator: Operator) -> Controls:
         controls = await self._controls.resume(operator)
-        log.warning("admin: %s resumed dispatching", operator)
+        log.warning("admin: %s resumed dispatching", operator, extra=_fields(operator, "resume"))
         self._wake()
         return controls
 
@@ -85,9 +91,9 @@ class AdminService:
         reading = self.cap_reading(controls)
         if cap is None:
             log.warning("admin: %s removed the cap override; the cap is %s again (from %s)", operator,
-                        reading.sessions, reading.source)
+                        reading.sessions, reading.source, extra=_fields(operator, "capacity", cap=None))
         else:
-            log.warning("admin: %s set the global cap to %d", operator, cap)
+            log.warning("admin: %s set the global cap to %d", operator, cap, extra=_fields(operator, "capacity", cap=cap))
         self._wake()
         return reading
 
@@ -98,7 +104,8 @@ class AdminService:
         """
         result = await self._sessions.end_session(conversation_id)
         if result is not EndResult.UNKNOWN:
-            log.warning("admin: %s ended session %s (%s)", operator, conversation_id, result)
+            log.warning("admin: %s ended session %s (%s)", operator, conversation_id, result,
+                        extra=_fields(operator, "end session", conversation_session_id=conversation_id))
             await self._controls.record(operator, "end session", {"conversationSessionId": conversation_id,
                                                                   "result": str(result)})
         return result
@@ -109,7 +116,8 @@ class AdminService:
         :raises ServiceUnavailable: the store did not answer.
         """
         if await self._sessions.leave(request_id, reason=Departure.REMOVED):
-            log.warning("admin: %s removed request %s from the queue", operator, request_id)
+            log.warning("admin: %s removed request %s from the queue", operator, request_id,
+                        extra=_fields(operator, "remove request", unique_request_id=request_id))
             await self._controls.record(operator, "remove request", {"uniqueRequestId": request_id})
             return RemoveResult.REMOVED
         if await self._sessions.status(request_id) is None:

@@ -7,7 +7,7 @@ import secrets
 import sys
 from typing import TYPE_CHECKING
 
-from gateway.cli.serve import wait_for_signal
+from gateway.cli.serve import stop_on_signal
 from gateway.cli.simulate import close_runner
 
 if TYPE_CHECKING:
@@ -60,6 +60,9 @@ async def demo(args: argparse.Namespace) -> int:
         print(f"cannot listen on {args.host}:{args.port}: {exc.strerror}; choose another --port", file=sys.stderr)
         await close_runner(runner)
         return 1
+    # The handlers first: a supervisor that reads the ready lines and stops the demo at once must not find
+    # it still on Python's default SIGINT/SIGTERM behaviour.
+    stop = stop_on_signal()
     base = f"http://{args.host}:{args.port}"
     print("iqra-gateway demo (embedded store, simulated platform; campaign DemoCampaign, region local, cap 2)")
     print(f"  demo page:          {base}/   (open it in a browser and press Call)")
@@ -68,7 +71,7 @@ async def demo(args: argparse.Namespace) -> int:
     print(f"  webhook:            POST {base}/api/webhook/session-ended")
     print(f"  simulated platform: http://{args.host}:{sim_port}/api/v1/  (control: http://{args.host}:{sim_port}/_sim/calls)")
     print("Press Ctrl+C to stop.", flush=True)
-    await wait_for_signal()
+    await stop.wait()
     await gateway.stop()
     await close_runner(runner)
     return 0

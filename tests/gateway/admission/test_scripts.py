@@ -57,7 +57,15 @@ def test_every_operation_has_a_script_and_nothing_else_is_shipped():
     # The session hub's presence scripts share the folder; they have their own header test.
     shipped = sorted(p.name[:-4] for p in LUA_DIR.iterdir()
                      if p.name.endswith(".lua") and not p.name.startswith("presence_"))
-    assert shipped == sorted(OPERATIONS + ["lib_store"])
+    # snapshot.lua (the admin API's read) runs alone, without the prelude.
+    assert shipped == sorted(OPERATIONS + ["lib_store", "snapshot"])
+
+
+def test_the_snapshot_script_documents_every_key_and_argument_it_uses():
+    header, code = split_header((LUA_DIR / "snapshot.lua").read_text())
+    assert used("KEYS", code) == documented("KEYS", header) == set(range(1, 10))
+    assert used("ARGV", code) == documented("ARGV", header) == {1}
+    assert "Returns" in header
 
 
 def test_shared_prelude_documents_every_key_and_argument_it_uses():

@@ -153,6 +153,26 @@ async def test_the_demo_command_serves_a_session_end_to_end():
     assert code == 0
 
 
+def test_the_demo_stopped_as_soon_as_it_says_anything_stops_cleanly():
+    # Its signal handlers are in place before its first line: a supervisor may stop it the moment it speaks.
+    port = _two_free_ports()
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "demo", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    try:
+        seen = []
+        while not seen or not seen[-1].startswith("iqra-gateway demo"):  # its log lines may come first
+            seen.append(proc.stdout.readline())
+            assert seen[-1], "the demo exited before it spoke:\n" + "".join(seen)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+    assert code == 0
+
+
 async def test_log_lines_carry_the_request_id_of_the_request_that_wrote_them():
     record_holder = []
 

@@ -112,3 +112,34 @@ def test_the_text_format_is_unchanged_by_default() -> None:
     assert formatter_for("text").format(record).endswith("INFO    gateway [r1] hello there")
     with pytest.raises(ValueError, match="unknown log format 'xml'"):
         formatter_for("xml")
+
+
+async def test_the_access_log_and_an_admin_change_carry_their_facts_as_fields(stack_factory) -> None:
+    from tests.harness.stack import base_config
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonLineFormatter())
+    handler.addFilter(RequestIdFilter())
+    config = base_config()
+    config["Admin"] = {"ApiToken": "admin-token-0123456789abcdef"}
+    stack = await stack_factory(config=config)
+    loggers = [logging.getLogger("gateway.access"), logging.getLogger("gateway.admin")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)  # the access log is INFO
+    try:
+        await stack.call("GET", "/healthz?probe=1")
+        await stack.call("POST", "/api/admin/dispatch/pause",
+                         headers={"Authorization": "Bearer admin-token-0123456789abcdef", "X-Operator": "alice"})
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+    lines = _lines(stream)
+    access = next(line for line in lines if line["logger"] == "gateway.access" and line.get("path") == "/healthz")
+    assert (access["status"], access["method"], access["client_ip"]) == (200, "GET", "127.0.0.1")
+    assert isinstance(access["duration_ms"], float) and access["request_id"]
+    change = next(line for line in lines if line["logger"] == "gateway.admin")
+    assert (change["admin_action"], change["operator"], change["operator_ip"]) == ("pause", "alice", "127.0.0.1")
