@@ -23,6 +23,7 @@
   const $ = (id) => document.getElementById(id);
 
   let token = null;
+  let operator = ""; // X-Operator: who acts, for the gateway's audit trail
   let generation = 0; // bumped when the token is forgotten: answers of older polls are dropped
   let timer = null;
   let polling = false;
@@ -44,6 +45,7 @@
 
   async function api(method, url, body) {
     const headers = { Authorization: "Bearer " + token, Accept: "application/json" };
+    if (operator) headers["X-Operator"] = operator;
     if (body !== undefined) headers["Content-Type"] = "application/json";
     const abort = new AbortController();
     const timeout = setTimeout(() => abort.abort(), REQUEST_TIMEOUT_MS);
@@ -90,6 +92,8 @@
     $("token").value = ""; // the field would otherwise keep a second copy
     if (!value) return showLogin("Enter the admin token.");
     token = value;
+    // What the gateway keeps of a name anyway (and ASCII: a header cannot carry more).
+    operator = $("operator-name").value.replace(/[^\w .@-]/g, "").slice(0, 64).trim();
     generation += 1;
     resetSeries();
     $("connect").disabled = true;
@@ -224,6 +228,7 @@
     pushCharts(snapshot, rates, wait, error);
     renderEntries(snapshot);
     renderSessions(snapshot);
+    renderChanges(snapshot);
     previous = { time: snapshot.time, requests };
   }
 
@@ -256,6 +261,17 @@
       : `${active.length} active ${active.length === 1 ? "session" : "sessions"}.`);
     fillTable("sessions", active, "No session is active.", (session) => [
       session.conversationSessionId, session.campaignId, age(session.ageSeconds)]);
+  }
+
+  function renderChanges(snapshot) {
+    const changes = (snapshot.recentChanges || []).slice(0, 20);
+    fillTable("changes", changes, "No change made with the admin API yet.", (change) => {
+      const details = Object.entries(change)
+        .filter(([key]) => !["time", "ip", "operator", "action"].includes(key))
+        .map(([key, value]) => `${key} ${typeof value === "string" ? value : JSON.stringify(value)}`);
+      return [typeof change.time === "number" ? clock(change.time) : change.time,
+              [change.action, ...details].join(", "), change.operator || change.ip];
+    });
   }
 
   function fillTable(id, rows, empty, cells) {

@@ -115,6 +115,7 @@ async def test_an_operator_watches_pauses_and_overrides_the_capacity(redis_clien
             await expect(page.get_by_role("alert")).to_contain_text("Wrong token")
             await expect(page.get_by_label("Admin token")).to_be_visible()
             await expect(page.get_by_label("Admin token")).to_have_value("")
+            await page.get_by_label("Your name").fill("Ada <Operator>")  # named in the audit trail, markup dropped
             await _sign_in(page, ADMIN_TOKEN)
             await expect(page.locator("#dashboard")).to_be_visible(timeout=WAIT_MS)
             await expect(page.locator("#stat-queue")).to_have_text("0", timeout=WAIT_MS)
@@ -149,7 +150,10 @@ async def test_an_operator_watches_pauses_and_overrides_the_capacity(redis_clien
             await page.get_by_role("button", name="Pause").click()
             await expect(page.locator("#stat-dispatch")).to_have_text("Paused", timeout=WAIT_MS)
             await expect(page.locator("#paused-banner")).to_be_visible()
-            assert (await _snapshot(stack))["paused"] is True
+            snapshot = await _snapshot(stack)
+            assert snapshot["paused"] is True
+            assert snapshot["recentChanges"][0]["operator"] == "Ada Operator", snapshot["recentChanges"]
+            await expect(page.locator("#changes tbody tr").first).to_contain_text("Ada Operator", timeout=WAIT_MS)
             assert (await stack.end(calls[1])).code == 200
             await expect(page.locator("#stat-active")).to_have_text("1 / 2", timeout=WAIT_MS)
             paused_request = await _queued(stack)
