@@ -301,11 +301,12 @@ class SessionHubService:
     async def _outcome_elsewhere(self, request_id: str, method: str, payload: Mapping[str, Any],
                                  delivered: frozenset[str]) -> None:
         await self.lifetime.send_group(request_id, method, (dict(payload),), exclude=delivered)
-        self.positions.changed()
         try:
             await self.presence.record_served(request_id)
         except RedisError as exc:
             log.warning("could not record the service of %s for the wait estimate: %s", request_id, exc)
+        # After the record: the round this starts estimates from a history that includes this service.
+        self.positions.changed()
 
     # -- helpers ---------------------------------------------------------------------------------
 

@@ -91,17 +91,33 @@ def estimate_wait_seconds(position: int, served_times: Sequence[float], *, now: 
 
 
 class PositionTracker:
-    """Remembers the last position each local request was told, so only changes are sent."""
+    """Remembers the last position each local request was told, so only changes are sent, and which of
+    them have not been told an estimate yet, so they are sent one as soon as it is known."""
 
     def __init__(self) -> None:
         self._told: dict[str, int] = {}
+        self._unestimated: set[str] = set()
 
     def told(self, request_id: str, position: int) -> None:
-        """The client learnt ``position`` another way (the Register result)."""
+        """The client learnt ``position`` another way (the Register result, which carries no estimate)."""
         self._told[request_id] = position
+        self._unestimated.add(request_id)
+
+    def estimate_told(self, request_id: str, known: bool) -> None:
+        """An update went out, with an estimate (``known``) or with none."""
+        if known:
+            self._unestimated.discard(request_id)
+        else:
+            self._unestimated.add(request_id)
+
+    @property
+    def awaiting_estimate(self) -> bool:
+        """Whether some local request still waits for its first estimate."""
+        return bool(self._unestimated)
 
     def forget(self, request_id: str) -> None:
         self._told.pop(request_id, None)
+        self._unestimated.discard(request_id)
 
     def changes(self, queue_ids: Sequence[str], local_ids: Iterable[str],
                 vanished: list[str] | None = None) -> list[tuple[str, int]]:
@@ -115,6 +131,7 @@ class PositionTracker:
             position = index.get(rid)
             if position is None:
                 told.pop(rid, None)
+                self._unestimated.discard(rid)
                 if vanished is not None:
                     vanished.append(rid)
                 continue
@@ -122,6 +139,12 @@ class PositionTracker:
                 told[rid] = position
                 out.append((rid, position))
         return out
+
+    def unestimated(self, changes: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """``(request id, position)`` of the requests still without an estimate whose position did not
+        change (those that did are in ``changes`` already): to be sent again now that one is known."""
+        changed = {rid for rid, _ in changes}
+        return [(rid, self._told[rid]) for rid in self._unestimated if rid not in changed and rid in self._told]
 
 
 def update_payload(position: int, served_times: Sequence[float], now: float) -> dict[str, int | None]:
@@ -299,11 +322,17 @@ class PositionBroadcaster:
             now = self._clock()
             for rid in vanished:
                 self._settle(rid, now)
-        if not changes:
+        if not changes and not self.tracker.awaiting_estimate:
             return 0
         served = await self._served_times()
         now = self._clock()
         gap = service_gap(served, now=now)
+        if gap is not None:
+            # A client told its place without an estimate (at Register, or before the rate was known) hears
+            # one now, though its place did not move: otherwise it could wait at the front with none.
+            changes += self.tracker.unestimated(changes)
+        if not changes:
+            return 0
         sent = await self._deliver(changes, gap, started, now)
         self.rounds += 1
         elapsed = self._monotonic() - started
@@ -314,7 +343,7 @@ class PositionBroadcaster:
 
     async def _deliver(self, changes: list[tuple[str, int]], gap: float | None, started: float,
                        told_at: float) -> int:
-        monotonic, send, retired = self._monotonic, self._send, self._retired
+        monotonic, send, retired, tracker = self._monotonic, self._send, self._retired, self.tracker
         # The first estimate each request is sent is remembered, to be compared with its real wait.
         promises = self._promises if self._on_estimate_error is not None and gap is not None else None
         slice_end = monotonic() + self._slice
@@ -327,6 +356,7 @@ class PositionBroadcaster:
                 continue
             sent += 1
             wait = wait_for_gap(position, gap)
+            tracker.estimate_told(rid, wait is not None)
             if promises is not None and wait is not None and rid not in promises:
                 promises[rid] = (told_at, wait)
             try:

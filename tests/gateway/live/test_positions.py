@@ -117,6 +117,30 @@ async def test_broadcaster_round_sends_to_local_waiting_clients() -> None:
     assert sent == [("c", 2, 20)]
 
 
+async def test_a_client_told_its_place_without_an_estimate_hears_one_once_it_is_known() -> None:
+    # Registered at the front before any service (the Register result carries no estimate), then the
+    # rate becomes known from services of other requests that did not move it: it is told its estimate.
+    sent: list[tuple[str, int, int | None]] = []
+    served: list[float] = []
+
+    async def queue_ids() -> list[str]:
+        return ["a", "b"]
+
+    async def served_times() -> list[float]:
+        return list(served)
+
+    broadcaster = PositionBroadcaster(queue_ids=queue_ids, served_times=served_times, local_requests=lambda: ["a"],
+                                      send=lambda rid, position, wait: sent.append((rid, position, wait)),
+                                      clock=lambda: 10.0, monotonic=lambda: 0.0)
+    broadcaster.tracker.told("a", 1)
+    assert await broadcaster.run_once() == 0 and sent == []  # no rate yet: nothing new to say
+    served.extend([0.0, 10.0])
+    assert await broadcaster.run_once() == 1
+    assert sent == [("a", 1, 10)]
+    assert await broadcaster.run_once() == 0  # told once; nothing more until something changes
+    assert not broadcaster.tracker.awaiting_estimate
+
+
 async def test_broadcaster_coalesces_bursts() -> None:
     rounds: list[float] = []
     loop = asyncio.get_running_loop()
