@@ -146,6 +146,13 @@ async def test_the_demo_command_serves_a_session_end_to_end():
         assert [code for code, _ in answers] == [200, 200, 202]  # the demo's cap is 2
         assert answers[0][1]["webSocketUrl"].startswith(f"ws://127.0.0.1:{port + 1}/ws/session/")
         assert answers[2][1]["queuePosition"] == 1
+        [admin_line] = [line for line in seen if "admin dashboard:" in line]
+        token = admin_line.rsplit("token: ", 1)[1].rstrip(")\n")
+        http = AsyncHTTPClient(force_instance=True)
+        snapshot = await http.fetch(f"http://127.0.0.1:{port}/api/admin/queue",
+                                    headers={"Authorization": f"Bearer {token}"}, raise_error=False)
+        http.close()
+        assert snapshot.code == 200 and body_of(snapshot)["queueLength"] == 1  # the printed token opens it
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=20)
