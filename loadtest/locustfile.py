@@ -92,6 +92,7 @@ class QueueWait:
     def __init__(self) -> None:
         self.outcome = AsyncResult()  # ("ready", url) or ("failed", message)
         self.estimate: tuple[float, float] | None = None  # (seconds told, when told)
+        self.finished_at = 0.0  # when the outcome arrived (perf_counter)
 
     def position(self, update: dict[str, Any] | None = None, *_: Any) -> None:
         seconds = (update or {}).get("estimatedWaitSeconds")
@@ -107,6 +108,7 @@ class QueueWait:
 
     def finish(self, outcome: tuple[str, str]) -> None:
         if not self.outcome.ready():
+            self.finished_at = time.perf_counter()
             self.outcome.set(outcome)
 
 
@@ -171,7 +173,7 @@ class WidgetVisitor(HttpUser):
         finally:
             self._close_hub()
         self.queued_id = None
-        served_at = time.perf_counter()
+        served_at = wait.finished_at
         if kind != "ready":
             record("queue", "wait", served_at - queued_at, error=detail)
             return None

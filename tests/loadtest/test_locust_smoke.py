@@ -39,13 +39,13 @@ async def start_demo() -> tuple[ChildProcess, str, str]:
     return demo, f"http://127.0.0.1:{port}", sim
 
 
-async def run_locust(host: str, csv_prefix: Path) -> tuple[int, str]:
-    """A headless run of 20 s with six visitors; its exit code and output."""
+async def run_locust(host: str, csv_prefix: Path, *options: str, seconds: int = 20) -> tuple[int, str]:
+    """A headless run with six visitors; its exit code and output."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", "6", "-r", "6", "-t", "20s",
-        "--host", host, "--csv", str(csv_prefix), "--only-summary",
+        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", "6", "-r", "6",
+        "-t", f"{seconds}s", "--host", host, "--csv", str(csv_prefix), "--only-summary",
         # Short calls, so the two slots turn over often and the queue moves (and estimates are told).
-        "--audio-frames", "10", "--hold-seconds", "1", "--think-seconds", "0.5",
+        "--audio-frames", "10", "--hold-seconds", "1", "--think-seconds", "0.5", *options,
         cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     output, _ = await asyncio.wait_for(proc.communicate(), 90)
     return proc.returncode, output.decode("utf-8", "replace")
@@ -94,3 +94,21 @@ async def test_a_headless_locust_run_against_the_demo_queues_serves_and_talks_wi
     talked = [call for call in calls
               if call["endReason"] == "client hung up" and call["framesReceived"] > 0 and call["framesSent"] > 0]
     assert len(talked) >= count("audio", "call")
+
+
+async def test_refused_session_requests_are_failures_and_fail_the_run(tmp_path):
+    # The other side of "zero failures": a region the campaign does not allow is refused (400), and the
+    # run says so in its exit code and its failures file.
+    demo, base, _ = await start_demo()
+    try:
+        code, output = await run_locust(base, tmp_path / "run", "--region", "nowhere", seconds=3)
+    finally:
+        await demo.stop()
+    assert code == 1, output
+    with open(tmp_path / "run_failures.csv", newline="") as f:
+        failures = list(csv.DictReader(f))
+    assert [(row["Method"], row["Name"]) for row in failures] == [("POST", "/api/session/request")]
+    assert "400" in failures[0]["Error"] and "RegionId" in failures[0]["Error"]
+    assert int(failures[0]["Occurrences"]) > 0
+    rows = stats_rows(tmp_path / "run")
+    assert not any(kind in ("hub", "queue", "audio") for kind, _ in rows)
