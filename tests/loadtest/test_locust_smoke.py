@@ -112,3 +112,25 @@ async def test_refused_session_requests_are_failures_and_fail_the_run(tmp_path):
     assert int(failures[0]["Occurrences"]) > 0
     rows = stats_rows(tmp_path / "run")
     assert not any(kind in ("hub", "queue", "audio") for kind, _ in rows)
+
+
+async def test_a_visitor_that_waits_too_long_is_a_queue_failure_and_gives_its_place_back(tmp_path):
+    # Calls of 20 s hold both slots, so the queued visitors reach --queue-timeout: each is a failed
+    # "queue wait", and each leaves the queue over HTTP as the widget's beacon does.
+    demo, base, _ = await start_demo()
+    try:
+        code, output = await run_locust(base, tmp_path / "run", "--hold-seconds", "20", "--queue-timeout", "2",
+                                        seconds=6)
+    finally:
+        await demo.stop()
+    assert code == 1, output
+    rows = stats_rows(tmp_path / "run")
+    with open(tmp_path / "run_failures.csv", newline="") as f:
+        failures = list(csv.DictReader(f))
+    assert [(row["Method"], row["Name"]) for row in failures] == [("queue", "wait")], output
+    assert "no SessionReady in 2 s" in failures[0]["Error"]
+    waits = rows["queue", "wait"]
+    assert int(waits["Failure Count"]) == int(waits["Request Count"]) > 0
+    assert int(rows["hub", "Register"]["Request Count"]) > 0 and rows["hub", "Register"]["Failure Count"] == "0"
+    left = rows["POST", "/api/session/leave/[id]"]
+    assert int(left["Request Count"]) >= int(waits["Request Count"]) and left["Failure Count"] == "0"
