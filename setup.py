@@ -32,6 +32,10 @@ NPM_BUNDLES = [
     "uplot/LICENSE",
 ]
 
+#: What loadtest/ imports: Locust 2.x (which brings gevent) and websocket-client, on which its SignalR client
+#: and audio calls run (Locust patches sockets for gevent, so websocket-client's I/O cooperates).
+LOADTEST_REQUIRES = ["locust>=2.20,<3", "websocket-client>=1.6"]
+
 
 def static_files(*, strict: bool) -> list[str]:
     """The files under static/ a wheel carries, as paths relative to the project root.
@@ -134,7 +138,11 @@ setup(
             "openapi-spec-validator>=0.7",
             "schemathesis>=4.25,<5",
             "jsonschema>=4.18",
+            # The load-test kit's smoke test runs loadtest/locustfile.py headless against the demo.
+            *LOADTEST_REQUIRES,
         ],
+        # loadtest/: the Locust file operators run against their deployment (see the README's "Load testing").
+        "loadtest": LOADTEST_REQUIRES,
     },
     entry_points={"console_scripts": ["iqra-gateway=gateway.cli:main"]},
 )
