@@ -153,7 +153,7 @@ class SessionHubService:
             clock=self._clock, monotonic=time.monotonic,
             min_interval=self.tuning.position_interval, poll_interval=self.tuning.poll_interval,
             on_estimate_error=observer.wait_estimate_error if observer is not None else None,
-            on_store_error=lambda: self._store_error("positions"))
+            on_store_error=lambda: self._store_error("positions"), arrived_at=self.presence.arrived_at)
         #: When this process could not reach the store: the reaper does not count it against anyone.
         self.outages = StoreOutages()
         self.reaper = AbandonmentReaper(

@@ -55,18 +55,22 @@ def next_round_delay(*, last_round_at: float | None, now: float, min_interval: f
     return max(0.0, last_round_at + min_interval - now)
 
 
-def service_gap(served_times: Sequence[float], *, now: float) -> float | None:
+def service_gap(served_times: Sequence[float], *, now: float, waiting_since: float | None = None) -> float | None:
     """Seconds per served request, or ``None`` while the rate is unknown (see :func:`estimate_wait_seconds`).
 
     :param served_times: times at which queued requests were served, oldest first.
     :param now: the current time, same clock.
+    :param waiting_since: when the request now at the front of the queue arrived, if known. A stall is
+        only counted from then: time when nobody waited (an idle night) says nothing about the rate, and
+        counting it would promise a crowd arriving in the morning hours of waiting.
     """
     if len(served_times) < 2:
         return None
     span = served_times[-1] - served_times[0]
     if span <= 0:
         return None
-    return max(span / (len(served_times) - 1), now - served_times[-1])
+    stalled_since = served_times[-1] if waiting_since is None else max(served_times[-1], waiting_since)
+    return max(span / (len(served_times) - 1), now - stalled_since)
 
 
 def wait_for_gap(position: int, gap: float | None) -> int | None:
@@ -205,6 +209,7 @@ class PositionBroadcaster:
     :param on_estimate_error: told, for each local request served, the wait it really had minus the first
         estimate it was sent (see :meth:`retire`); None: estimates are not followed.
     :param on_store_error: told when a round could not read the store.
+    :param arrived_at: when a queued request arrived (``None`` if unknown), for the front of the queue.
     """
 
     def __init__(self, *, queue_ids: Callable[[], Awaitable[list[str]]],
@@ -215,8 +220,10 @@ class PositionBroadcaster:
                  min_interval: float = 1.0, poll_interval: float = 1.0,
                  slice_seconds: float = 0.0005, pace: float = 0.0001, round_budget: float = 0.5,
                  hold_seconds: float = 0.1, on_estimate_error: Callable[[float], None] | None = None,
-                 on_store_error: Callable[[], None] | None = None) -> None:
+                 on_store_error: Callable[[], None] | None = None,
+                 arrived_at: Callable[[str], Awaitable[float | None]] | None = None) -> None:
         self.tracker = PositionTracker()
+        self._arrived_at = arrived_at
         self._on_estimate_error = on_estimate_error
         self._on_store_error = on_store_error
         #: The first estimate each local request was sent, and when: request id -> (told at, seconds).
@@ -325,8 +332,9 @@ class PositionBroadcaster:
         if not changes and not self.tracker.awaiting_estimate:
             return 0
         served = await self._served_times()
+        front_since = await self._arrived_at(queue[0]) if queue and self._arrived_at is not None else None
         now = self._clock()
-        gap = service_gap(served, now=now)
+        gap = service_gap(served, now=now, waiting_since=front_since)
         if gap is not None:
             # A client told its place without an estimate (at Register, or before the rate was known) hears
             # one now, though its place did not move: otherwise it could wait at the front with none.
