@@ -71,6 +71,8 @@ NEGOTIATE_PATH = HUB_PATH + "/negotiate"
 def _log_request(handler: tornado.web.RequestHandler) -> None:
     status = handler.get_status()
     level = logging.INFO if status < 500 else logging.ERROR
+    if not access_log.isEnabledFor(level):
+        return  # a quiet access log costs the request nothing
     request = handler.request
     millis = 1000.0 * request.request_time()
     # The same facts as fields of their own, so that a JSON log collector can filter on them.
