@@ -85,6 +85,11 @@ class TokenClient(Client):
 
     token = ""
 
+    def __init__(self, request_id: str, arrivals: list[float]) -> None:
+        super().__init__(request_id, arrivals)
+        #: Every position this client was told, in order (an update may come before the Register result).
+        self.seen: list[int] = []
+
     async def connect(self, host: str, port: int) -> None:  # type: ignore[override]
         loop = asyncio.get_running_loop()
         await loop.create_connection(lambda: self, host, port)
@@ -98,8 +103,9 @@ class TokenClient(Client):
         self.send(json.dumps({"type": 1, "invocationId": "1", "target": "Register",
                               "arguments": [self.request_id]}) + "\x1e")
         result = await asyncio.wait_for(self.registered, 60)
-        self.position = result["queuePosition"]
-        self.seen = [self.position]
+        if not self.seen:  # no update overtook the Register result
+            self.position = result["queuePosition"]
+            self.seen.append(self.position)
 
     def _on_text(self, text: str, now: float) -> None:
         before = self.position
