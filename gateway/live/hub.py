@@ -221,7 +221,9 @@ class SessionHubService:
             log.warning("Register(%s) failed, store unavailable: %s", request_id, exc)
             raise HubError(UNAVAILABLE_MESSAGE) from exc
         if status.status is RequestState.QUEUED and status.position is not None:
-            self.positions.tracker.told(request_id, status.position)
+            # A round that sent a newer place while the status was read is followed by one more.
+            if self.positions.tracker.told(request_id, status.position) not in (None, status.position):
+                self.positions.changed()
         elif status.status is RequestState.READY:
             # After the completion: the widget stops the connection on SessionReady, which would
             # otherwise cancel its own pending Register call.

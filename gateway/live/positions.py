@@ -102,10 +102,12 @@ class PositionTracker:
         self._told: dict[str, int] = {}
         self._unestimated: set[str] = set()
 
-    def told(self, request_id: str, position: int) -> None:
-        """The client learnt ``position`` another way (the Register result, which carries no estimate)."""
+    def told(self, request_id: str, position: int) -> int | None:
+        """The client learnt ``position`` from its Register result (no estimate); returns the one told before."""
+        previous = self._told.get(request_id)
         self._told[request_id] = position
         self._unestimated.add(request_id)
+        return previous
 
     def estimate_told(self, request_id: str, known: bool) -> None:
         """An update went out, with an estimate (``known``) or with none."""

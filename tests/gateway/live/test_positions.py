@@ -169,6 +169,14 @@ async def test_a_client_told_its_place_without_an_estimate_hears_one_once_it_is_
     assert not broadcaster.tracker.awaiting_estimate
 
 
+def test_the_tracker_says_what_a_round_told_before_the_register_result() -> None:
+    tracker = PositionTracker()
+    assert tracker.told("a", 6) is None
+    assert tracker.changes(["x", "y", "z", "w", "a"], ["a"]) == [("a", 5)]  # a round: a moved to 5
+    assert tracker.told("a", 6) == 5  # the Register result read earlier says 6: one more round is due
+    assert tracker.changes(["x", "y", "z", "w", "a"], ["a"]) == [("a", 5)]  # and it puts 5 last
+
+
 async def test_broadcaster_coalesces_bursts() -> None:
     rounds: list[float] = []
     loop = asyncio.get_running_loop()
