@@ -233,7 +233,11 @@ def main() -> None:
     print(f"/sessionHub crowd on serve --processes 2, one Redis; cap {CAP}", flush=True)
     for waiting in args.waiting:
         with tempfile.TemporaryDirectory(prefix="bench-crowd-") as tmp:
-            r = asyncio.run(run(waiting, args, Path(tmp)))
+            try:
+                r = asyncio.run(run(waiting, args, Path(tmp)))
+            except BaseException:
+                print(f"failed; the servers' log:\n{(Path(tmp) / 'servers.log').read_text()[-4000:]}", flush=True)
+                raise
         positions = ", ".join("lost" if s == float("inf") else f"{1000 * s:.0f}" for s in r["positions_s"])
         print(f"{waiting:6d} waiting: {r['kib_per_client']:.1f} KiB/client (target <= 20); idle CPU "
               f"{100 * r['idle_cpu']:.1f} % of a core (< 10); set-up {r['setup_cpu_ms']:.2f} ms CPU/connection, "
