@@ -137,6 +137,19 @@ async def _open(http: tornado.httpclient.AsyncHTTPClient, base: str, port: int, 
         await asyncio.gather(*(one(c) for c in clients[start:start + 100]))
 
 
+PING = json.dumps({"type": 6}) + "\x1e"
+
+
+async def keep_alive(clients: list[TokenClient]) -> None:
+    """Ping every connected client every 10 s, as real clients do: the hub closes a connection that has
+    said nothing for its client timeout (30 s), and a crowd's set-up alone takes longer than that."""
+    while True:
+        await asyncio.sleep(10)
+        for client in clients:
+            if client.transport is not None and client.registered.done():
+                client.send(PING)
+
+
 async def run(waiting: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     servers = CrowdServers(workdir)
     servers.start()
@@ -152,6 +165,7 @@ async def run(waiting: int, args: argparse.Namespace, workdir: Path) -> dict[str
         queued = await _queue(http, base, WARM_UP + waiting)
         queued.sort(key=lambda q: q["queuePosition"])
         clients = [TokenClient(q["uniqueRequestId"], arrivals) for q in queued]
+        pinger = asyncio.ensure_future(keep_alive(clients))
         await _open(http, base, servers.gw_port, clients[:WARM_UP])
         await asyncio.sleep(2)  # let the warm-up's position rounds and allocations settle
         rss0, cpu0, t0 = rss_kib(pids), cpu_seconds(pids), time.perf_counter()
@@ -216,6 +230,8 @@ async def run(waiting: int, args: argparse.Namespace, workdir: Path) -> dict[str
             "fifo": fifo, "positions_only_fall": monotone,
         }
     finally:
+        if clients:
+            pinger.cancel()
         for c in clients:
             c.close()
         http.close()
