@@ -11,6 +11,7 @@ import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -58,7 +59,9 @@ from gateway.queue.service import SessionService
 from gateway.config.settings import Settings
 from signalr.hubs.lifetime import HubLifetimeManager
 from signalr.redis.lifetime import RedisHubLifetimeManager
+from gateway.config.redis_sentinel import is_sentinel_url, parse_sentinel_url
 from gateway.redis.client import check_redis_version, open_redis
+from gateway.redis.sentinel import backplane_factory
 from geo.client_ip import TrustedProxies
 
 log = logging.getLogger("gateway")
@@ -81,6 +84,8 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
 
 #: Every Redis name of this gateway, under its one prefix.
 KEYS = KeySpace()
+#: The backplane's group-command ack timeout and socket timeout (its default), for its sentinel clients too.
+BACKPLANE_TIMEOUT = 5.0
 
 
 def _hub_lifetime(settings: Settings) -> HubLifetimeManager | None:
@@ -88,6 +93,13 @@ def _hub_lifetime(settings: Settings) -> HubLifetimeManager | None:
     in-memory one (the embedded store is for one process only)."""
     if not settings.redis_url:
         return None
+    if is_sentinel_url(settings.redis_url):
+        # Its clients find the primary through the sentinels, and find it again after a failover.
+        # The URL is only named in its log lines: without credentials.
+        target = replace(parse_sentinel_url(settings.redis_url), username=None, password=None, sentinel_password=None)
+        return RedisHubLifetimeManager(target.url(), prefix=KEYS.backplane, hub_name="sessionHub",
+                                       ack_timeout=BACKPLANE_TIMEOUT,
+                                       redis_factory=backplane_factory(settings.redis_url, timeout=BACKPLANE_TIMEOUT))
     return RedisHubLifetimeManager(settings.redis_url, prefix=KEYS.backplane, hub_name="sessionHub")
 
 

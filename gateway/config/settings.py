@@ -216,8 +216,9 @@ class Settings:
 
     :param allowed_origins: ``AllowedOrigins``, CORS origins (``*`` allows any).
     :param forwarded_headers: ``ForwardedHeaders``.
-    :param redis_url: from ``RedisConnectionString``, as a ``redis://``/``rediss://``/``unix://`` URL;
-        ``None`` selects the embedded store.
+    :param redis_url: from ``RedisConnectionString``, as a ``redis://``/``rediss://``/``unix://`` URL, or a
+        ``redis+sentinel://`` one for a Redis behind Sentinel (:mod:`gateway.config.redis_sentinel`); ``None``
+        selects the embedded store.
     :param platform: ``VoiceAiPlatform``.
     :param concurrency: ``Concurrency``.
     :param queue: ``Queue``.

@@ -8,8 +8,8 @@ its state is lost on exit and is not shared with other processes.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
@@ -19,6 +19,7 @@ from redis.exceptions import MaxConnectionsError, NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.config.errors import ConfigError
+from gateway.config.redis_sentinel import is_sentinel_url
 from gateway.redis.gate import MIN_REDIS_VERSION, RedisGate, RedisTooOld  # noqa: F401  (the version, re-exported)
 
 try:
@@ -38,16 +39,17 @@ COMMAND_TIMEOUT_SECONDS = 5.0
 def redact_url(url: str) -> str:
     """Return ``url`` with any password replaced by ``***``, for logs.
 
-    :param url: a ``redis://`` style URL.
+    :param url: a ``redis://`` style URL, or a ``redis+sentinel://`` one (whose several hosts a URL parser
+        would not take).
     """
-    parts = urlsplit(url)
-    if parts.password is None:
+    url = re.sub(r"([?&]sentinel_password=)[^&#]*", r"\1***", url)
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, tail = rest.partition("/")
+    credentials, at, hosts = netloc.rpartition("@")
+    if not sep or not at or ":" not in credentials:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+    user = credentials.partition(":")[0]
+    return f"{scheme}://{user}:***@{hosts}{slash}{tail}"
 
 
 class _LeanCommands:
@@ -270,12 +272,16 @@ async def check_redis_version(client: aioredis.Redis) -> None:
 def open_redis(url: str | None, *, pool_size: int = POOL_SIZE) -> aioredis.Redis:
     """Create the client for the shared store; no connection is made until first use.
 
-    :param url: ``redis://``, ``rediss://`` or ``unix://`` URL of a real Redis, or ``None`` for the
-        embedded in-process store.
+    :param url: ``redis://``, ``rediss://`` or ``unix://`` URL of a real Redis, a ``redis+sentinel://`` URL of
+        one that Sentinel watches (:mod:`gateway.redis.sentinel`), or ``None`` for the embedded in-process store.
     :param pool_size: most connections to a real Redis (callers beyond it wait for a free one).
     :raises ValueError: if the URL is malformed.
     :raises RuntimeError: if the embedded store is asked for but its Lua engine is not installed.
     """
+    if is_sentinel_url(url):
+        from gateway.redis.sentinel import open_sentinel_redis  # it builds on this module's pool
+
+        return open_sentinel_redis(url, pool_size=pool_size)  # type: ignore[arg-type]
     if url:
         # A bounded pool that makes callers wait for a free connection instead of failing with "Too many
         # connections" under a burst; timeouts so that a hung Redis turns into a 503 rather than a hang.
