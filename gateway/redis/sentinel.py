@@ -43,6 +43,32 @@ from gateway.redis.client import (
 log = logging.getLogger("gateway.redis.client")
 
 
+class _Sentinels(Sentinel):
+    """redis-py's :class:`Sentinel`, keeping every sentinel in its list when several connections ask at once.
+
+    ``discover_master`` moves the sentinel that answered to the front by swapping it with the first one, by
+    the index it had when asked; when other tasks reordered the list during that ``await`` (after a failover
+    every connection of the pool asks at the same time), the swap can duplicate one sentinel and drop another,
+    which would then never be asked again nor closed. The list is made whole again after each discovery.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._every = tuple(self.sentinels)
+
+    async def discover_master(self, service_name: str) -> Any:
+        try:
+            return await super().discover_master(service_name)
+        finally:
+            if len(set(map(id, self.sentinels))) != len(self._every):
+                first = self.sentinels[0]
+                self.sentinels = [first, *(s for s in self._every if s is not first)]
+
+    async def aclose(self) -> None:
+        self.sentinels = list(self._every)
+        await super().aclose()
+
+
 class _ClosesSentinels:
     """Pool mixin: closing the pool also closes the connections to the sentinels it asked (its manager)."""
 
@@ -76,13 +102,13 @@ class _BackplanePool(_ClosesSentinels, SentinelConnectionPool):
     """redis-py's sentinel-managed pool, owning its sentinel clients (one per backplane client)."""
 
 
-def _sentinel(target: SentinelTarget, timeout: float) -> Sentinel:
+def _sentinel(target: SentinelTarget, timeout: float) -> _Sentinels:
     sentinel_kwargs: dict[str, Any] = {"socket_connect_timeout": timeout, "socket_timeout": timeout}
     if target.sentinel_password is not None:
         sentinel_kwargs["password"] = target.sentinel_password
     if target.ssl:
         sentinel_kwargs["ssl"] = True
-    return Sentinel(target.sentinels, sentinel_kwargs=sentinel_kwargs)
+    return _Sentinels(target.sentinels, sentinel_kwargs=sentinel_kwargs)
 
 
 def _data_node_kwargs(target: SentinelTarget) -> dict[str, Any]:
