@@ -61,6 +61,7 @@ from signalr.hubs.lifetime import HubLifetimeManager
 from signalr.redis.lifetime import RedisHubLifetimeManager
 from gateway.config.redis_sentinel import is_sentinel_url, parse_sentinel_url
 from gateway.redis.client import check_redis_version, open_redis
+from gateway.redis.replication import ReplicaWait
 from gateway.redis.sentinel import backplane_factory
 from geo.client_ip import TrustedProxies
 
@@ -164,7 +165,10 @@ class Gateway:
         # reset (restarted empty, flushed) before this process has caught up (gateway.admission.epoch).
         store_epoch = StoreEpoch(self.redis, key=KEYS.admission.epoch)
         self.epoch = EpochWatcher(store_epoch, interval=epoch_interval)
-        self.store = AdmissionStore(self.redis, key_prefix=KEYS.prefix, clock=clock, epoch=lambda: store_epoch.known)
+        replicas = settings.redis.wait_for_replicas
+        self.replica_wait = ReplicaWait(replicas, settings.redis.wait_timeout_ms) if replicas else None
+        self.store = AdmissionStore(self.redis, key_prefix=KEYS.prefix, clock=clock, epoch=lambda: store_epoch.known,
+                                    replica_wait=self.replica_wait)
         campaign_caps = {name: c.max_concurrent_sessions for name, c in settings.platform.campaigns.items()
                          if c.max_concurrent_sessions is not None}
         self.capacity = CapacityPolicy(global_cap=settings.concurrency.max_concurrent_sessions,

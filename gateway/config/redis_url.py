@@ -15,6 +15,7 @@ from redis.connection import parse_url
 from gateway.config.binder import Binder
 from gateway.config.problems import Section
 from gateway.config.errors import ConfigError
+from gateway.config.settings import RedisSettings
 from gateway.config.redis_sentinel import SCHEMES as SENTINEL_SCHEMES
 from gateway.config.redis_sentinel import SENTINEL_PORT, SentinelTarget, parse_sentinel_url
 
@@ -49,6 +50,20 @@ def bind_redis(binder: Binder, top: Section) -> str | None:
     binder.warnings.extend(warnings)
     binder.problems.extend(problems)
     return url
+
+
+def bind_redis_section(binder: Binder, section: Section | None) -> RedisSettings:
+    """The ``Redis`` section: ``WaitForReplicas`` and ``WaitTimeoutMilliseconds``."""
+    if section is None:
+        return RedisSettings()
+    replicas = binder.integer(section.child_path("WaitForReplicas"), section.take("WaitForReplicas"), minimum=0,
+                              maximum=16, hint="; 0 does not wait for replicas")
+    timeout = binder.integer(section.child_path("WaitTimeoutMilliseconds"), section.take("WaitTimeoutMilliseconds"),
+                             minimum=1, maximum=4000, hint="; it must end before the 5 s command timeout")
+    binder.warn_unknown(section)
+    defaults = RedisSettings()
+    return RedisSettings(wait_for_replicas=defaults.wait_for_replicas if replicas is None else replicas,
+                         wait_timeout_ms=defaults.wait_timeout_ms if timeout is None else timeout)
 
 
 def parse_redis(path: str, value: str) -> tuple[str | None, list[str], list[str]]:

@@ -85,8 +85,10 @@ async def test_with_no_sentinel_answering_the_gateway_starts_without_the_store(
         nobody.close()
 
 
-async def _two_gateways(connection_string: str) -> tuple[Stack, Stack, list[Any]]:
+async def _two_gateways(connection_string: str, *, wait: bool) -> tuple[Stack, Stack, list[Any]]:
     config = base_config(Queue={"RegisterTimeoutSeconds": 60, "DisconnectGraceSeconds": 45})
+    if wait:  # after the failover no replica is left: every such write waits its 200 ms and goes on
+        config["Redis"] = {"WaitForReplicas": 1}
     config["RedisConnectionString"] = connection_string  # the backplane follows the sentinels too
     url = parse_redis_connection_string(connection_string)
     clients = [open_redis(url), open_redis(url)]
@@ -122,9 +124,10 @@ class Arrivals:
         await self._task
 
 
+@pytest.mark.parametrize("wait", [False, True], ids=["no-wait", "wait-for-replicas"])
 async def test_a_failover_answers_503_meanwhile_and_keeps_every_waiting_client(
-        deployment: SentinelDeployment) -> None:
-    a, b, clients = await _two_gateways(deployment.stackexchange)
+        deployment: SentinelDeployment, wait: bool) -> None:
+    a, b, clients = await _two_gateways(deployment.stackexchange, wait=wait)
     hub_clients: list[HubClient] = []
     arrivals: Arrivals | None = None
     try:
