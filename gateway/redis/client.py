@@ -226,6 +226,8 @@ async def run_script(client: aioredis.Redis, script: AsyncScript, keys: tuple[st
     elif not connection.is_connected:
         try:
             await connection.connect()
+            if not pool.gate.verified:  # the connect found a new primary (Sentinel): check it first
+                await pool.gate.verify(connection)
         except BaseException:
             await pool.release(connection)
             raise

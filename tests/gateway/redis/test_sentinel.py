@@ -18,10 +18,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 
 from gateway.config import parse_redis_connection_string
 from gateway.queue.events import SessionReady
-from gateway.redis.client import check_redis_version, open_redis
+from gateway.redis.client import check_redis_version, open_redis, run_script
 from gateway.redis.sentinel import SentinelPool
 from tests.harness.redis_process import RedisProcess
 from tests.harness.sentinel import SentinelDeployment
@@ -67,6 +68,35 @@ async def test_the_store_client_reaches_the_primary_the_sentinels_name(deploymen
         await client.set("where", "primary")
         info = await client.info("server")
         assert info["tcp_port"] == deployment.primary.port
+    finally:
+        await client.aclose()
+
+
+async def test_after_a_failover_scripts_load_again_on_the_new_primary(
+        deployment: SentinelDeployment, caplog: pytest.LogCaptureFixture) -> None:
+    client = open_redis(deployment.url)
+    try:
+        script = client.register_script("return redis.call('INCR', KEYS[1])")
+        assert await run_script(client, script, ["counter"], []) == 1
+        assert await client.execute_command("WAIT", 1, 5000) == 1
+        with redis.Redis(port=deployment.replica.port) as replica:
+            # SCRIPT LOAD is not replicated: the promoted replica answers the first EVALSHA with NOSCRIPT.
+            assert replica.script_exists(script.sha) == [False]
+        old_port = deployment.kill_primary()
+        await asyncio.to_thread(deployment.wait_for_new_primary, old_port)
+
+        async def counted() -> bool:
+            try:
+                return await run_script(client, script, ["counter"], []) == 2
+            except redis.ConnectionError:
+                return False  # a connection to the dead primary, or sentinels not agreed yet: 503 territory
+
+        await _poll(counted, "the script run on the new primary")
+        assert client.connection_pool.gate.verified  # the version was checked again there
+        moved = [r.getMessage() for r in caplog.records if "moved from" in r.getMessage()]
+        assert moved == [f"Redis primary of service 'mymaster' via sentinels {deployment.url.split('//')[1].split('/')[0]} "
+                         f"moved from 127.0.0.1:{old_port} to 127.0.0.1:{deployment.replica.port} (a Sentinel "
+                         "failover); connections follow it"]
     finally:
         await client.aclose()
 
