@@ -156,6 +156,19 @@ class SentinelDeployment:
                 continue
         return None
 
+    def wait_replicated(self, timeout_ms: int = 5000) -> None:
+        """Return once the replica has every write the primary made so far.
+
+        ``WAIT`` counts the writes of its own connection; replication keeps order, so one write of ours
+        acknowledged means everything before it is on the replica too.
+        """
+        port = self.master_port()
+        with redis.Redis(host="127.0.0.1", port=port, socket_timeout=timeout_ms / 1000 + 1) as client:
+            client.set("tests:replication-barrier", secrets.token_hex(4))
+            acknowledged = client.execute_command("WAIT", 1, timeout_ms)
+        if acknowledged < 1:
+            raise TimeoutError(f"the replica did not acknowledge within {timeout_ms} ms")
+
     def kill_primary(self) -> int:
         """SIGKILL the current primary; returns its port."""
         port = self.master_port()

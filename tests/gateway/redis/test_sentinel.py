@@ -78,7 +78,7 @@ async def test_after_a_failover_scripts_load_again_on_the_new_primary(
     try:
         script = client.register_script("return redis.call('INCR', KEYS[1])")
         assert await run_script(client, script, ["counter"], []) == 1
-        assert await client.execute_command("WAIT", 1, 5000) == 1
+        await asyncio.to_thread(deployment.wait_replicated)
         with redis.Redis(port=deployment.replica.port) as replica:
             # SCRIPT LOAD is not replicated: the promoted replica answers the first EVALSHA with NOSCRIPT.
             assert replica.script_exists(script.sha) == [False]
@@ -181,7 +181,7 @@ async def test_a_failover_answers_503_meanwhile_and_keeps_every_waiting_client(
         for stack in (a, b):
             assert stack.gateway.session_hub.lifetime.online
         # Everything so far is on the replica: what a failover can lose is for another test.
-        assert await clients[0].execute_command("WAIT", 1, 5000) == 1
+        await asyncio.to_thread(deployment.wait_replicated)
 
         arrivals = Arrivals(a, b)
         await _poll(lambda: arrivals.succeeded_since(0) >= 2, "requests before the failover")
