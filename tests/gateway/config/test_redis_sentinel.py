@@ -1,12 +1,14 @@
-"""``RedisConnectionString`` naming a Redis behind Sentinel: both spellings, one canonical URL, clear errors."""
+"""``RedisConnectionString`` naming a Redis behind Sentinel: both spellings, one canonical URL, clear errors; and
+the ``Redis`` section (waiting for replicas)."""
 
 from __future__ import annotations
 
 import pytest
 
-from gateway.config import parse_redis_connection_string
+from gateway.config import load_settings, parse_redis_connection_string
 from gateway.config.errors import ConfigError
 from gateway.config.redis_sentinel import SentinelTarget, is_sentinel_url, parse_sentinel_url
+from gateway.config.settings import RedisSettings
 from gateway.redis.client import redact_url
 from tests.harness.settings import load, minimal
 
@@ -70,3 +72,32 @@ def test_a_sentinel_password_without_sentinels_is_a_warning() -> None:
     loaded = load({**minimal(), "RedisConnectionString": "a:1,sentinelPassword=x"})
     assert loaded.settings.redis_url == "redis://a:1/0"
     assert loaded.warnings == ("RedisConnectionString: sentinelPassword ignored without serviceName (no sentinels are used)",)
+
+
+def test_the_redis_section_sets_the_wait_for_replicas() -> None:
+    assert load(minimal()).settings.redis == RedisSettings(wait_for_replicas=0, wait_timeout_ms=200)
+    loaded = load({**minimal(), "Redis": {"WaitForReplicas": 1, "WaitTimeoutMilliseconds": 50}})
+    assert loaded.settings.redis == RedisSettings(wait_for_replicas=1, wait_timeout_ms=50)
+    from_env = load_settings(data=minimal(), environ={"Redis__WaitForReplicas": "2"}).settings
+    assert from_env.redis.wait_for_replicas == 2
+
+
+@pytest.mark.parametrize(
+    ("section", "problem"),
+    [
+        ({"WaitForReplicas": -1}, "Redis.WaitForReplicas: must be between 0 and 16, got -1; 0 does not wait for replicas"),
+        ({"WaitForReplicas": "one"}, "Redis.WaitForReplicas: must be a whole number between 0 and 16"),
+        ({"WaitTimeoutMilliseconds": 0}, "Redis.WaitTimeoutMilliseconds: must be between 1 and 4000, got 0"),
+        ({"WaitTimeoutMilliseconds": 5000}, "it must end before the 5 s command timeout"),
+    ],
+)
+def test_bad_redis_section_values_are_refused(section: dict, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(data={**minimal(), "Redis": section}, environ={})
+    assert any(problem in text for text in caught.value.problems), caught.value.problems
+
+
+def test_an_unknown_redis_key_is_a_warning() -> None:
+    loaded = load({**minimal(), "Redis": {"WaitForReplica": 1}})
+    assert loaded.settings.redis.wait_for_replicas == 0
+    assert any(w.startswith("Redis.WaitForReplica") for w in loaded.warnings), loaded.warnings
