@@ -28,6 +28,7 @@ from gateway.admission.keys import KeySpace
 from gateway.queue.capacity import CapacityPolicy, PlatformCapacitySync
 from gateway.http.cors import CorsPolicy
 from gateway.queue.dispatcher import QueueDispatcher
+from gateway.http.dashboard import dashboard_routes
 from gateway.http.docs import docs_routes
 from gateway.http.edge import EdgeServer, open_file_limit_warning
 from gateway.admission.epoch import CHECK_INTERVAL_SECONDS, EpochWatcher, StoreEpoch
@@ -74,6 +75,8 @@ NEGOTIATE_PATH = HUB_PATH + "/negotiate"
 def _log_request(handler: tornado.web.RequestHandler) -> None:
     status = handler.get_status()
     level = logging.INFO if status < 500 else logging.ERROR
+    if not access_log.isEnabledFor(level):
+        return  # a quiet access log costs the request nothing
     request = handler.request
     millis = 1000.0 * request.request_time()
     # The same facts as fields of their own, so that a JSON log collector can filter on them.
@@ -164,7 +167,8 @@ class Gateway:
         # The deployment's epoch: admissions and claims carry it, so none runs against a store that was
         # reset (restarted empty, flushed) before this process has caught up (gateway.admission.epoch).
         store_epoch = StoreEpoch(self.redis, key=KEYS.admission.epoch)
-        self.epoch = EpochWatcher(store_epoch, interval=epoch_interval)
+        self.epoch = EpochWatcher(store_epoch, interval=epoch_interval,
+                                  on_store_error=lambda: self.metrics.store_error("epoch"))
         replicas = settings.redis.wait_for_replicas
         self.replica_wait = ReplicaWait(replicas, settings.redis.wait_timeout_ms) if replicas else None
         self.store = AdmissionStore(self.redis, key_prefix=KEYS.prefix, clock=clock, epoch=lambda: store_epoch.known,
@@ -182,7 +186,8 @@ class Gateway:
                                           interval=dispatch_interval, on_store_reset=self.epoch.check_now)
         self.capacity_sync = PlatformCapacitySync(platform=self.platform, store=self.store, capacity=self.capacity,
                                                   interval=settings.concurrency.sync_interval_seconds,
-                                                  grew=self.dispatcher.kick)
+                                                  grew=self.dispatcher.kick,
+                                                  on_store_error=lambda: self.metrics.store_error("capacity"))
         # First after a reset: the cap stops counting the sessions the store forgot as free slots.
         self.epoch.on_reset(self.capacity_sync.after_store_reset)
         self.service = SessionService(settings=settings, store=self.store, serving=serving,
@@ -261,7 +266,9 @@ class Gateway:
             *docs_routes(cors=self.cors),
             # The operators' API, mounted only when Admin.ApiToken is set.
             *admin_routes(admin=self.admin, token=self.settings.admin.api_token, trusted_proxies=self.trusted_proxies,
-                          totals=lambda: dashboard_totals(self.metrics.collect())),
+                          totals=lambda: dashboard_totals(self.metrics.collect()),
+                          on_store_error=lambda: self.metrics.store_error("admin")),
+            *dashboard_routes(cors=self.cors),  # the live dashboard at /admin, on the admin API
         ]
 
     def make_app(self, extra_routes: list[Any] | None = None) -> tornado.web.Application:
