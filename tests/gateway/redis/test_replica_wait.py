@@ -127,3 +127,40 @@ async def _served(stack: Stack) -> bool:
     response = await stack.request_session()
     assert response.code in (202, 503), response.body
     return response.code == 202
+
+
+async def test_with_min_replicas_to_write_the_gateway_answers_503_while_the_replica_is_gone(
+        deployment: SentinelDeployment) -> None:
+    # Redis's own hard guarantee, set on the primary: writes are refused while no replica is in reach. The
+    # gateway needs nothing for it: the refusal is a store error, answered 503 with Retry-After.
+    config = base_config()
+    config["RedisConnectionString"] = deployment.url
+    client = open_redis(deployment.url)
+    stack = await start_stack(client, config=config)
+    primary = aioredis.Redis(port=deployment.primary.port)
+    try:
+        await primary.config_set("min-replicas-max-lag", 1)
+        await primary.config_set("min-replicas-to-write", 1)
+        await _fill(stack)
+        deployment.replica.pause()
+
+        async def refused() -> bool:
+            response = await stack.request_session()
+            assert response.code in (202, 503), response.body
+            if response.code == 503:
+                assert int(response.headers["Retry-After"]) > 0 and json.loads(response.body)["message"]
+            return response.code == 503
+
+        await _until(refused, "a write refused for want of replicas")
+        deployment.replica.resume()
+
+        async def queued() -> bool:
+            response = await stack.request_session()
+            assert response.code in (202, 503), response.body
+            return response.code == 202
+
+        await _until(queued, "writes accepted again with the replica back")
+    finally:
+        await stack.close()
+        await client.aclose()
+        await primary.aclose()
