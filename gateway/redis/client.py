@@ -1,4 +1,5 @@
-"""Open the Redis the gateway's shared state lives in: a real server, or an embedded in-process one.
+"""Open the Redis the gateway's shared state lives in: a real server (or one behind Sentinel, found through
+:mod:`gateway.redis.sentinel`), or an embedded in-process one.
 
 The embedded store is ``fakeredis`` with its Lua engine (lupa), so the admission scripts in
 ``gateway/lua`` run unchanged. It suits a single gateway process (development, a small deployment):
