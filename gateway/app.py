@@ -11,6 +11,7 @@ import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -59,7 +60,10 @@ from gateway.queue.service import SessionService
 from gateway.config.settings import Settings
 from signalr.hubs.lifetime import HubLifetimeManager
 from signalr.redis.lifetime import RedisHubLifetimeManager
+from gateway.config.redis_sentinel import is_sentinel_url, parse_sentinel_url
 from gateway.redis.client import check_redis_version, open_redis
+from gateway.redis.replication import ReplicaWait
+from gateway.redis.sentinel import backplane_factory
 from geo.client_ip import TrustedProxies
 
 log = logging.getLogger("gateway")
@@ -84,6 +88,8 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
 
 #: Every Redis name of this gateway, under its one prefix.
 KEYS = KeySpace()
+#: The backplane's group-command ack timeout and socket timeout (its default), for its sentinel clients too.
+BACKPLANE_TIMEOUT = 5.0
 
 
 def _hub_lifetime(settings: Settings) -> HubLifetimeManager | None:
@@ -91,6 +97,13 @@ def _hub_lifetime(settings: Settings) -> HubLifetimeManager | None:
     in-memory one (the embedded store is for one process only)."""
     if not settings.redis_url:
         return None
+    if is_sentinel_url(settings.redis_url):
+        # Its clients find the primary through the sentinels, and find it again after a failover.
+        # The URL is only named in its log lines: without credentials.
+        target = replace(parse_sentinel_url(settings.redis_url), username=None, password=None, sentinel_password=None)
+        return RedisHubLifetimeManager(target.url(), prefix=KEYS.backplane, hub_name="sessionHub",
+                                       ack_timeout=BACKPLANE_TIMEOUT,
+                                       redis_factory=backplane_factory(settings.redis_url, timeout=BACKPLANE_TIMEOUT))
     return RedisHubLifetimeManager(settings.redis_url, prefix=KEYS.backplane, hub_name="sessionHub")
 
 
@@ -156,7 +169,10 @@ class Gateway:
         store_epoch = StoreEpoch(self.redis, key=KEYS.admission.epoch)
         self.epoch = EpochWatcher(store_epoch, interval=epoch_interval,
                                   on_store_error=lambda: self.metrics.store_error("epoch"))
-        self.store = AdmissionStore(self.redis, key_prefix=KEYS.prefix, clock=clock, epoch=lambda: store_epoch.known)
+        replicas = settings.redis.wait_for_replicas
+        self.replica_wait = ReplicaWait(replicas, settings.redis.wait_timeout_ms) if replicas else None
+        self.store = AdmissionStore(self.redis, key_prefix=KEYS.prefix, clock=clock, epoch=lambda: store_epoch.known,
+                                    replica_wait=self.replica_wait)
         campaign_caps = {name: c.max_concurrent_sessions for name, c in settings.platform.campaigns.items()
                          if c.max_concurrent_sessions is not None}
         self.capacity = CapacityPolicy(global_cap=settings.concurrency.max_concurrent_sessions,
