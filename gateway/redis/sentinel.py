@@ -31,14 +31,8 @@ from redis.asyncio.sentinel import (
 from redis.backoff import NoBackoff
 
 from gateway.config.redis_sentinel import SentinelTarget, parse_sentinel_url
-from gateway.redis.client import (
-    CONNECT_TIMEOUT_SECONDS,
-    COMMAND_TIMEOUT_SECONDS,
-    POOL_WAIT_SECONDS,
-    RedisGate,
-    _lean,
-    _WaitingPool,
-)
+from gateway.redis.gate import RedisGate
+from gateway.redis.pool import COMMAND_TIMEOUT_SECONDS, CONNECT_TIMEOUT_SECONDS, POOL_WAIT_SECONDS, _lean, _WaitingPool
 
 log = logging.getLogger("gateway.redis.client")
 
