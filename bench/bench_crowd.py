@@ -37,6 +37,7 @@ import asyncio
 import base64
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -253,6 +254,11 @@ def main() -> None:
     parser.add_argument("--drain-rate", type=float, default=20.0, help="releases per second while draining")
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     args = parser.parse_args()
+    # Every client is a socket here, and the servers (which inherit the limit) hold one each too.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = 2 * max(args.waiting) + 5000
+    if soft < needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
     print(f"/sessionHub crowd on serve --processes 2, one Redis; cap {CAP}", flush=True)
     for waiting in args.waiting:
         with tempfile.TemporaryDirectory(prefix="bench-crowd-") as tmp:
