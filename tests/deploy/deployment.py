@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,7 +25,7 @@ from typing import Any
 
 from tests.harness.haproxy import HAProxy
 from tests.harness.paths import ROOT
-from tests.harness.redis_process import RedisProcess, free_port
+from tests.harness.redis_process import RedisProcess
 from tests.harness.stack import API_TOKEN, WEBHOOK_TOKEN, base_config, conversation_id_of, session_body
 
 TIMEOUT = 15.0
@@ -156,13 +157,22 @@ def _wait_balanced(deployment: Deployment) -> None:
         seen.add(instance_of(deployment.negotiate()["connectionToken"]))
 
 
+def _distinct_ports(count: int) -> list[int]:
+    """``count`` ports free a moment ago, all different (each socket is held until all are chosen)."""
+    with contextlib.ExitStack() as held:
+        sockets = [held.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+
+
 @contextlib.contextmanager
 def running(tmp: Path) -> Iterator[Deployment]:
     """The whole deployment, stopped (and its Redis removed) afterwards."""
     redis = RedisProcess()
     redis.start()
-    lb_port, sim_port = free_port(), free_port()
-    ports = {name: free_port() for name in INSTANCES}
+    lb_port, sim_port, *instance_ports = _distinct_ports(2 + len(INSTANCES))
+    ports = dict(zip(INSTANCES, instance_ports))
     config = base_config(cap=1, ForwardedHeaders={"KnownProxies": ["127.0.0.1"]})
     config["RedisConnectionString"] = redis.url
     config["VoiceAiPlatform"]["BaseUrl"] = f"http://127.0.0.1:{sim_port}/api/v1/"

@@ -163,3 +163,135 @@ async def test_pysignalr(deployment: Deployment) -> None:
         assert (await asyncio.wait_for(ready.get(), TIMEOUT))["webSocketUrl"].startswith("ws://127.0.0.1:")
     finally:
         await client.stop()
+
+
+# -- one instance stops mid-run (last: the deployment has one instance fewer afterwards) ------------------
+
+VICTIM = "gw2"
+
+
+class ReconnectingCore(CoreClient):
+    """A signalrcore client over WebSockets with its automatic reconnect on, registering again after each
+    reconnect, as a widget would."""
+
+    def __init__(self, base: str, request_id: str) -> None:
+        super().__init__(base + "/sessionHub", "web_sockets", automatic_reconnect={
+            "type": "raw", "keep_alive_interval": 5, "reconnect_interval": 1, "max_attempts": 20})
+        self.request_id = request_id
+        self.registered: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.ready: queue.Queue[Any] = queue.Queue()
+        self.hub.on_reconnect(self.register)
+        self.hub.on("SessionReady", lambda args: self.ready.put(args[0]))
+
+    @property
+    def connection_id(self) -> str:
+        return self.hub.transport.connection_id
+
+    def start_and_register(self) -> tuple[str, Any]:
+        self.start()
+        self.register()
+        return self.next_registration()
+
+    def register(self) -> None:
+        connection_id = self.connection_id  # the connection this Register goes on
+        self.hub.send("Register", [self.request_id],
+                      on_invocation=lambda message: self.registered.put((connection_id, message.result)))
+
+    def next_registration(self, timeout: float = TIMEOUT) -> tuple[str, Any]:
+        return self.registered.get(timeout=timeout)
+
+
+def _rotate_to(deployment: Deployment, instance: str) -> None:
+    """Negotiate through the balancer until one lands on ``instance``: the round robin's next request goes
+    to the server after it (a probe's connection, never used, is removed)."""
+    for _ in range(2 * len(INSTANCES)):
+        token = deployment.negotiate()["connectionToken"]
+        deployment.call("DELETE", f"/sessionHub?id={token}")  # routed by its id: not counted by the rotation
+        if instance_of(token) == instance:
+            return
+    raise AssertionError(f"the balancer never chose {instance}")
+
+
+async def _place(deployment: Deployment, transport: str, widgets: list[Widget]) -> Widget:
+    """A waiting widget whose hub connection is on the victim (others it started on the way keep waiting).
+
+    A widget makes a few balanced requests before its negotiate (the session request); each attempt lines
+    the round robin up one server further, so one of three attempts puts its negotiate on the victim."""
+    victim = INSTANCES.index(VICTIM)
+    for attempt in range(2 * len(INSTANCES)):
+        await asyncio.to_thread(_rotate_to, deployment, INSTANCES[(victim - 2 - attempt) % len(INSTANCES)])
+        widget = await Widget.start(deployment.base, transport)
+        widgets.append(widget)
+        assert (await widget.next("response"))["status"] == 202
+        registered = await widget.next("registered")
+        assert registered["result"]["status"] == "queued"
+        if instance_of(registered["connectionId"]) == VICTIM:
+            return widget
+    landed = [await_registered(w)["connectionId"] for w in widgets]
+    raise AssertionError(f"no {transport} widget landed on {VICTIM}: {landed}")
+
+
+def _place_core(deployment: Deployment) -> tuple[ReconnectingCore, dict[str, Any]]:
+    """A waiting signalrcore client on the victim, as :func:`_place` (misplaced ones leave the queue)."""
+    victim = INSTANCES.index(VICTIM)
+    for attempt in range(2 * len(INSTANCES)):
+        _rotate_to(deployment, INSTANCES[(victim - 2 - attempt) % len(INSTANCES)])
+        request_id = deployment.queue_request()
+        core = ReconnectingCore(deployment.base, request_id)
+        connection, result = core.start_and_register()
+        assert result["status"] == "queued", result
+        if instance_of(connection) == VICTIM:
+            return core, result
+        core.stop()
+        assert deployment.call("DELETE", f"/api/session/request/{request_id}")[0] == 200
+    raise AssertionError(f"no signalrcore client landed on {VICTIM}")
+
+
+async def test_an_instance_stops_and_its_clients_reconnect_elsewhere_keeping_their_place(deployment: Deployment) -> None:
+    """SIGTERM to one instance while clients wait: it closes its hub connections allowing reconnects; its
+    clients negotiate again through the balancer, land on the other instances and Register again with the
+    place they had; nobody else notices; then the queue drains in order."""
+    await asyncio.to_thread(deployment.hold_slot)
+    widgets: list[Widget] = []
+    core: ReconnectingCore | None = None
+    try:
+        victims = [await _place(deployment, transport, widgets)
+                   for transport in ("WebSockets", "ServerSentEvents", "LongPolling")]
+        places = {id(w): (await_registered(w))["result"]["queuePosition"] for w in widgets}
+        assert sorted(places.values()) == list(range(1, len(widgets) + 1))
+        # signalrcore waits last (nothing hangs up its session for the next one), on the victim too.
+        core, core_result = await asyncio.to_thread(_place_core, deployment)
+        assert core_result == {"status": "queued", "queuePosition": len(widgets) + 1}
+
+        assert await asyncio.to_thread(deployment.gateways[VICTIM].stop) == 0, deployment.logs()
+
+        for widget in victims:
+            await widget.next("reconnecting")
+            again = await widget.next("registered", timeout=30)
+            assert again["again"] is True and instance_of(again["connectionId"]) not in (VICTIM,), again
+            assert again["result"] == {"status": "queued", "queuePosition": places[id(widget)]}, again
+        for widget in widgets:
+            if widget not in victims:
+                assert not any(event["event"] == "reconnecting" for event in widget.seen), widget.seen
+        connection, result = await asyncio.to_thread(core.next_registration, 30)
+        assert instance_of(connection) != VICTIM
+        assert result == {"status": "queued", "queuePosition": len(widgets) + 1}
+
+        # Each widget hangs up after its audio, which frees the slot for the next one: FIFO throughout.
+        await asyncio.to_thread(deployment.free_slot)
+        readies = [await widget.next("ready", timeout=30) for widget in widgets]
+        order = sorted(widgets, key=lambda w: readies[widgets.index(w)]["at"])
+        assert [places[id(w)] for w in order] == sorted(places.values())
+        for widget in widgets:
+            await widget.next("done")
+        assert (await asyncio.to_thread(core.ready.get, True, 30))["webSocketUrl"].startswith("ws://127.0.0.1:")
+    finally:
+        for widget in widgets:
+            await widget.close()
+        if core is not None:
+            await asyncio.to_thread(core.stop)
+
+
+def await_registered(widget: Widget) -> dict[str, Any]:
+    """The first registration a widget reported."""
+    return next(event for event in widget.seen if event["event"] == "registered")
