@@ -16,6 +16,7 @@ from tests.deploy.deployment import INSTANCES, TIMEOUT, Deployment, instance_of,
 from tests.harness.haproxy import TEMPLATE, haproxy_binary
 from tests.harness.paths import SESSION_HUB_CLIENTS
 from tests.harness.python_clients import CoreClient, PyClient
+from tests.harness.stack import conversation_id_of
 
 pytestmark = [pytest.mark.redis, pytest.mark.interop, pytest.mark.slow]
 
@@ -247,6 +248,49 @@ def _place_core(deployment: Deployment) -> tuple[ReconnectingCore, dict[str, Any
     raise AssertionError(f"no signalrcore client landed on {VICTIM}")
 
 
+class ReconnectingPy(PyClient):
+    """A pysignalr client (WebSockets; it negotiates again by itself after losing its connection), told
+    of each reopening so that it registers again."""
+
+    def __init__(self, base: str, request_id: str) -> None:
+        super().__init__(base + "/sessionHub", "json")
+        self.request_id = request_id
+        self.reopened: asyncio.Queue[None] = asyncio.Queue()
+        self.ready: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def on_open() -> None:
+            if self.opened.is_set():
+                await self.reopened.put(None)
+            self.opened.set()
+
+        async def on_ready(args: list[Any]) -> None:
+            await self.ready.put(args[0])
+
+        self.client.on_open(on_open)
+        self.client.on("SessionReady", on_ready)
+
+    @property
+    def connection_id(self) -> str:
+        return self.client._transport._url.rpartition("id=")[2]  # negotiate version 0: the id is the token
+
+
+async def _place_py(deployment: Deployment) -> tuple[ReconnectingPy, dict[str, Any]]:
+    """A waiting pysignalr client on the victim, as :func:`_place` (misplaced ones leave the queue)."""
+    victim = INSTANCES.index(VICTIM)
+    for attempt in range(2 * len(INSTANCES)):
+        await asyncio.to_thread(_rotate_to, deployment, INSTANCES[(victim - 2 - attempt) % len(INSTANCES)])
+        request_id = await asyncio.to_thread(deployment.queue_request)
+        client = ReconnectingPy(deployment.base, request_id)
+        await client.start()
+        result = await client.invoke("Register", request_id)
+        assert result["status"] == "queued", result
+        if instance_of(client.connection_id) == VICTIM:
+            return client, result
+        await client.stop()
+        assert (await asyncio.to_thread(deployment.call, "DELETE", f"/api/session/request/{request_id}"))[0] == 200
+    raise AssertionError(f"no pysignalr client landed on {VICTIM}")
+
+
 async def test_an_instance_stops_and_its_clients_reconnect_elsewhere_keeping_their_place(deployment: Deployment) -> None:
     """SIGTERM to one instance while clients wait: it closes its hub connections allowing reconnects; its
     clients negotiate again through the balancer, land on the other instances and Register again with the
@@ -254,14 +298,17 @@ async def test_an_instance_stops_and_its_clients_reconnect_elsewhere_keeping_the
     await asyncio.to_thread(deployment.hold_slot)
     widgets: list[Widget] = []
     core: ReconnectingCore | None = None
+    py: ReconnectingPy | None = None
     try:
         victims = [await _place(deployment, transport, widgets)
                    for transport in ("WebSockets", "ServerSentEvents", "LongPolling")]
         places = {id(w): (await_registered(w))["result"]["queuePosition"] for w in widgets}
         assert sorted(places.values()) == list(range(1, len(widgets) + 1))
-        # signalrcore waits last (nothing hangs up its session for the next one), on the victim too.
+        # The Python clients wait last (nothing hangs up their sessions for the next one), on the victim too.
         core, core_result = await asyncio.to_thread(_place_core, deployment)
         assert core_result == {"status": "queued", "queuePosition": len(widgets) + 1}
+        py, py_result = await _place_py(deployment)
+        assert py_result == {"status": "queued", "queuePosition": len(widgets) + 2}
 
         assert await asyncio.to_thread(deployment.gateways[VICTIM].stop) == 0, deployment.logs()
 
@@ -276,6 +323,9 @@ async def test_an_instance_stops_and_its_clients_reconnect_elsewhere_keeping_the
         connection, result = await asyncio.to_thread(core.next_registration, 30)
         assert instance_of(connection) != VICTIM
         assert result == {"status": "queued", "queuePosition": len(widgets) + 1}
+        await asyncio.wait_for(py.reopened.get(), 30)
+        assert instance_of(py.connection_id) != VICTIM
+        assert await py.invoke("Register", py.request_id) == {"status": "queued", "queuePosition": len(widgets) + 2}
 
         # Each widget hangs up after its audio, which frees the slot for the next one: FIFO throughout.
         await asyncio.to_thread(deployment.free_slot)
@@ -284,12 +334,17 @@ async def test_an_instance_stops_and_its_clients_reconnect_elsewhere_keeping_the
         assert [places[id(w)] for w in order] == sorted(places.values())
         for widget in widgets:
             await widget.next("done")
-        assert (await asyncio.to_thread(core.ready.get, True, 30))["webSocketUrl"].startswith("ws://127.0.0.1:")
+        core_ready = await asyncio.to_thread(core.ready.get, True, 30)
+        deployment.held.append(conversation_id_of(core_ready["webSocketUrl"]))
+        await asyncio.to_thread(deployment.free_slot)
+        assert (await asyncio.wait_for(py.ready.get(), 30))["webSocketUrl"].startswith("ws://127.0.0.1:")
     finally:
         for widget in widgets:
             await widget.close()
         if core is not None:
             await asyncio.to_thread(core.stop)
+        if py is not None:
+            await py.stop()
 
 
 def await_registered(widget: Widget) -> dict[str, Any]:
