@@ -1,7 +1,8 @@
-"""Three gateway instances behind HAProxy, as ``deploy/haproxy.cfg`` and the README set them up, each part a
+"""Three gateway instances behind a load balancer (``deploy/haproxy.cfg`` or ``deploy/nginx.conf``), as the
+README sets them up, each part a
 separate OS process started the way an operator would: a test-owned ``redis-server``, ``python -m gateway
 simulate-platform``, ``python -m gateway serve`` for ``gw1`` and ``gw2``, ``serve --processes 2`` for ``gw3``
-(so Instance.Id and the workers' prefixes compose: ``gw3.0.``, ``gw3.1.``), and ``haproxy`` in front.
+(so Instance.Id and the workers' prefixes compose: ``gw3.0.``, ``gw3.1.``), and ``haproxy`` or ``nginx`` in front.
 
 Every instance reads one appsettings.json (cap 1, the shared Redis, the balancer as a known proxy) and gets
 its ``Instance.Id`` from the environment (``Instance__Id``). The platform's webhook goes through the balancer.
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.harness.haproxy import HAProxy
+from tests.harness.nginx import Nginx
 from tests.harness.paths import ROOT
 from tests.harness.redis_process import RedisProcess
 from tests.harness.stack import API_TOKEN, WEBHOOK_TOKEN, base_config, conversation_id_of, session_body
@@ -65,7 +67,7 @@ class Deployment:
     port: int
     sim_port: int
     gateways: dict[str, Gateway]
-    balancer: HAProxy
+    balancer: HAProxy | Nginx
     held: list[str] = field(default_factory=list)
 
     @property
@@ -129,7 +131,7 @@ class Deployment:
 
     def logs(self) -> str:
         parts = [f"--- {name} ---\n{gw.log_path.read_text()}" for name, gw in self.gateways.items()]
-        return "\n".join([*parts, "--- haproxy ---", self.balancer.log()])
+        return "\n".join([*parts, "--- balancer ---", self.balancer.log()])
 
 
 def _wait_ready(gateway: Gateway) -> None:
@@ -167,8 +169,8 @@ def _distinct_ports(count: int) -> list[int]:
 
 
 @contextlib.contextmanager
-def running(tmp: Path) -> Iterator[Deployment]:
-    """The whole deployment, stopped (and its Redis removed) afterwards."""
+def running(tmp: Path, balancer_kind: str = "haproxy") -> Iterator[Deployment]:
+    """The whole deployment behind ``haproxy`` or ``nginx``, stopped (and its Redis removed) afterwards."""
     redis = RedisProcess()
     redis.start()
     lb_port, sim_port, *instance_ports = _distinct_ports(2 + len(INSTANCES))
@@ -180,7 +182,7 @@ def running(tmp: Path) -> Iterator[Deployment]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     sim: subprocess.Popen[bytes] | None = None
     gateways: dict[str, Gateway] = {}
-    balancer = HAProxy(tmp, port=lb_port, servers=ports)
+    balancer = {"haproxy": HAProxy, "nginx": Nginx}[balancer_kind](tmp, port=lb_port, servers=ports)
     try:
         with (tmp / "simulator.log").open("wb") as sim_log:
             sim = subprocess.Popen(
