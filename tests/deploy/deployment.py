@@ -75,9 +75,11 @@ class Deployment:
         return f"http://127.0.0.1:{self.port}"
 
     def call(self, method: str, path: str, body: Any = None, *, headers: dict[str, str] | None = None,
-             port: int | None = None) -> tuple[int, bytes]:
-        """One request on a connection of its own (through the balancer unless ``port`` is given)."""
-        conn = HTTPConnection("127.0.0.1", port or self.port, timeout=TIMEOUT)
+             port: int | None = None, source: str | None = None) -> tuple[int, bytes]:
+        """One request on a connection of its own (through the balancer unless ``port`` is given; from the
+        loopback address ``source`` when given)."""
+        conn = HTTPConnection("127.0.0.1", port or self.port, timeout=TIMEOUT,
+                              source_address=(source, 0) if source else None)
         try:
             payload = body if isinstance(body, (bytes, str)) or body is None else json.dumps(body)
             sent = {"Content-Type": "application/json"} if payload is not None else {}
@@ -195,7 +197,7 @@ def running(tmp: Path, balancer_kind: str = "haproxy") -> Iterator[Deployment]:
             processes = ["--processes", str(PROCESSES[name])] if PROCESSES[name] > 1 else []
             with log_path.open("wb") as log:
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "gateway", "--log-level", "warning", "serve", "--config",
+                    [sys.executable, "-m", "gateway", "--log-level", "info", "serve", "--config",
                      str(tmp / "appsettings.json"), "--host", "127.0.0.1", "--port", str(port), *processes],
                     cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**env, "Instance__Id": name})
             gateways[name] = Gateway(name, port, proc, log_path)

@@ -9,6 +9,8 @@ import asyncio
 import json
 import queue
 import subprocess
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,20 @@ def test_negotiate_is_spread_and_every_hub_request_reaches_its_instance(deployme
         assert deployment.call("POST", f"/sessionHub?id={token}", handshake)[0] == 200
         assert deployment.call("GET", f"/sessionHub?id={token}") == (200, b"{}" + RS.encode())
         assert deployment.call("DELETE", f"/sessionHub?id={token}")[0] == 202
+
+
+def test_the_gateways_see_the_visitors_address(deployment: Deployment) -> None:
+    """The balancer adds X-Forwarded-For and the gateways trust it from the balancer (KnownProxies): the
+    address they log, and count for per-IP limits, is the visitor's (127.0.0.2 here), not the balancer's."""
+    probe = uuid.uuid4().hex
+    assert deployment.call("GET", f"/healthz?probe={probe}", source="127.0.0.2")[0] == 200
+    deadline = time.monotonic() + TIMEOUT
+    while not (lines := [line for gateway in deployment.gateways.values()
+                         for line in gateway.log_path.read_text().splitlines() if probe in line]):
+        assert time.monotonic() < deadline, "no instance logged the request"
+        time.sleep(0.05)  # another process's log file: no event to wait on
+    (line,) = lines
+    assert "ip=127.0.0.2 " in line, line
 
 
 def test_a_token_of_no_instance_is_balanced_and_unknown(deployment: Deployment) -> None:
