@@ -32,6 +32,11 @@ from tests.harness.stack import API_TOKEN, WEBHOOK_TOKEN, base_config, conversat
 
 TIMEOUT = 15.0
 INSTANCES = ("gw1", "gw2", "gw3")
+#: Each part listens on a loopback address of its own: a port chosen free there cannot be taken meanwhile
+#: by an outgoing connection (those leave from 127.0.0.1) or by another test run on 127.0.0.1.
+BALANCER_HOST = "127.0.0.10"
+SIM_HOST = "127.0.0.20"
+HOSTS = {"gw1": "127.0.0.11", "gw2": "127.0.0.12", "gw3": "127.0.0.13"}
 #: How many worker processes each instance runs.
 PROCESSES = {"gw1": 1, "gw2": 1, "gw3": 2}
 
@@ -44,6 +49,7 @@ def instance_of(connection_id: str) -> str:
 @dataclass
 class Gateway:
     instance: str
+    host: str
     port: int
     proc: subprocess.Popen[bytes]
     log_path: Path
@@ -72,14 +78,14 @@ class Deployment:
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{BALANCER_HOST}:{self.port}"
 
     def call(self, method: str, path: str, body: Any = None, *, headers: dict[str, str] | None = None,
-             port: int | None = None, source: str | None = None) -> tuple[int, bytes]:
-        """One request on a connection of its own (through the balancer unless ``port`` is given; from the
-        loopback address ``source`` when given)."""
-        conn = HTTPConnection("127.0.0.1", port or self.port, timeout=TIMEOUT,
-                              source_address=(source, 0) if source else None)
+             at: tuple[str, int] | None = None, source: str | None = None) -> tuple[int, bytes]:
+        """One request on a connection of its own (through the balancer unless ``at`` names another
+        server; from the loopback address ``source`` when given)."""
+        host, port = at or (BALANCER_HOST, self.port)
+        conn = HTTPConnection(host, port, timeout=TIMEOUT, source_address=(source, 0) if source else None)
         try:
             payload = body if isinstance(body, (bytes, str)) or body is None else json.dumps(body)
             sent = {"Content-Type": "application/json"} if payload is not None else {}
@@ -95,7 +101,7 @@ class Deployment:
         return json.loads(body)
 
     def live_calls(self) -> list[dict[str, Any]]:
-        status, body = self.call("GET", "/_sim/calls?all=1", port=self.sim_port)
+        status, body = self.call("GET", "/_sim/calls?all=1", at=(SIM_HOST, self.sim_port))
         assert status == 200, body
         return json.loads(body)["calls"]
 
@@ -103,7 +109,7 @@ class Deployment:
         """End every call still live and wait until the gateways heard of each end: no slot is held."""
         for call in self.live_calls():
             if call["state"] != "ended":
-                self.call("POST", f"/_sim/calls/{call['conversationSessionId']}/end", b"", port=self.sim_port)
+                self.call("POST", f"/_sim/calls/{call['conversationSessionId']}/end", b"", at=(SIM_HOST, self.sim_port))
         deadline = time.monotonic() + TIMEOUT
         while any(call["webhook"] in ("pending", "sending") or call["state"] != "ended" for call in self.live_calls()):
             # The simulator is another process; its webhook state gives no event to wait on.
@@ -127,7 +133,7 @@ class Deployment:
     def free_slot(self) -> None:
         """The held session ends: the platform's webhook (through the balancer) frees its slot."""
         for conversation in self.held:
-            status, body = self.call("POST", f"/_sim/calls/{conversation}/end", b"", port=self.sim_port)
+            status, body = self.call("POST", f"/_sim/calls/{conversation}/end", b"", at=(SIM_HOST, self.sim_port))
             assert status == 200, (status, body)
         self.held.clear()
 
@@ -144,7 +150,7 @@ def _wait_ready(gateway: Gateway) -> None:
         assert gateway.proc.poll() is None, f"{gateway.instance} exited:\n" + gateway.log_path.read_text()
         assert time.monotonic() < deadline, f"{gateway.instance} is not ready:\n" + gateway.log_path.read_text()
         try:
-            conn = HTTPConnection("127.0.0.1", gateway.port, timeout=5)
+            conn = HTTPConnection(gateway.host, gateway.port, timeout=5)
             conn.request("GET", "/readyz")
             answered += conn.getresponse().status == 200
             conn.close()
@@ -161,13 +167,11 @@ def _wait_balanced(deployment: Deployment) -> None:
         seen.add(instance_of(deployment.negotiate()["connectionToken"]))
 
 
-def _distinct_ports(count: int) -> list[int]:
-    """``count`` ports free a moment ago, all different (each socket is held until all are chosen)."""
-    with contextlib.ExitStack() as held:
-        sockets = [held.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
+def _free_port(host: str) -> int:
+    """A port free on ``host`` a moment ago."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -175,22 +179,23 @@ def running(tmp: Path, balancer_kind: str = "haproxy") -> Iterator[Deployment]:
     """The whole deployment behind ``haproxy`` or ``nginx``, stopped (and its Redis removed) afterwards."""
     redis = RedisProcess()
     redis.start()
-    lb_port, sim_port, *instance_ports = _distinct_ports(2 + len(INSTANCES))
-    ports = dict(zip(INSTANCES, instance_ports))
+    lb_port, sim_port = _free_port(BALANCER_HOST), _free_port(SIM_HOST)
+    ports = {name: _free_port(HOSTS[name]) for name in INSTANCES}
     config = base_config(cap=1, ForwardedHeaders={"KnownProxies": ["127.0.0.1"]})
     config["RedisConnectionString"] = redis.url
-    config["VoiceAiPlatform"]["BaseUrl"] = f"http://127.0.0.1:{sim_port}/api/v1/"
+    config["VoiceAiPlatform"]["BaseUrl"] = f"http://{SIM_HOST}:{sim_port}/api/v1/"
     (tmp / "appsettings.json").write_text(json.dumps(config))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     sim: subprocess.Popen[bytes] | None = None
     gateways: dict[str, Gateway] = {}
-    balancer = {"haproxy": HAProxy, "nginx": Nginx}[balancer_kind](tmp, port=lb_port, servers=ports)
+    balancer = {"haproxy": HAProxy, "nginx": Nginx}[balancer_kind](
+        tmp, host=BALANCER_HOST, port=lb_port, servers={name: f"{HOSTS[name]}:{port}" for name, port in ports.items()})
     try:
         with (tmp / "simulator.log").open("wb") as sim_log:
             sim = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "simulate-platform", "--port", str(sim_port),
+                [sys.executable, "-m", "gateway", "simulate-platform", "--host", SIM_HOST, "--port", str(sim_port),
                  "--api-token", API_TOKEN, "--webhook-token", WEBHOOK_TOKEN, "--call-seconds", "3600",
-                 "--webhook-url", f"http://127.0.0.1:{lb_port}/api/webhook/session-ended"],
+                 "--webhook-url", f"http://{BALANCER_HOST}:{lb_port}/api/webhook/session-ended"],
                 cwd=ROOT, stdout=sim_log, stderr=subprocess.STDOUT, env=env)
         for name, port in ports.items():
             log_path = tmp / f"{name}.log"
@@ -198,9 +203,9 @@ def running(tmp: Path, balancer_kind: str = "haproxy") -> Iterator[Deployment]:
             with log_path.open("wb") as log:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "gateway", "--log-level", "info", "serve", "--config",
-                     str(tmp / "appsettings.json"), "--host", "127.0.0.1", "--port", str(port), *processes],
+                     str(tmp / "appsettings.json"), "--host", HOSTS[name], "--port", str(port), *processes],
                     cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**env, "Instance__Id": name})
-            gateways[name] = Gateway(name, port, proc, log_path)
+            gateways[name] = Gateway(name, HOSTS[name], port, proc, log_path)
         for gateway in gateways.values():
             _wait_ready(gateway)
         balancer.start()

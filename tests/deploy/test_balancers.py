@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.deploy.deployment import INSTANCES, TIMEOUT, Deployment, instance_of, running
+from tests.deploy.deployment import INSTANCES, SIM_HOST, TIMEOUT, Deployment, instance_of, running
 from tests.harness.haproxy import TEMPLATE as HAPROXY_TEMPLATE
 from tests.harness.haproxy import haproxy_binary
 from tests.harness.nginx import TEMPLATE as NGINX_TEMPLATE
@@ -57,7 +57,7 @@ def test_negotiate_is_spread_and_every_hub_request_reaches_its_instance(deployme
     tokens = [deployment.negotiate()["connectionToken"] for _ in range(9)]
     assert {instance_of(token) for token in tokens} == set(INSTANCES)
     direct = [json.loads(deployment.call("POST", "/sessionHub/negotiate?negotiateVersion=1", b"",
-                                         port=deployment.gateways["gw3"].port)[1])["connectionToken"] for _ in range(2)]
+                                         at=(deployment.gateways["gw3"].host, deployment.gateways["gw3"].port))[1])["connectionToken"] for _ in range(2)]
     assert sorted(token.split(".")[1] for token in direct) == ["0", "1"], direct
     tokens += direct
     handshake = json.dumps({"protocol": "json", "version": 1}) + RS
@@ -144,7 +144,7 @@ async def test_official_client(deployment: Deployment, transport: str) -> None:
         assert registered["result"] == {"status": "queued", "queuePosition": 1}
         assert instance_of(registered["connectionId"]) in INSTANCES
         await asyncio.to_thread(deployment.free_slot)
-        assert (await widget.next("ready"))["webSocketUrl"].startswith("ws://127.0.0.1:")
+        assert (await widget.next("ready"))["webSocketUrl"].startswith(f"ws://{SIM_HOST}:")
         await widget.next("done")  # and the audio WebSocket to the platform carried frames
         assert await asyncio.wait_for(widget.proc.wait(), TIMEOUT) == 0
     finally:
@@ -165,7 +165,7 @@ def test_signalrcore(deployment: Deployment, transport: str) -> None:
         client.start()
         assert client.invoke("Register", request_id) == {"status": "queued", "queuePosition": 1}
         deployment.free_slot()
-        assert ready.get(timeout=TIMEOUT)["webSocketUrl"].startswith("ws://127.0.0.1:")
+        assert ready.get(timeout=TIMEOUT)["webSocketUrl"].startswith(f"ws://{SIM_HOST}:")
     finally:
         client.stop()
 
@@ -184,7 +184,7 @@ async def test_pysignalr(deployment: Deployment) -> None:
         await client.start()
         assert await client.invoke("Register", request_id) == {"status": "queued", "queuePosition": 1}
         await asyncio.to_thread(deployment.free_slot)
-        assert (await asyncio.wait_for(ready.get(), TIMEOUT))["webSocketUrl"].startswith("ws://127.0.0.1:")
+        assert (await asyncio.wait_for(ready.get(), TIMEOUT))["webSocketUrl"].startswith(f"ws://{SIM_HOST}:")
     finally:
         await client.stop()
 
@@ -360,7 +360,7 @@ async def test_an_instance_stops_and_its_clients_reconnect_elsewhere_keeping_the
         core_ready = await asyncio.to_thread(core.ready.get, True, 30)
         deployment.held.append(conversation_id_of(core_ready["webSocketUrl"]))
         await asyncio.to_thread(deployment.free_slot)
-        assert (await asyncio.wait_for(py.ready.get(), 30))["webSocketUrl"].startswith("ws://127.0.0.1:")
+        assert (await asyncio.wait_for(py.ready.get(), 30))["webSocketUrl"].startswith(f"ws://{SIM_HOST}:")
     finally:
         for widget in widgets:
             await widget.close()

@@ -35,16 +35,16 @@ def haproxy_binary() -> str:
     return found
 
 
-def render(template: str, *, port: int, servers: Mapping[str, int]) -> str:
-    """``template`` listening on 127.0.0.1:``port``, each server line pointing at 127.0.0.1 and the port
-    of the instance it names; everything else as shipped. The template must have exactly these servers."""
-    text, binds = _BIND.subn(rf"\g<1>127.0.0.1:{port}", template)
+def render(template: str, *, listen: str, servers: Mapping[str, str]) -> str:
+    """``template`` listening on ``listen`` (``host:port``), each server line pointing at the address of the
+    instance it names; everything else as shipped. The template must have exactly these servers."""
+    text, binds = _BIND.subn(rf"\g<1>{listen}", template)
     assert binds == 1, "deploy/haproxy.cfg must have one `bind :8080` line"
     named: list[str] = []
 
     def server(match: re.Match[str]) -> str:
         named.append(match.group(2))
-        return f"{match.group(1)}127.0.0.1:{servers[match.group(2)]}"
+        return f"{match.group(1)}{servers[match.group(2)]}"
 
     text = _SERVER.sub(server, text)
     assert sorted(named) == sorted(servers), f"deploy/haproxy.cfg names servers {named}, the test runs {list(servers)}"
@@ -54,10 +54,10 @@ def render(template: str, *, port: int, servers: Mapping[str, int]) -> str:
 class HAProxy:
     """``haproxy -db`` (foreground) on a config written to ``folder``; its log in ``folder/haproxy.log``."""
 
-    def __init__(self, folder: Path, *, port: int, servers: Mapping[str, int]) -> None:
-        self.port = port
+    def __init__(self, folder: Path, *, host: str, port: int, servers: Mapping[str, str]) -> None:
+        self.host, self.port = host, port
         self.config = folder / "haproxy.cfg"
-        self.config.write_text(render(TEMPLATE.read_text(), port=port, servers=servers))
+        self.config.write_text(render(TEMPLATE.read_text(), listen=f"{host}:{port}", servers=servers))
         self.log_path = folder / "haproxy.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -71,7 +71,7 @@ class HAProxy:
         while True:
             assert self.proc.poll() is None, "haproxy exited:\n" + self.log_path.read_text()
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                socket.create_connection((self.host, self.port), timeout=1).close()
                 return
             except OSError:  # not listening yet: another process's port gives no event to wait on
                 assert time.monotonic() < deadline, "haproxy did not listen:\n" + self.log_path.read_text()

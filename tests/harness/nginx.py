@@ -37,15 +37,15 @@ def nginx_binary() -> str:
     return found
 
 
-def render(template: str, *, port: int, servers: Mapping[str, int]) -> str:
-    """``template`` listening on 127.0.0.1:``port``, every address of an instance replaced by 127.0.0.1 and
-    the port of that instance; everything else as shipped."""
-    text, listens = _LISTEN.subn(rf"\g<1>127.0.0.1:{port};", template)
+def render(template: str, *, listen: str, servers: Mapping[str, str]) -> str:
+    """``template`` listening on ``listen`` (``host:port``), every address of an instance replaced by the
+    address it has in ``servers``; everything else as shipped."""
+    text, listens = _LISTEN.subn(rf"\g<1>{listen};", template)
     assert listens == 1, "deploy/nginx.conf must have one `listen 8080;` line"
     addresses = {name: address for name, address in _OWN_UPSTREAM.findall(text) if name != _BALANCED}
     assert sorted(addresses) == sorted(servers), f"deploy/nginx.conf has upstreams {list(addresses)}"
     for name, address in addresses.items():
-        text = text.replace(f" {address}", f" 127.0.0.1:{servers[name]}")
+        text = text.replace(f" {address}", f" {servers[name]}")
     return text
 
 
@@ -59,12 +59,12 @@ def main_config(folder: Path, site: Path) -> str:
 class Nginx:
     """``nginx -g 'daemon off;'`` on the rendered site file in ``folder``."""
 
-    def __init__(self, folder: Path, *, port: int, servers: Mapping[str, int]) -> None:
+    def __init__(self, folder: Path, *, host: str, port: int, servers: Mapping[str, str]) -> None:
         self.folder = folder / "nginx"
         self.folder.mkdir()
-        self.port = port
+        self.host, self.port = host, port
         site = self.folder / "iqra-gateway.conf"
-        site.write_text(render(TEMPLATE.read_text(), port=port, servers=servers))
+        site.write_text(render(TEMPLATE.read_text(), listen=f"{host}:{port}", servers=servers))
         self.config = self.folder / "nginx.conf"
         self.config.write_text(main_config(self.folder, site))
         self.proc: subprocess.Popen[bytes] | None = None
@@ -81,7 +81,7 @@ class Nginx:
         while True:
             assert self.proc.poll() is None, "nginx exited:\n" + self.log()
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                socket.create_connection((self.host, self.port), timeout=1).close()
                 return
             except OSError:  # not listening yet: another process's port gives no event to wait on
                 assert time.monotonic() < deadline, "nginx did not listen:\n" + self.log()
