@@ -12,8 +12,10 @@ import shutil
 from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 
-#: The site's own files at the top of static/ (the flat files gateway/http/static_site.py serves).
-STATIC_SITE_FILES = ["*.html", "*.css", "*.js", "*.svg", "*.png", "*.ico", "*.webp"]
+#: The site's own files: the flat files at the top of static/ (gateway/http/static_site.py serves them) and
+#: the admin dashboard's in static/admin/ (gateway/http/dashboard.py).
+STATIC_SITE_FILES = ["*.html", "*.css", "*.js", "*.svg", "*.png", "*.ico", "*.webp",
+                     "admin/*.html", "admin/*.css", "admin/*.js"]
 
 #: The npm bundles the gateway serves, under static/node_modules/ (installed by `npm ci --prefix static`),
 #: one line per file or glob. A wheel build stops when one is missing: the wheel would be broken without it.
@@ -24,7 +26,15 @@ NPM_BUNDLES = [
     "swagger-ui-dist/swagger-ui.css",
     "swagger-ui-dist/LICENSE",
     "swagger-ui-dist/NOTICE",
+    # What /admin draws its charts with (gateway/http/dashboard.py), and its licence.
+    "uplot/dist/uPlot.iife.min.js",
+    "uplot/dist/uPlot.min.css",
+    "uplot/LICENSE",
 ]
+
+#: What loadtest/ imports: Locust 2.x (which brings gevent) and websocket-client, on which its SignalR client
+#: and audio calls run (Locust patches sockets for gevent, so websocket-client's I/O cooperates).
+LOADTEST_REQUIRES = ["locust>=2.20,<3", "websocket-client>=1.6"]
 
 
 def static_files(*, strict: bool) -> list[str]:
@@ -128,7 +138,11 @@ setup(
             "openapi-spec-validator>=0.7",
             "schemathesis>=4.25,<5",
             "jsonschema>=4.18",
+            # The load-test kit's smoke test runs loadtest/locustfile.py headless against the demo.
+            *LOADTEST_REQUIRES,
         ],
+        # loadtest/: the Locust file operators run against their deployment (see the README's "Load testing").
+        "loadtest": LOADTEST_REQUIRES,
     },
     entry_points={"console_scripts": ["iqra-gateway=gateway.cli:main"]},
 )

@@ -209,7 +209,12 @@ class Servers:
         profile = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] if os.environ.get("BENCH_PROFILE") else []
         self.procs.append(subprocess.Popen(
             [python, *profile, "-m", "gateway", "--log-level", os.environ.get("BENCH_GATEWAY_LOG", "warning"), "serve", "--config", str(path),
-             "--host", "127.0.0.1", "--port", str(self.gw_port)], stdout=log, stderr=log, env=env, cwd=self.root))
+             "--host", "127.0.0.1", "--port", str(self.gw_port), *self.serve_options()],
+            stdout=log, stderr=log, env=env, cwd=self.root))
+
+    def serve_options(self) -> list[str]:
+        """More ``serve`` options (none here; ``bench_crowd.py`` runs ``--processes 2``)."""
+        return []
 
     async def wait_ready(self, http: tornado.httpclient.AsyncHTTPClient) -> None:
         deadline = time.monotonic() + 30

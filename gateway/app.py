@@ -11,6 +11,7 @@ import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -27,6 +28,7 @@ from gateway.admission.keys import KeySpace
 from gateway.queue.capacity import CapacityPolicy, PlatformCapacitySync
 from gateway.http.cors import CorsPolicy
 from gateway.queue.dispatcher import QueueDispatcher
+from gateway.http.dashboard import dashboard_routes
 from gateway.http.docs import docs_routes
 from gateway.http.edge import EdgeServer, open_file_limit_warning
 from gateway.admission.epoch import CHECK_INTERVAL_SECONDS, EpochWatcher, StoreEpoch
@@ -58,7 +60,10 @@ from gateway.queue.service import SessionService
 from gateway.config.settings import Settings
 from signalr.hubs.lifetime import HubLifetimeManager
 from signalr.redis.lifetime import RedisHubLifetimeManager
+from gateway.config.redis_sentinel import is_sentinel_url, parse_sentinel_url
 from gateway.redis.client import check_redis_version, open_redis
+from gateway.redis.replication import ReplicaWait
+from gateway.redis.sentinel import backplane_factory
 from geo.client_ip import TrustedProxies, resolve_client_address
 
 log = logging.getLogger("gateway")
@@ -70,6 +75,8 @@ NEGOTIATE_PATH = HUB_PATH + "/negotiate"
 def _log_request(handler: tornado.web.RequestHandler, proxies: TrustedProxies) -> None:
     status = handler.get_status()
     level = logging.INFO if status < 500 else logging.ERROR
+    if not access_log.isEnabledFor(level):
+        return  # a quiet access log costs the request nothing
     request = handler.request
     millis = 1000.0 * request.request_time()
     # Behind a load balancer (ForwardedHeaders), the visitor's address rather than the balancer's.
@@ -86,6 +93,8 @@ def _log_request(handler: tornado.web.RequestHandler, proxies: TrustedProxies) -
 
 #: Every Redis name of this gateway, under its one prefix.
 KEYS = KeySpace()
+#: The backplane's group-command ack timeout and socket timeout (its default), for its sentinel clients too.
+BACKPLANE_TIMEOUT = 5.0
 
 
 def _hub_lifetime(settings: Settings) -> HubLifetimeManager | None:
@@ -93,6 +102,13 @@ def _hub_lifetime(settings: Settings) -> HubLifetimeManager | None:
     in-memory one (the embedded store is for one process only)."""
     if not settings.redis_url:
         return None
+    if is_sentinel_url(settings.redis_url):
+        # Its clients find the primary through the sentinels, and find it again after a failover.
+        # The URL is only named in its log lines: without credentials.
+        target = replace(parse_sentinel_url(settings.redis_url), username=None, password=None, sentinel_password=None)
+        return RedisHubLifetimeManager(target.url(), prefix=KEYS.backplane, hub_name="sessionHub",
+                                       ack_timeout=BACKPLANE_TIMEOUT,
+                                       redis_factory=backplane_factory(settings.redis_url, timeout=BACKPLANE_TIMEOUT))
     return RedisHubLifetimeManager(settings.redis_url, prefix=KEYS.backplane, hub_name="sessionHub")
 
 
@@ -156,8 +172,12 @@ class Gateway:
         # The deployment's epoch: admissions and claims carry it, so none runs against a store that was
         # reset (restarted empty, flushed) before this process has caught up (gateway.admission.epoch).
         store_epoch = StoreEpoch(self.redis, key=KEYS.admission.epoch)
-        self.epoch = EpochWatcher(store_epoch, interval=epoch_interval)
-        self.store = AdmissionStore(self.redis, key_prefix=KEYS.prefix, clock=clock, epoch=lambda: store_epoch.known)
+        self.epoch = EpochWatcher(store_epoch, interval=epoch_interval,
+                                  on_store_error=lambda: self.metrics.store_error("epoch"))
+        replicas = settings.redis.wait_for_replicas
+        self.replica_wait = ReplicaWait(replicas, settings.redis.wait_timeout_ms) if replicas else None
+        self.store = AdmissionStore(self.redis, key_prefix=KEYS.prefix, clock=clock, epoch=lambda: store_epoch.known,
+                                    replica_wait=self.replica_wait)
         campaign_caps = {name: c.max_concurrent_sessions for name, c in settings.platform.campaigns.items()
                          if c.max_concurrent_sessions is not None}
         self.capacity = CapacityPolicy(global_cap=settings.concurrency.max_concurrent_sessions,
@@ -171,7 +191,8 @@ class Gateway:
                                           interval=dispatch_interval, on_store_reset=self.epoch.check_now)
         self.capacity_sync = PlatformCapacitySync(platform=self.platform, store=self.store, capacity=self.capacity,
                                                   interval=settings.concurrency.sync_interval_seconds,
-                                                  grew=self.dispatcher.kick)
+                                                  grew=self.dispatcher.kick,
+                                                  on_store_error=lambda: self.metrics.store_error("capacity"))
         # First after a reset: the cap stops counting the sessions the store forgot as free slots.
         self.epoch.on_reset(self.capacity_sync.after_store_reset)
         self.service = SessionService(settings=settings, store=self.store, serving=serving,
@@ -250,7 +271,9 @@ class Gateway:
             *docs_routes(cors=self.cors),
             # The operators' API, mounted only when Admin.ApiToken is set.
             *admin_routes(admin=self.admin, token=self.settings.admin.api_token, trusted_proxies=self.trusted_proxies,
-                          totals=lambda: dashboard_totals(self.metrics.collect())),
+                          totals=lambda: dashboard_totals(self.metrics.collect()),
+                          on_store_error=lambda: self.metrics.store_error("admin")),
+            *dashboard_routes(cors=self.cors),  # the live dashboard at /admin, on the admin API
         ]
 
     def make_app(self, extra_routes: list[Any] | None = None) -> tornado.web.Application:

@@ -79,11 +79,13 @@ class EpochWatcher:
     :param epoch: the store's epoch.
     :param handlers: awaited in order after a reset; one failing does not stop the others.
     :param interval: seconds between checks.
+    :param on_store_error: told when a timed check could not reach the store (counted as a Redis error).
     """
 
     def __init__(self, epoch: StoreEpoch, *, handlers: list[ResetHandler] | None = None,
-                 interval: float = CHECK_INTERVAL_SECONDS) -> None:
+                 interval: float = CHECK_INTERVAL_SECONDS, on_store_error: Callable[[], None] = lambda: None) -> None:
         self.epoch = epoch
+        self._on_store_error = on_store_error
         self.handlers: list[ResetHandler] = list(handlers or [])
         self._loop = Periodic(self._check_quietly, interval=interval, name="store epoch check", log=log)
         self._check: asyncio.Future[bool] | None = None
@@ -132,4 +134,5 @@ class EpochWatcher:
         try:
             await self.check_once()
         except RedisError:
-            pass  # unreachable: nothing to conclude; outages are logged by the calls that need the store
+            # Unreachable: nothing to conclude; outages are logged by the calls that need the store.
+            self._on_store_error()

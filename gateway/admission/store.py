@@ -45,6 +45,7 @@ from gateway.admission.types import (
 )
 from gateway.admission.keys import DEFAULT_PREFIX, AdmissionKeys
 from gateway.redis.client import run_script
+from gateway.redis.replication import ReplicaWait
 from ratelimit import UnitCall
 from ratelimit.limiter import UNITS_LIBRARY
 
@@ -61,6 +62,9 @@ _OPERATIONS = ("admit", "claim", "reap", "activate", "release_lease", "end_sessi
                "set_outcome", "status", "remove", "extend_lease")
 #: Operations that also carry rate-limit unit work (their scripts embed ``ratelimit/lua/lib_units.lua``).
 _WITH_UNITS = frozenset({"admit", "activate"})
+#: The writes a failover must not lose once the gateway acted on them: an answered admission, a claim the
+#: platform is called for, a recorded session, an ended one. With ``replica_wait`` they wait for replicas.
+_REPLICATED = frozenset({"admit", "claim", "activate", "end_session"})
 _OUTCOME_STATUSES = frozenset({RequestState.READY, RequestState.FAILED})
 
 
@@ -141,14 +145,17 @@ class AdmissionStore:
     :param clock: wall clock in seconds; its value is passed to the scripts as ``now``.
     :param scan_limit: most queue entries one eligibility scan inspects. If a scan stops at the limit
         with room left, the new request is queued rather than risk overtaking an older eligible entry.
+    :param replica_wait: wait for replicas after the writes a failover must not lose
+        (:mod:`gateway.redis.replication`); none by default.
     """
 
     def __init__(self, redis: aioredis.Redis, *, key_prefix: str = DEFAULT_PREFIX,
                  clock: Callable[[], float] = time.time, scan_limit: int = DEFAULT_SCAN_LIMIT,
-                 epoch: Callable[[], str | None] = lambda: None) -> None:
+                 epoch: Callable[[], str | None] = lambda: None, replica_wait: ReplicaWait | None = None) -> None:
         if scan_limit < 1:
             raise ValueError("scan_limit must be >= 1")
         self._epoch = epoch
+        self._replica_wait = replica_wait
         self._redis = redis
         self._keys = AdmissionKeys(prefix=key_prefix)
         self._shared_keys = tuple(self._keys.shared())
@@ -169,7 +176,8 @@ class AdmissionStore:
     async def _run(self, operation: str, args: list[Any] | tuple[Any, ...],
                    extra_keys: list[str] | tuple[str, ...] | None = None) -> Any:
         keys = self._shared_keys + tuple(extra_keys) if extra_keys else self._shared_keys
-        return await run_script(self._redis, self._scripts[operation], keys, (_num(self._clock()), *args))
+        wait = self._replica_wait if operation in _REPLICATED else None
+        return await run_script(self._redis, self._scripts[operation], keys, (_num(self._clock()), *args), wait=wait)
 
     def _request_keys(self, request_id: str) -> list[str]:
         return [self._keys.outcome(request_id), self._keys.tombstone(request_id)]

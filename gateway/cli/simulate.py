@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import logging
 
-from gateway.cli.serve import wait_for_signal
+from gateway.cli.serve import stop_on_signal
 
 log = logging.getLogger("gateway")
 
@@ -17,8 +17,9 @@ async def simulate(args: argparse.Namespace) -> int:
     runner = await serve_simulator(port=args.port, host=args.host, webhook_url=args.webhook_url,
                                    webhook_token=args.webhook_token, call_seconds=args.call_seconds,
                                    api_token=args.api_token)
+    stop = stop_on_signal()  # before the ready line, as for serve and demo
     log.info("simulated platform listening on http://%s:%d/api/v1/", args.host, args.port)
-    await wait_for_signal()
+    await stop.wait()
     await close_runner(runner)
     return 0
 

@@ -15,7 +15,7 @@ from gateway.config.limits import bind_limits
 from gateway.config.logging import bind_logging
 from gateway.config.metrics import bind_admin, bind_metrics
 from gateway.config.problems import Section
-from gateway.config.redis_url import bind_redis
+from gateway.config.redis_url import bind_redis, bind_redis_section
 from gateway.config.security import IPAPI_REPLACED, bind_geoip, bind_security
 from gateway.config.source import Node, TreeError, apply_environment, node_from_mapping, read_file
 from gateway.config.voice_platform import bind_platform
@@ -27,6 +27,7 @@ TOP_LEVEL_KEYS = (
     "AllowedOrigins",
     "ForwardedHeaders",
     "RedisConnectionString",
+    "Redis",
     "VoiceAiPlatform",
     "Concurrency",
     "Queue",
@@ -94,6 +95,7 @@ def _bind_settings(binder: Binder, root: Node) -> Settings | None:
     origins = bind_origins(binder, top)
     forwarded = bind_forwarded(binder, binder.section(top, "ForwardedHeaders"))
     redis_url = bind_redis(binder, top)
+    redis = bind_redis_section(binder, binder.section(top, "Redis"))
     platform = bind_platform(binder, binder.section(top, "VoiceAiPlatform"))
     queue = bind_queue(binder, binder.section(top, "Queue"))
     geoip = bind_geoip(binder, binder.section(top, "GeoIp"))
@@ -114,6 +116,7 @@ def _bind_settings(binder: Binder, root: Node) -> Settings | None:
         allowed_origins=origins,
         forwarded_headers=forwarded,
         redis_url=redis_url,
+        redis=redis,
         platform=platform,
         concurrency=concurrency,
         queue=queue,

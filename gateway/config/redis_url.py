@@ -1,4 +1,9 @@
-"""``RedisConnectionString``: a redis-py URL, or the StackExchange.Redis form the original middleware used."""
+"""``RedisConnectionString``: a redis-py URL, or the StackExchange.Redis form the original middleware used.
+
+Either may name a Redis behind Sentinel: the StackExchange form with ``serviceName=`` (its endpoints are then the
+sentinels), or a ``redis+sentinel://`` URL (:mod:`gateway.config.redis_sentinel`), the canonical form kept in
+``Settings.redis_url``.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,9 @@ from redis.connection import parse_url
 from gateway.config.binder import Binder
 from gateway.config.problems import Section
 from gateway.config.errors import ConfigError
+from gateway.config.settings import RedisSettings
+from gateway.config.redis_sentinel import SCHEMES as SENTINEL_SCHEMES
+from gateway.config.redis_sentinel import SENTINEL_PORT, SentinelTarget, parse_sentinel_url
 
 _STACKEXCHANGE_IGNORED = "ignored (a StackExchange.Redis option the gateway does not use)"
 
@@ -19,10 +27,12 @@ def parse_redis_connection_string(value: str) -> str:
 
     Accepts URLs (``redis://``, ``rediss://``, ``unix://``) as they are, and the StackExchange.Redis form the
     original used: ``host[:port][,password=...][,user=...][,ssl=true][,defaultDatabase=N][,name=...]``.
+    With ``serviceName=...`` the endpoints are sentinels (``sentinel1:26379,sentinel2:26379,serviceName=mymaster``)
+    and the result is a ``redis+sentinel://`` URL, as is a ``redis+sentinel://`` URL given directly.
     Other StackExchange options are ignored (:func:`~gateway.config.load_settings` reports them as warnings).
 
     :param value: the connection string; must not be empty.
-    :return: a ``redis://``, ``rediss://`` or ``unix://`` URL.
+    :return: a ``redis://``, ``rediss://``, ``unix://`` or ``redis+sentinel://`` URL.
     :raises ConfigError: when the string cannot be understood.
     """
     url, _warnings, problems = parse_redis("RedisConnectionString", value)
@@ -42,13 +52,33 @@ def bind_redis(binder: Binder, top: Section) -> str | None:
     return url
 
 
+def bind_redis_section(binder: Binder, section: Section | None) -> RedisSettings:
+    """The ``Redis`` section: ``WaitForReplicas`` and ``WaitTimeoutMilliseconds``."""
+    if section is None:
+        return RedisSettings()
+    replicas = binder.integer(section.child_path("WaitForReplicas"), section.take("WaitForReplicas"), minimum=0,
+                              maximum=16, hint="; 0 does not wait for replicas")
+    timeout = binder.integer(section.child_path("WaitTimeoutMilliseconds"), section.take("WaitTimeoutMilliseconds"),
+                             minimum=1, maximum=4000, hint="; it must end before the 5 s command timeout")
+    binder.warn_unknown(section)
+    defaults = RedisSettings()
+    return RedisSettings(wait_for_replicas=defaults.wait_for_replicas if replicas is None else replicas,
+                         wait_timeout_ms=defaults.wait_timeout_ms if timeout is None else timeout)
+
+
 def parse_redis(path: str, value: str) -> tuple[str | None, list[str], list[str]]:
     """``(url, warnings, problems)`` for a connection string of either style."""
     text = value.strip()
     scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+    if scheme in SENTINEL_SCHEMES:
+        try:
+            return parse_sentinel_url(text).url(), [], []
+        except ValueError as exc:
+            return None, [], [f"{path}: not a valid Sentinel URL ({exc})"]
     if scheme:
         if scheme not in ("redis", "rediss", "unix"):
-            return None, [], [f"{path}: unsupported scheme {scheme!r}; use redis://, rediss:// or unix://, or host:port"]
+            return None, [], [f"{path}: unsupported scheme {scheme!r}; use redis://, rediss://, unix:// or "
+                                 "redis+sentinel://, or host:port"]
         try:
             parse_url(text)
         except ValueError as exc:
@@ -71,11 +101,16 @@ def parse_redis(path: str, value: str) -> tuple[str | None, list[str], list[str]
                 problems.append(f"{path}: defaultDatabase={setting!r} must be a whole number >= 0")
             else:
                 database = int(setting)
-        elif option not in ("password", "user", "name"):
+        elif option not in ("password", "user", "name", "servicename", "sentinelpassword"):
             warnings.append(f"{path}: option {option}={setting!r} {_STACKEXCHANGE_IGNORED}")
     if not endpoints:
         problems.append(f"{path}: no host; write host:port (e.g. localhost:6379) or a redis:// URL, or leave it empty for the embedded store")
         return None, warnings, problems
+    if "servicename" in options:
+        url = _sentinel_url(path, endpoints, options, ssl=ssl, database=database, problems=problems)
+        return (None if problems else url), warnings, problems
+    if "sentinelpassword" in options:
+        warnings.append(f"{path}: sentinelPassword ignored without serviceName (no sentinels are used)")
     if len(endpoints) > 1:
         warnings.append(f"{path}: several endpoints given; only the first ({endpoints[0]}) is used")
     host, port = _split_endpoint(endpoints[0])
@@ -90,6 +125,27 @@ def parse_redis(path: str, value: str) -> tuple[str | None, list[str], list[str]
     if name:
         url += "?client_name=" + quote(name, safe="")
     return url, warnings, problems
+
+
+def _sentinel_url(path: str, endpoints: list[str], options: dict[str, str], *, ssl: bool, database: int,
+                  problems: list[str]) -> str | None:
+    """The ``redis+sentinel://`` URL of a StackExchange string with ``serviceName``: every endpoint is a
+    sentinel (port 26379 unless given); ``password``/``user`` log in to the data nodes."""
+    service = options["servicename"]
+    if not service:
+        problems.append(f"{path}: serviceName must name the service the sentinels monitor (e.g. mymaster)")
+    sentinels: list[tuple[str, int]] = []
+    for endpoint in endpoints:
+        host, port = _split_endpoint(endpoint, default_port=SENTINEL_PORT)
+        if port is None:
+            problems.append(f"{path}: sentinel {endpoint!r} must be host or host:port with a port between 1 and 65535")
+        else:
+            sentinels.append((host.strip("[]"), port))
+    if problems:
+        return None
+    return SentinelTarget(sentinels=tuple(sentinels), service=service, username=options.get("user"),
+                          password=options.get("password"), sentinel_password=options.get("sentinelpassword"),
+                          db=database, ssl=ssl, client_name=options.get("name") or None).url()
 
 
 def _parts(text: str) -> tuple[list[str], dict[str, str]]:
@@ -108,7 +164,7 @@ def _parts(text: str) -> tuple[list[str], dict[str, str]]:
     return endpoints, options
 
 
-def _split_endpoint(endpoint: str) -> tuple[str, int | None]:
+def _split_endpoint(endpoint: str, *, default_port: int = 6379) -> tuple[str, int | None]:
     """``("host", port)``; a bracketed IPv6 host keeps its brackets for the URL. Port ``None`` = invalid."""
     match = re.fullmatch(r"\[([^\]]+)\](?::([0-9]{1,5}))?|([^:\[\]]+)(?::([0-9]{1,5}))?|([0-9A-Fa-f:]+)", endpoint)
     if match is None:
@@ -119,5 +175,5 @@ def _split_endpoint(endpoint: str) -> tuple[str, int | None]:
         host, port_text = match.group(3), match.group(4)
     else:
         host, port_text = f"[{match.group(5)}]", None
-    port = 6379 if port_text is None else int(port_text)
+    port = default_port if port_text is None else int(port_text)
     return host, port if 0 < port < 65536 else None

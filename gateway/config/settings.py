@@ -229,13 +229,30 @@ class InstanceSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RedisSettings:
+    """How the gateway uses its Redis beyond where it is (``Redis``).
+
+    :param wait_for_replicas: ``WaitForReplicas``: after each write that grants, queues, dispatches, records
+        or ends a session, wait (Redis ``WAIT``) until this many replicas have it before acting on it; 0 (the
+        default) does not wait. Narrows what a failover can lose (replication is asynchronous).
+    :param wait_timeout_ms: ``WaitTimeoutMilliseconds`` (1 to 4000): the longest such a wait lasts; then the gateway
+        carries on without the acknowledgement (and logs it), rather than stop serving while a replica lags.
+    """
+
+    wait_for_replicas: int = 0
+    wait_timeout_ms: int = 200
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """Everything the gateway is configured with.
 
     :param allowed_origins: ``AllowedOrigins``, CORS origins (``*`` allows any).
     :param forwarded_headers: ``ForwardedHeaders``.
-    :param redis_url: from ``RedisConnectionString``, as a ``redis://``/``rediss://``/``unix://`` URL;
-        ``None`` selects the embedded store.
+    :param redis_url: from ``RedisConnectionString``, as a ``redis://``/``rediss://``/``unix://`` URL, or a
+        ``redis+sentinel://`` one for a Redis behind Sentinel (:mod:`gateway.config.redis_sentinel`); ``None``
+        selects the embedded store.
+    :param redis: ``Redis``.
     :param platform: ``VoiceAiPlatform``.
     :param concurrency: ``Concurrency``.
     :param queue: ``Queue``.
@@ -252,6 +269,7 @@ class Settings:
     allowed_origins: tuple[str, ...] = ()
     forwarded_headers: ForwardedHeadersSettings = field(default_factory=ForwardedHeadersSettings)
     redis_url: str | None = None
+    redis: RedisSettings = field(default_factory=RedisSettings)
     concurrency: ConcurrencySettings = field(default_factory=ConcurrencySettings)
     queue: QueueSettings = field(default_factory=QueueSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)

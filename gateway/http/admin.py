@@ -56,6 +56,7 @@ class AdminHandler(JsonHandler):
     admin: AdminService
     token: str
     trusted_proxies: TrustedProxies
+    on_store_error: Any  # () -> None: counts the failure (iqra_gateway_redis_errors_total{component="admin"})
 
     def prepare(self) -> None:
         super().prepare()
@@ -77,6 +78,7 @@ class AdminHandler(JsonHandler):
                         name=_operator_name(self.request.headers.get("X-Operator", "")))
 
     def store_down(self, exc: Exception) -> None:
+        self.on_store_error()
         log.warning("admin: %s %s: the store did not answer: %s", self.request.method, self.request.path, exc)
         message, retry = ((exc.message, exc.retry_after) if isinstance(exc, ServiceUnavailable)
                           else (STORE_DOWN_MESSAGE, 5))
@@ -228,13 +230,14 @@ class RemoveRequestHandler(AdminHandler):
             self.send_json(204, None)
 
 
-def admin_routes(*, admin: AdminService, token: str, totals: Any,
-                 trusted_proxies: TrustedProxies) -> list[tornado.web.URLSpec]:
+def admin_routes(*, admin: AdminService, token: str, totals: Any, trusted_proxies: TrustedProxies,
+                 on_store_error: Any = lambda: None) -> list[tornado.web.URLSpec]:
     """The admin API's routes, or none when ``token`` is empty (the API is disabled)."""
     if not token:
         return []
     # No CORS for any origin: only the gateway's own dashboard page calls these.
-    common = {"cors": CorsPolicy(()), "admin": admin, "token": token, "trusted_proxies": trusted_proxies}
+    common = {"cors": CorsPolicy(()), "admin": admin, "token": token, "trusted_proxies": trusted_proxies,
+              "on_store_error": on_store_error}
     return [
         tornado.web.url(ADMIN_PREFIX + r"/queue", QueueSnapshotHandler, dict(common, totals=totals)),
         tornado.web.url(ADMIN_PREFIX + r"/dispatch/pause", PauseHandler, common),

@@ -156,7 +156,7 @@ class SessionHubService:
             clock=self._clock, monotonic=time.monotonic,
             min_interval=self.tuning.position_interval, poll_interval=self.tuning.poll_interval,
             on_estimate_error=observer.wait_estimate_error if observer is not None else None,
-            on_store_error=lambda: self._store_error("positions"))
+            on_store_error=lambda: self._store_error("positions"), arrived_at=self.presence.arrived_at)
         #: When this process could not reach the store: the reaper does not count it against anyone.
         self.outages = StoreOutages()
         self.reaper = AbandonmentReaper(
@@ -224,7 +224,9 @@ class SessionHubService:
             log.warning("Register(%s) failed, store unavailable: %s", request_id, exc)
             raise HubError(UNAVAILABLE_MESSAGE) from exc
         if status.status is RequestState.QUEUED and status.position is not None:
-            self.positions.tracker.told(request_id, status.position)
+            # A round that sent a newer place while the status was read is followed by one more.
+            if self.positions.tracker.told(request_id, status.position) not in (None, status.position):
+                self.positions.changed()
         elif status.status is RequestState.READY:
             # After the completion: the widget stops the connection on SessionReady, which would
             # otherwise cancel its own pending Register call.
@@ -304,11 +306,12 @@ class SessionHubService:
     async def _outcome_elsewhere(self, request_id: str, method: str, payload: Mapping[str, Any],
                                  delivered: frozenset[str]) -> None:
         await self.lifetime.send_group(request_id, method, (dict(payload),), exclude=delivered)
-        self.positions.changed()
         try:
             await self.presence.record_served(request_id)
         except RedisError as exc:
             log.warning("could not record the service of %s for the wait estimate: %s", request_id, exc)
+        # After the record: the round this starts estimates from a history that includes this service.
+        self.positions.changed()
 
     # -- helpers ---------------------------------------------------------------------------------
 

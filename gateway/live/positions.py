@@ -55,18 +55,22 @@ def next_round_delay(*, last_round_at: float | None, now: float, min_interval: f
     return max(0.0, last_round_at + min_interval - now)
 
 
-def service_gap(served_times: Sequence[float], *, now: float) -> float | None:
+def service_gap(served_times: Sequence[float], *, now: float, waiting_since: float | None = None) -> float | None:
     """Seconds per served request, or ``None`` while the rate is unknown (see :func:`estimate_wait_seconds`).
 
     :param served_times: times at which queued requests were served, oldest first.
     :param now: the current time, same clock.
+    :param waiting_since: when the request now at the front of the queue arrived, if known. A stall is
+        only counted from then: time when nobody waited (an idle night) says nothing about the rate, and
+        counting it would promise a crowd arriving in the morning hours of waiting.
     """
     if len(served_times) < 2:
         return None
     span = served_times[-1] - served_times[0]
     if span <= 0:
         return None
-    return max(span / (len(served_times) - 1), now - served_times[-1])
+    stalled_since = served_times[-1] if waiting_since is None else max(served_times[-1], waiting_since)
+    return max(span / (len(served_times) - 1), now - stalled_since)
 
 
 def wait_for_gap(position: int, gap: float | None) -> int | None:
@@ -91,17 +95,35 @@ def estimate_wait_seconds(position: int, served_times: Sequence[float], *, now: 
 
 
 class PositionTracker:
-    """Remembers the last position each local request was told, so only changes are sent."""
+    """Remembers the last position each local request was told, so only changes are sent, and which of
+    them have not been told an estimate yet, so they are sent one as soon as it is known."""
 
     def __init__(self) -> None:
         self._told: dict[str, int] = {}
+        self._unestimated: set[str] = set()
 
-    def told(self, request_id: str, position: int) -> None:
-        """The client learnt ``position`` another way (the Register result)."""
+    def told(self, request_id: str, position: int) -> int | None:
+        """The client learnt ``position`` from its Register result (no estimate); returns the one told before."""
+        previous = self._told.get(request_id)
         self._told[request_id] = position
+        self._unestimated.add(request_id)
+        return previous
+
+    def estimate_told(self, request_id: str, known: bool) -> None:
+        """An update went out, with an estimate (``known``) or with none."""
+        if known:
+            self._unestimated.discard(request_id)
+        else:
+            self._unestimated.add(request_id)
+
+    @property
+    def awaiting_estimate(self) -> bool:
+        """Whether some local request still waits for its first estimate."""
+        return bool(self._unestimated)
 
     def forget(self, request_id: str) -> None:
         self._told.pop(request_id, None)
+        self._unestimated.discard(request_id)
 
     def changes(self, queue_ids: Sequence[str], local_ids: Iterable[str],
                 vanished: list[str] | None = None) -> list[tuple[str, int]]:
@@ -115,6 +137,7 @@ class PositionTracker:
             position = index.get(rid)
             if position is None:
                 told.pop(rid, None)
+                self._unestimated.discard(rid)
                 if vanished is not None:
                     vanished.append(rid)
                 continue
@@ -122,6 +145,12 @@ class PositionTracker:
                 told[rid] = position
                 out.append((rid, position))
         return out
+
+    def unestimated(self, changes: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """``(request id, position)`` of the requests still without an estimate whose position did not
+        change (those that did are in ``changes`` already): to be sent again now that one is known."""
+        changed = {rid for rid, _ in changes}
+        return [(rid, self._told[rid]) for rid in self._unestimated if rid not in changed and rid in self._told]
 
 
 def update_payload(position: int, served_times: Sequence[float], now: float) -> dict[str, int | None]:
@@ -182,6 +211,7 @@ class PositionBroadcaster:
     :param on_estimate_error: told, for each local request served, the wait it really had minus the first
         estimate it was sent (see :meth:`retire`); None: estimates are not followed.
     :param on_store_error: told when a round could not read the store.
+    :param arrived_at: when a queued request arrived (``None`` if unknown), for the front of the queue.
     """
 
     def __init__(self, *, queue_ids: Callable[[], Awaitable[list[str]]],
@@ -192,8 +222,10 @@ class PositionBroadcaster:
                  min_interval: float = 1.0, poll_interval: float = 1.0,
                  slice_seconds: float = 0.0005, pace: float = 0.0001, round_budget: float = 0.5,
                  hold_seconds: float = 0.1, on_estimate_error: Callable[[float], None] | None = None,
-                 on_store_error: Callable[[], None] | None = None) -> None:
+                 on_store_error: Callable[[], None] | None = None,
+                 arrived_at: Callable[[str], Awaitable[float | None]] | None = None) -> None:
         self.tracker = PositionTracker()
+        self._arrived_at = arrived_at
         self._on_estimate_error = on_estimate_error
         self._on_store_error = on_store_error
         #: The first estimate each local request was sent, and when: request id -> (told at, seconds).
@@ -299,11 +331,18 @@ class PositionBroadcaster:
             now = self._clock()
             for rid in vanished:
                 self._settle(rid, now)
-        if not changes:
+        if not changes and not self.tracker.awaiting_estimate:
             return 0
         served = await self._served_times()
+        front_since = await self._arrived_at(queue[0]) if queue and self._arrived_at is not None else None
         now = self._clock()
-        gap = service_gap(served, now=now)
+        gap = service_gap(served, now=now, waiting_since=front_since)
+        if gap is not None:
+            # A client told its place without an estimate (at Register, or before the rate was known) hears
+            # one now, though its place did not move: otherwise it could wait at the front with none.
+            changes += self.tracker.unestimated(changes)
+        if not changes:
+            return 0
         sent = await self._deliver(changes, gap, started, now)
         self.rounds += 1
         elapsed = self._monotonic() - started
@@ -314,7 +353,7 @@ class PositionBroadcaster:
 
     async def _deliver(self, changes: list[tuple[str, int]], gap: float | None, started: float,
                        told_at: float) -> int:
-        monotonic, send, retired = self._monotonic, self._send, self._retired
+        monotonic, send, retired, tracker = self._monotonic, self._send, self._retired, self.tracker
         # The first estimate each request is sent is remembered, to be compared with its real wait.
         promises = self._promises if self._on_estimate_error is not None and gap is not None else None
         slice_end = monotonic() + self._slice
@@ -327,6 +366,7 @@ class PositionBroadcaster:
                 continue
             sent += 1
             wait = wait_for_gap(position, gap)
+            tracker.estimate_told(rid, wait is not None)
             if promises is not None and wait is not None and rid not in promises:
                 promises[rid] = (told_at, wait)
             try:

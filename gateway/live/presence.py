@@ -32,6 +32,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from gateway.model.entry import QueueEntry
 from gateway.admission.store import AdmissionStore
 
 #: Request ids per heartbeat script call: bounds the time one EVALSHA holds Redis.
@@ -254,6 +255,14 @@ class PresenceStore:
             pipe.zadd(self.keys.served, {request_id: now})
             pipe.zremrangebyscore(self.keys.served, "-inf", now - self._served_window)
             await pipe.execute()
+
+    async def arrived_at(self, request_id: str) -> float | None:
+        """When a queued request arrived (its entry's stamp), for the wait estimate; None when it is gone,
+        has no stamp or its entry is damaged."""
+        try:
+            return QueueEntry.queued_at_of(await self._admission.entry_data(request_id))
+        except ValueError:
+            return None
 
     async def served_times(self) -> list[float]:
         """Times at which queued requests were served within the window, oldest first."""

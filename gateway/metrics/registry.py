@@ -65,7 +65,7 @@ _ABANDONMENTS = {Departure.LEFT.value: "left", Departure.UNREGISTERED.value: "un
                  Departure.REMOVED.value: "removed"}
 #: Who meets Redis errors (:class:`gateway.queue.events.StoreFailed` components, and the callers of
 #: :meth:`GatewayMetrics.store_error`).
-STORE_COMPONENTS = ("http", "dispatcher", "hub", "positions", "abandonment", "metrics")
+STORE_COMPONENTS = ("http", "dispatcher", "hub", "positions", "abandonment", "metrics", "epoch", "capacity", "admin")
 PLATFORM_OPERATIONS = ("initiate", "concurrency")
 CALL_RESULTS = ("success", *(kind.value for kind in FailureKind))
 HUB_PROTOCOLS = ("json", "messagepack")

@@ -128,10 +128,12 @@ class PlatformCapacitySync:
     :param capacity: the policy to update.
     :param interval: ``Concurrency.SyncIntervalSeconds``.
     :param grew: called when the cap grew (the dispatcher claims at once).
+    :param on_store_error: told when the store could not be read (counted as a Redis error).
     """
 
     def __init__(self, *, platform: PlatformClient, store: AdmissionStore, capacity: CapacityPolicy,
-                 interval: float, grew: Callable[[], None]) -> None:
+                 interval: float, grew: Callable[[], None], on_store_error: Callable[[], None] = lambda: None) -> None:
+        self._on_store_error = on_store_error
         self._platform = platform
         self._store = store
         self._capacity = capacity
@@ -171,6 +173,7 @@ class PlatformCapacitySync:
         try:
             counts = await self._store.counts()
         except RedisError as exc:
+            self._on_store_error()
             log.warning("platform concurrency sync could not read the store: %s", exc)
             return
         if self._capacity.learn(usage, int(counts.get("active", 0)) + int(counts.get("pending", 0))):

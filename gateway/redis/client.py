@@ -1,4 +1,5 @@
-"""Open the Redis the gateway's shared state lives in: a real server, or an embedded in-process one.
+"""Open the Redis the gateway's shared state lives in: a real server (or one behind Sentinel, found through
+:mod:`gateway.redis.sentinel`), or an embedded in-process one.
 
 The embedded store is ``fakeredis`` with its Lua engine (lupa), so the admission scripts in
 ``gateway/lua`` run unchanged. It suits a single gateway process (development, a small deployment):
@@ -8,8 +9,8 @@ its state is lost on exit and is not shared with other processes.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
@@ -19,6 +20,8 @@ from redis.exceptions import MaxConnectionsError, NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.config.errors import ConfigError
+from gateway.config.redis_sentinel import is_sentinel_url
+from gateway.redis.replication import ReplicaWait
 from gateway.redis.gate import MIN_REDIS_VERSION, RedisGate, RedisTooOld  # noqa: F401  (the version, re-exported)
 
 try:
@@ -38,16 +41,17 @@ COMMAND_TIMEOUT_SECONDS = 5.0
 def redact_url(url: str) -> str:
     """Return ``url`` with any password replaced by ``***``, for logs.
 
-    :param url: a ``redis://`` style URL.
+    :param url: a ``redis://`` style URL, or a ``redis+sentinel://`` one (whose several hosts a URL parser
+        would not take).
     """
-    parts = urlsplit(url)
-    if parts.password is None:
+    url = re.sub(r"([?&]sentinel_password=)[^&#]*", r"\1***", url)
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, tail = rest.partition("/")
+    credentials, at, hosts = netloc.rpartition("@")
+    if not sep or not at or ":" not in credentials:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+    user = credentials.partition(":")[0]
+    return f"{scheme}://{user}:***@{hosts}{slash}{tail}"
 
 
 class _LeanCommands:
@@ -198,7 +202,7 @@ class _WaitingPool(aioredis.BlockingConnectionPool):
 
 
 async def run_script(client: aioredis.Redis, script: AsyncScript, keys: tuple[str, ...] | list[str],
-                     args: tuple[Any, ...] | list[Any]) -> Any:
+                     args: tuple[Any, ...] | list[Any], *, wait: ReplicaWait | None = None) -> Any:
     """Run a registered script with EVALSHA, as ``script(keys=keys, args=args)`` does, for less CPU.
 
     On the gateway's own pool (a real Redis) this checks out a connection, sends, reads and gives it back
@@ -210,6 +214,9 @@ async def run_script(client: aioredis.Redis, script: AsyncScript, keys: tuple[st
     or a Redis restart the script is loaded again once. Like redis-py with the retries we configure (none),
     a failed command is not repeated: the scripts are not idempotent and the caller answers 503.
     Any other client (the embedded store) takes redis-py's path.
+
+    :param wait: after the script, ``WAIT`` on the same connection for its replicas (a real Redis only;
+        :mod:`gateway.redis.replication`); a script that raised is not waited for.
     """
     pool = client.connection_pool
     if not isinstance(pool, _WaitingPool):
@@ -220,25 +227,38 @@ async def run_script(client: aioredis.Redis, script: AsyncScript, keys: tuple[st
     elif not connection.is_connected:
         try:
             await connection.connect()
+            if not pool.gate.verified:  # the connect found a new primary (Sentinel): check it first
+                await pool.gate.verify(connection)
         except BaseException:
             await pool.release(connection)
             raise
     try:
         try:
-            await connection.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
-            return await connection.read_response()
-        except NoScriptError:
-            await connection.send_command("SCRIPT", "LOAD", script.script)
-            loaded = await connection.read_response()
-            script.sha = loaded.decode() if isinstance(loaded, bytes) else loaded
-            await connection.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
-            return await connection.read_response()
+            reply = await _evalsha(connection, script, keys, args)
+            if wait is not None:
+                await connection.send_command("WAIT", wait.replicas, wait.timeout_ms)
+                wait.acknowledged(int(await connection.read_response()))
+            return reply
         except (RedisConnectionError, RedisTimeoutError) as exc:
             await connection.disconnect(error=exc)
             raise
     finally:
         if not pool.give_back(connection):
             await pool.release(connection)
+
+
+async def _evalsha(connection: AbstractConnection, script: AsyncScript, keys: tuple[str, ...] | list[str],
+                   args: tuple[Any, ...] | list[Any]) -> Any:
+    """The script's reply; loaded again once when Redis does not have it (a restart, a promoted replica)."""
+    try:
+        await connection.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        return await connection.read_response()
+    except NoScriptError:
+        await connection.send_command("SCRIPT", "LOAD", script.script)
+        loaded = await connection.read_response()
+        script.sha = loaded.decode() if isinstance(loaded, bytes) else loaded
+        await connection.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        return await connection.read_response()
 
 
 async def check_redis_version(client: aioredis.Redis) -> None:
@@ -270,12 +290,16 @@ async def check_redis_version(client: aioredis.Redis) -> None:
 def open_redis(url: str | None, *, pool_size: int = POOL_SIZE) -> aioredis.Redis:
     """Create the client for the shared store; no connection is made until first use.
 
-    :param url: ``redis://``, ``rediss://`` or ``unix://`` URL of a real Redis, or ``None`` for the
-        embedded in-process store.
+    :param url: ``redis://``, ``rediss://`` or ``unix://`` URL of a real Redis, a ``redis+sentinel://`` URL of
+        one that Sentinel watches (:mod:`gateway.redis.sentinel`), or ``None`` for the embedded in-process store.
     :param pool_size: most connections to a real Redis (callers beyond it wait for a free one).
     :raises ValueError: if the URL is malformed.
     :raises RuntimeError: if the embedded store is asked for but its Lua engine is not installed.
     """
+    if is_sentinel_url(url):
+        from gateway.redis.sentinel import open_sentinel_redis  # it builds on this module's pool
+
+        return open_sentinel_redis(url, pool_size=pool_size)  # type: ignore[arg-type]
     if url:
         # A bounded pool that makes callers wait for a free connection instead of failing with "Too many
         # connections" under a burst; timeouts so that a hung Redis turns into a 503 rather than a hang.

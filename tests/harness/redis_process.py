@@ -100,6 +100,14 @@ class RedisProcess:
             self._proc.send_signal(signal.SIGCONT)
         self._paused = False
 
+    def kill(self) -> None:
+        """End the server at once (SIGKILL), as a crashed host: no shutdown, no final write, sockets reset."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._proc = None
+        self._paused = False
+
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
             self.resume()  # a stopped process would not act on SIGTERM

@@ -7,6 +7,7 @@ The wheel's dependencies come from the package index through pip's cache, as a u
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import os
@@ -29,6 +30,7 @@ from tests.harness.stack import body_of, session_body
 pytestmark = pytest.mark.slow
 
 SIGNALR_BUNDLE = Path("node_modules", "@microsoft", "signalr", "dist", "browser", "signalr.min.js")
+UPLOT_BUNDLE = Path("node_modules", "uplot", "dist", "uPlot.iife.min.js")
 INSTALL_TIMEOUT = 240
 
 
@@ -63,6 +65,14 @@ def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return home / "venv"
 
 
+def _npm_bundles() -> list[str]:
+    """setup.py's NPM_BUNDLES (read, not imported: importing setup.py would run setup())."""
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    (value,) = [node.value for node in tree.body if isinstance(node, ast.Assign)
+                and any(isinstance(t, ast.Name) and t.id == "NPM_BUNDLES" for t in node.targets)]
+    return ast.literal_eval(value)
+
+
 def test_the_wheel_carries_the_packages_lua_scripts_and_browser_files(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     top_level = {name.split("/")[0] for name in names if not name.startswith("iqra_gateway-")}
@@ -73,6 +83,15 @@ def test_the_wheel_carries_the_packages_lua_scripts_and_browser_files(wheel):
     browser = {p.name for p in (ROOT / "static").iterdir() if p.suffix in (".js", ".css", ".html")}
     assert {f"gateway/static/{name}" for name in browser} <= names
     assert f"gateway/static/{SIGNALR_BUNDLE.as_posix()}" in names
+    # Every npm file the gateway serves (the SignalR bundle, Swagger UI, uPlot) and the licences beside them.
+    bundles = _npm_bundles()
+    assert UPLOT_BUNDLE.relative_to("node_modules").as_posix() in bundles and "uplot/LICENSE" in bundles
+    for pattern in bundles:
+        found = [p.relative_to(ROOT / "static").as_posix() for p in (ROOT / "static" / "node_modules").glob(pattern)]
+        assert found and {f"gateway/static/{path}" for path in found} <= names, pattern
+    # The admin dashboard's own files, in their folder.
+    admin = {f"gateway/static/admin/{p.name}" for p in (ROOT / "static" / "admin").iterdir()}
+    assert "gateway/static/admin/index.html" in admin and admin <= names
     assert not any(name.startswith("gateway/static/") and name.endswith(".json") for name in names)
 
 
@@ -118,6 +137,11 @@ async def test_the_installed_wheel_runs_a_demo_whose_queue_works(venv):
         assert widget.body == (ROOT / "static" / "widget.js").read_bytes()
         bundle = await http.fetch(base + "/static/vendor/signalr.js")
         assert bundle.body == (ROOT / "static" / SIGNALR_BUNDLE).read_bytes()
+        # The admin dashboard with its charts (the page has no notice of a missing uPlot).
+        dashboard = await http.fetch(base + "/admin")
+        assert b'type="password"' in dashboard.body and b'class="notice"' not in dashboard.body
+        chart = await http.fetch(base + "/static/vendor/uplot/" + UPLOT_BUNDLE.name)
+        assert chart.body == (ROOT / "static" / UPLOT_BUNDLE).read_bytes()
 
         answers = []
         for _ in range(3):

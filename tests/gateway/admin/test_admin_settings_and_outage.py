@@ -49,6 +49,8 @@ async def test_the_admin_api_answers_503_while_the_store_is_down(redis_proc) -> 
             assert response.code == 503, (path, response.code, response.body)
             assert int(response.headers["Retry-After"]) > 0 and body_of(response)["message"]
         redis_proc.start()
+        metrics = (await stack.call("GET", "/metrics")).body.decode()
+        assert f'iqra_gateway_redis_errors_total{{component="admin"}} {float(len(calls))}' in metrics
         view = await stack.call("GET", "/api/admin/queue", headers=AUTH)
         assert view.code == 200, view.body
         assert body_of(view)["paused"] is False and body_of(view)["recentChanges"] == []

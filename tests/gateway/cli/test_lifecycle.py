@@ -146,9 +146,36 @@ async def test_the_demo_command_serves_a_session_end_to_end():
         assert [code for code, _ in answers] == [200, 200, 202]  # the demo's cap is 2
         assert answers[0][1]["webSocketUrl"].startswith(f"ws://127.0.0.1:{port + 1}/ws/session/")
         assert answers[2][1]["queuePosition"] == 1
+        [admin_line] = [line for line in seen if "admin dashboard:" in line]
+        token = admin_line.rsplit("token: ", 1)[1].rstrip(")\n")
+        http = AsyncHTTPClient(force_instance=True)
+        snapshot = await http.fetch(f"http://127.0.0.1:{port}/api/admin/queue",
+                                    headers={"Authorization": f"Bearer {token}"}, raise_error=False)
+        http.close()
+        assert snapshot.code == 200 and body_of(snapshot)["queueLength"] == 1  # the printed token opens it
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=20)
+        proc.stdout.close()
+    assert code == 0
+
+
+def test_the_demo_stopped_as_soon_as_it_says_anything_stops_cleanly():
+    # Its signal handlers are in place before its first line: a supervisor may stop it the moment it speaks.
+    port = _two_free_ports()
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "demo", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    try:
+        seen = []
+        while not seen or not seen[-1].startswith("iqra-gateway demo"):  # its log lines may come first
+            seen.append(proc.stdout.readline())
+            assert seen[-1], "the demo exited before it spoke:\n" + "".join(seen)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
         proc.stdout.close()
     assert code == 0
 

@@ -55,12 +55,22 @@ async def edge_stack():
         await stack.gateway.redis.aclose()
 
 
+async def _end_of(reader: asyncio.StreamReader) -> bytes:
+    """What is left to read; a reset counts as a close without an answer: a socket closed while the
+    kernel still holds bytes the server never read (a busy machine's server closing on its deadline
+    before reading the slow head) ends with a reset instead of a FIN."""
+    try:
+        return await reader.read()
+    except ConnectionResetError:
+        return b""
+
+
 async def test_2000_slowloris_connections_are_closed_by_the_headers_timeout(edge_stack, many_files):
     stack = await edge_stack(RequestHeadersTimeoutSeconds=0.5, MaxConnections=0, MaxConnectionsPerIp=0)
     port = stack.gateway.port
     connections = await open_many(port, FLOOD, SLOW_HEAD)
     try:
-        ends = await asyncio.wait_for(asyncio.gather(*(reader.read() for reader, _ in connections)), TIMEOUT)
+        ends = await asyncio.wait_for(asyncio.gather(*(_end_of(reader) for reader, _ in connections)), TIMEOUT)
         # Closed by the server, without an answer to a request that was never made.
         assert sum(1 for end in ends if end == b"") == FLOOD
         assert stack.gateway.server.caps.open_total == 0

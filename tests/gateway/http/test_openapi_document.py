@@ -32,7 +32,7 @@ SESSION_REQUEST = jsonschema.Draft202012Validator(
     {"$ref": "#/components/schemas/SessionRequest", "components": DOCUMENT["components"]})
 CAMPAIGNS = load_settings(data=base_config(), environ={}).settings.platform.campaigns
 #: Pages and files the gateway serves beside its JSON routes: not operations of the API.
-NOT_OPERATIONS = {"/docs", "/static/vendor/swagger-ui/"}
+NOT_OPERATIONS = {"/docs", "/static/vendor/swagger-ui/", "/admin", "/static/vendor/uplot/"}
 METHODS = ("get", "post", "put", "patch", "delete")
 
 

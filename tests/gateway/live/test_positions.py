@@ -89,6 +89,34 @@ def test_grace_is_longer_than_the_official_reconnect_delays() -> None:
                            register_timeout=60, disconnect_grace=45) is None
 
 
+def test_a_stall_counts_only_while_someone_waits() -> None:
+    # Served every 10 s until t=100, then nobody waited all night; a crowd arrives at t=36,000.
+    served = [float(t) for t in range(10, 101, 10)]
+    assert service_gap(served, now=36_005.0) == 35_905.0  # without the arrival: the night counts as a stall
+    assert service_gap(served, now=36_005.0, waiting_since=36_000.0) == 10.0  # the mean gap, as it should
+    assert service_gap(served, now=36_100.0, waiting_since=36_000.0) == 100.0  # a stall since the front arrived
+    assert service_gap(served, now=150.0, waiting_since=20.0) == 50.0  # waiting before the last service
+
+
+async def test_the_front_arrival_reaches_the_estimate() -> None:
+    sent: list[tuple[str, int, int | None]] = []
+
+    async def queue_ids() -> list[str]:
+        return ["front", "me"]
+
+    async def served() -> list[float]:
+        return [0.0, 10.0]
+
+    async def arrived_at(request_id: str) -> float | None:
+        return {"front": 995.0}.get(request_id)
+
+    broadcaster = PositionBroadcaster(queue_ids=queue_ids, served_times=served, local_requests=lambda: ["me"],
+                                      send=lambda rid, position, wait: sent.append((rid, position, wait)),
+                                      clock=lambda: 1000.0, monotonic=lambda: 0.0, arrived_at=arrived_at)
+    assert await broadcaster.run_once() == 1
+    assert sent == [("me", 2, 20)]  # 2 x the 10 s gap, not 2 x the 990 s since the last service
+
+
 async def test_broadcaster_round_sends_to_local_waiting_clients() -> None:
     sent: list[tuple[str, dict]] = []
     queue = ["a", "b", "c"]
@@ -115,6 +143,38 @@ async def test_broadcaster_round_sends_to_local_waiting_clients() -> None:
     broadcaster._send = failing_send  # one client's failure must not stop the others
     assert await broadcaster.run_once() == 2
     assert sent == [("c", 2, 20)]
+
+
+async def test_a_client_told_its_place_without_an_estimate_hears_one_once_it_is_known() -> None:
+    # Registered at the front before any service (the Register result carries no estimate), then the
+    # rate becomes known from services of other requests that did not move it: it is told its estimate.
+    sent: list[tuple[str, int, int | None]] = []
+    served: list[float] = []
+
+    async def queue_ids() -> list[str]:
+        return ["a", "b"]
+
+    async def served_times() -> list[float]:
+        return list(served)
+
+    broadcaster = PositionBroadcaster(queue_ids=queue_ids, served_times=served_times, local_requests=lambda: ["a"],
+                                      send=lambda rid, position, wait: sent.append((rid, position, wait)),
+                                      clock=lambda: 10.0, monotonic=lambda: 0.0)
+    broadcaster.tracker.told("a", 1)
+    assert await broadcaster.run_once() == 0 and sent == []  # no rate yet: nothing new to say
+    served.extend([0.0, 10.0])
+    assert await broadcaster.run_once() == 1
+    assert sent == [("a", 1, 10)]
+    assert await broadcaster.run_once() == 0  # told once; nothing more until something changes
+    assert not broadcaster.tracker.awaiting_estimate
+
+
+def test_the_tracker_says_what_a_round_told_before_the_register_result() -> None:
+    tracker = PositionTracker()
+    assert tracker.told("a", 6) is None
+    assert tracker.changes(["x", "y", "z", "w", "a"], ["a"]) == [("a", 5)]  # a round: a moved to 5
+    assert tracker.told("a", 6) == 5  # the Register result read earlier says 6: one more round is due
+    assert tracker.changes(["x", "y", "z", "w", "a"], ["a"]) == [("a", 5)]  # and it puts 5 last
 
 
 async def test_broadcaster_coalesces_bursts() -> None:

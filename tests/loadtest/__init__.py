@@ -1,0 +1,1 @@
+"""The Locust load-test kit (loadtest/) run against the demo stack."""
