@@ -64,7 +64,7 @@ from gateway.config.redis_sentinel import is_sentinel_url, parse_sentinel_url
 from gateway.redis.client import check_redis_version, open_redis
 from gateway.redis.replication import ReplicaWait
 from gateway.redis.sentinel import backplane_factory
-from geo.client_ip import TrustedProxies
+from geo.client_ip import TrustedProxies, resolve_client_address
 
 log = logging.getLogger("gateway")
 access_log = logging.getLogger("gateway.access")
@@ -72,18 +72,23 @@ access_log = logging.getLogger("gateway.access")
 NEGOTIATE_PATH = HUB_PATH + "/negotiate"
 
 
-def _log_request(handler: tornado.web.RequestHandler) -> None:
+def _log_request(handler: tornado.web.RequestHandler, proxies: TrustedProxies) -> None:
     status = handler.get_status()
     level = logging.INFO if status < 500 else logging.ERROR
     if not access_log.isEnabledFor(level):
         return  # a quiet access log costs the request nothing
     request = handler.request
     millis = 1000.0 * request.request_time()
+    # Behind a load balancer (ForwardedHeaders), the visitor's address rather than the balancer's.
+    client_ip = request.remote_ip or ""
+    if proxies.enabled:
+        headers = request.headers
+        client_ip = resolve_client_address(client_ip, headers.get_list("X-Forwarded-For"), (), proxies).ip or client_ip
     # The same facts as fields of their own, so that a JSON log collector can filter on them.
     fields = {"status": status, "method": request.method, "path": request.path, "duration_ms": round(millis, 1),
-              "client_ip": request.remote_ip}
+              "client_ip": client_ip}
     access_log.log(level, "%d %s %s %.1fms ip=%s request=%s", status, request.method, request.uri, millis,
-                   request.remote_ip, request_id_of(request), extra=fields)
+                   client_ip, request_id_of(request), extra=fields)
 
 
 #: Every Redis name of this gateway, under its one prefix.
@@ -275,13 +280,14 @@ class Gateway:
         inflight = self.inflight
         hand_over = self.hand_over
         cors = self.cors
+        proxies = self.trusted_proxies
 
         class _Tracked(tornado.web.Application):
             # Counting here (rather than in each handler) covers every route, including SignalR's. A
             # request whose client leaves before it was fully received ends in the EdgeServer instead.
             def log_request(self, handler: tornado.web.RequestHandler) -> None:
                 inflight.finished(handler.request.connection)
-                _log_request(handler)
+                _log_request(handler, proxies)
 
             def find_handler(self, request, **kwargs):  # type: ignore[no-untyped-def]
                 if hand_over is not None and hand_over(request):
@@ -344,6 +350,9 @@ class Gateway:
         """Stop accepting, finish in-flight requests (up to ``grace`` s), then release everything."""
         if self.server is not None:
             self.server.stop()
+            # Before the hub tells its clients to reconnect: their reconnect must not come back here
+            # on a connection a load balancer keeps open to this instance.
+            self.server.close_idle_connections()
         await self.metrics_endpoint.stop()
         for step in reversed(self._on_stop):
             try:

@@ -18,6 +18,8 @@ _present() {
   case "$1" in
     redis-server) command -v redis-server ;;
     nodejs) command -v node ;;
+    # Debian installs them in /usr/sbin, which is not on a user's PATH (IQRA_SBIN_PATH: where else to look).
+    haproxy|nginx) command -v "$1" || PATH="${IQRA_SBIN_PATH:-/usr/sbin:/sbin}" command -v "$1" ;;
     # Debian's python3 lacks ensurepip until python3-venv is installed, so `python3 -m venv` fails.
     python3-venv) python3 -c 'import ensurepip, venv' ;;
     *) command -v "$1" ;;

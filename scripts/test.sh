@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bootstrap.sh
-bootstrap_system_packages redis-server nodejs npm chromium
+bootstrap_system_packages redis-server nodejs npm chromium haproxy nginx
 bootstrap_venv '.[test]'
 # static/: the browser bundles; the interop folders: the @microsoft/signalr Node clients the tests drive.
 bootstrap_node_packages static tests/signalr/interop tests/gateway/live/interop

@@ -46,17 +46,19 @@ class Handover:
     """Worker ``index`` of ``workers``: passes requests to their owners over ``channel``.
 
     :param channel: this worker's end of its channel to the parent (non-blocking).
+    :param instance_prefix: what this instance's tokens start with before the worker index (``Instance.Id``).
     """
 
-    def __init__(self, index: int, workers: int, channel: socket.socket) -> None:
+    def __init__(self, index: int, workers: int, channel: socket.socket, instance_prefix: str = "") -> None:
         self.index = index
+        self.instance_prefix = instance_prefix
         self.workers = workers
         self.channel = channel
 
     def __call__(self, request: tornado.httputil.HTTPServerRequest) -> bool:
         """Pass ``request`` on if another worker holds the connection it names; True when passed on
         (the request's connection then belongs to this worker no more)."""
-        owner = owner_of(request.uri or "", self.workers)
+        owner = owner_of(request.uri or "", self.workers, self.instance_prefix)
         if owner is None or owner == self.index:
             return False
         connection = request.connection

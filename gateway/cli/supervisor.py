@@ -6,7 +6,9 @@ token knows the connection. The kernel would spread those requests over all work
 process accepts every TCP connection, peeks at its request line (without consuming it) and hands the
 socket to a worker over a Unix socket (``SCM_RIGHTS``): to the worker named by the token's prefix
 (each worker starts its connection ids and tokens with ``"<index>."``, ``HubOptions.connection_id_prefix``,
-so negotiate version 0 clients, whose id is their token, are routed too), otherwise round-robin.
+so negotiate version 0 clients, whose id is their token, are routed too), otherwise round-robin. With
+``Instance.Id`` set, the instance's id comes first (``"gw1.0."``): a load balancer in front of several
+hosts routes on it, and the supervisor looks past it at the worker index.
 
 That routes the first request of a TCP connection only. Later requests on a kept-alive connection
 (browsers, ``requests.Session``, connection pools, reverse proxies that pool upstream connections, HTTP
@@ -63,13 +65,15 @@ def token_prefix(index: int) -> str:
     return f"{index}."
 
 
-def owner_of(target: str, workers: int) -> int | None:
+def owner_of(target: str, workers: int, instance_prefix: str = "") -> int | None:
     """The worker holding the SignalR connection a request names in ``id=``, or ``None`` (any worker).
 
     The id is chosen the way the hub reads it (keys in any case, the last value), so the routing and
     the lookup never disagree about which connection a request names.
 
     :param target: the request target (``/sessionHub?id=...``).
+    :param instance_prefix: what this instance's tokens start with before the worker index
+        (``"gw1."``, from ``Instance.Id``); a token without it is not this instance's (any worker: 404).
     """
     query = target.partition("?")[2]  # a request target has no fragment
     if "id=" not in query.lower():  # the common case: nothing to parse
@@ -78,22 +82,25 @@ def owner_of(target: str, workers: int) -> int | None:
     for key, values in parse_qs(query, keep_blank_values=True).items():
         if key.lower() == "id" and values:
             token = values[-1]
-    match = _TOKEN_WORKER.match(token) if token else None
+    if token is None or not token.startswith(instance_prefix):
+        return None
+    match = _TOKEN_WORKER.match(token, len(instance_prefix))
     if match is None or int(match.group(1)) >= workers:
         return None
     return int(match.group(1))
 
 
-def worker_for(head: bytes, workers: int) -> int | None:
+def worker_for(head: bytes, workers: int, instance_prefix: str = "") -> int | None:
     """The worker that must serve a request, from the first bytes of its connection, or ``None`` (any).
 
     :param head: the start of the request (at least its request line, when the client sent it).
+    :param instance_prefix: as for :func:`owner_of`.
     """
     line, _, _ = head.partition(b"\r\n")
     parts = line.split(b" ")
     if len(parts) != 3:
         return None
-    return owner_of(parts[1].decode("latin-1"), workers)
+    return owner_of(parts[1].decode("latin-1"), workers, instance_prefix)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,13 +126,15 @@ class Supervisor:
         It receives client connections on ``channel`` with :func:`receive` and hands requests to its
         siblings with :func:`hand_over`.
     :param on_worker_exit: called with the pid of each worker that ended (its per-process metrics go).
+    :param instance_prefix: what the workers' tokens start with before their index (``Instance.Id``).
     """
 
     def __init__(self, listener: socket.socket, count: int, worker_main: WorkerMain,
-                 on_worker_exit: Callable[[int], None] | None = None) -> None:
+                 on_worker_exit: Callable[[int], None] | None = None, instance_prefix: str = "") -> None:
         if count < 1:
             raise ValueError("count must be >= 1")
         self._on_exit = on_worker_exit
+        self._instance_prefix = instance_prefix
         self._listener = listener
         self._count = count
         self._main = worker_main
@@ -225,7 +234,7 @@ class Supervisor:
         if not head:
             conn.close()
             return
-        worker = worker_for(head, self._count)
+        worker = worker_for(head, self._count, self._instance_prefix)
         self._hand(conn, self._round_robin() if worker is None else worker)
 
     def _round_robin(self) -> int:

@@ -53,7 +53,8 @@ def serve_processes(args: argparse.Namespace) -> int:
         def worker(index: int, channel: _socket.socket) -> int:
             return run(serve_worker(settings, index, channel, workers=args.processes, metrics_sockets=metrics_sockets))
 
-        return Supervisor(listener, args.processes, worker, on_worker_exit=metrics_dir.worker_exited).run()
+        return Supervisor(listener, args.processes, worker, on_worker_exit=metrics_dir.worker_exited,
+                          instance_prefix=settings.instance.token_prefix).run()
 
 
 async def serve_worker(settings: Settings, index: int, channel: Any, *, workers: int,
@@ -64,9 +65,9 @@ async def serve_worker(settings: Settings, index: int, channel: Any, *, workers:
     from signalr import HubOptions
 
     channel.setblocking(False)
-    handover = Handover(index, workers, channel)
+    handover = Handover(index, workers, channel, instance_prefix=settings.instance.token_prefix)
     # Every SignalR connection id and token of this worker names it, so the front and the other workers
-    # pass each request to the worker that holds its connection.
+    # pass each request to the worker that holds its connection (after Instance.Id, which the hub adds).
     tuning = HubTuning(hub_options=HubOptions(connection_id_prefix=token_prefix(index)))
     gateway = build_gateway(settings, hand_over=handover, hub_tuning=tuning)
     if gateway is None:

@@ -10,6 +10,7 @@ from typing import Any
 from gateway.config.binder import Binder
 from gateway.config.concurrency import bind_concurrency, bind_queue
 from gateway.config.edge import bind_forwarded, bind_origins
+from gateway.config.instance import bind_instance
 from gateway.config.limits import bind_limits
 from gateway.config.logging import bind_logging
 from gateway.config.metrics import bind_admin, bind_metrics
@@ -35,6 +36,7 @@ TOP_LEVEL_KEYS = (
     "Limits",
     "Metrics",
     "Admin",
+    "Instance",
     "IpApi",
     "Logging",
     "AllowedHosts",
@@ -102,6 +104,7 @@ def _bind_settings(binder: Binder, root: Node) -> Settings | None:
     limits = bind_limits(binder, binder.section(top, "Limits"))
     metrics = bind_metrics(binder, binder.section(top, "Metrics"))
     admin = bind_admin(binder, binder.section(top, "Admin"))
+    instance = bind_instance(binder, binder.section(top, "Instance"))
     if top.take("IpApi") is not None:
         binder.warn("IpApi", IPAPI_REPLACED)
     logging = bind_logging(binder, binder.section(top, "Logging"))
@@ -123,4 +126,5 @@ def _bind_settings(binder: Binder, root: Node) -> Settings | None:
         logging=logging,
         metrics=metrics,
         admin=admin,
+        instance=instance,
     )

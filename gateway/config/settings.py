@@ -211,6 +211,24 @@ class AdminSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceSettings:
+    """This gateway among several behind one load balancer (``Instance``).
+
+    :param id: ``Id``: a short name (``gw1``; letters, digits and ``-``) that starts every SignalR
+        connection token this instance hands out (``gw1.<random>``), so the load balancer can send each
+        hub request, by its ``id=``, to the instance that holds the connection. Empty (the default) for
+        a single instance.
+    """
+
+    id: str = ""
+
+    @property
+    def token_prefix(self) -> str:
+        """What this instance's connection ids and tokens start with (``"gw1."``; ``""`` when unset)."""
+        return f"{self.id}." if self.id else ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RedisSettings:
     """How the gateway uses its Redis beyond where it is (``Redis``).
 
@@ -244,6 +262,7 @@ class Settings:
     :param logging: ``Logging``.
     :param metrics: ``Metrics``.
     :param admin: ``Admin``.
+    :param instance: ``Instance``.
     """
 
     platform: PlatformSettings
@@ -259,6 +278,7 @@ class Settings:
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
+    instance: InstanceSettings = field(default_factory=InstanceSettings)
 
 
 def frozen_campaigns(campaigns: Mapping[str, CampaignSettings]) -> Mapping[str, CampaignSettings]:

@@ -77,6 +77,17 @@ class EdgeStream(PrefilledStream):
         self._reading_head = False
         self.response_started = False
         self.requests_started = 0
+        #: Waiting for the head of its next request, none of which has come yet (see ``idle``).
+        self.between_requests = False
+
+    @property
+    def idle(self) -> bool:
+        """True while the connection waits for a request and no byte of one has arrived: closing it then
+        loses nothing (a client or proxy that reuses it sees it closed before sending, and reconnects)."""
+        if not self.between_requests or self._unread or self.closed():
+            return False
+        buffered = getattr(self, "_read_buffer_size", 0)  # Tornado keeps what it read ahead here
+        return not buffered and not _input_pending(self.socket)
 
     def read_until_regex(self, regex: bytes, max_bytes: int | None = None) -> Awaitable[bytes]:
         # HTTP1Connection reads request heads with this call, and nothing else.

@@ -134,6 +134,15 @@ class EdgeServer(tornado.httpserver.HTTPServer):
             stream.deadline = None
             stream.close()  # the request's reader sees the stream closed: no answer, as nginx does
 
+    def close_idle_connections(self) -> int:
+        """Close every kept-alive connection that waits for its next request (at shutdown, before the
+        others are told to go): a proxy or client must not send a new request here on one of them (a
+        negotiate would hand out a connection of an instance that is going away). How many it closed."""
+        idle = [stream for stream in self._streams if stream.idle]
+        for stream in idle:
+            stream.close()
+        return len(idle)
+
     async def close_all_connections(self) -> None:
         await super().close_all_connections()
         if self._sweeper is not None:
@@ -157,6 +166,7 @@ class EdgeServer(tornado.httpserver.HTTPServer):
                                               else self._headers_timeout)
         stream.requests_started += 1
         stream.response_started = False
+        stream.between_requests = True
         return _EdgeRequest(request_conn, stream, super().start_request(server_conn, request_conn), self.inflight,
                             self._body_timeout)
 
@@ -184,6 +194,7 @@ class _EdgeRequest(tornado.httputil.HTTPMessageDelegate):
     def headers_received(self, start_line: tornado.httputil.RequestStartLine | tornado.httputil.ResponseStartLine,
                          headers: tornado.httputil.HTTPHeaders) -> Awaitable[None] | None:
         assert isinstance(start_line, tornado.httputil.RequestStartLine)
+        self._stream.between_requests = False
         length = headers.get("Content-Length")
         # The head is in. A body, if one comes, is due within the body timeout; without one (a GET, or a
         # WebSocket upgrade) the connection owes nothing until its response is out.

@@ -64,7 +64,9 @@ class HubTuning:
     :param poll_interval: most seconds between position rounds while clients wait (catches other processes' changes).
     :param reap_interval: seconds between abandonment reaper rounds.
     :param heartbeat_interval: seconds between presence heartbeats; capped at a third of the grace.
-    :param hub_options: SignalR endpoint options; ``allowed_origins`` is replaced by the gateway's CORS policy.
+    :param hub_options: SignalR endpoint options; ``allowed_origins`` is replaced by the gateway's CORS policy,
+        and ``Instance.Id`` goes in front of ``connection_id_prefix`` (a ``--processes`` worker's ``"0."``
+        becomes ``"gw1.0."``): the load balancer routes on the first part, the supervisor on the second.
     """
 
     position_interval: float = 1.0
@@ -140,7 +142,8 @@ class SessionHubService:
         self._sessions = sessions
         self._clock = clock
         options = self.tuning.hub_options or HubOptions()
-        options = replace(options, allowed_origins=tuple(settings.allowed_origins))
+        options = replace(options, allowed_origins=tuple(settings.allowed_origins),
+                          connection_id_prefix=settings.instance.token_prefix + options.connection_id_prefix)
         hub_class = type("SessionHub", (SessionHub,), {"_service": self})
         self.routes, self.server = hub_routes(HUB_PATH, hub_class, options=options, lifetime_manager=lifetime)
         # (with "*" and case-insensitive matching, as for the REST routes)

@@ -38,11 +38,14 @@ class HubCallError(Exception):
 class CoreClient:
     """A signalrcore connection with blocking, timeout-bounded calls."""
 
-    def __init__(self, url: str, transport: str, protocol: str = "json", *, skip_negotiation: bool = False) -> None:
+    def __init__(self, url: str, transport: str, protocol: str = "json", *, skip_negotiation: bool = False,
+                 automatic_reconnect: dict[str, Any] | None = None) -> None:
         options: dict[str, Any] = {"transport": HttpTransportType[transport]}
         if skip_negotiation:
             options["skip_negotiation"] = True
         builder = HubConnectionBuilder().with_url(url, options=options)
+        if automatic_reconnect is not None:  # signalrcore's own reconnect settings (it negotiates again)
+            builder = builder.with_automatic_reconnect(automatic_reconnect)
         if protocol == "msgpack":
             builder = builder.with_hub_protocol(MessagePackHubProtocol())
         self.hub = builder.build()

@@ -59,7 +59,7 @@ class Machine:
         self._stub(self.spare / "venv-python", f'echo "python $*" >> {self.log}')
         self._stub(self.spare / "iqra-gateway", f'echo "iqra-gateway $*" >> {self.log}')
         self._stub(self.spare / "npm", f'echo "npm $* in "{here} >> {self.log}; mkdir -p node_modules')
-        for command in ("node", "redis-server", "chromium"):
+        for command in ("node", "redis-server", "chromium", "haproxy", "nginx"):
             self._stub(self.spare / command, "exit 0")
         if debian:
             self._stub(self.bin / "apt-get", f"""
@@ -81,7 +81,9 @@ class Machine:
     def run(self, script: str, *args: str) -> Run:
         self.log.write_text("")
         done = subprocess.run([BASH, str(self.project / "scripts" / script), *args], capture_output=True,
-                              text=True, timeout=60, env={"PATH": str(self.bin), "HOME": str(self.state)},
+                              text=True, timeout=60, env={"PATH": str(self.bin), "HOME": str(self.state),
+                                   # not this machine's /usr/sbin, where a real haproxy or nginx may be
+                                   "IQRA_SBIN_PATH": str(self.bin)},
                               check=False)
         steps = [line for line in done.stderr.splitlines() if line.startswith("setup: ")]
         assert steps == done.stderr.splitlines(), done.stderr  # nothing but the step lines
@@ -125,16 +127,16 @@ EXPECTED = {
         second_calls=["iqra-gateway demo --port 9000"]),
     "test.sh": Expected(
         args=("-k", "signalr"),
-        first_steps=["setup: installing system packages: redis-server nodejs npm chromium",
+        first_steps=["setup: installing system packages: redis-server nodejs npm chromium haproxy nginx",
                      "setup: installing system packages: python3-venv",
                      "setup: creating .venv",
                      "setup: installing Python packages (pip install -e '.[test]')",
                      *(f"setup: npm ci {folder}/" for folder in NPM_FOLDERS),
                      "setup: running pytest -k signalr"],
-        first_calls=[f"{APT} redis-server nodejs npm chromium", f"{APT} python3-venv", "python3 -m venv .venv",
+        first_calls=[f"{APT} redis-server nodejs npm chromium haproxy nginx", f"{APT} python3-venv", "python3 -m venv .venv",
                      f"{PIP} --upgrade pip", f"{PIP} -e .[test]", *(f"{NPM_CI} {f}" for f in NPM_FOLDERS),
                      "python -m pytest -k signalr"],
-        second_steps=["setup: system packages present: redis-server nodejs npm chromium",
+        second_steps=["setup: system packages present: redis-server nodejs npm chromium haproxy nginx",
                       "setup: Python packages up to date (pip install -e '.[test]')",
                       *(f"setup: npm packages of {folder}/ up to date" for folder in NPM_FOLDERS),
                       "setup: running pytest -k signalr"],
@@ -170,6 +172,6 @@ def test_a_missing_system_package_off_debian_is_named_with_what_to_do(tmp_path):
     machine = Machine(tmp_path, debian=False)
     run = machine.run("test.sh")
     assert run.code == 1
-    assert run.steps == [("setup: missing: redis-server nodejs npm chromium; this is not Debian (no apt-get): "
+    assert run.steps == [("setup: missing: redis-server nodejs npm chromium haproxy nginx; this is not Debian (no apt-get): "
                           "install them with your package manager, then run this again")]
     assert run.calls == []

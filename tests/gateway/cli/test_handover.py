@@ -40,6 +40,23 @@ def test_owner_of_reads_the_id_as_the_hub_does(target: str, owner: int | None) -
     assert owner_of(target, 2) == owner
 
 
+@pytest.mark.parametrize(("target", "owner"), [
+    ("/sessionHub?id=gw1.1.AbC-_x", 1),  # Instance.Id first, then the worker index
+    ("/sessionHub?id=gw1.0.xyz", 0),
+    ("/sessionHub?id=gw2.1.xyz", None),  # another instance's token: 404 wherever it lands
+    ("/sessionHub?id=1.xyz", None),  # no instance id: not this instance's
+    ("/sessionHub?id=gw1.xyz", None),  # no worker index
+    ("/sessionHub?id=gw1", None),
+])
+def test_owner_of_looks_past_the_instance_id(target: str, owner: int | None) -> None:
+    assert owner_of(target, 2, "gw1.") == owner
+
+
+def test_an_instance_id_of_digits_is_not_taken_for_a_worker_index() -> None:
+    assert owner_of("/sessionHub?id=1.0.abc", 2, "1.") == 0
+    assert worker_for(b"GET /sessionHub?id=7.1.x HTTP/1.1\r\n", 2, "7.") == 1
+
+
 def test_worker_for_reads_the_request_line() -> None:
     assert worker_for(b"GET /sessionHub?id=1.x HTTP/1.1\r\nHost: h\r\n", 2) == 1
     assert worker_for(b"GET /sessionHub?id=1.x", 2) is None  # the line is not complete

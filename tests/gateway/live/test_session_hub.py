@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ import redis.asyncio as aioredis
 
 from gateway.live.hub import UNKNOWN_ID_MESSAGE
 from gateway.model.departures import Departure, departure_message
+from signalr import HubOptions
 from tests.harness.paths import SESSION_HUB_CLIENTS
 from tests.harness.session_hub import FAST, TIMEOUT, HubClient, fill_and_queue
 from tests.harness.stack import Stack, base_config, conversation_id_of, start_hub_stack
@@ -440,4 +442,24 @@ async def test_a_client_that_polls_the_status_endpoint_keeps_its_place(redis_cli
     finally:
         if stayer is not None:
             await stayer.close()
+        await stack.close()
+
+
+@pytest.mark.parametrize(("worker_prefix", "expected"), [("", "gw1."), ("0.", "gw1.0.")])
+async def test_instance_id_starts_every_connection_id_and_token(redis_client: aioredis.Redis, worker_prefix: str,
+                                                                expected: str) -> None:
+    """``Instance.Id`` goes before a ``--processes`` worker's own prefix; the prefixed token still works."""
+    tuning = replace(FAST, hub_options=replace(FAST.hub_options or HubOptions(), connection_id_prefix=worker_prefix))
+    stack = await start_hub_stack(redis_client, hub_tuning=tuning, config=base_config(Instance={"Id": "gw1"}))
+    try:
+        for version in ("", "?negotiateVersion=1"):
+            answer = json.loads((await stack.call("POST", "/sessionHub/negotiate" + version, raw=b"")).body)
+            assert answer["connectionId"].startswith(expected), answer
+            assert answer.get("connectionToken", expected).startswith(expected), answer
+        _, queued = await fill_and_queue(stack, 1)
+        client = await HubClient.connect(stack.base_url)
+        assert client.token.startswith(expected)
+        assert (await client.register(queued[0]))["status"] == "queued"
+        await client.close()
+    finally:
         await stack.close()

@@ -143,3 +143,28 @@ async def test_the_access_log_and_an_admin_change_carry_their_facts_as_fields(st
     assert isinstance(access["duration_ms"], float) and access["request_id"]
     change = next(line for line in lines if line["logger"] == "gateway.admin")
     assert (change["admin_action"], change["operator"], change["operator_ip"]) == ("pause", "alice", "127.0.0.1")
+
+
+async def test_behind_a_known_proxy_the_access_log_names_the_visitor(stack_factory) -> None:
+    """With ForwardedHeaders.KnownProxies the access log shows the address the proxy forwarded for (a
+    load balancer's own address on every line would tell an operator nothing); from anyone else the header
+    is ignored."""
+    from tests.harness.stack import base_config
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonLineFormatter())
+    logger = logging.getLogger("gateway.access")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        for proxies, probe in ((["127.0.0.1"], "trusted"), ([], "ignored")):
+            stack = await stack_factory(config=base_config(ForwardedHeaders={"KnownProxies": proxies}))
+            await stack.call("GET", f"/healthz?probe={probe}", headers={"X-Forwarded-For": "203.0.113.9"})
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    seen = {line["message"].split("probe=")[1].split(" ")[0]: line["client_ip"] for line in _lines(stream)
+            if "probe=" in line["message"]}
+    assert seen == {"trusted": "203.0.113.9", "ignored": "127.0.0.1"}
