@@ -64,9 +64,8 @@ class HubTuning:
     :param poll_interval: most seconds between position rounds while clients wait (catches other processes' changes).
     :param reap_interval: seconds between abandonment reaper rounds.
     :param heartbeat_interval: seconds between presence heartbeats; capped at a third of the grace.
-    :param hub_options: SignalR endpoint options; ``allowed_origins`` is replaced by the gateway's CORS policy,
-        and ``Instance.Id`` goes in front of ``connection_id_prefix`` (a ``--processes`` worker's ``"0."``
-        becomes ``"gw1.0."``): the load balancer routes on the first part, the supervisor on the second.
+    :param hub_options: SignalR endpoint options; ``allowed_origins`` becomes the gateway's CORS policy, and
+        ``Instance.Id`` goes before ``connection_id_prefix`` (a worker's ``"0."`` becomes ``"gw1.0."``).
     """
 
     position_interval: float = 1.0
