@@ -14,6 +14,11 @@ from pathlib import Path
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
+from tests.harness.paths import ROOT
+
+#: Longest a ``python -m gateway`` child may take to log its ready line.
+START_TIMEOUT = 30
+
 
 class ChildProcess:
     """A child whose output is read continuously (a full pipe would block it) and kept in ``lines``."""
@@ -24,6 +29,23 @@ class ChildProcess:
         self.lines: list[str] = []
         self._waiters: list[tuple[str, asyncio.Future[None]]] = []
         self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def gateway(cls, name: str, *args: str, ready: str) -> ChildProcess:
+        """``python -m gateway *args``, returned once it has logged a line containing ``ready``.
+
+        :raises AssertionError: it did not (its last lines are in the message); it is stopped.
+        """
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", *args, cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        child = cls(name, proc)
+        try:
+            await asyncio.wait_for(child.line_containing(ready), START_TIMEOUT)
+        except (TimeoutError, EOFError):
+            await child.stop()
+            raise AssertionError(f"{name} did not log {ready!r}:\n" + "\n".join(child.lines[-30:])) from None
+        return child
 
     async def _read(self) -> None:
         assert self.proc.stdout is not None

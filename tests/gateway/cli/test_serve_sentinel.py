@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -21,7 +19,6 @@ import pytest
 import ujson
 from tornado.httpclient import AsyncHTTPClient
 
-from tests.harness.paths import ROOT
 from tests.harness.processes import ChildProcess
 from tests.harness.redis_process import free_port
 from tests.harness.sentinel import SentinelDeployment
@@ -29,7 +26,6 @@ from tests.harness.stack import API_TOKEN, WEBHOOK_TOKEN, base_config, session_b
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
-START_TIMEOUT = 30
 TIMEOUT = 20
 
 
@@ -43,17 +39,6 @@ def deployment() -> Iterator[SentinelDeployment]:
         started.close()
 
 
-async def _start(name: str, *args: str, ready: str) -> ChildProcess:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", *args, cwd=ROOT, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    child = ChildProcess(name, proc)
-    try:
-        await asyncio.wait_for(child.line_containing(ready), START_TIMEOUT)
-    except (TimeoutError, EOFError):
-        await child.stop()
-        raise AssertionError(f"{name} did not log {ready!r}:\n" + "\n".join(child.lines[-30:])) from None
-    return child
 
 
 async def test_serve_with_two_workers_follows_a_failover(deployment: SentinelDeployment, tmp_path: Any) -> None:
@@ -80,11 +65,11 @@ async def test_serve_with_two_workers_follows_a_failover(deployment: SentinelDep
             await asyncio.sleep(0.05)
 
     try:
-        children.append(await _start(
+        children.append(await ChildProcess.gateway(
             "simulator", "simulate-platform", "--port", str(sim_port), "--api-token", API_TOKEN,
             "--webhook-url", f"{base}/api/webhook/session-ended", "--webhook-token", WEBHOOK_TOKEN,
             ready="listening on"))
-        gateway = await _start("gateway", "serve", "--config", str(config_file), "--host", "127.0.0.1",
+        gateway = await ChildProcess.gateway("gateway", "serve", "--config", str(config_file), "--host", "127.0.0.1",
                                "--port", str(port), "--processes", "2", ready="listening on")
         children.append(gateway)
         await asyncio.wait_for(gateway.line_containing("shared store: Redis service 'mymaster' via sentinels"), TIMEOUT)

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import sys
 import time
 from collections import Counter
 
@@ -25,34 +23,17 @@ import redis.asyncio as aioredis
 import ujson
 from tornado.httpclient import AsyncHTTPClient
 
-from tests.harness.paths import ROOT
 from tests.harness.processes import ChildProcess
 from tests.harness.redis_process import free_port
 from tests.harness.stack import API_TOKEN, WEBHOOK_TOKEN, base_config, conversation_id_of, session_body
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
-START_TIMEOUT = 30
 TIMEOUT = 20
 CAP = 2
 READY_LINE = re.compile(r"queued request (\S+) is ready \(conversation (\S+)\)")
 
 
-class Child(ChildProcess):
-    """A ``python -m gateway`` child, started once it has logged its ready line."""
-
-    @classmethod
-    async def start(cls, name: str, *args: str, ready: str) -> Child:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway", *args, cwd=ROOT, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
-        child = cls(name, proc)
-        try:
-            await asyncio.wait_for(child.line_containing(ready), START_TIMEOUT)
-        except (TimeoutError, EOFError):
-            await child.stop()
-            raise AssertionError(f"{name} did not log {ready!r}:\n" + "\n".join(child.lines[-30:])) from None
-        return child
 
 
 @pytest.fixture
@@ -63,14 +44,14 @@ async def processes(redis_proc, tmp_path):
     config["VoiceAiPlatform"]["BaseUrl"] = f"http://127.0.0.1:{sim_port}/api/v1/"
     config_file = tmp_path / "appsettings.json"
     config_file.write_text(json.dumps(config))
-    children: list[Child] = []
+    children: list[ChildProcess] = []
     try:
-        children.append(await Child.start(
+        children.append(await ChildProcess.gateway(
             "simulator", "simulate-platform", "--port", str(sim_port), "--api-token", API_TOKEN,
             "--webhook-url", f"http://127.0.0.1:{port_a}/api/webhook/session-ended",
             "--webhook-token", WEBHOOK_TOKEN, "--call-seconds", "0", ready="listening on"))
         for name, port in (("gateway A", port_a), ("gateway B", port_b)):
-            children.append(await Child.start(name, "serve", "--config", str(config_file), "--host", "127.0.0.1",
+            children.append(await ChildProcess.gateway(name, "serve", "--config", str(config_file), "--host", "127.0.0.1",
                                               "--port", str(port), ready="listening on"))
         yield {"a": f"http://127.0.0.1:{port_a}", "b": f"http://127.0.0.1:{port_b}",
                "sim": f"http://127.0.0.1:{sim_port}", "children": dict(zip(("sim", "a", "b"), children))}
