@@ -19,11 +19,10 @@ from gateway.admin.service import AdminService, AdminView, RemoveResult
 from gateway.admission.control import Controls, Operator
 from gateway.admission.snapshot import MAX_SNAPSHOT_LIMIT
 from gateway.admission.types import EndResult
-from gateway.http.base import MAX_ID_LENGTH, JsonHandler, LimitedBodyHandler
+from gateway.http.base import JsonHandler, LimitedBodyHandler
 from gateway.http.bearer import bearer_matches
 from gateway.http.cors import CorsPolicy
 from gateway.model import jsonutil
-from gateway.model.text import is_sendable
 from gateway.queue.answers import STORE_DOWN_MESSAGE, ServiceUnavailable
 from geo.client_ip import TrustedProxies, resolve_client_address
 
@@ -125,22 +124,15 @@ def _paused_json(controls: Controls) -> dict[str, bool]:
     return {"paused": controls.paused}
 
 
-class PauseHandler(AdminHandler):
-    """``POST /api/admin/dispatch/pause``."""
+class DispatchHandler(AdminHandler):
+    """``POST /api/admin/dispatch/pause`` and ``/resume`` (``pause`` says which)."""
+
+    pause: bool
 
     async def post(self) -> None:
+        change = self.admin.pause if self.pause else self.admin.resume
         try:
-            self.send_json(200, _paused_json(await self.admin.pause(self.operator)))
-        except RedisError as exc:
-            self.store_down(exc)
-
-
-class ResumeHandler(AdminHandler):
-    """``POST /api/admin/dispatch/resume``."""
-
-    async def post(self) -> None:
-        try:
-            self.send_json(200, _paused_json(await self.admin.resume(self.operator)))
+            self.send_json(200, _paused_json(await change(self.operator)))
         except RedisError as exc:
             self.store_down(exc)
 
@@ -181,22 +173,12 @@ def _cap_of(body: bytes) -> int | None | bool:
     return cap
 
 
-def _path_id(handler: JsonHandler, raw: str, unknown: str) -> str | None:
-    """An id from the path, or None after answering: 404 when no id can be it, 400 when it is not text."""
-    if len(raw) > MAX_ID_LENGTH or not raw.strip():
-        handler.send_message(404, unknown)
-        return None
-    if not is_sendable(raw):
-        handler.send_message(400, "The id in the path is not valid text.")
-        return None
-    return raw.lower()
-
-
 class EndSessionHandler(AdminHandler):
     """``POST /api/admin/sessions/{conversationSessionId}/end``: free a slot whose webhook never came."""
 
     async def post(self, raw_id: str) -> None:
-        conversation_id = _path_id(self, raw_id, UNKNOWN_SESSION_MESSAGE)
+        conversation_id = self.request_id_of_path(raw_id, name="conversationSessionId",
+                                                  unknown=UNKNOWN_SESSION_MESSAGE)
         if conversation_id is None:
             return
         try:
@@ -214,7 +196,7 @@ class RemoveRequestHandler(AdminHandler):
     """``DELETE /api/admin/requests/{uniqueRequestId}``: take a waiting request out of the queue."""
 
     async def delete(self, raw_id: str) -> None:
-        request_id = _path_id(self, raw_id, UNKNOWN_REQUEST_MESSAGE)
+        request_id = self.request_id_of_path(raw_id, unknown=UNKNOWN_REQUEST_MESSAGE)
         if request_id is None:
             return
         try:
@@ -240,8 +222,8 @@ def admin_routes(*, admin: AdminService, token: str, totals: Any, trusted_proxie
               "on_store_error": on_store_error}
     return [
         tornado.web.url(ADMIN_PREFIX + r"/queue", QueueSnapshotHandler, dict(common, totals=totals)),
-        tornado.web.url(ADMIN_PREFIX + r"/dispatch/pause", PauseHandler, common),
-        tornado.web.url(ADMIN_PREFIX + r"/dispatch/resume", ResumeHandler, common),
+        tornado.web.url(ADMIN_PREFIX + r"/dispatch/pause", DispatchHandler, dict(common, pause=True)),
+        tornado.web.url(ADMIN_PREFIX + r"/dispatch/resume", DispatchHandler, dict(common, pause=False)),
         tornado.web.url(ADMIN_PREFIX + r"/capacity", CapacityHandler, common),
         tornado.web.url(ADMIN_PREFIX + r"/sessions/([^/]+)/end", EndSessionHandler, common),
         tornado.web.url(ADMIN_PREFIX + r"/requests/([^/]+)", RemoveRequestHandler, common),

@@ -124,15 +124,16 @@ class JsonHandler(tornado.web.RequestHandler):
     def send_message(self, status: int, message: str, *, headers: dict[str, str] | None = None) -> None:
         self.send_json(status, {"message": message}, headers=headers)
 
-    def request_id_of_path(self, raw_id: str) -> str | None:
-        """The request id in a path, lower-cased (ids are UUIDs, case-insensitive); None after answering
-        404 when no id can be it, being longer than any or blank (as for any unknown one), or 400 when it is
-        not text."""
+    def request_id_of_path(self, raw_id: str, *, name: str = "uniqueRequestId",
+                           unknown: str = UNKNOWN_REQUEST_MESSAGE) -> str | None:
+        """The id in a path (a request's, or the ``name`` one), lower-cased (ids are case-insensitive); None
+        after answering 404 with ``unknown`` when no id can be it, being longer than any or blank (as for
+        any unknown one), or 400 when it is not text."""
         if len(raw_id) > MAX_ID_LENGTH or not raw_id.strip():  # the store refuses to even look these up
-            self.send_message(404, UNKNOWN_REQUEST_MESSAGE)
+            self.send_message(404, unknown)
             return None
         if not is_sendable(raw_id):
-            self.send_message(400, unsendable_message("uniqueRequestId"))
+            self.send_message(400, unsendable_message(name))
             return None
         return raw_id.lower()
 
