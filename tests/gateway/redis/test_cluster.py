@@ -176,8 +176,10 @@ async def test_a_manual_failover_moves_the_connections_to_the_new_owner(
         await client.aclose()
 
 
-async def _two_gateways(connection_string: str) -> tuple[Stack, Stack, list[Any]]:
+async def _two_gateways(connection_string: str, *, wait: bool) -> tuple[Stack, Stack, list[Any]]:
     config = base_config(Queue={"RegisterTimeoutSeconds": 60, "DisconnectGraceSeconds": 45})
+    if wait:  # WAIT on the slot's primary counts its replicas; after the failover it has none left
+        config["Redis"] = {"WaitForReplicas": 1}
     config["RedisConnectionString"] = connection_string  # the backplane finds the slot's owner too
     url = parse_redis_connection_string(connection_string)
     clients = [open_redis(url, hash_tag=TAG), open_redis(url, hash_tag=TAG)]
@@ -214,10 +216,11 @@ def _keys_outside_the_slot(deployment: ClusterDeployment) -> dict[int, int]:
     return outside
 
 
+@pytest.mark.parametrize("wait", [False, True], ids=["no-wait", "wait-for-replicas"])
 async def test_a_failover_answers_503_meanwhile_and_keeps_every_waiting_client(
-        own_deployment: ClusterDeployment) -> None:
+        own_deployment: ClusterDeployment, wait: bool) -> None:
     deployment = own_deployment
-    a, b, clients = await _two_gateways(deployment.stackexchange)
+    a, b, clients = await _two_gateways(deployment.stackexchange, wait=wait)
     hub_clients: list[HubClient] = []
     arrivals: Arrivals | None = None
     try:
