@@ -2,7 +2,7 @@
 ceiling of one deployment on a Redis Cluster (all its state lives in one slot, so one primary serves it).
 
 Run: ``.venv/bin/python bench/bench_cluster.py [--decisions 120000] [--workers 3] [--depth 64] [--rounds 1]
-[--limits] [--plain]``
+[--limits] [--plain] [--replicas 1]``
 
 The cluster is the tests' (:mod:`tests.harness.cluster`: three primaries with a replica each, on loopback). The
 callers run the real ``admit`` script (``gateway/admission/lua/admit.lua`` with its libraries) with the keys and
@@ -12,7 +12,8 @@ call. The cap is full, so every call is the crowd's decision: queue the request 
 calls are built and packed before the clock starts; then each worker process sends them on one connection to the
 slot's owner, ``--depth`` at a time (a pipeline), so that the callers cost Redis's single thread little besides
 the scripts: the figure is the primary's, with its CPU (``INFO cpu``) near 100 % of one core. ``--plain`` runs
-the same on a plain ``redis-server`` (the keys without the hash tag), for comparison.
+the same on a plain ``redis-server`` (the keys without the hash tag), for comparison; either has one replica
+of the measured primary unless ``--replicas 0``.
 """
 
 from __future__ import annotations
@@ -181,17 +182,33 @@ def _round(port: int, prefix: str, label: str, args: argparse.Namespace, *, firs
           f"callers {1e6 * client_cpu / decisions:3.1f} µs per decision; outcomes {dict(sorted(outcomes.items()))}")
 
 
+def _wait_replicating(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    with redis.Redis(port=port) as client:
+        while client.info("replication").get("connected_slaves", 0) < 1 or \
+                client.info("replication")["slave0"]["state"] != "online":
+            if time.monotonic() > deadline:
+                raise TimeoutError("the replica did not come online")
+            time.sleep(0.05)  # a child process starting: nothing to wait on but its state
+
+
 def main(args: argparse.Namespace) -> None:
-    limits = " with rate limits" if args.limits else ""
+    limits = (" with rate limits" if args.limits else "") + ("" if args.replicas else ", no replica")
     if args.plain:
-        server = RedisProcess()
+        server = RedisProcess(extra_args=["--repl-diskless-sync-delay", "0"])
         server.start()
+        replica = RedisProcess(extra_args=["--replicaof", "127.0.0.1", str(server.port)]) if args.replicas else None
         try:
+            if replica is not None:
+                replica.start()
+                _wait_replicating(server.port)
             run(server.port, KeySpace().prefix, f"plain Redis{limits}", args)
         finally:
+            if replica is not None:
+                replica.close()
             server.close()
         return
-    deployment = ClusterDeployment()
+    deployment = ClusterDeployment(replicas=args.replicas)
     deployment.start()
     try:
         space = KeySpace.for_store(cluster=True)
@@ -208,5 +225,7 @@ if __name__ == "__main__":
     parser.add_argument("--depth", type=int, default=64, help="calls in flight per connection (a pipeline)")
     parser.add_argument("--limits", action="store_true", help="per-client and per-IP rate limits on every call")
     parser.add_argument("--rounds", type=int, default=1, help="measurements, one after the other (the queue grows)")
+    parser.add_argument("--replicas", type=int, choices=(0, 1), default=1,
+                        help="replicas of the primary (as a shard has; the primary sends them every write)")
     parser.add_argument("--plain", action="store_true", help="a plain redis-server instead of the cluster")
     main(parser.parse_args())
