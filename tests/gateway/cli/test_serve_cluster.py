@@ -1,4 +1,4 @@
-"""Two ``serve`` processes on a Redis Cluster, started the way an operator starts them.
+"""Two ``serve`` commands on a Redis Cluster (one of them with two workers), started the way an operator starts them.
 
 The connection string is the StackExchange.Redis form with ``cluster=true`` naming two seed nodes; the cluster
 has three primaries with a replica each (:mod:`tests.harness.cluster`), the platform is the simulator in its
@@ -79,13 +79,14 @@ async def test_two_gateways_serve_a_queue_through_a_failover(deployment: Cluster
             "--webhook-url", f"{bases[0]}/api/webhook/session-ended", "--webhook-token", WEBHOOK_TOKEN,
             ready="listening on"))
         assert (await call(f"{sim}/_sim/limit", "POST", {"limit": 1}))[0] == 200
-        for name, port in zip(("gateway-a", "gateway-b"), ports, strict=True):
+        # B runs two workers (serve --processes 2): three gateway processes on the cluster in all.
+        for name, port, workers in (("gateway-a", ports[0], "1"), ("gateway-b", ports[1], "2")):
             child = await ChildProcess.gateway(name, "serve", "--config", str(config_file), "--host", "127.0.0.1",
-                                               "--port", str(port), ready="listening on")
+                                               "--port", str(port), "--processes", workers, ready="listening on")
             children.append(child)
             await asyncio.wait_for(child.line_containing(f"shared store: Redis cluster via 127.0.0.1:"
                                                          f"{deployment.nodes[0].port}"), TIMEOUT)
-            assert (await call(f"{bases[-1 if port == ports[1] else 0]}/readyz"))[0] == 200
+            assert (await call(f"http://127.0.0.1:{port}/readyz"))[0] == 200
 
         # One visitor is served (the cap is 1); three wait, on both gateways, each on a hub of the other one
         # than it asked, so that what reaches them crosses the sharded backplane.
@@ -111,8 +112,9 @@ async def test_two_gateways_serve_a_queue_through_a_failover(deployment: Cluster
         await until(ready, "both gateways ready on the new owner")
 
         async def resubscribed() -> bool:
-            return all(sum("Subscribed to the Redis backplane" in line for line in child.lines) >= 2
-                       for child in children[1:])
+            subscribed = [sum("Subscribed to the Redis backplane" in line for line in child.lines)
+                          for child in children[1:]]
+            return subscribed[0] >= 2 and subscribed[1] >= 4  # once at start and once after, per process
 
         # Pub/sub is at-most-once: an outcome published while the other gateway's listener is still
         # reconnecting would not reach its hub clients (the hub has no replay of missed outcomes yet).
