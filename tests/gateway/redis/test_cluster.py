@@ -177,7 +177,10 @@ async def test_a_manual_failover_moves_the_connections_to_the_new_owner(
 
 
 async def _two_gateways(connection_string: str, *, wait: bool) -> tuple[Stack, Stack, list[Any]]:
-    config = base_config(Queue={"RegisterTimeoutSeconds": 60, "DisconnectGraceSeconds": 45})
+    config = base_config(Queue={"RegisterTimeoutSeconds": 60, "DisconnectGraceSeconds": 45},
+                         # Rate limits too, so that their keys (and the sessions' unit bindings) are written.
+                         Security={"RateLimitHourly": 100, "RateLimitConcurrency": 5,
+                                   "PerIpRateLimitHourly": 10_000, "PerIpRateLimitConcurrency": 1_000})
     if wait:  # WAIT on the slot's primary counts its replicas; after the failover it has none left
         config["Redis"] = {"WaitForReplicas": 1}
     config["RedisConnectionString"] = connection_string  # the backplane finds the slot's owner too
@@ -245,6 +248,8 @@ async def test_a_failover_answers_503_meanwhile_and_keeps_every_waiting_client(
             assert stack.gateway.session_hub.lifetime.online
         # The state is all in the gateway's slot, on its owner; so are the backplane's channels (sharded).
         assert set(_keys_outside_the_slot(deployment).values()) == {0}
+        with redis.Redis(port=deployment.owner_port(SLOT)) as owner:
+            assert owner.keys("{iqra}:rl:*") and owner.keys("{iqra}:presence:*")
         channels = _channels(deployment)
         assert b"{iqra}:signalr:sessionHub:all" in channels["sharded on the owner"], channels
         assert not channels["sharded elsewhere"] and not channels["plain"], channels
