@@ -10,6 +10,11 @@ The layout follows ASP.NET Core's Redis backplane:
 * adding or removing a connection hosted elsewhere goes over ``…:internal:groups``; the owning server
   applies it, subscribes as needed and acks on the origin's ack channel.
 
+On a Redis Cluster (``sharded=True``) the same channels use sharded pub/sub (``SSUBSCRIBE``/``SPUBLISH``,
+Redis 7): a message then stays on the shard that owns its channel's slot, where a plain ``PUBLISH`` would be
+sent to every node of the cluster. The channels' prefix should carry a hash tag (``{app}:signalr``), so
+that all of them live in one slot and one connection subscribes to all.
+
 Redis pub/sub is at-most-once: while a server is cut off from Redis it misses what others publish.
 An outage closes nothing: local delivery goes on, publishes are logged and dropped, and the listener
 reconnects with capped exponential backoff and re-subscribes to every channel it needs.
@@ -105,6 +110,8 @@ class RedisHubLifetimeManager(HubLifetimeManager):
         and once for the dedicated pub/sub connection (default: :meth:`Redis.from_url`).
     :param reconnect_initial_delay: first delay, in seconds, before re-subscribing after Redis dropped.
     :param reconnect_max_delay: cap of the doubling reconnect delay, in seconds.
+    :param sharded: sharded pub/sub (``SSUBSCRIBE``/``SPUBLISH``), for a Redis Cluster; every server of one
+        backplane must agree (a sharded message never reaches a plain subscriber).
     """
 
     def __init__(
@@ -118,6 +125,7 @@ class RedisHubLifetimeManager(HubLifetimeManager):
         redis_factory: RedisFactory | None = None,
         reconnect_initial_delay: float = 0.05,
         reconnect_max_delay: float = 5.0,
+        sharded: bool = False,
     ) -> None:
         if ack_timeout <= 0:
             raise ValueError(f"ack_timeout must be positive, got {ack_timeout!r}")
@@ -129,8 +137,9 @@ class RedisHubLifetimeManager(HubLifetimeManager):
         self._local = LocalConnections()
         self._subscriptions = RedisSubscriptions(
             self.channels, self.server_id, self._local, self._dispatch, confirm_timeout=ack_timeout,
-            reconnect_initial=reconnect_initial_delay, reconnect_max=reconnect_max_delay,
+            reconnect_initial=reconnect_initial_delay, reconnect_max=reconnect_max_delay, sharded=sharded,
         )
+        self._sharded = sharded
         self._publisher: Redis | None = None
         self._subscriber: Redis | None = None
         self._listener: asyncio.Task[None] | None = None
@@ -297,7 +306,10 @@ class RedisHubLifetimeManager(HubLifetimeManager):
         if self._publisher is None:
             raise RuntimeError("RedisHubLifetimeManager is not started, or already closed")
         try:
-            receivers = await self._publisher.publish(channel, payload)
+            if self._sharded:
+                receivers = await self._publisher.spublish(channel, payload)
+            else:
+                receivers = await self._publisher.publish(channel, payload)
         except (RedisError, OSError) as exc:
             # Logged once per outage: a hub broadcasting during an outage would otherwise flood the log.
             if not self._publish_failing:

@@ -5,6 +5,9 @@ A server needs ``…:all``, ``…:internal:groups`` and its own ``…:internal:a
 :class:`RedisSubscriptions` keeps the subscription set equal to that, reads every message on one
 dedicated connection and hands it to a callback. When Redis drops, it goes offline (no reconnect is
 visible to callers), waits with capped exponential backoff and re-subscribes to whatever is needed then.
+With sharded pub/sub (a Redis Cluster) it does the same with ``SSUBSCRIBE``; when the node stops serving the
+channels' slot (a failover, a migration) Redis unsubscribes them by itself, and the listener takes that as a
+lost connection: it reconnects, and the new connection finds the slot's new owner.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class RedisSubscriptions:
     :param confirm_timeout: seconds :meth:`sync` waits for Redis to confirm a subscription change.
     :param reconnect_initial: first delay, in seconds, before re-subscribing after Redis dropped.
     :param reconnect_max: cap of the doubling reconnect delay, in seconds.
+    :param sharded: ``SSUBSCRIBE``/``SUNSUBSCRIBE`` (sharded pub/sub) instead of ``SUBSCRIBE``/``UNSUBSCRIBE``.
     """
 
     def __init__(
@@ -57,6 +61,7 @@ class RedisSubscriptions:
         confirm_timeout: float,
         reconnect_initial: float,
         reconnect_max: float,
+        sharded: bool = False,
     ) -> None:
         self._channels = channels
         self._server_id = server_id
@@ -74,6 +79,9 @@ class RedisSubscriptions:
         self._offline = asyncio.Event()
         self._offline.set()
         self._closing = False
+        self._sharded = sharded
+        # The reply kinds of the two flavours: a message, a subscription confirmed, one ended.
+        self._kinds = ("smessage", "ssubscribe", "sunsubscribe") if sharded else ("message", "subscribe", "unsubscribe")
 
     @property
     def online(self) -> bool:
@@ -145,11 +153,11 @@ class RedisSubscriptions:
                 if to_drop:
                     waiters.extend(self._expect_confirmation("unsubscribe", channel) for channel in to_drop)
                     self._subscribed.difference_update(to_drop)
-                    await pubsub.unsubscribe(*to_drop)
+                    await self._unsubscribe(pubsub, to_drop)
                 if to_add:
                     waiters.extend(self._expect_confirmation("subscribe", channel) for channel in to_add)
                     self._subscribed.update(to_add)
-                    await pubsub.subscribe(*to_add)
+                    await self._subscribe(pubsub, to_add)
             except (RedisError, OSError) as exc:
                 logger.warning("Could not update Redis subscriptions (will resubscribe on reconnect): %s", exc)
                 return
@@ -174,16 +182,20 @@ class RedisSubscriptions:
                         self._expect_confirmation("subscribe", channel)
                     self._subscribed = set(needed)
                     self._pubsub = pubsub
-                    await pubsub.subscribe(*needed)
+                    await self._subscribe(pubsub, needed)
                 unconfirmed = set(needed)
                 while True:
                     message = await pubsub.get_message(timeout=None)
                     if message is None:
                         continue
-                    kind = message["type"]
+                    kind = self._kind(message["type"])
                     channel = message["channel"].decode("utf-8", "replace")
                     if kind == "message":
                         self._on_message(channel, message["data"])
+                    elif kind == "unsubscribe" and self._sharded and channel in self._subscribed \
+                            and ("unsubscribe", channel) not in self._confirmations:
+                        # Nobody asked: the node no longer serves the channel's slot.
+                        raise ConnectionError(f"Redis ended the subscription to {channel} (its slot moved)")
                     elif kind in ("subscribe", "unsubscribe"):
                         self._confirm(kind, channel)
                         if unconfirmed and kind == "subscribe":
@@ -207,6 +219,17 @@ class RedisSubscriptions:
                     type(exc).__name__, exc, delay,
                 )
                 await asyncio.sleep(delay)
+
+    async def _subscribe(self, pubsub: PubSub, channels: list[str]) -> None:
+        await (pubsub.ssubscribe(*channels) if self._sharded else pubsub.subscribe(*channels))
+
+    async def _unsubscribe(self, pubsub: PubSub, channels: list[str]) -> None:
+        await (pubsub.sunsubscribe(*channels) if self._sharded else pubsub.unsubscribe(*channels))
+
+    def _kind(self, reply_type: str) -> str:
+        """``message``, ``subscribe`` or ``unsubscribe`` for the flavour in use; anything else as it is."""
+        message, subscribe, unsubscribe = self._kinds
+        return {message: "message", subscribe: "subscribe", unsubscribe: "unsubscribe"}.get(reply_type, reply_type)
 
     def _confirm(self, kind: str, channel: str) -> None:
         future = self._confirmations.pop((kind, channel), None)
