@@ -146,6 +146,11 @@ class RedisHubLifetimeManager(HubLifetimeManager):
         self._tasks: set[asyncio.Task[None]] = set()
         self._acks = PendingAcks()
         self._publish_failing = False
+        # Publishes under way, which close() lets finish: one cut off by the clients closing would reconnect
+        # on its own (the publisher retries once) and leave a connection nobody closes.
+        self._publishing = 0
+        self._published_all: asyncio.Event | None = None
+        self._closing = False
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -171,7 +176,9 @@ class RedisHubLifetimeManager(HubLifetimeManager):
             )
 
     async def close(self) -> None:
-        """Stop listening, fail pending group commands and close both Redis clients."""
+        """Stop listening, fail pending group commands, let publishes under way finish (for up to
+        ``ack_timeout``) and close both Redis clients. Sends made from now on reach local connections only."""
+        self._closing = True
         self._subscriptions.stop_reconnecting()
         tasks = [t for t in (self._listener, *self._tasks) if t is not None]
         for task in tasks:
@@ -179,6 +186,12 @@ class RedisHubLifetimeManager(HubLifetimeManager):
         await asyncio.gather(*tasks, return_exceptions=True)
         self._listener = None
         self._acks.fail_all("The Redis lifetime manager was closed")
+        if self._publishing:
+            self._published_all = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._published_all.wait(), self._ack_timeout)
+            except TimeoutError:
+                logger.warning("Closing with %d publish(es) to Redis still under way", self._publishing)
         for client in (self._publisher, self._subscriber):
             if client is not None:
                 try:
@@ -303,8 +316,12 @@ class RedisHubLifetimeManager(HubLifetimeManager):
 
     async def _publish(self, channel: str, payload: bytes) -> int | None:
         """Publish; return the receiver count, or ``None`` (logged) when Redis is unreachable."""
+        if self._closing:
+            logger.debug("Not publishing to %s: the lifetime manager is closing", channel)
+            return None
         if self._publisher is None:
-            raise RuntimeError("RedisHubLifetimeManager is not started, or already closed")
+            raise RuntimeError("RedisHubLifetimeManager is not started")
+        self._publishing += 1
         try:
             if self._sharded:
                 receivers = await self._publisher.spublish(channel, payload)
@@ -319,6 +336,10 @@ class RedisHubLifetimeManager(HubLifetimeManager):
             else:
                 logger.debug("Publishing to %s failed: %s", channel, exc)
             return None
+        finally:
+            self._publishing -= 1
+            if not self._publishing and self._published_all is not None:
+                self._published_all.set()
         if self._publish_failing:
             self._publish_failing = False
             logger.info("Publishing to Redis works again")
