@@ -22,7 +22,12 @@ from gateway.queue.events import SessionReady
 from gateway.redis.client import open_redis
 from tests.harness.sentinel import SentinelDeployment
 from tests.harness.session_hub import FAST, TIMEOUT, HubClient
-from tests.harness.stack import base_config, conversation_id_of, session_body, start_hub_stack
+from tests.harness.stack import (
+    base_config,
+    conversation_id_of,
+    session_body,
+    start_hub_stack,
+)
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
