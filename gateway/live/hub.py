@@ -33,6 +33,7 @@ from gateway.model.departures import Departure
 from gateway.queue.events import Event, QueueChanged, SessionFailed, SessionReady
 from gateway.live.outages import StoreOutages, observe
 from gateway.live.positions import PositionBroadcaster, position_message
+from gateway.live.resync import resend_missed_outcomes
 from gateway.live.presence import PresenceStore
 from gateway.queue.answers import ServiceUnavailable
 from gateway.model.text import is_sendable, unsendable_message
@@ -177,6 +178,7 @@ class SessionHubService:
 
     async def start(self) -> None:
         await self.server.start()
+        self.lifetime.on_resubscribed(self._resync)
         self.positions.start()
         self.reaper.start()
         self._heartbeat.start()
@@ -328,6 +330,11 @@ class SessionHubService:
             sink = local_connection(connection_id)
             if sink is not None:
                 sink.send_serialized(message)
+
+    def _resync(self) -> None:
+        # The backplane was down: outcomes published meanwhile never came (see gateway.live.resync).
+        self._spawn(resend_missed_outcomes(self._by_request, queue_ids=self._store.queue_ids,
+                                           status=self._sessions.status, send=self._after_completion))
 
     def _after_completion(self, connection_id: str, method: str, payload: Mapping[str, Any]) -> None:
         def deliver() -> None:

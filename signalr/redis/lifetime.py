@@ -17,7 +17,8 @@ that all of them live in one slot and one connection subscribes to all.
 
 Redis pub/sub is at-most-once: while a server is cut off from Redis it misses what others publish.
 An outage closes nothing: local delivery goes on, publishes are logged and dropped, and the listener
-reconnects with capped exponential backoff and re-subscribes to every channel it needs.
+reconnects with capped exponential backoff and re-subscribes to every channel it needs; then
+:meth:`RedisHubLifetimeManager.on_resubscribed` callbacks run, so the hub can resend what was missed.
 Envelopes are described in :mod:`signalr.redis.protocol`, the subscription set and the listener
 live in :mod:`signalr.redis.subscriptions`, and acks of group commands in :mod:`signalr.redis.acks`.
 """
@@ -30,11 +31,8 @@ import secrets
 import socket
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from signalr.hubs.lifetime import (
@@ -47,6 +45,7 @@ from signalr.hubs.lifetime import (
     invocation,
 )
 from signalr.redis.acks import PendingAcks
+from signalr.redis.clients import RedisFactory, default_factory, without_credentials
 from signalr.redis.protocol import (
     BackplaneChannels,
     BackplaneProtocolError,
@@ -66,36 +65,6 @@ from signalr.redis.subscriptions import RedisSubscriptions, reconnect_delay
 __all__ = ["RedisHubLifetimeManager", "reconnect_delay"]
 
 logger = logging.getLogger("signalr.lifetime.redis")
-
-RedisFactory = Callable[[], Redis]
-
-
-def _without_credentials(url: str) -> str:
-    """``url`` as it may be logged: a password (or user name) in it is left out."""
-    parts = urlsplit(url)
-    if parts.password is None and parts.username is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{host}:{parts.port}" if parts.port is not None else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def _default_factory(redis_url: str, timeout: float) -> RedisFactory:
-    def factory() -> Redis:
-        # One quick retry rides over a connection the server closed while idle; anything longer is
-        # the listener's job (capped backoff), and callers of publish must never wait seconds on it.
-        return Redis.from_url(
-            redis_url,
-            retry=Retry(NoBackoff(), 1),
-            socket_connect_timeout=timeout,
-            socket_timeout=timeout,
-            socket_keepalive=True,
-        )
-
-    return factory
-
 
 class RedisHubLifetimeManager(HubLifetimeManager):
     """A :class:`HubLifetimeManager` whose sends reach connections on every server sharing one Redis.
@@ -132,13 +101,15 @@ class RedisHubLifetimeManager(HubLifetimeManager):
         self.server_id = server_id or f"{socket.gethostname()}_{secrets.token_hex(8)}"
         self.channels = BackplaneChannels(prefix=prefix, hub=hub_name)
         self._redis_url = redis_url
-        self._factory = redis_factory or _default_factory(redis_url, ack_timeout)
+        self._factory = redis_factory or default_factory(redis_url, ack_timeout)
         self._ack_timeout = ack_timeout
         self._local = LocalConnections()
         self._subscriptions = RedisSubscriptions(
             self.channels, self.server_id, self._local, self._dispatch, confirm_timeout=ack_timeout,
             reconnect_initial=reconnect_initial_delay, reconnect_max=reconnect_max_delay, sharded=sharded,
+            on_resubscribed=self._resubscribed,
         )
+        self._resubscribe_callbacks: list[Callable[[], None]] = []
         self._sharded = sharded
         self._publisher: Redis | None = None
         self._subscriber: Redis | None = None
@@ -172,7 +143,7 @@ class RedisHubLifetimeManager(HubLifetimeManager):
         except TimeoutError:
             logger.error(
                 "Redis backplane at %s is not reachable yet; delivering locally and retrying",
-                _without_credentials(self._redis_url),
+                without_credentials(self._redis_url),
             )
 
     async def close(self) -> None:
@@ -217,6 +188,17 @@ class RedisHubLifetimeManager(HubLifetimeManager):
 
     def local_connection(self, connection_id: str) -> HubConnectionSink | None:
         return self._local.get(connection_id)
+
+    def on_resubscribed(self, callback: Callable[[], None]) -> None:
+        self._resubscribe_callbacks.append(callback)
+
+    def _resubscribed(self) -> None:
+        logger.info("Backplane subscribed again: messages sent meanwhile were missed; resyncing")
+        for callback in self._resubscribe_callbacks:
+            try:
+                callback()
+            except Exception:
+                logger.exception("A resubscribe callback failed")
 
     async def on_connected(self, connection: HubConnectionSink) -> None:
         self._local.add(connection)

@@ -30,6 +30,10 @@ __all__ = ["RedisSubscriptions", "reconnect_delay"]
 logger = logging.getLogger("signalr.lifetime.redis")
 
 
+#: How long after the first unasked-for confirmation a quiet re-subscription is reported.
+QUIET_RESUBSCRIBE_SETTLE_SECONDS = 0.1
+
+
 def reconnect_delay(attempt: int, *, initial: float, cap: float) -> float:
     """Seconds to wait before reconnect attempt number ``attempt`` (0-based): doubling, capped."""
     if attempt <= 0:
@@ -62,8 +66,13 @@ class RedisSubscriptions:
         reconnect_initial: float,
         reconnect_max: float,
         sharded: bool = False,
+        on_resubscribed: Callable[[], None] | None = None,
     ) -> None:
         self._channels = channels
+        self._on_resubscribed = on_resubscribed
+        #: The connection was lost since the subscriptions were last confirmed (messages may be missed).
+        self._lost = False
+        self._quiet_resubscribe: asyncio.TimerHandle | None = None
         self._server_id = server_id
         self._local = local
         self._on_message = on_message
@@ -97,6 +106,9 @@ class RedisSubscriptions:
     def stop_reconnecting(self) -> None:
         """Let the listener end at its next failure instead of reconnecting; cancel it to end it now."""
         self._closing = True
+        if self._quiet_resubscribe is not None:
+            self._quiet_resubscribe.cancel()
+            self._quiet_resubscribe = None
 
     # -- which channels ----------------------------------------------------------------------------
 
@@ -197,6 +209,10 @@ class RedisSubscriptions:
                         # Nobody asked: the node no longer serves the channel's slot.
                         raise ConnectionError(f"Redis ended the subscription to {channel} (its slot moved)")
                     elif kind in ("subscribe", "unsubscribe"):
+                        if kind == "subscribe" and not unconfirmed and ("subscribe", channel) not in self._confirmations:
+                            # Nobody asked: redis-py lost the connection, made a new one and subscribed
+                            # again by itself (its retry policy), so this loop saw no failure.
+                            self._resubscribed_quietly()
                         self._confirm(kind, channel)
                         if unconfirmed and kind == "subscribe":
                             unconfirmed.discard(channel)
@@ -205,11 +221,16 @@ class RedisSubscriptions:
                                 self._offline.clear()
                                 self._online.set()
                                 logger.info("Subscribed to the Redis backplane as %s", self._server_id)
+                                if self._lost:
+                                    self._lost = False
+                                    if self._on_resubscribed is not None:
+                                        self._on_resubscribed()
             except asyncio.CancelledError:
                 self._go_offline()
                 await self._close_pubsub(pubsub)
                 raise
             except Exception as exc:  # the listener must outlive every failure; it is the backplane
+                self._lost = True
                 self._go_offline()
                 await self._close_pubsub(pubsub)
                 delay = reconnect_delay(attempt, initial=self._reconnect_initial, cap=self._reconnect_max)
@@ -235,6 +256,20 @@ class RedisSubscriptions:
         future = self._confirmations.pop((kind, channel), None)
         if future is not None and not future.done():
             future.set_result(None)
+
+    def _resubscribed_quietly(self) -> None:
+        # One call for the whole burst of confirmations, a moment later, when most of them are in.
+        if self._quiet_resubscribe is not None or self._on_resubscribed is None:
+            return
+
+        def report() -> None:
+            self._quiet_resubscribe = None
+            logger.warning("The Redis pub/sub connection was made again by the client library; messages "
+                           "sent meanwhile were missed")
+            if self._on_resubscribed is not None:
+                self._on_resubscribed()
+
+        self._quiet_resubscribe = asyncio.get_running_loop().call_later(QUIET_RESUBSCRIBE_SETTLE_SECONDS, report)
 
     def _go_offline(self) -> None:
         self._online.clear()
