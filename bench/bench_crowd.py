@@ -99,10 +99,12 @@ class Crowd:
     """The clients, spread over client processes: client ``i`` (``i``-th in the queue) lives in child
     ``i % len(children)``, so every child holds a slice of every part of the queue."""
 
-    def __init__(self, children: list[ClientProcess], request_ids: list[str], port: int) -> None:
+    def __init__(self, children: list[ClientProcess], request_ids: list[str], port: int,
+                 path: str = "/sessionHub") -> None:
         self.children = children
         self.request_ids = request_ids
         self.port = port
+        self.path = path
 
     def child(self, index: int) -> ClientProcess:
         return self.children[index % len(self.children)]
@@ -111,7 +113,7 @@ class Crowd:
         shares: list[list[list[Any]]] = [[] for _ in self.children]
         for i in indexes:
             shares[i % len(self.children)].append([i, self.request_ids[i]])
-        await asyncio.gather(*(child.call("open", clients=share, port=self.port)
+        await asyncio.gather(*(child.call("open", clients=share, port=self.port, path=self.path)
                                for child, share in zip(self.children, shares) if share))
 
     async def each(self, op: str, **fields: Any) -> list[Any]:
@@ -216,6 +218,78 @@ async def run(waiting: int, args: argparse.Namespace, workdir: Path) -> dict[str
         servers.stop()
 
 
+class OneProcessServers(Servers):
+    """:class:`bench_session_hub.Servers` (``serve`` in one process), with :meth:`gateway_pids`."""
+
+    def gateway_pids(self) -> list[int]:
+        return [self.procs[-1].pid]
+
+
+#: The set-up comparison's targets: what serves, and whether clients ``Register``.
+SETUP_TARGETS = ("aiosignalr", "signalr", "gateway-1", "gateway-2", "gateway-2+register")
+
+
+async def setup_cost(target: str, count: int, workdir: Path, processes: int) -> tuple[float, float]:
+    """Server CPU ms per connection and opens per second for ``count`` clients that negotiate, open the
+    WebSocket and hand-shake (and ``Register``, for ``gateway-2+register``), after a warm-up of 200.
+
+    ``aiosignalr`` and ``signalr`` are ``bench_signalr.py``'s chat servers (aiosignalr, and our hub without
+    the gateway: ``examples.chat``); ``gateway-1`` is ``serve``, ``gateway-2`` ``serve --processes 2``.
+    """
+    from bench_signalr import ServerProcess
+
+    children = await asyncio.gather(*(ClientProcess.start() for _ in range(processes)))
+    http = tornado.httpclient.AsyncHTTPClient(force_instance=True, max_clients=100)
+    stack: Any = None
+    try:
+        if target in ("aiosignalr", "signalr"):
+            stack = ServerProcess("ours" if target == "signalr" else target, timeout=30, log_dir=workdir)
+            await stack.__aenter__()
+            port, path, pids = stack.port, "/chat", [stack.pid]
+        else:
+            stack = (OneProcessServers if target == "gateway-1" else CrowdServers)(workdir)
+            stack.start()
+            await stack.wait_ready(http)
+            port, path, pids = stack.gw_port, "/sessionHub", stack.gateway_pids()
+        ids = [""] * (WARM_UP + count)
+        if target.endswith("+register"):
+            await _queue(http, f"http://127.0.0.1:{port}", CAP)
+            ids = [q["uniqueRequestId"] for q in await _queue(http, f"http://127.0.0.1:{port}", WARM_UP + count)]
+        crowd = Crowd(children, ids, port, path)
+        await crowd.open(range(WARM_UP))
+        await asyncio.sleep(1)
+        cpu0, t0 = cpu_seconds(pids), time.perf_counter()
+        await crowd.open(range(WARM_UP, WARM_UP + count))
+        wall, cpu = time.perf_counter() - t0, cpu_seconds(pids) - cpu0
+        return 1000 * cpu / count, count / wall
+    finally:
+        await asyncio.gather(*(child.stop() for child in children), return_exceptions=True)
+        http.close()
+        if isinstance(stack, Servers):
+            stack.stop()
+        elif stack is not None:
+            await stack.__aexit__(None, None, None)
+
+
+def compare_setup(args: argparse.Namespace) -> None:
+    """``--compare-setup N``: each target's set-up cost, the targets alternating, ``--repeat`` rounds."""
+    print(f"connection set-up, {args.compare_setup} connections per run, server CPU ms per connection "
+          f"(opens per second)", flush=True)
+    results: dict[str, list[tuple[float, float]]] = {t: [] for t in args.targets}
+    for round_number in range(args.repeat):
+        for target in args.targets:
+            with tempfile.TemporaryDirectory(prefix="bench-crowd-") as tmp:
+                load = os.getloadavg()[0]
+                cost = asyncio.run(setup_cost(target, args.compare_setup, Path(tmp),
+                                              args.client_processes or 1 + (args.compare_setup - 1) // 5000))
+            results[target].append(cost)
+            print(f"  round {round_number + 1} {target:20s} {cost[0]:.2f} ms ({cost[1]:.0f}/s), load {load:.1f}",
+                  flush=True)
+    for target, costs in results.items():
+        median = sorted(c[0] for c in costs)[len(costs) // 2]
+        print(f"{target:20s} median {median:.2f} ms CPU per connection", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--waiting", type=int, nargs="+", default=[5000, 10000, 20000])
@@ -225,9 +299,16 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     parser.add_argument("--client-processes", type=int, default=0,
                         help="processes holding the clients (default: one per 5,000 clients)")
+    parser.add_argument("--compare-setup", type=int, default=0, metavar="N",
+                        help="instead: the set-up CPU of N connections on each of --targets")
+    parser.add_argument("--targets", nargs="+", choices=SETUP_TARGETS, default=list(SETUP_TARGETS))
+    parser.add_argument("--repeat", type=int, default=1, help="rounds of --compare-setup")
     args = parser.parse_args()
     # The servers inherit the limit: each gateway worker holds a socket per client it serves.
-    raise_open_files(max(args.waiting) + 5000)
+    raise_open_files(max(args.waiting + [args.compare_setup]) + 5000)
+    if args.compare_setup:
+        compare_setup(args)
+        return
     print(f"/sessionHub crowd on serve --processes 2, one Redis; cap {CAP}", flush=True)
     for waiting in args.waiting:
         with tempfile.TemporaryDirectory(prefix="bench-crowd-") as tmp:

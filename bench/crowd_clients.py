@@ -12,8 +12,9 @@ so the parent compares the children's arrival times with its own release times d
 
 Commands (``op``), each answered once its work is done:
 
-* ``open {clients: [[index, request id], ...], port}``: negotiate, open the WebSocket with the token,
-  hand-shake and ``Register``, a hundred at a time;
+* ``open {clients: [[index, request id], ...], port, path}``: negotiate, open the WebSocket with the token,
+  hand-shake and ``Register`` (not with an empty request id: then done once hand-shaken), a hundred at a
+  time;
 * ``expect {after}``: from now, every client with an index above ``after`` must get its position minus one;
 * ``await_expected {timeout}``: wait for that; answers ``{missing, last}`` (the latest arrival time);
 * ``ready {index}``: wait for that client's ``SessionReady``; answers ``[time, conversation id]``;
@@ -53,21 +54,26 @@ class TokenClient(Client):
     def __init__(self, request_id: str, crowd: ClientCrowd) -> None:
         super().__init__(request_id, crowd.arrivals)
         self.crowd = crowd
+        self.handshaken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         #: Every position this client was told, in order (an update may come before the Register result).
         self.seen: list[int] = []
         #: The position the bench expects next (``expect``), or None.
         self.expected: int | None = None
 
-    async def connect(self, host: str, port: int) -> None:  # type: ignore[override]
+    async def connect(self, host: str, port: int, path: str = "/sessionHub") -> None:  # type: ignore[override]
+        """Open the WebSocket, hand-shake and (with a request id) ``Register``."""
         loop = asyncio.get_running_loop()
         await loop.create_connection(lambda: self, host, port)
         assert self.transport is not None
         key = base64.b64encode(os.urandom(16)).decode()
-        self.transport.write((f"GET /sessionHub?id={self.token} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        self.transport.write((f"GET {path}?id={self.token} HTTP/1.1\r\nHost: {host}:{port}\r\n"
                               "Upgrade: websocket\r\nConnection: Upgrade\r\n"
                               f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
         await asyncio.wait_for(self._upgraded, 60)
         self.send(json.dumps({"protocol": "json", "version": 1}) + "\x1e")
+        if not self.request_id:
+            await asyncio.wait_for(self.handshaken, 60)
+            return
         self.send(json.dumps({"type": 1, "invocationId": "1", "target": "Register",
                               "arguments": [self.request_id]}) + "\x1e")
         result = await asyncio.wait_for(self.registered, 60)
@@ -76,6 +82,8 @@ class TokenClient(Client):
             self.seen.append(self.position)
 
     def _on_text(self, text: str, now: float) -> None:
+        if not self.handshaken.done() and "\x1e" in text:
+            self.handshaken.set_result(None)  # the handshake response comes first
         before = self.position
         super()._on_text(text, now)
         if self.position != before:
@@ -110,14 +118,14 @@ class ClientCrowd:
                 if client.transport is not None and client.registered.done():
                     client.send(PING)
 
-    async def open(self, clients: list[list[Any]], port: int) -> None:
+    async def open(self, clients: list[list[Any]], port: int, path: str = "/sessionHub") -> None:
         base = f"http://127.0.0.1:{port}"
 
         async def one(client: TokenClient) -> None:
-            response = await self.http.fetch(base + "/sessionHub/negotiate?negotiateVersion=1", method="POST",
+            response = await self.http.fetch(f"{base}{path}/negotiate?negotiateVersion=1", method="POST",
                                              body=b"", request_timeout=120)
             client.token = json.loads(response.body)["connectionToken"]
-            await client.connect("127.0.0.1", port)
+            await client.connect("127.0.0.1", port, path)
 
         fresh = []
         for index, request_id in clients:
@@ -181,7 +189,7 @@ async def serve_commands() -> None:
         op = command["op"]
         try:
             if op == "open":
-                result: Any = await crowd.open(command["clients"], command["port"])
+                result: Any = await crowd.open(command["clients"], command["port"], command.get("path", "/sessionHub"))
             elif op == "expect":
                 result = crowd.expect(command["after"])
             elif op == "await_expected":
