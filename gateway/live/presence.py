@@ -256,6 +256,25 @@ class PresenceStore:
             pipe.zremrangebyscore(self.keys.served, "-inf", now - self._served_window)
             await pipe.execute()
 
+    async def queue_signature(self) -> tuple[Any, ...]:
+        """A few values that change whenever some queued request's position or wait estimate may have.
+
+        The queue's length, its first and last members, the arrival counter and the last service. New
+        requests join at the back (the counter moves); a request put back after a failed dispatch takes
+        its old place, ahead of everyone queued, so it becomes the first; any other way out of the queue
+        shortens it. So equal signatures mean every member kept its place, except when changes cancelled
+        out exactly, which leaves every place as it was too. One transaction: a consistent snapshot.
+        """
+        queue, seq = self._admission.keys.queue, self._admission.keys.seq
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.zcard(queue)
+            pipe.zrange(queue, 0, 0)
+            pipe.zrange(queue, -1, -1)
+            pipe.get(seq)
+            pipe.zrange(self.keys.served, -1, -1)
+            return tuple(_text(v) if isinstance(v, bytes) else tuple(v) if isinstance(v, list) else v
+                         for v in await pipe.execute())
+
     async def arrived_at(self, request_id: str) -> float | None:
         """When a queued request arrived (its entry's stamp), for the wait estimate; None when it is gone,
         has no stamp or its entry is damaged."""

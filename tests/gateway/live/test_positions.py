@@ -449,3 +449,46 @@ async def test_round_holds_while_a_dispatch_is_under_way() -> None:
     assert await asyncio.wait_for(broadcaster.run_once(), 10) == 100
     # Without the hold, each of the 20 turns would have let a slice (3 updates) through.
     assert await dispatch_task <= 13
+
+
+async def test_the_poll_reads_the_queue_only_when_its_signature_changed() -> None:
+    """Another process's change is found by the cheap signature poll (every ``change_poll``), and an
+    unchanged queue is not read again until the backstop ``poll_interval``."""
+    loop = asyncio.get_running_loop()
+    queue = ["a", "b", "c"]
+    reads: list[list[str]] = []
+    looks = 0
+    sent: list[tuple[str, int]] = []
+    moved = asyncio.Event()
+
+    async def queue_ids() -> list[str]:
+        reads.append(list(queue))
+        return list(queue)
+
+    async def signature() -> object:
+        nonlocal looks
+        looks += 1
+        return tuple(queue)
+
+    async def served() -> list[float]:
+        return []
+
+    def send(rid: str, position: int, wait: int | None) -> None:
+        sent.append((rid, position))
+        if position == 1:
+            moved.set()
+
+    broadcaster = PositionBroadcaster(queue_ids=queue_ids, served_times=served, local_requests=lambda: ["c"],
+                                      send=send, clock=loop.time, monotonic=loop.time, min_interval=0.01,
+                                      poll_interval=60, queue_signature=signature, change_poll=0.01)
+    broadcaster.start()
+    try:
+        broadcaster.changed()
+        while looks < 10:  # the first round, then polls of an unchanged queue
+            await asyncio.sleep(0.01)
+        assert len(reads) == 1 and sent == [("c", 3)]
+        queue[:] = ["c"]  # another process served a and b: nothing told this one
+        await asyncio.wait_for(moved.wait(), 5)
+        assert len(reads) == 2 and sent == [("c", 3), ("c", 1)]
+    finally:
+        await broadcaster.stop()
