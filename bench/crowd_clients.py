@@ -31,7 +31,6 @@ import json
 import os
 import resource
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +146,7 @@ class ClientCrowd:
         assert self._all_arrived is not None
         try:
             await asyncio.wait_for(asyncio.shield(self._all_arrived), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         missing = sum(1 for c in self._rest if c.expected is not None)
         last = max((c.position_at for c in self._rest), default=0.0)
@@ -272,7 +271,7 @@ class ClientProcess:
             try:
                 await self.proc.stdin.drain()
                 await asyncio.wait_for(self.proc.wait(), 30)
-            except (OSError, asyncio.TimeoutError):
+            except (OSError, TimeoutError):
                 self.proc.kill()
                 await self.proc.wait()
         self._reader.cancel()

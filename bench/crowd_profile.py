@@ -24,6 +24,7 @@ import json
 import pstats
 import sys
 import tempfile
+import time
 import tracemalloc
 from collections import Counter
 from pathlib import Path
@@ -93,6 +94,11 @@ async def main(args: argparse.Namespace, workdir: Path) -> None:
             profiler.disable()
             profiler.dump_stats(args.cpu)
         await asyncio.sleep(1.5)
+        if args.idle:
+            cpu0 = time.process_time()
+            print(f"idle for {args.idle} s (pid {os.getpid()}): sample it with py-spy now", flush=True)
+            await asyncio.sleep(args.idle)
+            print(f"idle CPU: {100 * (time.process_time() - cpu0) / args.idle:.1f} % of a core", flush=True)
         gc.collect()
         n = args.clients
         print(f"VmRSS growth: {(rss_kib(pid) - rss0) / n:.1f} KiB per client ({n} clients)")
@@ -109,6 +115,10 @@ async def main(args: argparse.Namespace, workdir: Path) -> None:
         grown = sorted(((sizes1[k] - sizes0[k], counts1[k] - counts0[k], k) for k in counts1), reverse=True)
         for size, count, name in grown[:30]:
             print(f"  {count / n:6.2f} {size / n:8.0f} B  {name}")
+        tasks = Counter(getattr(t.get_coro(), "__qualname__", "?") for t in asyncio.all_tasks())
+        print("tasks by coroutine (count per client):")
+        for name, count in tasks.most_common(8):
+            print(f"  {count / n:6.2f}  {name}")
         if profiler is not None:
             stats = pstats.Stats(args.cpu)
             stats.sort_stats("tottime").print_stats(30)
@@ -124,6 +134,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=2000)
     parser.add_argument("--frames", type=int, default=1)
+    parser.add_argument("--idle", type=float, default=0, help="then stay idle this many seconds, reporting CPU")
     parser.add_argument("--cpu", default=None, help="profile the set-up's CPU into this file instead")
     arguments = parser.parse_args()
     raise_open_files(3 * arguments.clients + 5000)
