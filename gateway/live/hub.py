@@ -32,7 +32,8 @@ from gateway.admission.types import RequestState
 from gateway.model.departures import Departure
 from gateway.queue.events import Event, QueueChanged, SessionFailed, SessionReady
 from gateway.live.outages import StoreOutages, observe
-from gateway.live.positions import PositionBroadcaster, position_message
+from gateway.live.position_message import position_message
+from gateway.live.positions import PositionBroadcaster
 from gateway.live.presence import PresenceStore
 from gateway.queue.answers import ServiceUnavailable
 from gateway.model.text import is_sendable, unsendable_message

@@ -3,7 +3,7 @@
 The pure parts are :class:`PositionTracker` (which local clients have a new position),
 :func:`next_round_delay` (coalescing: at most one round per ``min_interval`` seconds, hence at most
 one update per client per second), :func:`estimate_wait_seconds` (from the observed rate at which
-queued requests are served) and :func:`position_message` (the encoded update). :class:`PositionBroadcaster`
+queued requests are served) and :func:`gateway.live.position_message.position_message` (the encoded update). :class:`PositionBroadcaster`
 runs them; its I/O is injected as callables.
 
 Multi-process design: each process computes positions only for the hub connections it hosts and sends
@@ -37,21 +37,19 @@ import asyncio
 import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
 from gateway.background import Periodic
-from signalr.hubs.lifetime import SerializedMessage
-from signalr.protocol import HubProtocol, InvocationMessage
+
+if TYPE_CHECKING:
+    from gateway.live.presence import QueueSignature
 
 log = logging.getLogger("gateway.live.positions")
 
 #: A round slower than this is logged: clients then learn their positions late.
 SLOW_ROUND_SECONDS = 1.0
-
-#: The client method that carries a new position.
-POSITION_METHOD = "QueuePositionUpdated"
-
 
 def next_round_delay(*, last_round_at: float | None, now: float, min_interval: float) -> float:
     """Seconds to wait before the next round may run (0 = now)."""
@@ -158,45 +156,6 @@ class PositionTracker:
         return [(rid, self._told[rid]) for rid in self._unestimated if rid not in changed and rid in self._told]
 
 
-def update_payload(position: int, served_times: Sequence[float], now: float) -> dict[str, int | None]:
-    """The ``QueuePositionUpdated`` argument."""
-    return {"queuePosition": position, "estimatedWaitSeconds": estimate_wait_seconds(position, served_times, now=now)}
-
-
-# What the JSON hub protocol writes for this invocation (a test holds the two byte for byte). One
-# bytes-format per update instead of a dict, an envelope and a JSON encoder: a round makes thousands.
-_JSON_FRAME = b'{"type":1,"target":"' + POSITION_METHOD.encode() + \
-    b'","arguments":[{"queuePosition":%d,"estimatedWaitSeconds":%b}]}\x1e'
-
-
-class PositionMessage(SerializedMessage):
-    """A ``QueuePositionUpdated`` invocation whose JSON encoding is formatted directly.
-
-    Other protocols (MessagePack) encode the same invocation the ordinary way, once per protocol.
-
-    :param position: 1-based queue position.
-    :param estimated_wait_seconds: the estimate, or ``None`` while unknown.
-    """
-
-    __slots__ = ("_json",)
-
-    def __init__(self, position: int, estimated_wait_seconds: int | None) -> None:
-        super().__init__(InvocationMessage(target=POSITION_METHOD, arguments=(
-            {"queuePosition": position, "estimatedWaitSeconds": estimated_wait_seconds},)))
-        wait = b"null" if estimated_wait_seconds is None else b"%d" % estimated_wait_seconds
-        self._json = _JSON_FRAME % (position, wait)
-
-    def bytes_for(self, protocol: HubProtocol) -> bytes:
-        if protocol.name == "json":
-            return self._json
-        return super().bytes_for(protocol)
-
-
-def position_message(position: int, estimated_wait_seconds: int | None) -> SerializedMessage:
-    """The encoded ``QueuePositionUpdated`` for one request, shared by all its connections."""
-    return PositionMessage(position, estimated_wait_seconds)
-
-
 class PositionBroadcaster:
     """Runs coalesced position rounds for the waiting clients of this process.
 
@@ -229,12 +188,12 @@ class PositionBroadcaster:
                  hold_seconds: float = 0.1, on_estimate_error: Callable[[float], None] | None = None,
                  on_store_error: Callable[[], None] | None = None,
                  arrived_at: Callable[[str], Awaitable[float | None]] | None = None,
-                 queue_signature: Callable[[], Awaitable[object]] | None = None,
+                 queue_signature: Callable[[], Awaitable[QueueSignature]] | None = None,
                  change_poll: float = 0.2) -> None:
         self.tracker = PositionTracker()
         self._queue_signature = queue_signature
         #: The signature read before the last full round, and whether a local change wants a round.
-        self._signature: object = None
+        self._signature: QueueSignature | None = None
         self._dirty = True
         self._last_full: float | None = None
         self._arrived_at = arrived_at
@@ -351,7 +310,12 @@ class PositionBroadcaster:
             return True
         if self._last_full is None or self._monotonic() - self._last_full >= self._poll_interval:
             return True
-        return await self._queue_signature() != self._signature
+        signature = await self._queue_signature()
+        if self._signature is not None and signature.first != self._signature.first:
+            # Most likely another process's dispatch from the front, whose outcome is on its way to a
+            # client (maybe one of ours, through the backplane): hold as for a dispatch of our own.
+            self.hold()
+        return signature != self._signature
 
     async def run_once(self) -> int:
         """One round; returns how many clients were sent a new position."""

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
 
@@ -58,6 +58,17 @@ def _text(value: Any) -> str:
 
 def _num(value: float) -> str:
     return f"{value:.6f}"
+
+
+class QueueSignature(NamedTuple):
+    """What changes whenever some queued request's place or wait estimate may have (see
+    :meth:`gateway.live.presence.PresenceStore.queue_signature`)."""
+
+    length: int
+    first: str | None
+    last: str | None
+    arrivals: str | None
+    last_served: str | None
 
 
 class Absence(StrEnum):
@@ -256,7 +267,7 @@ class PresenceStore:
             pipe.zremrangebyscore(self.keys.served, "-inf", now - self._served_window)
             await pipe.execute()
 
-    async def queue_signature(self) -> tuple[Any, ...]:
+    async def queue_signature(self) -> QueueSignature:
         """A few values that change whenever some queued request's position or wait estimate may have.
 
         The queue's length, its first and last members, the arrival counter and the last service. New
@@ -272,8 +283,13 @@ class PresenceStore:
             pipe.zrange(queue, -1, -1)
             pipe.get(seq)
             pipe.zrange(self.keys.served, -1, -1)
-            return tuple(_text(v) if isinstance(v, bytes) else tuple(v) if isinstance(v, list) else v
-                         for v in await pipe.execute())
+            length, first, last, arrivals, served = await pipe.execute()
+
+        def one(members: list[Any]) -> str | None:
+            return _text(members[0]) if members else None
+
+        return QueueSignature(length=int(length), first=one(first), last=one(last),
+                              arrivals=None if arrivals is None else _text(arrivals), last_served=one(served))
 
     async def arrived_at(self, request_id: str) -> float | None:
         """When a queued request arrived (its entry's stamp), for the wait estimate; None when it is gone,

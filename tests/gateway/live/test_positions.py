@@ -8,14 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.live.position_message import position_message, update_payload
+from gateway.live.presence import QueueSignature
 from gateway.live.positions import (
     PositionBroadcaster,
     PositionTracker,
     estimate_wait_seconds,
     next_round_delay,
-    position_message,
     service_gap,
-    update_payload,
     wait_for_gap,
 )
 from gateway.live.presence import Absence, PresenceRecord, absence_of, absent
@@ -465,10 +465,10 @@ async def test_the_poll_reads_the_queue_only_when_its_signature_changed() -> Non
         reads.append(list(queue))
         return list(queue)
 
-    async def signature() -> object:
+    async def signature() -> QueueSignature:
         nonlocal looks
         looks += 1
-        return tuple(queue)
+        return QueueSignature(length=len(queue), first=queue[0], last=queue[-1], arrivals="3", last_served=None)
 
     async def served() -> list[float]:
         return []
