@@ -90,8 +90,9 @@ class HttpConnection:
         self.inbox = Inbox()
         self.request = RequestInfo()
         self.started = False
-        # Set by the hub layer: periodic tick and stateful-reconnect replay hook.
-        self.on_tick: Callable[[float], None] | None = None
+        # Set by the hub layer: periodic tick (returning when it is next needed, or None: every
+        # heartbeat) and stateful-reconnect replay hook.
+        self.on_tick: Callable[[float], float | None] | None = None
         self.on_reattach: Callable[[], None] | None = None
         # Set by the hub layer: the outbox overflowed; may ``outbox.finish`` with a Close message.
         self.on_overflow: Callable[[], None] | None = None
