@@ -83,6 +83,7 @@ async def main(args: argparse.Namespace, workdir: Path) -> None:
         pid = [os.getpid()]
         counts0, sizes0 = type_census()
         rss0 = rss_kib(pid)
+        full0 = gc.get_stats()[2]["collections"]
         profiler = cProfile.Profile() if args.cpu else None
         if profiler is not None:
             profiler.enable()
@@ -99,8 +100,13 @@ async def main(args: argparse.Namespace, workdir: Path) -> None:
             print(f"idle for {args.idle} s (pid {os.getpid()}): sample it with py-spy now", flush=True)
             await asyncio.sleep(args.idle)
             print(f"idle CPU: {100 * (time.process_time() - cpu0) / args.idle:.1f} % of a core", flush=True)
+        started = time.perf_counter()
         gc.collect()
+        full = time.perf_counter() - started
         n = args.clients
+        print(f"full garbage collections during the set-up: {gc.get_stats()[2]['collections'] - full0}")
+        print(f"a full garbage collection now: {1000 * full:.0f} ms over {len(gc.get_objects()):,} tracked objects "
+              f"(a pause of the whole process)")
         print(f"VmRSS growth: {(rss_kib(pid) - rss0) / n:.1f} KiB per client ({n} clients)")
         if profiler is None:
             snap1 = tracemalloc.take_snapshot()

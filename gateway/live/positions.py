@@ -310,12 +310,7 @@ class PositionBroadcaster:
             return True
         if self._last_full is None or self._monotonic() - self._last_full >= self._poll_interval:
             return True
-        signature = await self._queue_signature()
-        if self._signature is not None and signature.first != self._signature.first:
-            # Most likely another process's dispatch from the front, whose outcome is on its way to a
-            # client (maybe one of ours, through the backplane): hold as for a dispatch of our own.
-            self.hold()
-        return signature != self._signature
+        return await self._queue_signature() != self._signature
 
     async def run_once(self) -> int:
         """One round; returns how many clients were sent a new position."""
