@@ -18,7 +18,6 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-import tornado.httputil
 import tornado.web
 import tornado.websocket
 from tornado.iostream import IOStream, StreamClosedError
@@ -250,9 +249,6 @@ class HubHandler(SendRequests, tornado.websocket.WebSocketHandler):
 
         connection.abort_transport = abort
         self._start_if_first()
-        # The upgrade is answered and logged, and the hub has its own copy (RequestInfo): Tornado's
-        # parsed headers (a dict of lists, over a KiB) would otherwise live as long as the socket.
-        self.request.headers = tornado.httputil.HTTPHeaders()
 
     def end_connection(self) -> None:
         """The reader refused the client's input (a message too large): end the connection now,
