@@ -3,8 +3,8 @@
 The pure parts are :class:`PositionTracker` (which local clients have a new position),
 :func:`next_round_delay` (coalescing: at most one round per ``min_interval`` seconds, hence at most
 one update per client per second), :func:`estimate_wait_seconds` (from the observed rate at which
-queued requests are served) and :func:`gateway.live.position_message.position_message` (the encoded update). :class:`PositionBroadcaster`
-runs them; its I/O is injected as callables.
+queued requests are served) and, in :mod:`gateway.live.position_message`, the encoded update.
+:class:`PositionBroadcaster` runs them; its I/O is injected as callables.
 
 Multi-process design: each process computes positions only for the hub connections it hosts and sends
 to them directly, without the backplane. One round costs one ZRANGE of the queue, whatever the number
@@ -50,6 +50,11 @@ log = logging.getLogger("gateway.live.positions")
 
 #: A round slower than this is logged: clients then learn their positions late.
 SLOW_ROUND_SECONDS = 1.0
+
+#: After a failed poll or round, the poll waits this long before it tries the store again (an outage
+#: must not turn five polls a second into five failing store calls a second).
+RETRY_SECONDS = 1.0
+
 
 def next_round_delay(*, last_round_at: float | None, now: float, min_interval: float) -> float:
     """Seconds to wait before the next round may run (0 = now)."""
@@ -196,6 +201,7 @@ class PositionBroadcaster:
         self._signature: QueueSignature | None = None
         self._dirty = True
         self._last_full: float | None = None
+        self._retry_at = 0.0
         self._arrived_at = arrived_at
         self._on_estimate_error = on_estimate_error
         self._on_store_error = on_store_error
@@ -276,9 +282,7 @@ class PositionBroadcaster:
             if not await self._round_due():
                 return
         except RedisError as exc:
-            if self._on_store_error is not None:
-                self._on_store_error()
-            log.warning("position poll failed: %s", exc)
+            self._failed(exc)
             return
         delay = next_round_delay(last_round_at=self._last_round, now=self._monotonic(),
                                  min_interval=self._min_interval)
@@ -298,15 +302,25 @@ class PositionBroadcaster:
                 # updates at least ``min_interval`` apart.
                 self._last_round = round_at + self._behind
         except RedisError as exc:  # a Redis outage: the next round catches up
-            if self._on_store_error is not None:
-                self._on_store_error()
-            log.warning("position round failed: %s", exc)
+            self._failed(exc)
+
+    def _failed(self, exc: RedisError) -> None:
+        # Whatever the failed call was to find out, the next attempt reads the queue in full.
+        self._dirty = True
+        self._retry_at = self._monotonic() + RETRY_SECONDS
+        if self._on_store_error is not None:
+            self._on_store_error()
+        log.warning("position round failed: %s", exc)
 
     async def _round_due(self) -> bool:
         """Whether the queue may have changed since the last round (always, without a signature)."""
         # (A request still without an estimate needs none of its own: the rate changes only with a
         # service, which changes the signature.)
-        if self._queue_signature is None or self._dirty:
+        if self._queue_signature is None:
+            return True
+        if self._monotonic() < self._retry_at:
+            return False  # the store failed a moment ago: a local change or the backstop waits too
+        if self._dirty:
             return True
         if self._last_full is None or self._monotonic() - self._last_full >= self._poll_interval:
             return True

@@ -492,3 +492,45 @@ async def test_the_poll_reads_the_queue_only_when_its_signature_changed() -> Non
         assert len(reads) == 2 and sent == [("c", 3), ("c", 1)]
     finally:
         await broadcaster.stop()
+
+
+async def test_a_failed_poll_waits_a_moment_and_then_reads_the_queue_in_full() -> None:
+    """A store outage must not turn five polls a second into five failing calls a second, and a round that
+    failed after reading the signature must not leave its change to the 5 s backstop."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    clock = [100.0]
+    queue = ["a", "b"]
+    failing = {"queue": False}
+    reads: list[float] = []
+    looks: list[float] = []
+    errors: list[float] = []
+
+    async def queue_ids() -> list[str]:
+        reads.append(clock[0])
+        if failing["queue"]:
+            raise RedisConnectionError("down")
+        return list(queue)
+
+    async def signature() -> QueueSignature:
+        looks.append(clock[0])
+        return QueueSignature(length=len(queue), first=queue[0], last=queue[-1], arrivals="2", last_served=None)
+
+    async def served() -> list[float]:
+        return []
+
+    broadcaster = PositionBroadcaster(queue_ids=queue_ids, served_times=served, local_requests=lambda: ["b"],
+                                      send=lambda rid, position, wait: None, clock=lambda: clock[0],
+                                      monotonic=lambda: clock[0], min_interval=0.0, poll_interval=60,
+                                      queue_signature=signature, change_poll=0.2,
+                                      on_store_error=lambda: errors.append(clock[0]))
+    failing["queue"] = True
+    await broadcaster._paced_round()  # the first round: signature read, then the queue read fails
+    assert len(reads) == 1 and len(looks) == 1 and errors == [100.0]
+    clock[0] += 0.5  # within the retry delay: no store call at all
+    await broadcaster._paced_round()
+    assert len(reads) == 1 and len(looks) == 1
+    failing["queue"] = False
+    clock[0] += 0.6  # past it: the same (unchanged) signature, yet the queue is read in full
+    await broadcaster._paced_round()
+    assert len(reads) == 2
