@@ -60,10 +60,12 @@ from gateway.queue.service import SessionService
 from gateway.config.settings import Settings
 from signalr.hubs.lifetime import HubLifetimeManager
 from signalr.redis.lifetime import RedisHubLifetimeManager
+from gateway.config.redis_cluster import is_cluster_url, parse_cluster_url
 from gateway.config.redis_sentinel import is_sentinel_url, parse_sentinel_url
+from gateway.redis import cluster as redis_cluster
+from gateway.redis import sentinel as redis_sentinel
 from gateway.redis.client import check_redis_version, open_redis
 from gateway.redis.replication import ReplicaWait
-from gateway.redis.sentinel import backplane_factory
 from geo.client_ip import TrustedProxies, resolve_client_address
 
 log = logging.getLogger("gateway")
@@ -91,25 +93,36 @@ def _log_request(handler: tornado.web.RequestHandler, proxies: TrustedProxies) -
                    client_ip, request_id_of(request), extra=fields)
 
 
-#: Every Redis name of this gateway, under its one prefix.
-KEYS = KeySpace()
 #: The backplane's group-command ack timeout and socket timeout (its default), for its sentinel clients too.
 BACKPLANE_TIMEOUT = 5.0
 
 
-def _hub_lifetime(settings: Settings) -> HubLifetimeManager | None:
+def key_space(settings: Settings) -> KeySpace:
+    """Every Redis name of this gateway, under its one prefix (hash-tagged on a Redis Cluster)."""
+    return KeySpace.for_store(cluster=is_cluster_url(settings.redis_url))
+
+
+def _hub_lifetime(settings: Settings, keys: KeySpace) -> HubLifetimeManager | None:
     """The hub's lifetime manager: the Redis backplane when several processes share a Redis, else the
     in-memory one (the embedded store is for one process only)."""
-    if not settings.redis_url:
+    url = settings.redis_url
+    if not url:
         return None
-    if is_sentinel_url(settings.redis_url):
+    # Its log lines name the URL: without credentials.
+    if is_sentinel_url(url):
         # Its clients find the primary through the sentinels, and find it again after a failover.
-        # The URL is only named in its log lines: without credentials.
-        target = replace(parse_sentinel_url(settings.redis_url), username=None, password=None, sentinel_password=None)
-        return RedisHubLifetimeManager(target.url(), prefix=KEYS.backplane, hub_name="sessionHub",
+        target = replace(parse_sentinel_url(url), username=None, password=None, sentinel_password=None)
+        return RedisHubLifetimeManager(target.url(), prefix=keys.backplane, hub_name="sessionHub",
                                        ack_timeout=BACKPLANE_TIMEOUT,
-                                       redis_factory=backplane_factory(settings.redis_url, timeout=BACKPLANE_TIMEOUT))
-    return RedisHubLifetimeManager(settings.redis_url, prefix=KEYS.backplane, hub_name="sessionHub")
+                                       redis_factory=redis_sentinel.backplane_factory(url, timeout=BACKPLANE_TIMEOUT))
+    if is_cluster_url(url) and keys.hash_tag:
+        # Sharded pub/sub on the node owning the keys' slot: a plain PUBLISH would go to every node.
+        shown = replace(parse_cluster_url(url), username=None, password=None)
+        return RedisHubLifetimeManager(shown.url(), prefix=keys.backplane, hub_name="sessionHub",
+                                       ack_timeout=BACKPLANE_TIMEOUT, sharded=True,
+                                       redis_factory=redis_cluster.backplane_factory(
+                                           url, hash_tag=keys.hash_tag, timeout=BACKPLANE_TIMEOUT))
+    return RedisHubLifetimeManager(url, prefix=keys.backplane, hub_name="sessionHub")
 
 
 class Gateway:
@@ -138,7 +151,8 @@ class Gateway:
         self.settings = settings
         self.clock = clock
         self.hand_over = hand_over
-        self.redis = redis if redis is not None else open_redis(settings.redis_url)
+        self.keys = key_space(settings)
+        self.redis = redis if redis is not None else open_redis(settings.redis_url, hash_tag=self.keys.hash_tag)
         self._owns_redis = redis is None
         self.metrics = GatewayMetrics()
         self.platform = platform if platform is not None else PlatformClient(settings.platform,
@@ -171,18 +185,18 @@ class Gateway:
         capacity (configured or synced from the platform), the session service."""
         # The deployment's epoch: admissions and claims carry it, so none runs against a store that was
         # reset (restarted empty, flushed) before this process has caught up (gateway.admission.epoch).
-        store_epoch = StoreEpoch(self.redis, key=KEYS.admission.epoch)
+        store_epoch = StoreEpoch(self.redis, key=self.keys.admission.epoch)
         self.epoch = EpochWatcher(store_epoch, interval=epoch_interval,
                                   on_store_error=lambda: self.metrics.store_error("epoch"))
         replicas = settings.redis.wait_for_replicas
         self.replica_wait = ReplicaWait(replicas, settings.redis.wait_timeout_ms) if replicas else None
-        self.store = AdmissionStore(self.redis, key_prefix=KEYS.prefix, clock=clock, epoch=lambda: store_epoch.known,
+        self.store = AdmissionStore(self.redis, key_prefix=self.keys.prefix, clock=clock, epoch=lambda: store_epoch.known,
                                     replica_wait=self.replica_wait)
         campaign_caps = {name: c.max_concurrent_sessions for name, c in settings.platform.campaigns.items()
                          if c.max_concurrent_sessions is not None}
         self.capacity = CapacityPolicy(global_cap=settings.concurrency.max_concurrent_sessions,
                                        campaign_caps=campaign_caps)
-        self.protection = ClientProtection(settings, self.redis, clock=clock, key_prefix=KEYS.rate_limits)
+        self.protection = ClientProtection(settings, self.redis, clock=clock, key_prefix=self.keys.rate_limits)
         # One serving path (the platform call, the requeue, the recording) for direct admissions and the queue.
         serving = SessionServing(store=self.store, platform=self.platform, settings=settings,
                                  protection=self.protection)
@@ -203,10 +217,10 @@ class Gateway:
                           hub_tuning: HubTuning | None) -> None:
         """The live queue: presence (shared by the hub and the status endpoint: a poll is a sign of life)
         and the session hub, mounted and told about outcomes and store resets."""
-        self.presence = PresenceStore(self.redis, admission=self.store, key_prefix=KEYS.presence, clock=clock)
+        self.presence = PresenceStore(self.redis, admission=self.store, key_prefix=self.keys.presence, clock=clock)
         self.session_hub = SessionHubService(
             settings, store=self.store, sessions=self.service, presence=self.presence, clock=clock,
-            origin_allowed=self.cors.allows, lifetime=_hub_lifetime(settings), tuning=hub_tuning,
+            origin_allowed=self.cors.allows, lifetime=_hub_lifetime(settings, self.keys), tuning=hub_tuning,
             observer=self.metrics)
         self.add_routes(self.session_hub.routes)
         self.add_routes(self.metrics_endpoint.main_routes)
@@ -218,7 +232,7 @@ class Gateway:
     def _build_admin(self, settings: Settings, *, clock: Callable[[], float]) -> None:
         """The admin API (mounted only with ``Admin.ApiToken``): the operators' controls and the deployment's
         snapshot, both in the store, so every process sees a change at once."""
-        self.controls = ControlStore(self.redis, keys=self.store.keys, audit_key=KEYS.admin_audit, clock=clock)
+        self.controls = ControlStore(self.redis, keys=self.store.keys, audit_key=self.keys.admin_audit, clock=clock)
         snapshots = SnapshotReader(self.redis, keys=self.store.keys, registered_key=self.presence.keys.registered,
                                    session_lease_seconds=settings.concurrency.session_lease_seconds, clock=clock)
         self.admin = AdminService(controls=self.controls, snapshots=snapshots, sessions=self.service,

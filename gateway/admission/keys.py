@@ -5,6 +5,11 @@ operator can find everything with ``SCAN MATCH iqra:*``. The order of :meth:`Adm
 is a contract with ``gateway/lua/lib_store.lua``: it is ``KEYS[1..13]`` of every admission script.
 Per-request keys (outcome, tombstone) are derived from ids the caller knows, so they are passed in
 ``KEYS`` too and no script builds a key name itself.
+
+On a Redis Cluster the prefix is ``{iqra}:`` (:data:`CLUSTER_PREFIX`): the braces make ``iqra`` the hash tag of
+every name, so all of them, presence, rate limits and the backplane's channels included, fall in one slot, and
+every script (which touches several) stays on one node and atomic. Elsewhere it stays ``iqra:``: renaming the
+keys of a running deployment would orphan its state on upgrade.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DEFAULT_PREFIX = "iqra:"
+#: The prefix on a Redis Cluster: the same names, with ``iqra`` as every name's hash tag.
+CLUSTER_PREFIX = "{iqra}:"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -138,6 +145,20 @@ class KeySpace:
     """
 
     prefix: str = DEFAULT_PREFIX
+
+    @classmethod
+    def for_store(cls, *, cluster: bool) -> KeySpace:
+        """The names on a Redis Cluster (one hash tag for all) or on any other store."""
+        return cls(prefix=CLUSTER_PREFIX if cluster else DEFAULT_PREFIX)
+
+    @property
+    def hash_tag(self) -> str | None:
+        """The hash tag every name carries (``iqra`` in ``{iqra}:``), or None when the prefix has none."""
+        opening = self.prefix.find("{")
+        closing = self.prefix.find("}", opening + 1)
+        if opening < 0 or closing <= opening + 1:
+            return None
+        return self.prefix[opening + 1:closing]
 
     @property
     def admission(self) -> AdmissionKeys:

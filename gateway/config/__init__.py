@@ -22,7 +22,8 @@ Decisions:
 
 Modules: :mod:`~gateway.config.source` (the file and the environment), :mod:`~gateway.config.problems` and
 :mod:`~gateway.config.binder` (key paths, typed readers), one module per group of sections
-(:mod:`~gateway.config.edge`, :mod:`~gateway.config.redis_url` with :mod:`~gateway.config.redis_sentinel`,
+(:mod:`~gateway.config.edge`, :mod:`~gateway.config.redis_url` with :mod:`~gateway.config.redis_sentinel` and
+:mod:`~gateway.config.redis_cluster`,
 :mod:`~gateway.config.voice_platform`,
 :mod:`~gateway.config.concurrency`, :mod:`~gateway.config.security`, :mod:`~gateway.config.limits`,
 :mod:`~gateway.config.metrics`), and

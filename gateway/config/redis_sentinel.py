@@ -13,9 +13,10 @@ Other options: ``client_name``. A host without a port means Sentinel's default p
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, unquote
+
+from gateway.config.redis_endpoint import bracketed, credentials_part, parse_endpoint
 
 #: Sentinel's own port when a host gives none.
 SENTINEL_PORT = 26379
@@ -54,13 +55,8 @@ class SentinelTarget:
 
     def url(self) -> str:
         """The canonical ``redis+sentinel://`` URL (:func:`parse_sentinel_url` reads it back)."""
-        credentials = ""
-        if self.username is not None or self.password is not None:
-            credentials = quote(self.username or "", safe="")
-            if self.password is not None:
-                credentials += ":" + quote(self.password, safe="")
-            credentials += "@"
-        hosts = ",".join(f"{_bracketed(host)}:{port}" for host, port in self.sentinels)
+        credentials = credentials_part(self.username, self.password)
+        hosts = ",".join(f"{bracketed(host)}:{port}" for host, port in self.sentinels)
         query = "&".join(f"{name}={quote(value, safe='')}" for name, value in
                          (("sentinel_password", self.sentinel_password), ("client_name", self.client_name))
                          if value is not None)
@@ -69,7 +65,7 @@ class SentinelTarget:
 
     def where(self) -> str:
         """For logs and messages: service and sentinels, never a password."""
-        hosts = ",".join(f"{_bracketed(host)}:{port}" for host, port in self.sentinels)
+        hosts = ",".join(f"{bracketed(host)}:{port}" for host, port in self.sentinels)
         return f"service {self.service!r} via sentinels {hosts}"
 
 
@@ -89,7 +85,7 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
         user_text, colon, password_text = credentials.partition(":")
         username = unquote(user_text) or None
         password = unquote(password_text) if colon else None
-    sentinels = tuple(_sentinel_endpoint(part) for part in hosts_text.split(",") if part.strip())
+    sentinels = tuple(parse_endpoint(part, default_port=SENTINEL_PORT, what="sentinel") for part in hosts_text.split(",") if part.strip())
     if not sentinels:
         raise ValueError("no sentinel host; write host:port[,host:port...] before the service name")
     service_text, _, db_text = path.strip("/").partition("/")
@@ -105,20 +101,3 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
     return SentinelTarget(sentinels=sentinels, service=service, username=username, password=password,
                           sentinel_password=options.get("sentinel_password"), db=int(db_text or 0),
                           ssl=scheme.lower() == SCHEMES[1], client_name=options.get("client_name"))
-
-
-def _sentinel_endpoint(text: str) -> tuple[str, int]:
-    """``(host, port)`` of ``host[:port]`` or ``[v6][:port]``, with Sentinel's default port."""
-    match = re.fullmatch(r"\[([^\]]+)\](?::([0-9]{1,5}))?|([^:\[\]]+)(?::([0-9]{1,5}))?", text.strip())
-    if match is None:
-        raise ValueError(f"sentinel {text.strip()!r} must be host or host:port")
-    host = match.group(1) if match.group(1) is not None else match.group(3)
-    port_text = match.group(2) if match.group(1) is not None else match.group(4)
-    port = SENTINEL_PORT if port_text is None else int(port_text)
-    if not 0 < port < 65536:
-        raise ValueError(f"sentinel {text.strip()!r} needs a port between 1 and 65535")
-    return host, port
-
-
-def _bracketed(host: str) -> str:
-    return f"[{host}]" if ":" in host else host

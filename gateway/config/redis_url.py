@@ -2,7 +2,8 @@
 
 Either may name a Redis behind Sentinel: the StackExchange form with ``serviceName=`` (its endpoints are then the
 sentinels), or a ``redis+sentinel://`` URL (:mod:`gateway.config.redis_sentinel`), the canonical form kept in
-``Settings.redis_url``.
+``Settings.redis_url``. Likewise a Redis Cluster: ``cluster=true`` (its endpoints are then seed nodes) or a
+``redis+cluster://`` URL (:mod:`gateway.config.redis_cluster`).
 """
 
 from __future__ import annotations
@@ -13,11 +14,17 @@ from urllib.parse import quote
 from redis.connection import parse_url
 
 from gateway.config.binder import Binder
-from gateway.config.problems import Section
 from gateway.config.errors import ConfigError
-from gateway.config.settings import RedisSettings
+from gateway.config.problems import Section
+from gateway.config.redis_cluster import CLUSTER_PORT, ClusterTarget, parse_cluster_url
+from gateway.config.redis_cluster import SCHEMES as CLUSTER_SCHEMES
 from gateway.config.redis_sentinel import SCHEMES as SENTINEL_SCHEMES
-from gateway.config.redis_sentinel import SENTINEL_PORT, SentinelTarget, parse_sentinel_url
+from gateway.config.redis_sentinel import (
+    SENTINEL_PORT,
+    SentinelTarget,
+    parse_sentinel_url,
+)
+from gateway.config.settings import RedisSettings
 
 _STACKEXCHANGE_IGNORED = "ignored (a StackExchange.Redis option the gateway does not use)"
 
@@ -28,11 +35,12 @@ def parse_redis_connection_string(value: str) -> str:
     Accepts URLs (``redis://``, ``rediss://``, ``unix://``) as they are, and the StackExchange.Redis form the
     original used: ``host[:port][,password=...][,user=...][,ssl=true][,defaultDatabase=N][,name=...]``.
     With ``serviceName=...`` the endpoints are sentinels (``sentinel1:26379,sentinel2:26379,serviceName=mymaster``)
-    and the result is a ``redis+sentinel://`` URL, as is a ``redis+sentinel://`` URL given directly.
+    and the result is a ``redis+sentinel://`` URL, as is a ``redis+sentinel://`` URL given directly. With
+    ``cluster=true`` the endpoints are seed nodes of a Redis Cluster and the result is a ``redis+cluster://`` URL.
     Other StackExchange options are ignored (:func:`~gateway.config.load_settings` reports them as warnings).
 
     :param value: the connection string; must not be empty.
-    :return: a ``redis://``, ``rediss://``, ``unix://`` or ``redis+sentinel://`` URL.
+    :return: a ``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://`` or ``redis+cluster://`` URL.
     :raises ConfigError: when the string cannot be understood.
     """
     url, _warnings, problems = parse_redis("RedisConnectionString", value)
@@ -75,10 +83,15 @@ def parse_redis(path: str, value: str) -> tuple[str | None, list[str], list[str]
             return parse_sentinel_url(text).url(), [], []
         except ValueError as exc:
             return None, [], [f"{path}: not a valid Sentinel URL ({exc})"]
+    if scheme in CLUSTER_SCHEMES:
+        try:
+            return parse_cluster_url(text).url(), [], []
+        except ValueError as exc:
+            return None, [], [f"{path}: not a valid Redis Cluster URL ({exc})"]
     if scheme:
         if scheme not in ("redis", "rediss", "unix"):
-            return None, [], [f"{path}: unsupported scheme {scheme!r}; use redis://, rediss://, unix:// or "
-                                 "redis+sentinel://, or host:port"]
+            return None, [], [(f"{path}: unsupported scheme {scheme!r}; use redis://, rediss://, unix://, "
+                                  "redis+sentinel:// or redis+cluster://, or host:port")]
         try:
             parse_url(text)
         except ValueError as exc:
@@ -89,13 +102,16 @@ def parse_redis(path: str, value: str) -> tuple[str | None, list[str], list[str]
     problems: list[str] = []
     endpoints, options = _parts(text)
     password, user, name = options.get("password"), options.get("user"), options.get("name")
-    ssl = False
+    ssl = cluster = False
     database = 0
     for option, setting in options.items():
-        if option == "ssl":
+        if option in ("ssl", "cluster"):
             if setting.lower() not in ("true", "false"):
-                problems.append(f"{path}: ssl={setting!r} must be true or false")
-            ssl = setting.lower() == "true"
+                problems.append(f"{path}: {option}={setting!r} must be true or false")
+            if option == "ssl":
+                ssl = setting.lower() == "true"
+            else:
+                cluster = setting.lower() == "true"
         elif option == "defaultdatabase":
             if not setting.isdigit():
                 problems.append(f"{path}: defaultDatabase={setting!r} must be a whole number >= 0")
@@ -106,6 +122,9 @@ def parse_redis(path: str, value: str) -> tuple[str | None, list[str], list[str]
     if not endpoints:
         problems.append(f"{path}: no host; write host:port (e.g. localhost:6379) or a redis:// URL, or leave it empty for the embedded store")
         return None, warnings, problems
+    if cluster:
+        url = _cluster_url(path, endpoints, options, ssl=ssl, database=database, problems=problems)
+        return (None if problems else url), warnings, problems
     if "servicename" in options:
         url = _sentinel_url(path, endpoints, options, ssl=ssl, database=database, problems=problems)
         return (None if problems else url), warnings, problems
@@ -146,6 +165,28 @@ def _sentinel_url(path: str, endpoints: list[str], options: dict[str, str], *, s
     return SentinelTarget(sentinels=tuple(sentinels), service=service, username=options.get("user"),
                           password=options.get("password"), sentinel_password=options.get("sentinelpassword"),
                           db=database, ssl=ssl, client_name=options.get("name") or None).url()
+
+
+def _cluster_url(path: str, endpoints: list[str], options: dict[str, str], *, ssl: bool, database: int,
+                 problems: list[str]) -> str | None:
+    """The ``redis+cluster://`` URL of a StackExchange string with ``cluster=true``: every endpoint is a seed
+    node (port 6379 unless given); ``password``/``user`` log in to the nodes."""
+    if "servicename" in options:
+        problems.append(f"{path}: cluster=true and serviceName name two different deployments (a Redis Cluster "
+                        "or a Redis behind Sentinel); keep one")
+    if database:
+        problems.append(f"{path}: defaultDatabase={database} is not possible on a Redis Cluster (it has only database 0)")
+    nodes: list[tuple[str, int]] = []
+    for endpoint in endpoints:
+        host, port = _split_endpoint(endpoint, default_port=CLUSTER_PORT)
+        if port is None:
+            problems.append(f"{path}: node {endpoint!r} must be host or host:port with a port between 1 and 65535")
+        else:
+            nodes.append((host.strip("[]"), port))
+    if problems:
+        return None
+    return ClusterTarget(nodes=tuple(nodes), username=options.get("user"), password=options.get("password"),
+                         ssl=ssl, client_name=options.get("name") or None).url()
 
 
 def _parts(text: str) -> tuple[list[str], dict[str, str]]:

@@ -250,8 +250,9 @@ class Settings:
     :param allowed_origins: ``AllowedOrigins``, CORS origins (``*`` allows any).
     :param forwarded_headers: ``ForwardedHeaders``.
     :param redis_url: from ``RedisConnectionString``, as a ``redis://``/``rediss://``/``unix://`` URL, or a
-        ``redis+sentinel://`` one for a Redis behind Sentinel (:mod:`gateway.config.redis_sentinel`); ``None``
-        selects the embedded store.
+        ``redis+sentinel://`` one for a Redis behind Sentinel (:mod:`gateway.config.redis_sentinel`), or a
+        ``redis+cluster://`` one for a Redis Cluster (:mod:`gateway.config.redis_cluster`); ``None`` selects the
+        embedded store.
     :param redis: ``Redis``.
     :param platform: ``VoiceAiPlatform``.
     :param concurrency: ``Concurrency``.

@@ -82,6 +82,9 @@ class EdgeServer(tornado.httpserver.HTTPServer):
         # No Tornado timeouts: the deadlines of the streams below do their work for a fraction of the cost.
         super().initialize(request_callback, max_header_size=MAX_HEAD_BYTES, max_body_size=_TORNADO_BODY_LIMIT,
                            **kwargs)
+        # Tornado waits for every request head with a timeout of its own even when none is configured (an
+        # hour): a future, a chained callback and a timer per request, which the deadlines make redundant.
+        self.conn_params.header_timeout = None
         self.limits = limits
         self._headers_timeout = limits.request_headers_timeout_seconds
         self._keep_alive_timeout = limits.keep_alive_timeout_seconds

@@ -34,6 +34,7 @@ from gateway.queue.events import Event, QueueChanged, SessionFailed, SessionRead
 from gateway.live.outages import StoreOutages, observe
 from gateway.live.position_message import position_message
 from gateway.live.positions import PositionBroadcaster
+from gateway.live.resync import resend_missed_outcomes
 from gateway.live.presence import PresenceStore
 from gateway.queue.answers import ServiceUnavailable
 from gateway.model.text import is_sendable, unsendable_message
@@ -183,6 +184,7 @@ class SessionHubService:
 
     async def start(self) -> None:
         await self.server.start()
+        self.lifetime.on_resubscribed(self._resync)
         self.positions.start()
         self.reaper.start()
         self._heartbeat.start()
@@ -334,6 +336,11 @@ class SessionHubService:
             sink = local_connection(connection_id)
             if sink is not None:
                 sink.send_serialized(message)
+
+    def _resync(self) -> None:
+        # The backplane was down: outcomes published meanwhile never came (see gateway.live.resync).
+        self._spawn(resend_missed_outcomes(self._by_request, queue_ids=self._store.queue_ids,
+                                           status=self._sessions.status, send=self._after_completion))
 
     def _after_completion(self, connection_id: str, method: str, payload: Mapping[str, Any]) -> None:
         def deliver() -> None:

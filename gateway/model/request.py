@@ -228,7 +228,8 @@ def _build(campaign_id: str, region_id: str, fields: dict[str, Any]) -> SessionR
 
 
 def _is_integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    # JSON numbers decode to exactly int; a bool (an int subclass) or anything else is not one.
+    return type(value) is int
 
 
 def _transport(value: Any) -> TransportType:
@@ -316,33 +317,37 @@ def _audio(value: Any, transport: TransportType) -> AudioConfiguration:
 
 def _check_side(side: str, encoding_value: int, rate: int, bits: int) -> AudioEncodingType:
     """Check one direction's codec, rate and sample size; returns its encoding."""
-    enc_path = f"{_AUDIO}.{side}EncodingType"
-    rate_path = f"{_AUDIO}.{side}SampleRate"
-    bits_path = f"{_AUDIO}.{side}BitsPerSample"
+    # Every request passes here twice: a message's path is only spelled out for a refusal.
     encoding: AudioEncodingType | None = _ENCODINGS.get(encoding_value)  # type: ignore[assignment]
     if encoding is None:
-        raise PayloadError(f"{enc_path} must be one of {_ENCODING_LIST}.", enc_path)
+        raise _side_error(side, "EncodingType", f"must be one of {_ENCODING_LIST}.")
     if encoding in DISABLED_ENCODINGS:
-        raise PayloadError(f"{enc_path} {encoding.value} ({encoding.name}) is disabled on the platform; use one of {_ENCODING_LIST}.", enc_path)
+        raise _side_error(side, "EncodingType", f"{encoding.value} ({encoding.name}) is disabled on the platform; "
+                                                f"use one of {_ENCODING_LIST}.")
     name = encoding.name
     if encoding in (AudioEncodingType.PCM, AudioEncodingType.WAV):
         if not 8000 <= rate <= 48000:
-            raise PayloadError(f"{rate_path} must be an integer between 8000 and 48000 for {name}.", rate_path)
+            raise _side_error(side, "SampleRate", f"must be an integer between 8000 and 48000 for {name}.")
         if bits not in (8, 16, 32):
-            raise PayloadError(f"{bits_path} must be 8, 16 or 32 for {name}.", bits_path)
+            raise _side_error(side, "BitsPerSample", f"must be 8, 16 or 32 for {name}.")
     elif encoding is AudioEncodingType.OPUS:
         if rate not in OPUS_SAMPLE_RATES:
             rates = ", ".join(str(r) for r in OPUS_SAMPLE_RATES)
-            raise PayloadError(f"{rate_path} must be one of {rates} for OPUS.", rate_path)
+            raise _side_error(side, "SampleRate", f"must be one of {rates} for OPUS.")
         if bits != 16:
-            raise PayloadError(f"{bits_path} must be 16 for OPUS.", bits_path)
+            raise _side_error(side, "BitsPerSample", "must be 16 for OPUS.")
     else:
         want_rate, want_bits = _FIXED_RATE_AND_BITS[encoding]
         if rate != want_rate:
-            raise PayloadError(f"{rate_path} must be {want_rate} for {name}.", rate_path)
+            raise _side_error(side, "SampleRate", f"must be {want_rate} for {name}.")
         if bits != want_bits:
-            raise PayloadError(f"{bits_path} must be {want_bits} for {name}.", bits_path)
+            raise _side_error(side, "BitsPerSample", f"must be {want_bits} for {name}.")
     return encoding
+
+
+def _side_error(side: str, quantity: str, problem: str) -> PayloadError:
+    path = f"{_AUDIO}.{side}{quantity}"
+    return PayloadError(f"{path} {problem}", path)
 
 
 #: G.711 (MULAW/ALAW), G.722 and G.729 each have a single rate and sample size.

@@ -1,5 +1,6 @@
 """Open the Redis the gateway's shared state lives in: a real server (or one behind Sentinel, found through
-:mod:`gateway.redis.sentinel`), or an embedded in-process one.
+:mod:`gateway.redis.sentinel`, or the node of a Redis Cluster that owns the gateway's slot, found through
+:mod:`gateway.redis.cluster`), or an embedded in-process one.
 
 The embedded store is ``fakeredis`` with its Lua engine (lupa), so the admission scripts in
 ``gateway/lua`` run unchanged. It suits a single gateway process (development, a small deployment):
@@ -20,8 +21,8 @@ from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.config.errors import ConfigError
+from gateway.config.redis_cluster import is_cluster_url
 from gateway.config.redis_sentinel import is_sentinel_url
-from gateway.redis.replication import ReplicaWait
 from gateway.redis.gate import MIN_REDIS_VERSION, RedisGate, RedisTooOld  # noqa: F401  (the version, re-exported)
 from gateway.redis.pool import (  # noqa: F401  (the timeouts, re-exported)
     COMMAND_TIMEOUT_SECONDS,
@@ -31,6 +32,7 @@ from gateway.redis.pool import (  # noqa: F401  (the timeouts, re-exported)
     _lean,
     _WaitingPool,
 )
+from gateway.redis.replication import ReplicaWait
 
 log = logging.getLogger("gateway.redis.client")
 
@@ -136,17 +138,30 @@ async def check_redis_version(client: aioredis.Redis) -> None:
         await pool.release(connection)
 
 
-def open_redis(url: str | None, *, pool_size: int = POOL_SIZE) -> aioredis.Redis:
+def open_redis(url: str | None, *, pool_size: int = POOL_SIZE, hash_tag: str | None = None) -> aioredis.Redis:
     """Create the client for the shared store; no connection is made until first use.
 
     :param url: ``redis://``, ``rediss://`` or ``unix://`` URL of a real Redis, a ``redis+sentinel://`` URL of
-        one that Sentinel watches (:mod:`gateway.redis.sentinel`), or ``None`` for the embedded in-process store.
+        one that Sentinel watches (:mod:`gateway.redis.sentinel`), a ``redis+cluster://`` URL of a Redis Cluster
+        (:mod:`gateway.redis.cluster`), or ``None`` for the embedded in-process store.
     :param pool_size: most connections to a real Redis (callers beyond it wait for a free one).
-    :raises ValueError: if the URL is malformed.
+    :param hash_tag: on a Redis Cluster, the hash tag every key of the deployment carries: the client talks
+        to the primary owning its slot (:attr:`gateway.admission.keys.KeySpace.hash_tag`).
+    :raises ValueError: if the URL is malformed, or names a cluster without a ``hash_tag``.
     :raises RuntimeError: if the embedded store is asked for but its Lua engine is not installed.
     """
+    if is_cluster_url(url):
+        if not hash_tag:
+            raise ValueError("a Redis Cluster needs the hash tag of the gateway's keys (their slot's owner serves them)")
+        from gateway.redis.cluster import (
+            open_cluster_redis,  # it builds on this module's pool
+        )
+
+        return open_cluster_redis(url, hash_tag=hash_tag, pool_size=pool_size)  # type: ignore[arg-type]
     if is_sentinel_url(url):
-        from gateway.redis.sentinel import open_sentinel_redis  # it builds on this module's pool
+        from gateway.redis.sentinel import (
+            open_sentinel_redis,  # it builds on this module's pool
+        )
 
         return open_sentinel_redis(url, pool_size=pool_size)  # type: ignore[arg-type]
     if url:

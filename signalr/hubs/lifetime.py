@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, Protocol
 
 from signalr.errors import SignalRError
@@ -266,6 +266,14 @@ class HubLifetimeManager(ABC):
 
     async def close(self) -> None:  # noqa: B027
         """Release resources; the manager must not be used afterwards."""
+
+    def on_resubscribed(self, callback: Callable[[], None]) -> None:  # noqa: B027 - nothing is ever missed here
+        """Call ``callback`` each time a backplane is subscribed again after losing its connection.
+
+        A backplane's pub/sub delivers at most once: what other servers sent while the subscription was
+        down is gone, so a hub that promised its clients something resends it from its own state then.
+        A manager without a backplane never misses anything and never calls it.
+        """
 
     @abstractmethod
     async def on_connected(self, connection: HubConnectionSink) -> None:

@@ -10,9 +10,15 @@ The layout follows ASP.NET Core's Redis backplane:
 * adding or removing a connection hosted elsewhere goes over ``…:internal:groups``; the owning server
   applies it, subscribes as needed and acks on the origin's ack channel.
 
+On a Redis Cluster (``sharded=True``) the same channels use sharded pub/sub (``SSUBSCRIBE``/``SPUBLISH``,
+Redis 7): a message then stays on the shard that owns its channel's slot, where a plain ``PUBLISH`` would be
+sent to every node of the cluster. The channels' prefix should carry a hash tag (``{app}:signalr``), so
+that all of them live in one slot and one connection subscribes to all.
+
 Redis pub/sub is at-most-once: while a server is cut off from Redis it misses what others publish.
 An outage closes nothing: local delivery goes on, publishes are logged and dropped, and the listener
-reconnects with capped exponential backoff and re-subscribes to every channel it needs.
+reconnects with capped exponential backoff and re-subscribes to every channel it needs; then
+:meth:`RedisHubLifetimeManager.on_resubscribed` callbacks run, so the hub can resend what was missed.
 Envelopes are described in :mod:`signalr.redis.protocol`, the subscription set and the listener
 live in :mod:`signalr.redis.subscriptions`, and acks of group commands in :mod:`signalr.redis.acks`.
 """
@@ -25,11 +31,8 @@ import secrets
 import socket
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from signalr.hubs.lifetime import (
@@ -42,6 +45,7 @@ from signalr.hubs.lifetime import (
     invocation,
 )
 from signalr.redis.acks import PendingAcks
+from signalr.redis.clients import RedisFactory, default_factory, without_credentials
 from signalr.redis.protocol import (
     BackplaneChannels,
     BackplaneProtocolError,
@@ -62,36 +66,6 @@ __all__ = ["RedisHubLifetimeManager", "reconnect_delay"]
 
 logger = logging.getLogger("signalr.lifetime.redis")
 
-RedisFactory = Callable[[], Redis]
-
-
-def _without_credentials(url: str) -> str:
-    """``url`` as it may be logged: a password (or user name) in it is left out."""
-    parts = urlsplit(url)
-    if parts.password is None and parts.username is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{host}:{parts.port}" if parts.port is not None else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def _default_factory(redis_url: str, timeout: float) -> RedisFactory:
-    def factory() -> Redis:
-        # One quick retry rides over a connection the server closed while idle; anything longer is
-        # the listener's job (capped backoff), and callers of publish must never wait seconds on it.
-        return Redis.from_url(
-            redis_url,
-            retry=Retry(NoBackoff(), 1),
-            socket_connect_timeout=timeout,
-            socket_timeout=timeout,
-            socket_keepalive=True,
-        )
-
-    return factory
-
-
 class RedisHubLifetimeManager(HubLifetimeManager):
     """A :class:`HubLifetimeManager` whose sends reach connections on every server sharing one Redis.
 
@@ -105,6 +79,8 @@ class RedisHubLifetimeManager(HubLifetimeManager):
         and once for the dedicated pub/sub connection (default: :meth:`Redis.from_url`).
     :param reconnect_initial_delay: first delay, in seconds, before re-subscribing after Redis dropped.
     :param reconnect_max_delay: cap of the doubling reconnect delay, in seconds.
+    :param sharded: sharded pub/sub (``SSUBSCRIBE``/``SPUBLISH``), for a Redis Cluster; every server of one
+        backplane must agree (a sharded message never reaches a plain subscriber).
     """
 
     def __init__(
@@ -118,25 +94,34 @@ class RedisHubLifetimeManager(HubLifetimeManager):
         redis_factory: RedisFactory | None = None,
         reconnect_initial_delay: float = 0.05,
         reconnect_max_delay: float = 5.0,
+        sharded: bool = False,
     ) -> None:
         if ack_timeout <= 0:
             raise ValueError(f"ack_timeout must be positive, got {ack_timeout!r}")
         self.server_id = server_id or f"{socket.gethostname()}_{secrets.token_hex(8)}"
         self.channels = BackplaneChannels(prefix=prefix, hub=hub_name)
         self._redis_url = redis_url
-        self._factory = redis_factory or _default_factory(redis_url, ack_timeout)
+        self._factory = redis_factory or default_factory(redis_url, ack_timeout)
         self._ack_timeout = ack_timeout
         self._local = LocalConnections()
         self._subscriptions = RedisSubscriptions(
             self.channels, self.server_id, self._local, self._dispatch, confirm_timeout=ack_timeout,
-            reconnect_initial=reconnect_initial_delay, reconnect_max=reconnect_max_delay,
+            reconnect_initial=reconnect_initial_delay, reconnect_max=reconnect_max_delay, sharded=sharded,
+            on_resubscribed=self._resubscribed,
         )
+        self._resubscribe_callbacks: list[Callable[[], None]] = []
+        self._sharded = sharded
         self._publisher: Redis | None = None
         self._subscriber: Redis | None = None
         self._listener: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._acks = PendingAcks()
         self._publish_failing = False
+        # Publishes under way, which close() lets finish: one cut off by the clients closing would reconnect
+        # on its own (the publisher retries once) and leave a connection nobody closes.
+        self._publishing = 0
+        self._published_all: asyncio.Event | None = None
+        self._closing = False
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -158,11 +143,13 @@ class RedisHubLifetimeManager(HubLifetimeManager):
         except TimeoutError:
             logger.error(
                 "Redis backplane at %s is not reachable yet; delivering locally and retrying",
-                _without_credentials(self._redis_url),
+                without_credentials(self._redis_url),
             )
 
     async def close(self) -> None:
-        """Stop listening, fail pending group commands and close both Redis clients."""
+        """Stop listening, fail pending group commands, let publishes under way finish (for up to
+        ``ack_timeout``) and close both Redis clients. Sends made from now on reach local connections only."""
+        self._closing = True
         self._subscriptions.stop_reconnecting()
         tasks = [t for t in (self._listener, *self._tasks) if t is not None]
         for task in tasks:
@@ -170,6 +157,12 @@ class RedisHubLifetimeManager(HubLifetimeManager):
         await asyncio.gather(*tasks, return_exceptions=True)
         self._listener = None
         self._acks.fail_all("The Redis lifetime manager was closed")
+        if self._publishing:
+            self._published_all = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._published_all.wait(), self._ack_timeout)
+            except TimeoutError:
+                logger.warning("Closing with %d publish(es) to Redis still under way", self._publishing)
         for client in (self._publisher, self._subscriber):
             if client is not None:
                 try:
@@ -195,6 +188,17 @@ class RedisHubLifetimeManager(HubLifetimeManager):
 
     def local_connection(self, connection_id: str) -> HubConnectionSink | None:
         return self._local.get(connection_id)
+
+    def on_resubscribed(self, callback: Callable[[], None]) -> None:
+        self._resubscribe_callbacks.append(callback)
+
+    def _resubscribed(self) -> None:
+        logger.info("Backplane subscribed again: messages sent meanwhile were missed; resyncing")
+        for callback in self._resubscribe_callbacks:
+            try:
+                callback()
+            except Exception:
+                logger.exception("A resubscribe callback failed")
 
     async def on_connected(self, connection: HubConnectionSink) -> None:
         self._local.add(connection)
@@ -294,10 +298,17 @@ class RedisHubLifetimeManager(HubLifetimeManager):
 
     async def _publish(self, channel: str, payload: bytes) -> int | None:
         """Publish; return the receiver count, or ``None`` (logged) when Redis is unreachable."""
+        if self._closing:
+            logger.debug("Not publishing to %s: the lifetime manager is closing", channel)
+            return None
         if self._publisher is None:
-            raise RuntimeError("RedisHubLifetimeManager is not started, or already closed")
+            raise RuntimeError("RedisHubLifetimeManager is not started")
+        self._publishing += 1
         try:
-            receivers = await self._publisher.publish(channel, payload)
+            if self._sharded:
+                receivers = await self._publisher.spublish(channel, payload)
+            else:
+                receivers = await self._publisher.publish(channel, payload)
         except (RedisError, OSError) as exc:
             # Logged once per outage: a hub broadcasting during an outage would otherwise flood the log.
             if not self._publish_failing:
@@ -307,6 +318,10 @@ class RedisHubLifetimeManager(HubLifetimeManager):
             else:
                 logger.debug("Publishing to %s failed: %s", channel, exc)
             return None
+        finally:
+            self._publishing -= 1
+            if not self._publishing and self._published_all is not None:
+                self._published_all.set()
         if self._publish_failing:
             self._publish_failing = False
             logger.info("Publishing to Redis works again")

@@ -5,6 +5,9 @@ A server needs ``…:all``, ``…:internal:groups`` and its own ``…:internal:a
 :class:`RedisSubscriptions` keeps the subscription set equal to that, reads every message on one
 dedicated connection and hands it to a callback. When Redis drops, it goes offline (no reconnect is
 visible to callers), waits with capped exponential backoff and re-subscribes to whatever is needed then.
+With sharded pub/sub (a Redis Cluster) it does the same with ``SSUBSCRIBE``; when the node stops serving the
+channels' slot (a failover, a migration) Redis unsubscribes them by itself, and the listener takes that as a
+lost connection: it reconnects, and the new connection finds the slot's new owner.
 """
 
 from __future__ import annotations
@@ -27,6 +30,10 @@ __all__ = ["RedisSubscriptions", "reconnect_delay"]
 logger = logging.getLogger("signalr.lifetime.redis")
 
 
+#: How long after the first unasked-for confirmation a quiet re-subscription is reported.
+QUIET_RESUBSCRIBE_SETTLE_SECONDS = 0.1
+
+
 def reconnect_delay(attempt: int, *, initial: float, cap: float) -> float:
     """Seconds to wait before reconnect attempt number ``attempt`` (0-based): doubling, capped."""
     if attempt <= 0:
@@ -45,6 +52,7 @@ class RedisSubscriptions:
     :param confirm_timeout: seconds :meth:`sync` waits for Redis to confirm a subscription change.
     :param reconnect_initial: first delay, in seconds, before re-subscribing after Redis dropped.
     :param reconnect_max: cap of the doubling reconnect delay, in seconds.
+    :param sharded: ``SSUBSCRIBE``/``SUNSUBSCRIBE`` (sharded pub/sub) instead of ``SUBSCRIBE``/``UNSUBSCRIBE``.
     """
 
     def __init__(
@@ -57,8 +65,14 @@ class RedisSubscriptions:
         confirm_timeout: float,
         reconnect_initial: float,
         reconnect_max: float,
+        sharded: bool = False,
+        on_resubscribed: Callable[[], None] | None = None,
     ) -> None:
         self._channels = channels
+        self._on_resubscribed = on_resubscribed
+        #: The connection was lost since the subscriptions were last confirmed (messages may be missed).
+        self._lost = False
+        self._quiet_resubscribe: asyncio.TimerHandle | None = None
         self._server_id = server_id
         self._local = local
         self._on_message = on_message
@@ -74,6 +88,9 @@ class RedisSubscriptions:
         self._offline = asyncio.Event()
         self._offline.set()
         self._closing = False
+        self._sharded = sharded
+        # The reply kinds of the two flavours: a message, a subscription confirmed, one ended.
+        self._kinds = ("smessage", "ssubscribe", "sunsubscribe") if sharded else ("message", "subscribe", "unsubscribe")
 
     @property
     def online(self) -> bool:
@@ -89,6 +106,9 @@ class RedisSubscriptions:
     def stop_reconnecting(self) -> None:
         """Let the listener end at its next failure instead of reconnecting; cancel it to end it now."""
         self._closing = True
+        if self._quiet_resubscribe is not None:
+            self._quiet_resubscribe.cancel()
+            self._quiet_resubscribe = None
 
     # -- which channels ----------------------------------------------------------------------------
 
@@ -145,11 +165,11 @@ class RedisSubscriptions:
                 if to_drop:
                     waiters.extend(self._expect_confirmation("unsubscribe", channel) for channel in to_drop)
                     self._subscribed.difference_update(to_drop)
-                    await pubsub.unsubscribe(*to_drop)
+                    await self._unsubscribe(pubsub, to_drop)
                 if to_add:
                     waiters.extend(self._expect_confirmation("subscribe", channel) for channel in to_add)
                     self._subscribed.update(to_add)
-                    await pubsub.subscribe(*to_add)
+                    await self._subscribe(pubsub, to_add)
             except (RedisError, OSError) as exc:
                 logger.warning("Could not update Redis subscriptions (will resubscribe on reconnect): %s", exc)
                 return
@@ -174,17 +194,25 @@ class RedisSubscriptions:
                         self._expect_confirmation("subscribe", channel)
                     self._subscribed = set(needed)
                     self._pubsub = pubsub
-                    await pubsub.subscribe(*needed)
+                    await self._subscribe(pubsub, needed)
                 unconfirmed = set(needed)
                 while True:
                     message = await pubsub.get_message(timeout=None)
                     if message is None:
                         continue
-                    kind = message["type"]
+                    kind = self._kind(message["type"])
                     channel = message["channel"].decode("utf-8", "replace")
                     if kind == "message":
                         self._on_message(channel, message["data"])
+                    elif kind == "unsubscribe" and self._sharded and channel in self._subscribed \
+                            and ("unsubscribe", channel) not in self._confirmations:
+                        # Nobody asked: the node no longer serves the channel's slot.
+                        raise ConnectionError(f"Redis ended the subscription to {channel} (its slot moved)")
                     elif kind in ("subscribe", "unsubscribe"):
+                        if kind == "subscribe" and not unconfirmed and ("subscribe", channel) not in self._confirmations:
+                            # Nobody asked: redis-py lost the connection, made a new one and subscribed
+                            # again by itself (its retry policy), so this loop saw no failure.
+                            self._resubscribed_quietly()
                         self._confirm(kind, channel)
                         if unconfirmed and kind == "subscribe":
                             unconfirmed.discard(channel)
@@ -193,11 +221,16 @@ class RedisSubscriptions:
                                 self._offline.clear()
                                 self._online.set()
                                 logger.info("Subscribed to the Redis backplane as %s", self._server_id)
+                                if self._lost:
+                                    self._lost = False
+                                    if self._on_resubscribed is not None:
+                                        self._on_resubscribed()
             except asyncio.CancelledError:
                 self._go_offline()
                 await self._close_pubsub(pubsub)
                 raise
             except Exception as exc:  # the listener must outlive every failure; it is the backplane
+                self._lost = True
                 self._go_offline()
                 await self._close_pubsub(pubsub)
                 delay = reconnect_delay(attempt, initial=self._reconnect_initial, cap=self._reconnect_max)
@@ -208,10 +241,35 @@ class RedisSubscriptions:
                 )
                 await asyncio.sleep(delay)
 
+    async def _subscribe(self, pubsub: PubSub, channels: list[str]) -> None:
+        await (pubsub.ssubscribe(*channels) if self._sharded else pubsub.subscribe(*channels))
+
+    async def _unsubscribe(self, pubsub: PubSub, channels: list[str]) -> None:
+        await (pubsub.sunsubscribe(*channels) if self._sharded else pubsub.unsubscribe(*channels))
+
+    def _kind(self, reply_type: str) -> str:
+        """``message``, ``subscribe`` or ``unsubscribe`` for the flavour in use; anything else as it is."""
+        message, subscribe, unsubscribe = self._kinds
+        return {message: "message", subscribe: "subscribe", unsubscribe: "unsubscribe"}.get(reply_type, reply_type)
+
     def _confirm(self, kind: str, channel: str) -> None:
         future = self._confirmations.pop((kind, channel), None)
         if future is not None and not future.done():
             future.set_result(None)
+
+    def _resubscribed_quietly(self) -> None:
+        # One call for the whole burst of confirmations, a moment later, when most of them are in.
+        if self._quiet_resubscribe is not None or self._on_resubscribed is None:
+            return
+
+        def report() -> None:
+            self._quiet_resubscribe = None
+            logger.warning("The Redis pub/sub connection was made again by the client library; messages "
+                           "sent meanwhile were missed")
+            if self._on_resubscribed is not None:
+                self._on_resubscribed()
+
+        self._quiet_resubscribe = asyncio.get_running_loop().call_later(QUIET_RESUBSCRIBE_SETTLE_SECONDS, report)
 
     def _go_offline(self) -> None:
         self._online.clear()
