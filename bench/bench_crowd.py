@@ -1,7 +1,7 @@
 """Benchmark: a crowd waiting on ``/sessionHub`` across ``serve --processes 2`` sharing one Redis (issue 14, §4).
 
 Run: ``.venv/bin/python bench/bench_crowd.py [--waiting 5000 10000 20000] [--samples 50] [--drain 200]
-[--drain-rate 20] [--idle-seconds 10]``
+[--drain-rate 20] [--idle-seconds 10] [--client-processes N]``
 
 For each crowd size N, fresh servers (a private ``redis-server``, the platform simulator and
 ``iqra-gateway serve --processes 2``), then:
@@ -25,19 +25,19 @@ For each crowd size N, fresh servers (a private ``redis-server``, the platform s
 Targets (issue 14): at most 20 KiB per waiting client, idle CPU under 10 % of a core, every position within
 1 s after a release, ``SessionReady`` p99 under 50 ms, set-up CPU per connection no more than aiosignalr's
 0.59 ms (a figure from one run of ``bench_signalr.py``; compare it with a run of that script on the same
-machine). The clients are this process's raw asyncio protocols (``bench_session_hub.Client``), so the
-client side costs as little as possible; on a two-core machine they still compete with the servers for CPU,
-which inflates the latencies, not the server-side CPU and memory figures.
+machine). The clients are raw asyncio protocols (``crowd_clients.TokenClient``), so the client side costs as
+little as possible, spread over client processes (one per 5,000 clients by default: one process could not
+hold 20,000 sockets under this machine's open-file limit) that this process drives (``crowd_clients``); on a
+two-core machine they still compete with the servers for CPU, which inflates the latencies, not the
+server-side CPU and memory figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -47,7 +47,8 @@ from typing import Any
 import tornado.httpclient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_session_hub import BODY, CAP, WEBHOOK_TOKEN, Client, Servers, percentile  # noqa: E402
+from bench_session_hub import BODY, CAP, WEBHOOK_TOKEN, Servers, percentile  # noqa: E402
+from crowd_clients import ClientProcess, raise_open_files  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 WARM_UP = 200
@@ -82,41 +83,6 @@ def rss_kib(pids: list[int]) -> int:
     return total
 
 
-class TokenClient(Client):
-    """A waiting client that negotiates first and opens the WebSocket with its token (``?id=``), as the
-    official clients do; the ``--processes`` front routes the socket to the worker that negotiated it."""
-
-    token = ""
-
-    def __init__(self, request_id: str, arrivals: list[float]) -> None:
-        super().__init__(request_id, arrivals)
-        #: Every position this client was told, in order (an update may come before the Register result).
-        self.seen: list[int] = []
-
-    async def connect(self, host: str, port: int) -> None:  # type: ignore[override]
-        loop = asyncio.get_running_loop()
-        await loop.create_connection(lambda: self, host, port)
-        assert self.transport is not None
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.transport.write((f"GET /sessionHub?id={self.token} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-                              "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                              f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
-        await asyncio.wait_for(self._upgraded, 60)
-        self.send(json.dumps({"protocol": "json", "version": 1}) + "\x1e")
-        self.send(json.dumps({"type": 1, "invocationId": "1", "target": "Register",
-                              "arguments": [self.request_id]}) + "\x1e")
-        result = await asyncio.wait_for(self.registered, 60)
-        if not self.seen:  # no update overtook the Register result
-            self.position = result["queuePosition"]
-            self.seen.append(self.position)
-
-    def _on_text(self, text: str, now: float) -> None:
-        before = self.position
-        super()._on_text(text, now)
-        if self.position != before:
-            self.seen.append(self.position)
-
-
 async def _queue(http: tornado.httpclient.AsyncHTTPClient, base: str, count: int) -> list[dict[str, Any]]:
     async def one() -> dict[str, Any]:
         response = await http.fetch(base + "/api/session/request", method="POST", body=json.dumps(BODY),
@@ -129,28 +95,42 @@ async def _queue(http: tornado.httpclient.AsyncHTTPClient, base: str, count: int
     return out
 
 
-async def _open(http: tornado.httpclient.AsyncHTTPClient, base: str, port: int, clients: list[TokenClient]) -> None:
-    async def one(client: TokenClient) -> None:
-        response = await http.fetch(base + "/sessionHub/negotiate?negotiateVersion=1", method="POST", body=b"",
-                                    request_timeout=120)
-        client.token = json.loads(response.body)["connectionToken"]
-        await client.connect("127.0.0.1", port)
+class Crowd:
+    """The clients, spread over client processes: client ``i`` (``i``-th in the queue) lives in child
+    ``i % len(children)``, so every child holds a slice of every part of the queue."""
 
-    for start in range(0, len(clients), 100):
-        await asyncio.gather(*(one(c) for c in clients[start:start + 100]))
+    def __init__(self, children: list[ClientProcess], request_ids: list[str], port: int,
+                 path: str = "/sessionHub") -> None:
+        self.children = children
+        self.request_ids = request_ids
+        self.port = port
+        self.path = path
 
+    def child(self, index: int) -> ClientProcess:
+        return self.children[index % len(self.children)]
 
-PING = json.dumps({"type": 6}) + "\x1e"
+    async def open(self, indexes: range) -> None:
+        shares: list[list[list[Any]]] = [[] for _ in self.children]
+        for i in indexes:
+            shares[i % len(self.children)].append([i, self.request_ids[i]])
+        await asyncio.gather(*(child.call("open", clients=share, port=self.port, path=self.path)
+                               for child, share in zip(self.children, shares) if share))
 
+    async def each(self, op: str, **fields: Any) -> list[Any]:
+        return list(await asyncio.gather(*(child.call(op, **fields) for child in self.children)))
 
-async def keep_alive(clients: list[TokenClient]) -> None:
-    """Ping every connected client every 10 s, as real clients do: the hub closes a connection that has
-    said nothing for its client timeout (30 s), and a crowd's set-up alone takes longer than that."""
-    while True:
-        await asyncio.sleep(10)
-        for client in clients:
-            if client.transport is not None and client.registered.done():
-                client.send(PING)
+    async def ready(self, index: int) -> tuple[float, str]:
+        at, conversation = await self.child(index).call("ready", index=index)
+        return at, conversation
+
+    async def ready_times(self, indexes: list[int], timeout: float) -> list[float]:
+        shares: list[list[int]] = [[] for _ in self.children]
+        for i in indexes:
+            shares[i % len(self.children)].append(i)
+        times = await asyncio.gather(*(child.call("ready_times", indexes=share, timeout=timeout)
+                                       for child, share in zip(self.children, shares)))
+        by_index = {i: t for share, ts in zip(shares, times) for i, t in zip(share, ts)}
+        return [by_index[i] for i in indexes]
 
 
 async def run(waiting: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -158,21 +138,21 @@ async def run(waiting: int, args: argparse.Namespace, workdir: Path) -> dict[str
     servers.start()
     http = tornado.httpclient.AsyncHTTPClient(force_instance=True, max_clients=100)
     base = f"http://127.0.0.1:{servers.gw_port}"
-    clients: list[TokenClient] = []
+    children = await asyncio.gather(*(ClientProcess.start()
+                                      for _ in range(args.client_processes or 1 + (waiting - 1) // 5000)))
     try:
         await servers.wait_ready(http)
         pids = servers.gateway_pids()
         active = await _queue(http, base, CAP)
         conversations = [a["webSocketUrl"].split("/session/")[1].split("/")[0] for a in active]
-        arrivals: list[float] = []
         queued = await _queue(http, base, WARM_UP + waiting)
         queued.sort(key=lambda q: q["queuePosition"])
-        clients = [TokenClient(q["uniqueRequestId"], arrivals) for q in queued]
-        pinger = asyncio.ensure_future(keep_alive(clients))
-        await _open(http, base, servers.gw_port, clients[:WARM_UP])
+        crowd = Crowd(children, [q["uniqueRequestId"] for q in queued], servers.gw_port)
+        await crowd.open(range(WARM_UP))
         await asyncio.sleep(2)  # let the warm-up's position rounds and allocations settle
+        load = os.getloadavg()[0]
         rss0, cpu0, t0 = rss_kib(pids), cpu_seconds(pids), time.perf_counter()
-        await _open(http, base, servers.gw_port, clients[WARM_UP:])
+        await crowd.open(range(WARM_UP, len(queued)))
         setup_wall, setup_cpu = time.perf_counter() - t0, cpu_seconds(pids) - cpu0
         await asyncio.sleep(2)
         rss1 = rss_kib(pids)
@@ -192,58 +172,122 @@ async def run(waiting: int, args: argparse.Namespace, workdir: Path) -> dict[str
         spreads = []
         for _ in range(3):
             await asyncio.sleep(2.0)
-            rest = clients[front + 1:]
-            expected = {id(c): c.position - 1 for c in rest}
+            await crowd.each("expect", after=front)
             started = await release()
-            await asyncio.wait_for(clients[front].ready, 60)
-            conversations.append(clients[front].conversation)
+            conversations.append((await crowd.ready(front))[1])
             front += 1
-            deadline = time.perf_counter() + 20
-            while any(c.position != expected[id(c)] for c in rest) and time.perf_counter() < deadline:
-                await asyncio.sleep(0.01)
-            missing = sum(1 for c in rest if c.position != expected[id(c)])
-            spreads.append(max(c.position_at for c in rest) - started if not missing else float("inf"))
+            arrived = await crowd.each("await_expected", timeout=20)
+            missing = sum(a["missing"] for a in arrived)
+            spreads.append(max(a["last"] for a in arrived) - started if not missing else float("inf"))
         latencies = []
         for _ in range(args.samples):
             started = await release()
-            latencies.append(await asyncio.wait_for(clients[front].ready, 60) - started)
-            conversations.append(clients[front].conversation)
+            at, conversation = await crowd.ready(front)
+            latencies.append(at - started)
+            conversations.append(conversation)
             front += 1
         # The drain: releases at a steady rate; every client served must be served in queue order.
-        drained = clients[front:front + args.drain]
+        drained = list(range(front, front + args.drain))
         harvested = 0  # the served clients whose sessions can be ended in turn (the cap's live sessions)
         interval = 1.0 / args.drain_rate
         next_at = time.perf_counter()
         for _ in range(args.drain):
             while not conversations:
-                await asyncio.wait_for(drained[harvested].ready, 60)
-                conversations.append(drained[harvested].conversation)
+                conversations.append((await crowd.ready(drained[harvested]))[1])
                 harvested += 1
             next_at += interval
             await release()
             await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
-        await asyncio.wait_for(asyncio.gather(*(c.ready for c in drained)), 120)
-        ready_times = [c.ready.result() for c in drained]
+        ready_times = await crowd.ready_times(drained, 120)
         # Claims are atomic and in queue order, but the two workers' platform calls run side by side, so
         # a SessionReady may overtake the one just ahead of it by a little. Out of order means more than
         # one release interval: served ahead of a client that was claimed a release earlier.
         overtakes = [a - b for a, b in zip(ready_times, ready_times[1:]) if b < a]
         fifo = max(overtakes, default=0.0) < interval
-        monotone = all(all(a > b for a, b in zip(c.seen, c.seen[1:])) for c in clients)
+        monotone = all(await crowd.each("monotone"))
         return {
             "waiting": waiting, "setup_cpu_ms": 1000 * setup_cpu / waiting, "opens_per_s": waiting / setup_wall,
             "kib_per_client": (rss1 - rss0) / waiting, "idle_cpu": idle, "positions_s": spreads,
             "ready_p50_ms": 1000 * percentile(latencies, 50), "ready_p99_ms": 1000 * percentile(latencies, 99),
             "fifo": fifo, "overtakes": len(overtakes), "overtake_max_ms": 1000 * max(overtakes, default=0.0),
-            "positions_only_fall": monotone,
+            "positions_only_fall": monotone, "load": load, "client_processes": len(children),
         }
     finally:
-        if clients:
-            pinger.cancel()
-        for c in clients:
-            c.close()
+        await asyncio.gather(*(child.stop() for child in children), return_exceptions=True)
         http.close()
         servers.stop()
+
+
+class OneProcessServers(Servers):
+    """:class:`bench_session_hub.Servers` (``serve`` in one process), with :meth:`gateway_pids`."""
+
+    def gateway_pids(self) -> list[int]:
+        return [self.procs[-1].pid]
+
+
+#: The set-up comparison's targets: what serves, and whether clients ``Register``.
+SETUP_TARGETS = ("aiosignalr", "signalr", "gateway-1", "gateway-2", "gateway-2+register")
+
+
+async def setup_cost(target: str, count: int, workdir: Path, processes: int) -> tuple[float, float]:
+    """Server CPU ms per connection and opens per second for ``count`` clients that negotiate, open the
+    WebSocket and hand-shake (and ``Register``, for ``gateway-2+register``), after a warm-up of 200.
+
+    ``aiosignalr`` and ``signalr`` are ``bench_signalr.py``'s chat servers (aiosignalr, and our hub without
+    the gateway: ``examples.chat``); ``gateway-1`` is ``serve``, ``gateway-2`` ``serve --processes 2``.
+    """
+    from bench_signalr import ServerProcess
+
+    children = await asyncio.gather(*(ClientProcess.start() for _ in range(processes)))
+    http = tornado.httpclient.AsyncHTTPClient(force_instance=True, max_clients=100)
+    stack: Any = None
+    try:
+        if target in ("aiosignalr", "signalr"):
+            stack = ServerProcess("ours" if target == "signalr" else target, timeout=30, log_dir=workdir)
+            await stack.__aenter__()
+            port, path, pids = stack.port, "/chat", [stack.pid]
+        else:
+            stack = (OneProcessServers if target == "gateway-1" else CrowdServers)(workdir)
+            stack.start()
+            await stack.wait_ready(http)
+            port, path, pids = stack.gw_port, "/sessionHub", stack.gateway_pids()
+        ids = [""] * (WARM_UP + count)
+        if target.endswith("+register"):
+            await _queue(http, f"http://127.0.0.1:{port}", CAP)
+            ids = [q["uniqueRequestId"] for q in await _queue(http, f"http://127.0.0.1:{port}", WARM_UP + count)]
+        crowd = Crowd(children, ids, port, path)
+        await crowd.open(range(WARM_UP))
+        await asyncio.sleep(1)
+        cpu0, t0 = cpu_seconds(pids), time.perf_counter()
+        await crowd.open(range(WARM_UP, WARM_UP + count))
+        wall, cpu = time.perf_counter() - t0, cpu_seconds(pids) - cpu0
+        return 1000 * cpu / count, count / wall
+    finally:
+        await asyncio.gather(*(child.stop() for child in children), return_exceptions=True)
+        http.close()
+        if isinstance(stack, Servers):
+            stack.stop()
+        elif stack is not None:
+            await stack.__aexit__(None, None, None)
+
+
+def compare_setup(args: argparse.Namespace) -> None:
+    """``--compare-setup N``: each target's set-up cost, the targets alternating, ``--repeat`` rounds."""
+    print(f"connection set-up, {args.compare_setup} connections per run, server CPU ms per connection "
+          f"(opens per second)", flush=True)
+    results: dict[str, list[tuple[float, float]]] = {t: [] for t in args.targets}
+    for round_number in range(args.repeat):
+        for target in args.targets:
+            with tempfile.TemporaryDirectory(prefix="bench-crowd-") as tmp:
+                load = os.getloadavg()[0]
+                cost = asyncio.run(setup_cost(target, args.compare_setup, Path(tmp),
+                                              args.client_processes or 1 + (args.compare_setup - 1) // 5000))
+            results[target].append(cost)
+            print(f"  round {round_number + 1} {target:20s} {cost[0]:.2f} ms ({cost[1]:.0f}/s), load {load:.1f}",
+                  flush=True)
+    for target, costs in results.items():
+        median = sorted(c[0] for c in costs)[len(costs) // 2]
+        print(f"{target:20s} median {median:.2f} ms CPU per connection", flush=True)
 
 
 def main() -> None:
@@ -253,15 +297,18 @@ def main() -> None:
     parser.add_argument("--drain", type=int, default=200, help="releases of the drain phase")
     parser.add_argument("--drain-rate", type=float, default=20.0, help="releases per second while draining")
     parser.add_argument("--idle-seconds", type=float, default=10.0)
+    parser.add_argument("--client-processes", type=int, default=0,
+                        help="processes holding the clients (default: one per 5,000 clients)")
+    parser.add_argument("--compare-setup", type=int, default=0, metavar="N",
+                        help="instead: the set-up CPU of N connections on each of --targets")
+    parser.add_argument("--targets", nargs="+", choices=SETUP_TARGETS, default=list(SETUP_TARGETS))
+    parser.add_argument("--repeat", type=int, default=1, help="rounds of --compare-setup")
     args = parser.parse_args()
-    # Every client is a socket here, and the servers (which inherit the limit) hold one each too.
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    needed = 2 * max(args.waiting) + 5000
-    if soft < needed:
-        try:  # above the hard limit only with the privilege to raise it (root here)
-            resource.setrlimit(resource.RLIMIT_NOFILE, (needed, max(needed, hard)))
-        except (ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
+    # The servers inherit the limit: each gateway worker holds a socket per client it serves.
+    raise_open_files(max(args.waiting + [args.compare_setup]) + 5000)
+    if args.compare_setup:
+        compare_setup(args)
+        return
     print(f"/sessionHub crowd on serve --processes 2, one Redis; cap {CAP}", flush=True)
     for waiting in args.waiting:
         with tempfile.TemporaryDirectory(prefix="bench-crowd-") as tmp:
@@ -276,7 +323,8 @@ def main() -> None:
               f"{r['opens_per_s']:.0f} opens/s; all positions after a release in {positions} ms (<= 1000); "
               f"SessionReady p50 {r['ready_p50_ms']:.1f} / p99 {r['ready_p99_ms']:.1f} ms (< 50); "
               f"FIFO {'yes' if r['fifo'] else 'NO'} ({r['overtakes']} adjacent overtakes, at most "
-              f"{r['overtake_max_ms']:.0f} ms); positions only fall {'yes' if r['positions_only_fall'] else 'NO'}",
+              f"{r['overtake_max_ms']:.0f} ms); positions only fall {'yes' if r['positions_only_fall'] else 'NO'}; "
+              f"{r['client_processes']} client processes, load average {r['load']:.1f} before the set-up",
               flush=True)
 
 

@@ -145,7 +145,7 @@ class Client(asyncio.Protocol):
             if len(self._buffer) < offset + length:
                 return
             payload, self._buffer = self._buffer[offset:offset + length], self._buffer[offset + length:]
-            if opcode == 1:
+            if opcode in (1, 2):  # aiosignalr answers the JSON handshake in a binary frame
                 self._on_text(payload.decode(), now)
 
     def _on_text(self, text: str, now: float) -> None:

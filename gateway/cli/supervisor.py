@@ -56,6 +56,8 @@ _TOKEN_WORKER = re.compile(r"([0-9]{1,6})\.", re.ASCII)
 #: Channel messages: a connection the parent accepted; a connection handed over with unread bytes.
 FRESH = b"c"
 HANDED = b"h"
+#: Most connections accepted in one wake-up of the parent.
+ACCEPT_BATCH = 64
 #: The most a hand-over may carry: a request head at Tornado's limit plus one read chunk, with room.
 MAX_HANDOVER_BYTES = 1024 * 1024
 
@@ -218,12 +220,28 @@ class Supervisor:
         return 0
 
     def _accept(self) -> None:
-        try:
-            conn, _ = self._listener.accept()
-        except (BlockingIOError, InterruptedError):
-            return
-        self._selector.register(conn, selectors.EVENT_READ, (_CLIENT, None))
-        self._pending[conn] = time.monotonic() + 5.0
+        # A crowd connects faster than one wake-up per connection: take what the backlog holds (a
+        # bounded batch, so relays and reaping still get their turn).
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # out of file descriptors, say: the next wake-up tries again
+                log.warning("could not accept a connection: %s", exc)
+                return
+            # A client's first bytes are often there already (it writes right after connecting, and
+            # the accept came later): routed now, without a round through the selector for them.
+            try:
+                head = conn.recv(PEEK_BYTES, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                self._selector.register(conn, selectors.EVENT_READ, (_CLIENT, None))
+                self._pending[conn] = time.monotonic() + 5.0
+                continue
+            except OSError:
+                conn.close()
+                continue
+            self._route_head(conn, head)
 
     def _route(self, conn: socket.socket) -> None:
         try:
@@ -231,6 +249,9 @@ class Supervisor:
         except OSError:
             conn.close()
             return
+        self._route_head(conn, head)
+
+    def _route_head(self, conn: socket.socket, head: bytes) -> None:
         if not head:
             conn.close()
             return

@@ -84,8 +84,13 @@ async def serve_worker(settings: Settings, index: int, channel: Any, *, workers:
 
     def on_readable() -> None:
         try:
-            for arrival in receive(channel):
-                handover.serve(gateway.server, arrival)
+            # What the parent sent since the last wake-up (a crowd arrives in bursts), a bounded batch.
+            for _ in range(64):
+                arrivals = receive(channel)
+                if not arrivals:
+                    break
+                for arrival in arrivals:
+                    handover.serve(gateway.server, arrival)
         except EOFError:  # the supervisor is gone: shut down
             loop.remove_reader(channel.fileno())
             closed.set()

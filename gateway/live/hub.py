@@ -32,7 +32,8 @@ from gateway.admission.types import RequestState
 from gateway.model.departures import Departure
 from gateway.queue.events import Event, QueueChanged, SessionFailed, SessionReady
 from gateway.live.outages import StoreOutages, observe
-from gateway.live.positions import PositionBroadcaster, position_message
+from gateway.live.position_message import position_message
+from gateway.live.positions import PositionBroadcaster
 from gateway.live.resync import resend_missed_outcomes
 from gateway.live.presence import PresenceStore
 from gateway.queue.answers import ServiceUnavailable
@@ -62,7 +63,10 @@ class HubTuning:
     """Timers of the session hub (the queue's own limits are in ``Settings.queue``).
 
     :param position_interval: least seconds between two position rounds (one update per client per second).
-    :param poll_interval: most seconds between position rounds while clients wait (catches other processes' changes).
+    :param poll_interval: most seconds between position rounds while clients wait (a backstop: other processes'
+        changes are caught by the change poll).
+    :param change_poll: seconds between looks at whether the queue changed (another process's release, a
+        leave elsewhere): a few small values, the queue itself is read only when they changed.
     :param reap_interval: seconds between abandonment reaper rounds.
     :param heartbeat_interval: seconds between presence heartbeats; capped at a third of the grace.
     :param hub_options: SignalR endpoint options; ``allowed_origins`` becomes the gateway's CORS policy, and
@@ -70,7 +74,8 @@ class HubTuning:
     """
 
     position_interval: float = 1.0
-    poll_interval: float = 1.0
+    poll_interval: float = 5.0
+    change_poll: float = 0.2
     reap_interval: float = 2.0
     heartbeat_interval: float = 5.0
     hub_options: HubOptions | None = None
@@ -156,7 +161,8 @@ class SessionHubService:
             clock=self._clock, monotonic=time.monotonic,
             min_interval=self.tuning.position_interval, poll_interval=self.tuning.poll_interval,
             on_estimate_error=observer.wait_estimate_error if observer is not None else None,
-            on_store_error=lambda: self._store_error("positions"), arrived_at=self.presence.arrived_at)
+            on_store_error=lambda: self._store_error("positions"), arrived_at=self.presence.arrived_at,
+            queue_signature=self.presence.queue_signature, change_poll=self.tuning.change_poll)
         #: When this process could not reach the store: the reaper does not count it against anyone.
         self.outages = StoreOutages()
         self.reaper = AbandonmentReaper(

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
 
@@ -58,6 +58,17 @@ def _text(value: Any) -> str:
 
 def _num(value: float) -> str:
     return f"{value:.6f}"
+
+
+class QueueSignature(NamedTuple):
+    """What changes whenever some queued request's place or wait estimate may have (see
+    :meth:`gateway.live.presence.PresenceStore.queue_signature`)."""
+
+    length: int
+    first: str | None
+    last: str | None
+    arrivals: str | None
+    last_served: str | None
 
 
 class Absence(StrEnum):
@@ -255,6 +266,30 @@ class PresenceStore:
             pipe.zadd(self.keys.served, {request_id: now})
             pipe.zremrangebyscore(self.keys.served, "-inf", now - self._served_window)
             await pipe.execute()
+
+    async def queue_signature(self) -> QueueSignature:
+        """A few values that change whenever some queued request's position or wait estimate may have.
+
+        The queue's length, its first and last members, the arrival counter and the last service. New
+        requests join at the back (the counter moves); a request put back after a failed dispatch takes
+        its old place, ahead of everyone queued, so it becomes the first; any other way out of the queue
+        shortens it. So equal signatures mean every member kept its place, except when changes cancelled
+        out exactly, which leaves every place as it was too. One transaction: a consistent snapshot.
+        """
+        queue, seq = self._admission.keys.queue, self._admission.keys.seq
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.zcard(queue)
+            pipe.zrange(queue, 0, 0)
+            pipe.zrange(queue, -1, -1)
+            pipe.get(seq)
+            pipe.zrange(self.keys.served, -1, -1)
+            length, first, last, arrivals, served = await pipe.execute()
+
+        def one(members: list[Any]) -> str | None:
+            return _text(members[0]) if members else None
+
+        return QueueSignature(length=int(length), first=one(first), last=one(last),
+                              arrivals=None if arrivals is None else _text(arrivals), last_served=one(served))
 
     async def arrived_at(self, request_id: str) -> float | None:
         """When a queued request arrived (its entry's stamp), for the wait estimate; None when it is gone,

@@ -63,6 +63,13 @@ class HttpConnection:
     :param now: creation time from the server clock.
     """
 
+    # One per client for its whole life: no per-instance dict.
+    __slots__ = (
+        "connection_id", "token", "negotiate_version", "stateful_reconnect", "transport", "status",
+        "inactive_since", "outbox", "inbox", "request", "started", "on_tick", "on_reattach", "on_overflow",
+        "abort_transport", "_post_lock", "_attach_serial",
+    )
+
     def __init__(
         self,
         *,
@@ -83,18 +90,27 @@ class HttpConnection:
         self.inbox = Inbox()
         self.request = RequestInfo()
         self.started = False
-        # Set by the hub layer: periodic tick and stateful-reconnect replay hook.
-        self.on_tick: Callable[[float], None] | None = None
+        # Set by the hub layer: periodic tick (returning when it is next needed, or None: every
+        # heartbeat) and stateful-reconnect replay hook.
+        self.on_tick: Callable[[float], float | None] | None = None
         self.on_reattach: Callable[[], None] | None = None
         # Set by the hub layer: the outbox overflowed; may ``outbox.finish`` with a Close message.
         self.on_overflow: Callable[[], None] | None = None
         # Set by the attached transport: aborts it (e.g. a newer stateful socket replaces it).
         self.abort_transport: Callable[[], None] | None = None
-        self.post_lock = asyncio.Lock()
+        self._post_lock: asyncio.Lock | None = None
         self._attach_serial = 0
 
     def __repr__(self) -> str:
         return f"<HttpConnection {self.connection_id} {self.transport} {self.status.value}>"
+
+    @property
+    def post_lock(self) -> asyncio.Lock:
+        """Serialises the client's send POSTs (long polling, SSE); made on the first one, since a
+        WebSocket client never sends any."""
+        if self._post_lock is None:
+            self._post_lock = asyncio.Lock()
+        return self._post_lock
 
     @property
     def disposed(self) -> bool:

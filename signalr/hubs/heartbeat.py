@@ -50,23 +50,32 @@ class Heartbeat:
         self._timeout = options.client_timeout_interval
         self._on_timeout = on_timeout
 
-    def tick(self, now: float) -> None:
-        """Called every heartbeat: stateful Ack, keep-alive Ping, client timeout."""
+    def tick(self, now: float) -> float | None:
+        """Called by the heartbeat: stateful Ack, keep-alive Ping, client timeout.
+
+        Returns when the next Ping or timeout check is due, or ``None`` when this connection must be
+        ticked on every heartbeat (stateful Acks, long polling, a running invocation, a closing output).
+        """
         output = self._output
         if output.closing:
-            return
+            return None
         if output.stateful is not None:
             due = output.stateful.ack_due(now)
             if due is not None:
                 output.write(AckMessage(sequence_id=due))
         connection = self._connection
         if connection.transport is HttpTransportType.LONG_POLLING:
-            return  # long polling is inherently keep-alive: no Pings, no ping timeout
+            return None  # long polling is inherently keep-alive: no Pings, no ping timeout
         if connection.inactive_since is not None:
-            return  # a stateful connection waiting for its client to re-attach
+            return None  # a stateful connection waiting for its client to re-attach
         if now - self._last_ping >= self._keep_alive:
             self._last_ping = now
             output.write(PING)
         if self.busy == 0 and now - self.last_heard > self._timeout:
             log.info("client timeout on connection %s", connection.connection_id)
             self._on_timeout()
+            return None
+        if output.stateful is not None or self.busy:
+            return None
+        # (The client may be heard from before then: the check then finds it alive and says when next.)
+        return min(self._last_ping + self._keep_alive, self.last_heard + self._timeout)

@@ -15,6 +15,25 @@ from signalr.protocol import HubMessage, HubProtocol, SequenceMessage, TransferF
 from signalr.protocol.stateful import StatefulBuffer
 
 
+class _Unbounded:
+    """The room of an output without a replay buffer: always there, so no asyncio.Event (and its
+    deque, most of a KiB) per connection for a wait that never happens."""
+
+    __slots__ = ()
+
+    def is_set(self) -> bool:
+        return True
+
+    def set(self) -> None:
+        pass
+
+    async def wait(self) -> bool:
+        return True
+
+
+_UNBOUNDED = _Unbounded()
+
+
 class HubOutput:
     """Writes hub messages for one client in the protocol its handshake chose.
 
@@ -31,8 +50,10 @@ class HubOutput:
         self.binary = protocol.transfer_format == TransferFormat.BINARY
         #: Set while the replay buffer has room (always without stateful reconnect): our own tasks
         #: wait for it before they send, so unacknowledged output stays bounded.
-        self.room = asyncio.Event()
-        self.room.set()
+        self.room: asyncio.Event | _Unbounded = _UNBOUNDED
+        if stateful is not None:
+            self.room = asyncio.Event()
+            self.room.set()
         #: True once the session is over: nothing more is written.
         self.closing = False
         self._outbox = outbox
@@ -43,7 +64,7 @@ class HubOutput:
         if stateful is not None and tracked:
             stateful.record_outgoing(data)
             if stateful.over_limit:
-                self.room.clear()
+                self.room.clear()  # type: ignore[union-attr] - stateful: an asyncio.Event
         self._outbox.put(data, binary=self.binary)
 
     def write(self, message: HubMessage) -> None:

@@ -26,3 +26,16 @@ def test_the_crowd_bench_runs_and_the_queue_drains_in_order() -> None:
     assert "   100 waiting:" in done.stdout, done.stdout
     assert "FIFO yes (" in done.stdout and "positions only fall yes" in done.stdout, done.stdout
     assert "lost" not in done.stdout, done.stdout
+
+
+def test_the_set_up_comparison_runs_for_aiosignalr_and_the_gateway() -> None:
+    """``--compare-setup``: both ends of the comparison at toy scale (aiosignalr's chat server, and the
+    gateway on ``--processes 2`` with Register), each figure printed."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_crowd.py"), "--compare-setup", "30",
+         "--targets", "aiosignalr", "gateway-2+register"],
+        capture_output=True, text=True, timeout=240, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    for target in ("aiosignalr", "gateway-2+register"):
+        assert f"{target:20s} median " in done.stdout, done.stdout

@@ -8,14 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.live.position_message import position_message, update_payload
+from gateway.live.presence import QueueSignature
 from gateway.live.positions import (
     PositionBroadcaster,
     PositionTracker,
     estimate_wait_seconds,
     next_round_delay,
-    position_message,
     service_gap,
-    update_payload,
     wait_for_gap,
 )
 from gateway.live.presence import Absence, PresenceRecord, absence_of, absent
@@ -449,3 +449,88 @@ async def test_round_holds_while_a_dispatch_is_under_way() -> None:
     assert await asyncio.wait_for(broadcaster.run_once(), 10) == 100
     # Without the hold, each of the 20 turns would have let a slice (3 updates) through.
     assert await dispatch_task <= 13
+
+
+async def test_the_poll_reads_the_queue_only_when_its_signature_changed() -> None:
+    """Another process's change is found by the cheap signature poll (every ``change_poll``), and an
+    unchanged queue is not read again until the backstop ``poll_interval``."""
+    loop = asyncio.get_running_loop()
+    queue = ["a", "b", "c"]
+    reads: list[list[str]] = []
+    looks = 0
+    sent: list[tuple[str, int]] = []
+    moved = asyncio.Event()
+
+    async def queue_ids() -> list[str]:
+        reads.append(list(queue))
+        return list(queue)
+
+    async def signature() -> QueueSignature:
+        nonlocal looks
+        looks += 1
+        return QueueSignature(length=len(queue), first=queue[0], last=queue[-1], arrivals="3", last_served=None)
+
+    async def served() -> list[float]:
+        return []
+
+    def send(rid: str, position: int, wait: int | None) -> None:
+        sent.append((rid, position))
+        if position == 1:
+            moved.set()
+
+    broadcaster = PositionBroadcaster(queue_ids=queue_ids, served_times=served, local_requests=lambda: ["c"],
+                                      send=send, clock=loop.time, monotonic=loop.time, min_interval=0.01,
+                                      poll_interval=60, queue_signature=signature, change_poll=0.01)
+    broadcaster.start()
+    try:
+        broadcaster.changed()
+        while looks < 10:  # the first round, then polls of an unchanged queue
+            await asyncio.sleep(0.01)
+        assert len(reads) == 1 and sent == [("c", 3)]
+        queue[:] = ["c"]  # another process served a and b: nothing told this one
+        await asyncio.wait_for(moved.wait(), 5)
+        assert len(reads) == 2 and sent == [("c", 3), ("c", 1)]
+    finally:
+        await broadcaster.stop()
+
+
+async def test_a_failed_poll_waits_a_moment_and_then_reads_the_queue_in_full() -> None:
+    """A store outage must not turn five polls a second into five failing calls a second, and a round that
+    failed after reading the signature must not leave its change to the 5 s backstop."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    clock = [100.0]
+    queue = ["a", "b"]
+    failing = {"queue": False}
+    reads: list[float] = []
+    looks: list[float] = []
+    errors: list[float] = []
+
+    async def queue_ids() -> list[str]:
+        reads.append(clock[0])
+        if failing["queue"]:
+            raise RedisConnectionError("down")
+        return list(queue)
+
+    async def signature() -> QueueSignature:
+        looks.append(clock[0])
+        return QueueSignature(length=len(queue), first=queue[0], last=queue[-1], arrivals="2", last_served=None)
+
+    async def served() -> list[float]:
+        return []
+
+    broadcaster = PositionBroadcaster(queue_ids=queue_ids, served_times=served, local_requests=lambda: ["b"],
+                                      send=lambda rid, position, wait: None, clock=lambda: clock[0],
+                                      monotonic=lambda: clock[0], min_interval=0.0, poll_interval=60,
+                                      queue_signature=signature, change_poll=0.2,
+                                      on_store_error=lambda: errors.append(clock[0]))
+    failing["queue"] = True
+    await broadcaster._paced_round()  # the first round: signature read, then the queue read fails
+    assert len(reads) == 1 and len(looks) == 1 and errors == [100.0]
+    clock[0] += 0.5  # within the retry delay: no store call at all
+    await broadcaster._paced_round()
+    assert len(reads) == 1 and len(looks) == 1
+    failing["queue"] = False
+    clock[0] += 0.6  # past it: the same (unchanged) signature, yet the queue is read in full
+    await broadcaster._paced_round()
+    assert len(reads) == 2

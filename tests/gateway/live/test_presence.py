@@ -279,3 +279,35 @@ async def test_scan_refuses_bounds_that_would_stall_it(parts: Parts) -> None:
     for bad in ({"limit": 0}, {"window": 0}, {"recheck": 0.0}):
         with pytest.raises(ValueError, match="limit and window"):
             await parts.scan(**bad)
+
+
+async def test_the_queue_signature_changes_whenever_a_place_may_have(parts: Parts) -> None:
+    """What lets a process read the queue only when it changed: every kind of change moves the signature
+    (arrival, a leave from the middle, a dispatch, a request put back at the front, a service recorded),
+    and nothing else does."""
+    signature = parts.presence.queue_signature
+    await parts.queue("a", "b", "c", "d")
+    seen = await signature()
+    assert await signature() == seen
+
+    async def moved() -> bool:
+        nonlocal seen
+        now = await signature()
+        changed, seen = now != seen, now
+        return changed
+
+    await parts.queue("e")
+    assert await moved()
+    await parts.store.remove("c")
+    assert await moved()
+    claimed = await parts.store.claim(caps=Caps(global_cap=1), pending_lease_seconds=30, limit=1)
+    assert [entry.request_id for entry in claimed] == ["a"]
+    assert await moved()
+    assert await parts.store.requeue_front(claimed[0]) == 1
+    assert await moved()
+    await parts.presence.record_served("x")
+    assert await moved()
+    # Nothing happened: the same signature (no queue read); reads themselves change nothing.
+    await parts.store.queue_ids()
+    await parts.store.status("b")
+    assert not await moved()
