@@ -20,24 +20,25 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from redis.exceptions import RedisError
 
-from gateway.background import Periodic, TaskSet
-from gateway.live.abandonment import AbandonmentReaper
 from gateway.admission.store import MAX_ID_LENGTH
 from gateway.admission.types import RequestState
-from gateway.model.departures import Departure
-from gateway.queue.events import Event, QueueChanged, SessionFailed, SessionReady
+from gateway.background import Periodic, TaskSet
+from gateway.live.abandonment import AbandonmentReaper
 from gateway.live.outages import StoreOutages, observe
 from gateway.live.position_message import position_message
 from gateway.live.positions import PositionBroadcaster
-from gateway.live.resync import resend_missed_outcomes
 from gateway.live.presence import PresenceStore
-from gateway.queue.answers import ServiceUnavailable
+from gateway.live.resync import resend_missed_outcomes
+from gateway.live.tuning import HubObserver, HubTuning
+from gateway.model.departures import Departure
 from gateway.model.text import is_sendable, unsendable_message
+from gateway.queue.answers import ServiceUnavailable
+from gateway.queue.events import Event, QueueChanged, SessionFailed, SessionReady
 from signalr import Hub, HubError, HubOptions
 from signalr.hubs.lifetime import HubLifetimeManager, invocation
 from signalr.tornado import hub_routes
@@ -56,38 +57,6 @@ EXPIRED_ID_MESSAGE = ("This uniqueRequestId has expired: its session was already
                       "or it waited without a connection for too long. Please request a new session.")
 BAD_ID_MESSAGE = f"uniqueRequestId must be a non-empty string of at most {MAX_ID_LENGTH} characters."
 UNAVAILABLE_MESSAGE = "The waiting queue is temporarily unavailable. Please try again shortly."
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HubTuning:
-    """Timers of the session hub (the queue's own limits are in ``Settings.queue``).
-
-    :param position_interval: least seconds between two position rounds (one update per client per second).
-    :param poll_interval: most seconds between position rounds while clients wait (a backstop: other processes'
-        changes are caught by the change poll).
-    :param change_poll: seconds between looks at whether the queue changed (another process's release, a
-        leave elsewhere): a few small values, the queue itself is read only when they changed.
-    :param reap_interval: seconds between abandonment reaper rounds.
-    :param heartbeat_interval: seconds between presence heartbeats; capped at a third of the grace.
-    :param hub_options: SignalR endpoint options; ``allowed_origins`` becomes the gateway's CORS policy, and
-        ``Instance.Id`` goes before ``connection_id_prefix`` (a worker's ``"0."`` becomes ``"gw1.0."``).
-    """
-
-    position_interval: float = 1.0
-    poll_interval: float = 5.0
-    change_poll: float = 0.2
-    reap_interval: float = 2.0
-    heartbeat_interval: float = 5.0
-    hub_options: HubOptions | None = None
-
-
-class HubObserver(Protocol):
-    """What the session hub tells the metrics (:class:`gateway.metrics.registry.GatewayMetrics`)."""
-
-    def hub_connected(self, transport: str | None, protocol: str | None) -> None: ...
-    def hub_disconnected(self, transport: str | None, protocol: str | None) -> None: ...
-    def wait_estimate_error(self, seconds: float) -> None: ...  # served: real wait minus first estimate
-    def store_error(self, component: str) -> None: ...
 
 
 class SessionHub(Hub):

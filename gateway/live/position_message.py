@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gateway.live.positions import estimate_wait_seconds
+from gateway.live.estimates import estimate_wait_seconds
 from signalr.hubs.lifetime import SerializedMessage
 from signalr.protocol import HubProtocol, InvocationMessage
 

@@ -2,7 +2,7 @@
 
 The pure parts are :class:`PositionTracker` (which local clients have a new position),
 :func:`next_round_delay` (coalescing: at most one round per ``min_interval`` seconds, hence at most
-one update per client per second), :func:`estimate_wait_seconds` (from the observed rate at which
+one update per client per second), :func:`~gateway.live.estimates.estimate_wait_seconds` (from the observed rate at which
 queued requests are served) and, in :mod:`gateway.live.position_message`, the encoded update.
 :class:`PositionBroadcaster` runs them; its I/O is injected as callables.
 
@@ -35,13 +35,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
 from gateway.background import Periodic
+from gateway.live.estimates import service_gap, wait_for_gap
 
 if TYPE_CHECKING:
     from gateway.live.presence import QueueSignature
@@ -61,45 +61,6 @@ def next_round_delay(*, last_round_at: float | None, now: float, min_interval: f
     if last_round_at is None:
         return 0.0
     return max(0.0, last_round_at + min_interval - now)
-
-
-def service_gap(served_times: Sequence[float], *, now: float, waiting_since: float | None = None) -> float | None:
-    """Seconds per served request, or ``None`` while the rate is unknown (see :func:`estimate_wait_seconds`).
-
-    :param served_times: times at which queued requests were served, oldest first.
-    :param now: the current time, same clock.
-    :param waiting_since: when the request now at the front of the queue arrived, if known. A stall is
-        only counted from then: time when nobody waited (an idle night) says nothing about the rate, and
-        counting it would promise a crowd arriving in the morning hours of waiting.
-    """
-    if len(served_times) < 2:
-        return None
-    span = served_times[-1] - served_times[0]
-    if span <= 0:
-        return None
-    stalled_since = served_times[-1] if waiting_since is None else max(served_times[-1], waiting_since)
-    return max(span / (len(served_times) - 1), now - stalled_since)
-
-
-def wait_for_gap(position: int, gap: float | None) -> int | None:
-    """Expected seconds until ``position`` is served when one request is served every ``gap`` seconds."""
-    if gap is None or position < 1:
-        return None
-    return max(1, math.ceil(position * gap))
-
-
-def estimate_wait_seconds(position: int, served_times: Sequence[float], *, now: float) -> int | None:
-    """Expected seconds until ``position`` is served, or ``None`` while the rate is unknown.
-
-    The mean gap between observed services gives the rate; when nothing has been served for longer
-    than that gap, the time since the last service is used instead, so a stalled queue's estimate
-    grows rather than promising a rate it no longer has.
-
-    :param position: 1-based queue position.
-    :param served_times: times at which queued requests were served, oldest first.
-    :param now: the current time, same clock.
-    """
-    return wait_for_gap(position, service_gap(served_times, now=now))
 
 
 class PositionTracker:

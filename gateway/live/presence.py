@@ -32,8 +32,8 @@ from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
 
-from gateway.model.entry import QueueEntry
 from gateway.admission.store import AdmissionStore
+from gateway.model.entry import QueueEntry
 
 #: Request ids per heartbeat script call: bounds the time one EVALSHA holds Redis.
 TOUCH_CHUNK = 500

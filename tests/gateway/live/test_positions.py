@@ -8,17 +8,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.live.estimates import estimate_wait_seconds, service_gap, wait_for_gap
 from gateway.live.position_message import position_message, update_payload
-from gateway.live.presence import QueueSignature
 from gateway.live.positions import (
     PositionBroadcaster,
     PositionTracker,
-    estimate_wait_seconds,
     next_round_delay,
-    service_gap,
-    wait_for_gap,
 )
-from gateway.live.presence import Absence, PresenceRecord, absence_of, absent
+from gateway.live.presence import (
+    Absence,
+    PresenceRecord,
+    QueueSignature,
+    absence_of,
+    absent,
+)
 from tests.harness.fake_clock import FakeClock
 
 
