@@ -95,6 +95,10 @@ def _log_request(handler: tornado.web.RequestHandler, proxies: TrustedProxies) -
 
 #: The backplane's group-command ack timeout and socket timeout (its default), for its sentinel clients too.
 BACKPLANE_TIMEOUT = 5.0
+#: The longest wait between two attempts to subscribe again (the library's default is 5 s): outcomes missed
+#: meanwhile are only sent once it is back (gateway.live.resync), so a visitor served during a failover
+#: would wait that much longer. One attempt a second per process costs a down Redis nothing.
+BACKPLANE_RECONNECT_MAX_SECONDS = 1.0
 
 
 def key_space(settings: Settings) -> KeySpace:
@@ -113,16 +117,18 @@ def _hub_lifetime(settings: Settings, keys: KeySpace) -> HubLifetimeManager | No
         # Its clients find the primary through the sentinels, and find it again after a failover.
         target = replace(parse_sentinel_url(url), username=None, password=None, sentinel_password=None)
         return RedisHubLifetimeManager(target.url(), prefix=keys.backplane, hub_name="sessionHub",
-                                       ack_timeout=BACKPLANE_TIMEOUT,
+                                       ack_timeout=BACKPLANE_TIMEOUT, reconnect_max_delay=BACKPLANE_RECONNECT_MAX_SECONDS,
                                        redis_factory=redis_sentinel.backplane_factory(url, timeout=BACKPLANE_TIMEOUT))
     if is_cluster_url(url) and keys.hash_tag:
         # Sharded pub/sub on the node owning the keys' slot: a plain PUBLISH would go to every node.
         shown = replace(parse_cluster_url(url), username=None, password=None)
         return RedisHubLifetimeManager(shown.url(), prefix=keys.backplane, hub_name="sessionHub",
                                        ack_timeout=BACKPLANE_TIMEOUT, sharded=True,
+                                       reconnect_max_delay=BACKPLANE_RECONNECT_MAX_SECONDS,
                                        redis_factory=redis_cluster.backplane_factory(
                                            url, hash_tag=keys.hash_tag, timeout=BACKPLANE_TIMEOUT))
-    return RedisHubLifetimeManager(url, prefix=keys.backplane, hub_name="sessionHub")
+    return RedisHubLifetimeManager(url, prefix=keys.backplane, hub_name="sessionHub",
+                                   reconnect_max_delay=BACKPLANE_RECONNECT_MAX_SECONDS)
 
 
 class Gateway:
