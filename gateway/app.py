@@ -103,7 +103,7 @@ BACKPLANE_RECONNECT_MAX_SECONDS = 1.0
 
 def key_space(settings: Settings) -> KeySpace:
     """Every Redis name of this gateway, under its one prefix (hash-tagged on a Redis Cluster)."""
-    return KeySpace.for_store(cluster=is_cluster_url(settings.redis_url))
+    return KeySpace.for_store(cluster=is_cluster_url(settings.redis_url), name=settings.redis.key_prefix)
 
 
 def _hub_lifetime(settings: Settings, keys: KeySpace) -> HubLifetimeManager | None:

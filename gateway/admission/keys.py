@@ -147,9 +147,12 @@ class KeySpace:
     prefix: str = DEFAULT_PREFIX
 
     @classmethod
-    def for_store(cls, *, cluster: bool) -> KeySpace:
-        """The names on a Redis Cluster (one hash tag for all) or on any other store."""
-        return cls(prefix=CLUSTER_PREFIX if cluster else DEFAULT_PREFIX)
+    def for_store(cls, *, cluster: bool, name: str = "iqra") -> KeySpace:
+        """The names on a Redis Cluster (one hash tag for all) or on any other store.
+
+        :param name: the deployment's ``Redis.KeyPrefix``: ``name:`` before every key, ``{name}:`` on a cluster.
+        """
+        return cls(prefix=f"{{{name}}}:" if cluster else f"{name}:")
 
     @property
     def hash_tag(self) -> str | None:

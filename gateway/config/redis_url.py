@@ -60,18 +60,30 @@ def bind_redis(binder: Binder, top: Section) -> str | None:
     return url
 
 
+#: A key prefix: what a hash tag may hold and a person can read in ``SCAN`` output.
+_KEY_PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+
+
 def bind_redis_section(binder: Binder, section: Section | None) -> RedisSettings:
-    """The ``Redis`` section: ``WaitForReplicas`` and ``WaitTimeoutMilliseconds``."""
+    """The ``Redis`` section: ``WaitForReplicas``, ``WaitTimeoutMilliseconds`` and ``KeyPrefix``."""
     if section is None:
         return RedisSettings()
     replicas = binder.integer(section.child_path("WaitForReplicas"), section.take("WaitForReplicas"), minimum=0,
                               maximum=16, hint="; 0 does not wait for replicas")
     timeout = binder.integer(section.child_path("WaitTimeoutMilliseconds"), section.take("WaitTimeoutMilliseconds"),
                              minimum=1, maximum=4000, hint="; it must end before the 5 s command timeout")
+    prefix_path = section.child_path("KeyPrefix")
+    prefix = binder.string(prefix_path, section.take("KeyPrefix"))
+    if prefix is not None and not _KEY_PREFIX.fullmatch(prefix):
+        binder.problem(prefix_path, f"must be 1 to 32 letters, digits, '_', '-' or '.' (e.g. \"iqra-shop\"), got "
+                       f"{prefix!r}; every key and channel name starts with it, and deployments sharing one Redis "
+                       "each need their own", prefix)
+        prefix = None
     binder.warn_unknown(section)
     defaults = RedisSettings()
     return RedisSettings(wait_for_replicas=defaults.wait_for_replicas if replicas is None else replicas,
-                         wait_timeout_ms=defaults.wait_timeout_ms if timeout is None else timeout)
+                         wait_timeout_ms=defaults.wait_timeout_ms if timeout is None else timeout,
+                         key_prefix=defaults.key_prefix if prefix is None else prefix)
 
 
 def parse_redis(path: str, value: str) -> tuple[str | None, list[str], list[str]]:

@@ -237,10 +237,14 @@ class RedisSettings:
         default) does not wait. Narrows what a failover can lose (replication is asynchronous).
     :param wait_timeout_ms: ``WaitTimeoutMilliseconds`` (1 to 4000): the longest such a wait lasts; then the gateway
         carries on without the acknowledgement (and logs it), rather than stop serving while a replica lags.
+    :param key_prefix: ``KeyPrefix``: the first part of every key and channel name the gateway uses
+        (``iqra`` gives ``iqra:…``, and ``{iqra}:…`` on a Redis Cluster); deployments sharing one Redis or
+        one cluster each need their own.
     """
 
     wait_for_replicas: int = 0
     wait_timeout_ms: int = 200
+    key_prefix: str = "iqra"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
