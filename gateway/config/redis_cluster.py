@@ -13,9 +13,13 @@ the gateway asks them which primary owns its keys' slot (:mod:`gateway.redis.clu
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, quote, unquote
+from urllib.parse import quote
 
-from gateway.config.redis_endpoint import bracketed, credentials_part, parse_endpoint
+from gateway.config.redis_endpoint import (
+    bracketed,
+    credentials_part,
+    split_multi_host_url,
+)
 
 #: A node's port when a seed gives none.
 CLUSTER_PORT = 6379
@@ -62,26 +66,11 @@ def parse_cluster_url(url: str) -> ClusterTarget:
 
     :raises ValueError: with what is wrong, when the URL cannot be understood.
     """
-    scheme, sep, rest = url.strip().partition("://")
-    if not sep or scheme.lower() not in SCHEMES:
-        raise ValueError(f"a cluster URL starts with {SCHEMES[0]}:// or {SCHEMES[1]}://")
-    rest, _, query = rest.partition("?")
-    netloc, _, path = rest.partition("/")
-    credentials, at, hosts_text = netloc.rpartition("@")
-    username = password = None
-    if at:
-        user_text, colon, password_text = credentials.partition(":")
-        username = unquote(user_text) or None
-        password = unquote(password_text) if colon else None
-    nodes = tuple(parse_endpoint(part, default_port=CLUSTER_PORT, what="node")
-                  for part in hosts_text.split(",") if part.strip())
-    if not nodes:
+    parts = split_multi_host_url(url, schemes=SCHEMES, kind="cluster", what="node", default_port=CLUSTER_PORT,
+                                 known_options=_OPTIONS)
+    if not parts.endpoints:
         raise ValueError("no node; write host:port[,host:port...] of one or more cluster nodes")
-    if path.strip("/") not in ("", "0"):
-        raise ValueError(f"a cluster has only database 0; remove {'/' + path.strip('/')!r} from the URL")
-    options = dict(parse_qsl(query, keep_blank_values=True))
-    unknown = sorted(set(options) - set(_OPTIONS))
-    if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(_OPTIONS)}")
-    return ClusterTarget(nodes=nodes, username=username, password=password, ssl=scheme.lower() == SCHEMES[1],
-                         client_name=options.get("client_name"))
+    if parts.path.strip("/") not in ("", "0"):
+        raise ValueError(f"a cluster has only database 0; remove {'/' + parts.path.strip('/')!r} from the URL")
+    return ClusterTarget(nodes=parts.endpoints, username=parts.username, password=parts.password, ssl=parts.tls,
+                         client_name=parts.options.get("client_name"))

@@ -14,9 +14,13 @@ Other options: ``client_name``. A host without a port means Sentinel's default p
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, quote, unquote
+from urllib.parse import quote, unquote
 
-from gateway.config.redis_endpoint import bracketed, credentials_part, parse_endpoint
+from gateway.config.redis_endpoint import (
+    bracketed,
+    credentials_part,
+    split_multi_host_url,
+)
 
 #: Sentinel's own port when a host gives none.
 SENTINEL_PORT = 26379
@@ -74,30 +78,16 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
 
     :raises ValueError: with what is wrong, when the URL cannot be understood.
     """
-    scheme, sep, rest = url.strip().partition("://")
-    if not sep or scheme.lower() not in SCHEMES:
-        raise ValueError(f"a Sentinel URL starts with {SCHEMES[0]}:// or {SCHEMES[1]}://")
-    rest, _, query = rest.partition("?")
-    netloc, _, path = rest.partition("/")
-    credentials, at, hosts_text = netloc.rpartition("@")
-    username = password = None
-    if at:
-        user_text, colon, password_text = credentials.partition(":")
-        username = unquote(user_text) or None
-        password = unquote(password_text) if colon else None
-    sentinels = tuple(parse_endpoint(part, default_port=SENTINEL_PORT, what="sentinel") for part in hosts_text.split(",") if part.strip())
-    if not sentinels:
+    parts = split_multi_host_url(url, schemes=SCHEMES, kind="Sentinel", what="sentinel", default_port=SENTINEL_PORT,
+                                 known_options=_OPTIONS)
+    if not parts.endpoints:
         raise ValueError("no sentinel host; write host:port[,host:port...] before the service name")
-    service_text, _, db_text = path.strip("/").partition("/")
+    service_text, _, db_text = parts.path.strip("/").partition("/")
     service = unquote(service_text)
     if not service:
         raise ValueError("no service name; write the name the sentinels monitor after the hosts (…/mymaster)")
     if db_text and not db_text.isdigit():
         raise ValueError(f"database {db_text!r} must be a whole number >= 0")
-    options = dict(parse_qsl(query, keep_blank_values=True))
-    unknown = sorted(set(options) - set(_OPTIONS))
-    if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(_OPTIONS)}")
-    return SentinelTarget(sentinels=sentinels, service=service, username=username, password=password,
-                          sentinel_password=options.get("sentinel_password"), db=int(db_text or 0),
-                          ssl=scheme.lower() == SCHEMES[1], client_name=options.get("client_name"))
+    return SentinelTarget(sentinels=parts.endpoints, service=service, username=parts.username, password=parts.password,
+                          sentinel_password=parts.options.get("sentinel_password"), db=int(db_text or 0),
+                          ssl=parts.tls, client_name=parts.options.get("client_name"))

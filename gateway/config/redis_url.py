@@ -165,16 +165,10 @@ def _sentinel_url(path: str, endpoints: list[str], options: dict[str, str], *, s
     service = options["servicename"]
     if not service:
         problems.append(f"{path}: serviceName must name the service the sentinels monitor (e.g. mymaster)")
-    sentinels: list[tuple[str, int]] = []
-    for endpoint in endpoints:
-        host, port = _split_endpoint(endpoint, default_port=SENTINEL_PORT)
-        if port is None:
-            problems.append(f"{path}: sentinel {endpoint!r} must be host or host:port with a port between 1 and 65535")
-        else:
-            sentinels.append((host.strip("[]"), port))
+    sentinels = _endpoint_list(path, endpoints, default_port=SENTINEL_PORT, what="sentinel", problems=problems)
     if problems:
         return None
-    return SentinelTarget(sentinels=tuple(sentinels), service=service, username=options.get("user"),
+    return SentinelTarget(sentinels=sentinels, service=service, username=options.get("user"),
                           password=options.get("password"), sentinel_password=options.get("sentinelpassword"),
                           db=database, ssl=ssl, client_name=options.get("name") or None).url()
 
@@ -188,17 +182,24 @@ def _cluster_url(path: str, endpoints: list[str], options: dict[str, str], *, ss
                         "or a Redis behind Sentinel); keep one")
     if database:
         problems.append(f"{path}: defaultDatabase={database} is not possible on a Redis Cluster (it has only database 0)")
-    nodes: list[tuple[str, int]] = []
-    for endpoint in endpoints:
-        host, port = _split_endpoint(endpoint, default_port=CLUSTER_PORT)
-        if port is None:
-            problems.append(f"{path}: node {endpoint!r} must be host or host:port with a port between 1 and 65535")
-        else:
-            nodes.append((host.strip("[]"), port))
+    nodes = _endpoint_list(path, endpoints, default_port=CLUSTER_PORT, what="node", problems=problems)
     if problems:
         return None
-    return ClusterTarget(nodes=tuple(nodes), username=options.get("user"), password=options.get("password"),
+    return ClusterTarget(nodes=nodes, username=options.get("user"), password=options.get("password"),
                          ssl=ssl, client_name=options.get("name") or None).url()
+
+
+def _endpoint_list(path: str, endpoints: list[str], *, default_port: int, what: str,
+                   problems: list[str]) -> tuple[tuple[str, int], ...]:
+    """``(host, port)`` of each endpoint of a StackExchange string; a bad one is added to ``problems``."""
+    found: list[tuple[str, int]] = []
+    for endpoint in endpoints:
+        host, port = _split_endpoint(endpoint, default_port=default_port)
+        if port is None:
+            problems.append(f"{path}: {what} {endpoint!r} must be host or host:port with a port between 1 and 65535")
+        else:
+            found.append((host.strip("[]"), port))
+    return tuple(found)
 
 
 def _parts(text: str) -> tuple[list[str], dict[str, str]]:
