@@ -147,6 +147,7 @@ class SessionHubService:
         self._heartbeat = Periodic(self._touch_local, interval=self._heartbeat_interval, name="presence heartbeat",
                                    log=log)
         self._stopping = False
+        self._resyncing = self._resync_wanted = False
         self._touch_failing_since: float | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -307,9 +308,21 @@ class SessionHubService:
                 sink.send_serialized(message)
 
     def _resync(self) -> None:
-        # The backplane was down: outcomes published meanwhile never came (see gateway.live.resync).
-        self._spawn(resend_missed_outcomes(self._by_request, queue_ids=self._store.queue_ids,
-                                           status=self._sessions.status, send=self._after_completion))
+        # The backplane was down: outcomes published meanwhile never came (see gateway.live.resync). One pass
+        # at a time, however often a flapping connection comes back; one more after it covers the latest.
+        self._resync_wanted = True
+        if not self._resyncing:
+            self._resyncing = True
+            self._spawn(self._resync_passes())
+
+    async def _resync_passes(self) -> None:
+        try:
+            while self._resync_wanted:
+                self._resync_wanted = False
+                await resend_missed_outcomes(self._by_request, queue_ids=self._store.queue_ids,
+                                             status=self._sessions.status, send=self._after_completion)
+        finally:
+            self._resyncing = False
 
     def _after_completion(self, connection_id: str, method: str, payload: Mapping[str, Any]) -> None:
         def deliver() -> None:

@@ -50,6 +50,9 @@ from gateway.redis.pool import (
 
 log = logging.getLogger("gateway.redis.client")
 
+#: Nodes remembered for asking (the seeds first): a cluster is far smaller, and one whose nodes come and go
+#: for months must not grow the list without end.
+MAX_KNOWN_NODES = 128
 #: Replies of a node that does not (or no longer, or not yet) serve the slot for us.
 _NOT_THE_OWNER = (MovedError, AskError, ClusterDownError, TryAgainError, ReadOnlyError)
 
@@ -131,7 +134,7 @@ class SlotDirectory:
         for start, end, *nodes in slots:
             for node in nodes:
                 address = _address(node, asked)
-                if address not in self._nodes:
+                if address not in self._nodes and len(self._nodes) < MAX_KNOWN_NODES:
                     self._nodes.append(address)
             if int(start) <= self.slot <= int(end) and nodes:
                 owner = _address(nodes[0], asked)
