@@ -8,29 +8,19 @@ with a deadline; nothing sleeps for a fixed time.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import shutil
 import subprocess
-import time
+from collections.abc import Iterator
 
 import redis
 
 from tests.harness.redis_process import RedisProcess, free_port
+from tests.harness.redis_process import wait_until as _wait
 
 #: A primary silent this long is failing; a majority of primaries agreeing lets its replica take over.
 NODE_TIMEOUT_MS = 1000
-
-
-def _wait(condition, what: str, timeout: float) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return
-        except (redis.RedisError, OSError):
-            pass
-        time.sleep(0.05)
-    raise TimeoutError(f"{what} did not happen within {timeout} s")
 
 
 def _client(port: int) -> redis.Redis:
@@ -123,6 +113,17 @@ class ClusterDeployment:
 
         _wait(promoted, f"a failover of slot {slot} to a new primary", timeout)
         return self.owner_port(slot)
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls) -> Iterator[ClusterDeployment]:
+        """A started deployment, closed on leaving (also when starting failed half-way)."""
+        deployment = cls()
+        try:
+            deployment.start()
+            yield deployment
+        finally:
+            deployment.close()
 
     def close(self) -> None:
         for node in self.nodes:

@@ -16,7 +16,9 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+import redis
 
 
 def free_port() -> int:
@@ -123,3 +125,17 @@ class RedisProcess:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float) -> None:
+    """Return once ``condition()`` is true, polling every 50 ms; a Redis or socket error counts as not yet
+    (a node restarting, a failover under way). :raises TimeoutError: naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except (redis.RedisError, OSError):
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} did not happen within {timeout} s")

@@ -9,34 +9,24 @@ new primary) with a deadline; nothing sleeps for a fixed time.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import shutil
 import socket
 import subprocess
 import tempfile
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import redis
 
 from tests.harness.redis_process import RedisProcess, free_port
+from tests.harness.redis_process import wait_until as _wait
 
 SERVICE = "mymaster"
 #: A primary silent this long is subjectively down; two sentinels agreeing make it objectively down.
 DOWN_AFTER_MS = 1000
 FAILOVER_TIMEOUT_MS = 5000
-
-
-def _wait(condition, what: str, timeout: float) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return
-        except (redis.RedisError, OSError):
-            pass
-        time.sleep(0.05)
-    raise TimeoutError(f"{what} did not happen within {timeout} s")
 
 
 class SentinelProcess:
@@ -189,6 +179,17 @@ class SentinelDeployment:
         port = self.master_port()
         assert port is not None
         return port
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls) -> Iterator[SentinelDeployment]:
+        """A started deployment, closed on leaving (also when starting failed half-way)."""
+        deployment = cls()
+        try:
+            deployment.start()
+            yield deployment
+        finally:
+            deployment.close()
 
     def close(self) -> None:
         for sentinel in self.sentinels:

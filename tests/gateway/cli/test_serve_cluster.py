@@ -36,12 +36,8 @@ SLOT = slot_of(KeySpace.for_store(cluster=True).hash_tag or "")
 
 @pytest.fixture
 def deployment() -> Iterator[ClusterDeployment]:
-    started = ClusterDeployment()
-    try:
-        started.start()
+    with ClusterDeployment.running() as started:
         yield started
-    finally:
-        started.close()
 
 
 async def test_two_gateways_serve_a_queue_through_a_failover(deployment: ClusterDeployment, tmp_path: Any) -> None:

@@ -31,12 +31,8 @@ TIMEOUT = 20
 
 @pytest.fixture
 def deployment() -> Iterator[SentinelDeployment]:
-    started = SentinelDeployment()
-    try:
-        started.start()
+    with SentinelDeployment.running() as started:
         yield started
-    finally:
-        started.close()
 
 
 

@@ -57,12 +57,8 @@ SLOT = slot_of(TAG or "")
 @pytest.fixture(scope="module")
 def deployment() -> Iterator[ClusterDeployment]:
     """One cluster for the tests that leave it whole; the failover tests make their own."""
-    started = ClusterDeployment()
-    try:
-        started.start()
+    with ClusterDeployment.running() as started:
         yield started
-    finally:
-        started.close()
 
 
 @pytest.fixture

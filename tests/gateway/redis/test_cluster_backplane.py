@@ -37,12 +37,8 @@ for _name, _test in vars(spec).items():
 
 @pytest.fixture(scope="module")
 def deployment() -> Iterator[ClusterDeployment]:
-    started = ClusterDeployment()
-    try:
-        started.start()
+    with ClusterDeployment.running() as started:
         yield started
-    finally:
-        started.close()
 
 
 def _managers(deployment: ClusterDeployment, prefix: str) -> tuple[RedisHubLifetimeManager, RedisHubLifetimeManager]:

@@ -34,12 +34,8 @@ pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 @pytest.fixture
 def deployment() -> Iterator[SentinelDeployment]:
-    started = SentinelDeployment()
-    try:
-        started.start()
+    with SentinelDeployment.running() as started:
         yield started
-    finally:
-        started.close()
 
 
 async def _poll(condition: Any, what: str, timeout: float = 30.0) -> None:

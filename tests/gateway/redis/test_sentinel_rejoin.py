@@ -34,12 +34,8 @@ pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 @pytest.fixture
 def deployment() -> Iterator[SentinelDeployment]:
-    started = SentinelDeployment()
-    try:
-        started.start()
+    with SentinelDeployment.running() as started:
         yield started
-    finally:
-        started.close()
 
 
 def _replication(port: int) -> dict:  # type: ignore[type-arg]
