@@ -369,10 +369,9 @@ class Gateway:
     async def stop(self, *, grace: float = 10.0) -> None:
         """Stop accepting, finish in-flight requests (up to ``grace`` s), then release everything."""
         if self.server is not None:
-            self.server.stop()
             # Before the hub tells its clients to reconnect: their reconnect must not come back here
             # on a connection a load balancer keeps open to this instance.
-            self.server.close_idle_connections()
+            self.server.stop()
         await self.metrics_endpoint.stop()
         for step in reversed(self._on_stop):
             try:

@@ -100,6 +100,8 @@ class EdgeServer(tornado.httpserver.HTTPServer):
         # Bounded: a flood of refused connections must not hold sockets for the linger time each.
         self._lingering = TaskSet("lingering close", log=log, limit=MAX_LINGERING)
         self._refusals = _RefusalLog()
+        #: Set by :meth:`stop`: no connection goes on to another request.
+        self.stopping = False
 
     def handle_stream(self, stream: tornado.iostream.IOStream, address: Any) -> None:
         # TCPServer made a plain IOStream that has not been used yet; the connection gets an EdgeStream.
@@ -137,6 +139,20 @@ class EdgeServer(tornado.httpserver.HTTPServer):
             stream.deadline = None
             stream.close()  # the request's reader sees the stream closed: no answer, as nginx does
 
+    def stop(self) -> None:
+        """Stop accepting, and let no connection serve another request (at shutdown, before the hub tells its
+        clients to reconnect: a load balancer keeps connections to this instance open, and a reconnect's
+        negotiate on one of them would get a connection of an instance that is going away).
+
+        A connection waiting for its next request closes now; one with a request under way closes once its
+        response is out; a request whose head arrives from now on is answered with ``Connection: close``."""
+        super().stop()
+        self.stopping = True
+        # Read by every connection of this server when a request head arrives (Tornado's own keep-alive
+        # decision), so the answer tells the client or proxy not to reuse the connection.
+        self.conn_params.no_keep_alive = True
+        self.close_idle_connections()
+
     def close_idle_connections(self) -> int:
         """Close every kept-alive connection that waits for its next request (at shutdown, before the
         others are told to go): a proxy or client must not send a new request here on one of them (a
@@ -163,6 +179,11 @@ class EdgeServer(tornado.httpserver.HTTPServer):
         # Every connection of this server is an EdgeStream's (serve_socket makes them): on the per-request
         # path, no checks for what cannot happen.
         stream: EdgeStream = request_conn.stream  # type: ignore[attr-defined]
+        if self.stopping and stream.requests_started:
+            # A request that was under way when the server stopped has been answered (without
+            # ``Connection: close``, which Tornado decided when its head came): close before a proxy
+            # reuses the connection.
+            stream.close()
         # The next head is due within the headers timeout on a new connection, the keep-alive timeout on
         # one that already served a request (this is called when the connection starts waiting).
         stream.deadline = time.monotonic() + (self._keep_alive_timeout if stream.requests_started

@@ -70,6 +70,8 @@ class HubServer:
         self.context = HubContext(self.lifetime)
         self.sessions: dict[str, HubConnection] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Set by :meth:`shutdown`: negotiate refuses, since the connection it made would be closed at once.
+        self.stopping = False
 
     async def start(self) -> None:
         """Start the lifetime manager and the heartbeat."""
@@ -78,6 +80,7 @@ class HubServer:
 
     async def shutdown(self) -> None:
         """Graceful stop: Close with ``allowReconnect`` to every client, then dispose everything."""
+        self.stopping = True
         sessions = list(self.sessions.values())
         for session in sessions:
             session.abort(error=None, allow_reconnect=True)

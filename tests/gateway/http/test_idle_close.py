@@ -38,10 +38,23 @@ async def _served(server: EdgeServer) -> tuple[asyncio.StreamReader, asyncio.Str
     return await asyncio.open_connection(sock=client)
 
 
-async def _response(reader: asyncio.StreamReader) -> bytes:
+async def _head_and_body(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
     length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-    return await asyncio.wait_for(reader.readexactly(length), TIMEOUT)
+    return head.lower(), await asyncio.wait_for(reader.readexactly(length), TIMEOUT)
+
+
+async def _response(reader: asyncio.StreamReader) -> bytes:
+    return (await _head_and_body(reader))[1]
+
+
+async def _kept_alive_idle(server: EdgeServer, count: int) -> None:
+    """Until ``count`` connections wait for their next request (a few loop turns after a response)."""
+    for _ in range(100):
+        if sum(stream.idle for stream in server._streams) == count:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"never {count} idle connections")
 
 
 async def test_only_connections_waiting_for_a_request_are_closed() -> None:
@@ -55,10 +68,7 @@ async def test_only_connections_waiting_for_a_request_are_closed() -> None:
         busy[1].write(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n")
         partial[1].write(b"GET /fast HTTP/1.1\r\nHo")
         await asyncio.wait_for(_Slow.entered.wait(), TIMEOUT)
-        for _ in range(100):  # until the kept-alive connection's server loop waits again (a few loop turns)
-            if sum(stream.idle for stream in server._streams) == 2:
-                break
-            await asyncio.sleep(0)
+        await _kept_alive_idle(server, 2)
         # The kept-alive one and the fresh one; not the one with a request under way, nor the one with
         # half a head (in the server's buffer or still in the socket).
         assert server.close_idle_connections() == 2
@@ -70,5 +80,37 @@ async def test_only_connections_waiting_for_a_request_are_closed() -> None:
         assert await _response(partial[0]) == b"fast"
     finally:
         for _, writer in (kept, busy, partial, fresh):
+            writer.close()
+        await server.close_all_connections()
+
+
+async def test_after_stop_no_connection_serves_another_request() -> None:
+    """``stop()`` closes the waiting connections at once; the one whose request was under way answers it and
+    then closes; a request whose head comes after the stop is answered with ``Connection: close``. So a
+    proxy never sends a negotiate to a stopping instance on a connection it kept."""
+    _Slow.entered, _Slow.release = asyncio.Event(), asyncio.Event()
+    server = EdgeServer(tornado.web.Application([(r"/slow", _Slow), (r"/fast", _Fast)]), limits=LimitsSettings(),
+                        inflight=InflightRequests())
+    kept, busy, partial = [await _served(server) for _ in range(3)]
+    try:
+        for reader, writer in (kept, busy):
+            writer.write(b"GET /fast HTTP/1.1\r\nHost: h\r\n\r\n")
+            assert await _response(reader) == b"fast"
+        busy[1].write(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n")
+        partial[1].write(b"GET /fast HTTP/1.1\r\nHo")
+        await asyncio.wait_for(_Slow.entered.wait(), TIMEOUT)
+        await _kept_alive_idle(server, 1)
+
+        server.stop()
+        assert await asyncio.wait_for(kept[0].read(), TIMEOUT) == b""
+        _Slow.release.set()
+        assert await _response(busy[0]) == b"slow"
+        assert await asyncio.wait_for(busy[0].read(), TIMEOUT) == b""  # closed right after its answer
+        partial[1].write(b"st: h\r\n\r\n")
+        head, body = await _head_and_body(partial[0])
+        assert body == b"fast" and b"connection: close" in head
+        assert await asyncio.wait_for(partial[0].read(), TIMEOUT) == b""
+    finally:
+        for _, writer in (kept, busy, partial):
             writer.close()
         await server.close_all_connections()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import msgpack
@@ -226,6 +227,22 @@ async def test_a_graceful_shutdown_sends_close_with_allow_reconnect() -> None:
         await h.server.shutdown()
         assert await client.next_non_ping() == {"type": 7, "allowReconnect": True}
         assert await client.closed() == []
+
+
+async def test_negotiate_during_a_graceful_shutdown_is_503_with_retry_after() -> None:
+    """The connection a stopping server made would be closed at once: the client is told to try again
+    (through a balancer, another instance answers), not handed a token of a server going away."""
+    async with running() as h:
+        client = await JsonWs.connect(h)  # a connection keeps the shutdown waiting while we negotiate
+        shutdown = asyncio.ensure_future(h.server.shutdown())
+        try:
+            response = await h.fetch("/negotiate?negotiateVersion=1", method="POST")
+            assert response.code == 503
+            assert response.headers["Retry-After"] == "1"
+            assert b"shutting down" in response.body
+        finally:
+            await shutdown
+        client.close()
 
 
 async def test_an_abort_by_the_application_sends_close_without_allow_reconnect() -> None:
