@@ -42,7 +42,8 @@ class Outbox:
 
     # Every connection has one, idle most of its life: slots, a list and futures made only while a
     # transport waits, rather than a deque and an asyncio.Event (about 1.5 KiB per connection).
-    __slots__ = ("_frames", "_wakers", "_closed", "_queued", "_drainers", "limit", "_on_overflow", "direct")
+    __slots__ = ("_frames", "_wakers", "_listener", "_closed", "_queued", "_drainers", "limit", "_on_overflow",
+                 "direct")
 
     def __init__(
         self, *, limit: int = DEFAULT_SEND_BUFFER_LIMIT, on_overflow: Callable[[], None] | None = None
@@ -50,6 +51,8 @@ class Outbox:
         self._frames: list[Frame] = []
         #: One future per transport waiting in :meth:`next_batch`, resolved when frames come or on close.
         self._wakers: list[asyncio.Future[None]] | None = None
+        #: A transport that drains with callbacks rather than waiting (see :meth:`listen`).
+        self._listener: Callable[[], None] | None = None
         self._closed = False
         #: Bytes in ``_frames``: an add per put and a reset per drain keep the bound cheap.
         self._queued = 0
@@ -94,11 +97,25 @@ class Outbox:
         self._wake()
         return True
 
+    def listen(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` whenever frames are queued or the outbox closes, instead of waiting in
+        :meth:`next_batch`; it counts as a waiting transport until :meth:`unlisten` (one at a time)."""
+        if self._listener is None:
+            self._drainers += 1
+        self._listener = listener
+
+    def unlisten(self, listener: Callable[[], None]) -> None:
+        if self._listener == listener:
+            self._listener = None
+            self._drainers -= 1
+
     def _wake(self) -> None:
         wakers, self._wakers = self._wakers, None
         for waker in wakers or ():
             if not waker.done():
                 waker.set_result(None)
+        if self._listener is not None:
+            self._listener()
 
     def _overflow(self) -> None:
         # The backlog is what the client did not come for; dropping it is the point of the bound.

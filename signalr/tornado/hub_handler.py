@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+import tornado.httputil
 import tornado.web
 import tornado.websocket
 from tornado.iostream import IOStream, StreamClosedError
@@ -53,7 +54,7 @@ class HubHandler(SendRequests, tornado.websocket.WebSocketHandler):
     _user: Any = None
     _info: RequestInfo | None = None
     _gone: asyncio.Event | None = None
-    _writer: asyncio.Task[None] | None = None
+    _writer: websocket.WebSocketWriter | None = None
     _guard: WriteGuard | None = None
 
     @property
@@ -141,7 +142,7 @@ class HubHandler(SendRequests, tornado.websocket.WebSocketHandler):
             return
         if self._mode is HttpTransportType.WEBSOCKETS:
             if self._writer is not None:
-                self._writer.cancel()
+                self._writer.stop()
             # Only an abrupt drop (no close frame) of a stateful connection may be resumed.
             if connection.reconnect_expected and self.close_code is None and not connection.outbox.closed:
                 log.info("websocket of %s dropped; awaiting reconnect", connection.connection_id)
@@ -239,16 +240,28 @@ class HubHandler(SendRequests, tornado.websocket.WebSocketHandler):
         stream = self.ws_connection.stream
         self._guard = self._write_guard(stream, on_overflow=self._refuse_slow_websocket)
         peer = WebSocketPeer(self, self._guard)
-        self._writer = asyncio.get_running_loop().create_task(websocket.run_writer(connection, peer, self._serial))
-        self.server.track(self._writer)
+        self._writer = websocket.WebSocketWriter(connection, peer, self._serial)
+        self._writer.start()
 
         def abort() -> None:
             if self._writer is not None:
-                self._writer.cancel()
+                self._writer.stop()
             self.close(websocket.CLOSE_NORMAL)
 
         connection.abort_transport = abort
         self._start_if_first()
+        self._release_request()
+
+    def _release_request(self) -> None:
+        """After the upgrade, let go of Tornado's objects for the HTTP request (its two connection
+        objects, the finished task of the server connection's loop, the parsed headers and query):
+        nothing reads them again (the hub has its own :class:`RequestInfo`), and a WebSocket that
+        waits for hours would keep them all, about 2 KiB of every idle client."""
+        request = self.request
+        request.connection = None
+        request.server_connection = None
+        request.headers = _NO_HEADERS
+        request.arguments = request.query_arguments = request.body_arguments = {}
 
     def end_connection(self) -> None:
         """The reader refused the client's input (a message too large): end the connection now,
@@ -334,6 +347,10 @@ class HubHandler(SendRequests, tornado.websocket.WebSocketHandler):
             if not sent.done():
                 self._guard = self._write_guard(socket, on_overflow=lambda: self._abandon(socket))
                 self._guard.backed_up(sent, len(response.body))
+
+#: What a released request's headers read as (see :meth:`HubHandler._release_request`); never written.
+_NO_HEADERS = tornado.httputil.HTTPHeaders()
+
 
 def _same_host(origin: str, host: str) -> bool:
     return urlsplit(origin).netloc.lower() == host.lower()
