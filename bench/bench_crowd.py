@@ -1,7 +1,7 @@
 """Benchmark: a crowd waiting on ``/sessionHub`` across ``serve --processes 2`` sharing one Redis (issue 14, §4).
 
 Run: ``.venv/bin/python bench/bench_crowd.py [--waiting 5000 10000 20000] [--samples 50] [--drain 200]
-[--drain-rate 20] [--idle-seconds 10] [--client-processes N]``
+[--drain-rate 20] [--idle-seconds 15] [--client-ping-seconds 15] [--client-ping-burst] [--client-processes N]``
 
 For each crowd size N, fresh servers (a private ``redis-server``, the platform simulator and
 ``iqra-gateway serve --processes 2``), then:
@@ -296,7 +296,12 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=50, help="single releases timed to SessionReady")
     parser.add_argument("--drain", type=int, default=200, help="releases of the drain phase")
     parser.add_argument("--drain-rate", type=float, default=20.0, help="releases per second while draining")
-    parser.add_argument("--idle-seconds", type=float, default=10.0)
+    parser.add_argument("--idle-seconds", type=float, default=15.0,
+                        help="measure idle CPU this long (one Ping interval of the hub and of the clients)")
+    parser.add_argument("--client-ping-seconds", type=float, default=15.0,
+                        help="seconds between a client's Pings (the official clients': 15)")
+    parser.add_argument("--client-ping-burst", action="store_true",
+                        help="every client pings at the same instant (the pattern before 7 Dec 2026, evening)")
     parser.add_argument("--client-processes", type=int, default=0,
                         help="processes holding the clients (default: one per 5,000 clients)")
     parser.add_argument("--compare-setup", type=int, default=0, metavar="N",
@@ -306,10 +311,15 @@ def main() -> None:
     args = parser.parse_args()
     # The servers inherit the limit: each gateway worker holds a socket per client it serves.
     raise_open_files(max(args.waiting + [args.compare_setup]) + 5000)
+    # Read by the client processes (bench/crowd_clients.py) when they start.
+    os.environ["CROWD_PING_SECONDS"] = str(args.client_ping_seconds)
+    os.environ["CROWD_PING_BURST"] = "1" if args.client_ping_burst else "0"
     if args.compare_setup:
         compare_setup(args)
         return
-    print(f"/sessionHub crowd on serve --processes 2, one Redis; cap {CAP}", flush=True)
+    pings = "all at once" if args.client_ping_burst else "each at its own phase"
+    print(f"/sessionHub crowd on serve --processes 2, one Redis; cap {CAP}; clients ping every "
+          f"{args.client_ping_seconds:g} s, {pings}", flush=True)
     for waiting in args.waiting:
         with tempfile.TemporaryDirectory(prefix="bench-crowd-") as tmp:
             try:

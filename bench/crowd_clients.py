@@ -40,8 +40,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_session_hub import Client  # noqa: E402
 
 PING = json.dumps({"type": 6}) + "\x1e"
-#: Seconds between the clients' pings: the hub closes a connection silent for its client timeout (30 s).
-PING_SECONDS = 10.0
+#: Seconds between a client's pings (the official clients' keepAliveIntervalInMilliseconds is 15 s; the hub
+#: closes a connection silent for its client timeout, 30 s). Set by ``bench_crowd.py --client-ping-seconds``.
+PING_SECONDS = float(os.environ.get("CROWD_PING_SECONDS", "15"))
+#: "1": every client pings at the same instant (the bench's pattern before 7 Dec 2026, evening); otherwise
+#: each keeps its own phase, as a crowd that arrived over time does.
+PING_BURST = os.environ.get("CROWD_PING_BURST") == "1"
+#: How often the spread pinger wakes up to ping the clients whose turn it is.
+PING_TICK_SECONDS = 0.1
 
 
 class TokenClient(Client):
@@ -109,13 +115,25 @@ class ClientCrowd:
             self._all_arrived.set_result(None)
 
     async def keep_alive(self) -> None:
-        """Ping every registered client, as real clients do (a crowd's set-up alone takes longer than
-        the hub's client timeout)."""
+        """Ping every registered client once per ``PING_SECONDS``, as real clients do (a crowd's set-up
+        alone takes longer than the hub's client timeout): spread over the interval, a slice of the
+        crowd each tick, unless ``PING_BURST``."""
+        if PING_BURST:
+            while True:
+                await asyncio.sleep(PING_SECONDS)
+                self._ping(list(self.clients.values()))
+        ticks = max(1, round(PING_SECONDS / PING_TICK_SECONDS))
         while True:
-            await asyncio.sleep(PING_SECONDS)
-            for client in self.clients.values():
-                if client.transport is not None and client.registered.done():
-                    client.send(PING)
+            crowd = list(self.clients.values())  # this round's order; newcomers join the next round
+            for tick in range(ticks):
+                await asyncio.sleep(PING_SECONDS / ticks)
+                self._ping(crowd[tick * len(crowd) // ticks:(tick + 1) * len(crowd) // ticks])
+
+    @staticmethod
+    def _ping(clients: list[TokenClient]) -> None:
+        for client in clients:
+            if client.transport is not None and client.registered.done():
+                client.send(PING)
 
     async def open(self, clients: list[list[Any]], port: int, path: str = "/sessionHub") -> None:
         base = f"http://127.0.0.1:{port}"

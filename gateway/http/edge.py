@@ -90,6 +90,10 @@ class EdgeServer(tornado.httpserver.HTTPServer):
         self._keep_alive_timeout = limits.keep_alive_timeout_seconds
         self._body_timeout = limits.request_body_timeout_seconds
         self._streams: set[EdgeStream] = set()
+        #: The streams the sweep looks at: every one that had a deadline since the sweep last found it
+        #: without one (a WebSocket, whose deadline ends with its upgrade, drops out after one sweep:
+        #: tens of thousands of waiting clients cost the sweep nothing).
+        self._timed: set[EdgeStream] = set()
         self._sweeper: Periodic | None = None
         shortest = min(t for t in (limits.request_headers_timeout_seconds, limits.keep_alive_timeout_seconds,
                                    limits.request_body_timeout_seconds))
@@ -130,14 +134,21 @@ class EdgeServer(tornado.httpserver.HTTPServer):
 
     def _closed(self, key: str, stream: EdgeStream) -> None:
         self._streams.discard(stream)
+        self._timed.discard(stream)
         self.caps.release(key)
 
     async def _sweep(self) -> None:
         """Close the connections past their deadlines (see the module docstring)."""
         now = time.monotonic()
-        for stream in [s for s in self._streams if s.deadline is not None and now >= s.deadline]:
-            stream.deadline = None
-            stream.close()  # the request's reader sees the stream closed: no answer, as nginx does
+        timed = self._timed
+        for stream in list(timed):
+            deadline = stream.deadline
+            if deadline is None:
+                timed.discard(stream)  # it gets a deadline again only in start_request, which adds it back
+            elif now >= deadline:
+                timed.discard(stream)
+                stream.deadline = None
+                stream.close()  # the request's reader sees the stream closed: no answer, as nginx does
 
     def stop(self) -> None:
         """Stop accepting, and let no connection serve another request (at shutdown, before the hub tells its
@@ -188,6 +199,7 @@ class EdgeServer(tornado.httpserver.HTTPServer):
         # one that already served a request (this is called when the connection starts waiting).
         stream.deadline = time.monotonic() + (self._keep_alive_timeout if stream.requests_started
                                               else self._headers_timeout)
+        self._timed.add(stream)
         stream.requests_started += 1
         stream.response_started = False
         stream.between_requests = True

@@ -114,3 +114,30 @@ async def test_after_stop_no_connection_serves_another_request() -> None:
         for _, writer in (kept, busy, partial):
             writer.close()
         await server.close_all_connections()
+
+
+async def test_the_deadline_sweep_looks_only_at_connections_that_owe_something() -> None:
+    """A connection with no deadline (a request being answered; a WebSocket for its whole life) leaves the
+    sweep's set at the next sweep, and comes back when it waits for its next request: tens of thousands of
+    waiting hub clients cost the sweep nothing."""
+    _Slow.entered, _Slow.release = asyncio.Event(), asyncio.Event()
+    server = EdgeServer(tornado.web.Application([(r"/slow", _Slow), (r"/fast", _Fast)]), limits=LimitsSettings(),
+                        inflight=InflightRequests())
+    busy, waiting = [await _served(server) for _ in range(2)]
+    try:
+        await _kept_alive_idle(server, 2)
+        assert len(server._timed) == 2  # both owe their first request head
+        busy[1].write(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n")
+        await asyncio.wait_for(_Slow.entered.wait(), TIMEOUT)
+        await server._sweep()
+        (stream,) = server._timed
+        assert stream.idle  # only the one still owing its head
+        _Slow.release.set()
+        assert await _response(busy[0]) == b"slow"
+        await _kept_alive_idle(server, 2)
+        await server._sweep()
+        assert len(server._timed) == 2  # the answered one owes its next head within the keep-alive timeout
+    finally:
+        for _, writer in (busy, waiting):
+            writer.close()
+        await server.close_all_connections()
