@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import json
 import os
 import resource
@@ -108,6 +109,8 @@ class ClientCrowd:
         self._waiting_for = 0
         self._all_arrived: asyncio.Future[None] | None = None
         self._rest: list[TokenClient] = []
+        #: (when, client) of each registered client's next Ping, soonest first.
+        self._pings_due: collections.deque[tuple[float, TokenClient]] = collections.deque()
 
     def arrived(self) -> None:
         self._waiting_for -= 1
@@ -116,24 +119,28 @@ class ClientCrowd:
 
     async def keep_alive(self) -> None:
         """Ping every registered client once per ``PING_SECONDS``, as real clients do (a crowd's set-up
-        alone takes longer than the hub's client timeout): spread over the interval, a slice of the
-        crowd each tick, unless ``PING_BURST``."""
+        alone takes longer than the hub's client timeout): each from its own registration on, so the
+        Pings are spread as a crowd that arrived over time spreads them, unless ``PING_BURST``."""
         if PING_BURST:
             while True:
                 await asyncio.sleep(PING_SECONDS)
-                self._ping(list(self.clients.values()))
-        ticks = max(1, round(PING_SECONDS / PING_TICK_SECONDS))
+                for client in self.clients.values():
+                    if client.transport is not None and client.registered.done():
+                        client.send(PING)
+        loop = asyncio.get_running_loop()
         while True:
-            crowd = list(self.clients.values())  # this round's order; newcomers join the next round
-            for tick in range(ticks):
-                await asyncio.sleep(PING_SECONDS / ticks)
-                self._ping(crowd[tick * len(crowd) // ticks:(tick + 1) * len(crowd) // ticks])
+            await asyncio.sleep(PING_TICK_SECONDS)
+            now = loop.time()
+            # In due order: every client has the same interval, so the queue stays sorted.
+            while self._pings_due and self._pings_due[0][0] <= now:
+                due, client = self._pings_due.popleft()
+                if client.transport is not None:
+                    client.send(PING)
+                    self._pings_due.append((due + PING_SECONDS, client))
 
-    @staticmethod
-    def _ping(clients: list[TokenClient]) -> None:
-        for client in clients:
-            if client.transport is not None and client.registered.done():
-                client.send(PING)
+    def _pings_from_now(self, client: TokenClient) -> None:
+        if not PING_BURST:
+            self._pings_due.append((asyncio.get_running_loop().time() + PING_SECONDS, client))
 
     async def open(self, clients: list[list[Any]], port: int, path: str = "/sessionHub") -> None:
         base = f"http://127.0.0.1:{port}"
@@ -146,8 +153,11 @@ class ClientCrowd:
 
         fresh = []
         for index, request_id in clients:
-            fresh.append(TokenClient(request_id, self))
-            self.clients[index] = fresh[-1]
+            client = TokenClient(request_id, self)
+            client.registered.add_done_callback(
+                lambda f, c=client: None if f.cancelled() or f.exception() else self._pings_from_now(c))
+            fresh.append(client)
+            self.clients[index] = client
         for start in range(0, len(fresh), 100):
             await asyncio.gather(*(one(c) for c in fresh[start:start + 100]))
 

@@ -143,7 +143,7 @@ class EdgeServer(tornado.httpserver.HTTPServer):
         timed = self._timed
         for stream in list(timed):
             deadline = stream.deadline
-            if deadline is None:
+            if deadline is None or stream.closed():
                 timed.discard(stream)  # it gets a deadline again only in start_request, which adds it back
             elif now >= deadline:
                 timed.discard(stream)
@@ -199,7 +199,8 @@ class EdgeServer(tornado.httpserver.HTTPServer):
         # one that already served a request (this is called when the connection starts waiting).
         stream.deadline = time.monotonic() + (self._keep_alive_timeout if stream.requests_started
                                               else self._headers_timeout)
-        self._timed.add(stream)
+        if not stream.closed():  # Tornado starts one more request after closing a connection it answered
+            self._timed.add(stream)
         stream.requests_started += 1
         stream.response_started = False
         stream.between_requests = True

@@ -256,12 +256,15 @@ class HubHandler(SendRequests, tornado.websocket.WebSocketHandler):
         """After the upgrade, let go of Tornado's objects for the HTTP request (its two connection
         objects, the finished task of the server connection's loop, the parsed headers and query):
         nothing reads them again (the hub has its own :class:`RequestInfo`), and a WebSocket that
-        waits for hours would keep them all, about 2 KiB of every idle client."""
+        waits for hours would keep them all, about 2 KiB of every idle client. The same for the
+        handler's own response headers (the 101 is out) and its template namespace (none is rendered)."""
         request = self.request
         request.connection = None
         request.server_connection = None
         request.headers = _NO_HEADERS
         request.arguments = request.query_arguments = request.body_arguments = {}
+        self._headers = _NO_HEADERS
+        self.ui = None  # Tornado's own _break_cycles does this when the connection closes
 
     def end_connection(self) -> None:
         """The reader refused the client's input (a message too large): end the connection now,

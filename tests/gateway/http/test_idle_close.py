@@ -137,6 +137,15 @@ async def test_the_deadline_sweep_looks_only_at_connections_that_owe_something()
         await _kept_alive_idle(server, 2)
         await server._sweep()
         assert len(server._timed) == 2  # the answered one owes its next head within the keep-alive timeout
+        # A connection closed after its answer is not kept for the sweep (Tornado starts one more request
+        # on it after closing it).
+        closing = await _served(server)
+        closing[1].write(b"GET /fast HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        assert await _response(closing[0]) == b"fast"
+        assert await asyncio.wait_for(closing[0].read(), TIMEOUT) == b""
+        await _kept_alive_idle(server, 2)
+        assert len(server._timed) == 2 and all(not stream.closed() for stream in server._timed)
+        closing[1].close()
     finally:
         for _, writer in (busy, waiting):
             writer.close()
