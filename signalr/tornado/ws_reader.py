@@ -167,31 +167,44 @@ class _FrameReader:
         self._done = False
         self._held: asyncio.Future[None] | None = None  # a wait for the hub or a lingering close
 
-    def read_next(self, missing: int) -> None:
-        """Ask the stream for more bytes (``missing``: the rest of a big frame, read whole)."""
-        try:
-            if missing > _READ_CHUNK:
-                # The rest of a big frame in one read: no quadratic re-joining of small chunks.
-                future = self._protocol.stream.read_bytes(missing)
-            else:
-                future = self._protocol.stream.read_bytes(_READ_CHUNK, partial=True)
-        except StreamClosedError:
-            self._abort()
-            return
-        future.add_done_callback(self._on_chunk)
+    def read_next(self, missing: int | None) -> None:
+        """Read on: ask the stream for more bytes (``missing``: the rest of a big frame, read whole).
+
+        Bytes the stream already holds are taken at once, as the coroutine that awaited a finished
+        read went on without yielding: only a read that has to wait for the socket ends the turn.
+        """
+        while missing is not None:
+            try:
+                if missing > _READ_CHUNK:
+                    # The rest of a big frame in one read: no quadratic re-joining of small chunks.
+                    future = self._protocol.stream.read_bytes(missing)
+                else:
+                    future = self._protocol.stream.read_bytes(_READ_CHUNK, partial=True)
+            except StreamClosedError:
+                self._abort()
+                return
+            if not future.done():
+                future.add_done_callback(self._on_chunk)
+                return
+            missing = self._take_chunk(future)
 
     def _on_chunk(self, future: asyncio.Future[bytes]) -> None:
+        self.read_next(self._take_chunk(future))
+
+    def _take_chunk(self, future: asyncio.Future[bytes]) -> int | None:
+        """Take a finished read; returns what to read next, or None when reading stops or waits."""
         try:
             chunk = future.result()
         except StreamClosedError:
             self._abort()
-            return
+            return None
         self._protocol._wire_bytes_in += len(chunk)
         self._unread = self._unread + chunk if self._unread else chunk
-        self._take_frames()
+        return self._take_frames()
 
-    def _take_frames(self) -> None:
-        """Hand every whole frame read so far to Tornado's message handling, then read on (or wait)."""
+    def _take_frames(self) -> int | None:
+        """Hand every whole frame read so far to Tornado's message handling; returns the bytes to read
+        next, or None when reading stops, waits for the hub, or yields (it then goes on by itself)."""
         protocol = self._protocol
         try:
             buffer = self._unread
@@ -201,11 +214,11 @@ class _FrameReader:
                 frame = protocol._cut_frame(buffer, consumed)
                 if frame is False:
                     self._end()
-                    return
+                    return None
                 if frame is _REFUSED:
                     self._held = asyncio.ensure_future(protocol._linger())
                     self._held.add_done_callback(self._lingered)
-                    return
+                    return None
                 if isinstance(frame, int):
                     missing = frame
                     break
@@ -214,33 +227,35 @@ class _FrameReader:
                 handled = protocol._on_frame(opcode, fin, data)
                 if handled is False:
                     self._end()
-                    return
+                    return None
                 if handled is not None:
                     # The hub's inbox is full: read nothing more until it took this (a task only
                     # then), and go on with the frames already read.
                     self._unread = buffer[consumed:]
                     self._held = asyncio.ensure_future(protocol._until_taken(handled))
                     self._held.add_done_callback(self._taken)
-                    return
+                    return None
             self._unread = buffer[consumed:] if consumed else buffer
             if protocol.client_terminated:
                 self._end()
-            elif self._work >= _YIELD_AFTER:
+                return None
+            if self._work >= _YIELD_AFTER:
                 # Like Tornado's own loop: give other connections a turn after this much work.
                 self._work = 0
                 asyncio.get_running_loop().call_soon(self.read_next, missing)
-            else:
-                self.read_next(missing)
+                return None
+            return missing
         except Exception:  # a bug here must end this connection, not leave it unread forever
             log.exception("websocket reader failed")
             self._abort()
+            return None
 
     def _taken(self, future: asyncio.Future[None]) -> None:
         self._held = None
         if future.cancelled() or future.exception() is not None:  # the peer left while the hub was busy
             self._abort()
         else:
-            self._take_frames()
+            self.read_next(self._take_frames())
 
     def _lingered(self, future: asyncio.Future[None]) -> None:
         self._held = None
