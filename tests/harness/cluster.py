@@ -8,15 +8,13 @@ with a deadline; nothing sleeps for a fixed time.
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 import shutil
 import subprocess
-from collections.abc import Iterator
 
 import redis
 
-from tests.harness.redis_process import RedisProcess, free_port
+from tests.harness.redis_process import Deployment, RedisProcess, free_port
 from tests.harness.redis_process import wait_until as _wait
 
 #: A primary silent this long is failing; a majority of primaries agreeing lets its replica take over.
@@ -27,7 +25,7 @@ def _client(port: int) -> redis.Redis:
     return redis.Redis(host="127.0.0.1", port=port, socket_timeout=1.0, socket_connect_timeout=1.0)
 
 
-class ClusterDeployment:
+class ClusterDeployment(Deployment):
     """Six nodes, three primaries and a replica of each; :meth:`start` returns once every node says ok."""
 
     def __init__(self, primaries: int = 3, replicas: int = 1) -> None:
@@ -113,17 +111,6 @@ class ClusterDeployment:
 
         _wait(promoted, f"a failover of slot {slot} to a new primary", timeout)
         return self.owner_port(slot)
-
-    @classmethod
-    @contextlib.contextmanager
-    def running(cls) -> Iterator[ClusterDeployment]:
-        """A started deployment, closed on leaving (also when starting failed half-way)."""
-        deployment = cls()
-        try:
-            deployment.start()
-            yield deployment
-        finally:
-            deployment.close()
 
     def close(self) -> None:
         for node in self.nodes:

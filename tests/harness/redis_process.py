@@ -10,13 +10,15 @@ the stop (what a production Redis with ``appendfsync always`` guarantees).
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Self
 
 import redis
 
@@ -125,6 +127,27 @@ class RedisProcess:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+class Deployment:
+    """Processes a test starts together (Sentinel, Cluster): ``start()`` them, ``close()`` them all."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls) -> Iterator[Self]:
+        """A started deployment, closed on leaving (also when starting failed half-way)."""
+        deployment = cls()
+        try:
+            deployment.start()
+            yield deployment
+        finally:
+            deployment.close()
 
 
 def wait_until(condition: Callable[[], object], what: str, timeout: float) -> None:

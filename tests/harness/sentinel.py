@@ -9,18 +9,16 @@ new primary) with a deadline; nothing sleeps for a fixed time.
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import redis
 
-from tests.harness.redis_process import RedisProcess, free_port
+from tests.harness.redis_process import Deployment, RedisProcess, free_port
 from tests.harness.redis_process import wait_until as _wait
 
 SERVICE = "mymaster"
@@ -96,7 +94,7 @@ class SentinelProcess:
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
-class SentinelDeployment:
+class SentinelDeployment(Deployment):
     """A primary, a replica of it and three sentinels; :meth:`start` returns once all of them agree."""
 
     def __init__(self) -> None:
@@ -179,17 +177,6 @@ class SentinelDeployment:
         port = self.master_port()
         assert port is not None
         return port
-
-    @classmethod
-    @contextlib.contextmanager
-    def running(cls) -> Iterator[SentinelDeployment]:
-        """A started deployment, closed on leaving (also when starting failed half-way)."""
-        deployment = cls()
-        try:
-            deployment.start()
-            yield deployment
-        finally:
-            deployment.close()
 
     def close(self) -> None:
         for sentinel in self.sentinels:
