@@ -60,6 +60,7 @@ from gateway.queue.service import SessionService
 from gateway.config.settings import Settings
 from signalr.hubs.lifetime import HubLifetimeManager
 from signalr.redis.lifetime import RedisHubLifetimeManager
+from signalr.redis.protocol import BackplaneLayout
 from gateway.config.redis_cluster import is_cluster_url, parse_cluster_url
 from gateway.config.redis_sentinel import is_sentinel_url, parse_sentinel_url
 from gateway.redis import cluster as redis_cluster
@@ -108,27 +109,29 @@ def key_space(settings: Settings) -> KeySpace:
 
 def _hub_lifetime(settings: Settings, keys: KeySpace) -> HubLifetimeManager | None:
     """The hub's lifetime manager: the Redis backplane when several processes share a Redis, else the
-    in-memory one (the embedded store is for one process only)."""
+    in-memory one (the embedded store is for one process only).
+
+    The backplane's layout is the shared one: a waiting client's connect and ``Register`` then cost no
+    ``SUBSCRIBE`` each (a crowd arriving at once is thousands of them), while the only sends that cross
+    processes are outcomes, one per served client, which every process reads and filters cheaply."""
     url = settings.redis_url
     if not url:
         return None
+    common: dict[str, Any] = {"prefix": keys.backplane, "hub_name": "sessionHub", "layout": BackplaneLayout.SHARED,
+                              "reconnect_max_delay": BACKPLANE_RECONNECT_MAX_SECONDS}
     # Its log lines name the URL: without credentials.
     if is_sentinel_url(url):
         # Its clients find the primary through the sentinels, and find it again after a failover.
         target = replace(parse_sentinel_url(url), username=None, password=None, sentinel_password=None)
-        return RedisHubLifetimeManager(target.url(), prefix=keys.backplane, hub_name="sessionHub",
-                                       ack_timeout=BACKPLANE_TIMEOUT, reconnect_max_delay=BACKPLANE_RECONNECT_MAX_SECONDS,
+        return RedisHubLifetimeManager(target.url(), **common, ack_timeout=BACKPLANE_TIMEOUT,
                                        redis_factory=redis_sentinel.backplane_factory(url, timeout=BACKPLANE_TIMEOUT))
     if is_cluster_url(url) and keys.hash_tag:
         # Sharded pub/sub on the node owning the keys' slot: a plain PUBLISH would go to every node.
         shown = replace(parse_cluster_url(url), username=None, password=None)
-        return RedisHubLifetimeManager(shown.url(), prefix=keys.backplane, hub_name="sessionHub",
-                                       ack_timeout=BACKPLANE_TIMEOUT, sharded=True,
-                                       reconnect_max_delay=BACKPLANE_RECONNECT_MAX_SECONDS,
+        return RedisHubLifetimeManager(shown.url(), **common, ack_timeout=BACKPLANE_TIMEOUT, sharded=True,
                                        redis_factory=redis_cluster.backplane_factory(
                                            url, hash_tag=keys.hash_tag, timeout=BACKPLANE_TIMEOUT))
-    return RedisHubLifetimeManager(url, prefix=keys.backplane, hub_name="sessionHub",
-                                   reconnect_max_delay=BACKPLANE_RECONNECT_MAX_SECONDS)
+    return RedisHubLifetimeManager(url, **common)
 
 
 class Gateway:

@@ -17,7 +17,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -69,13 +69,28 @@ _OUTCOME_STATUSES = frozenset({RequestState.READY, RequestState.FAILED})
 
 
 @cache
+def _prelude() -> str:
+    return (resources.files("gateway.admission") / "lua" / "lib_store.lua").read_text(encoding="utf-8")
+
+
+@cache
 def _script_source(operation: str) -> str:
     """The prelude plus one operation's script, read from the package once per process."""
-    lua = resources.files("gateway.admission") / "lua"
-    prelude = (lua / "lib_store.lua").read_text(encoding="utf-8")
+    prelude = _prelude()
     if operation in _WITH_UNITS:
         prelude += "\n" + UNITS_LIBRARY
-    return prelude + "\n" + (lua / f"{operation}.lua").read_text(encoding="utf-8")
+    body = (resources.files("gateway.admission") / "lua" / f"{operation}.lua").read_text(encoding="utf-8")
+    return prelude + "\n" + body
+
+
+def status_of_reply(reply: Any) -> RequestStatus | None:
+    """The :class:`RequestStatus` in a reply of ``status.lua`` (or of a script that returns the same four
+    fields first, see :meth:`AdmissionStore.script`); ``None`` for the empty reply of an unknown id."""
+    if not reply:
+        return None
+    status, position, url, message = _text(reply[0]), int(reply[1]), _text(reply[2]), _text(reply[3])
+    return RequestStatus(status=RequestState(status), position=position or None, web_socket_url=url or None,
+                         message=message or None)
 
 
 def _text(value: Any) -> str:
@@ -179,8 +194,24 @@ class AdmissionStore:
         wait = self._replica_wait if operation in _REPLICATED else None
         return await run_script(self._redis, self._scripts[operation], keys, (_num(self._clock()), *args), wait=wait)
 
-    def _request_keys(self, request_id: str) -> list[str]:
+    def script(self, source: str) -> Callable[[list[str], list[Any]], Awaitable[Any]]:
+        """Another component's script that reads the admission state in the same atomic step as its own
+        work (the hub's ``Register``): it runs with ``lib_store.lua`` prepended, so it sees the shared keys
+        as ``KEYS[1..13]``, ``now`` as ``ARGV[1]`` and the prelude's functions (``request_status``). The
+        returned coroutine function takes the script's own keys (from ``KEYS[14]``) and arguments (from
+        ``ARGV[2]``)."""
+        registered = self._redis.register_script(_prelude() + "\n" + source)
+
+        async def run(keys: list[str], args: list[Any]) -> Any:
+            return await run_script(self._redis, registered, self._shared_keys + tuple(keys),
+                                    (_num(self._clock()), *args))
+
+        return run
+
+    def request_keys(self, request_id: str) -> list[str]:
+        """The request's own keys, as ``status.lua`` takes them: its outcome, then its tombstone."""
         return [self._keys.outcome(request_id), self._keys.tombstone(request_id)]
+
 
     async def admit(self, *, request_id: str, campaign: str, data: dict, caps: Caps,
                     pending_lease_seconds: float, max_queue_length: int,
@@ -214,7 +245,7 @@ class AdmissionStore:
         nonce = token or new_claim_token()
         args: tuple[Any, ...] = (request_id, campaign, data_json, caps.global_cap, caps.campaign_caps_json(),
                                  _num(pending_lease_seconds), max_queue_length, nonce, self._scan_limit)
-        keys = [*self._request_keys(request_id), self._keys.epoch, self._keys.claim_fence(nonce), self._keys.control]
+        keys = [*self.request_keys(request_id), self._keys.epoch, self._keys.claim_fence(nonce), self._keys.control]
         if limits is not None:
             if limits.args[1] != request_id:
                 raise ValueError("the rate-limit unit id must be the request id")
@@ -333,7 +364,7 @@ class AdmissionStore:
         _require_id(entry.request_id, "request_id")
         data_json = jsonutil.dumps_ascii(entry.data)
         return int(await self._run("requeue_front", [entry.request_id, entry.lease_id, entry.campaign, data_json],
-                                   self._request_keys(entry.request_id)))
+                                   self.request_keys(entry.request_id)))
 
     async def set_outcome(self, request_id: str, *, status: RequestState | str, web_socket_url: str | None = None,
                           message: str | None = None, ttl_seconds: float) -> None:
@@ -343,23 +374,18 @@ class AdmissionStore:
             raise ValueError(f"status must be one of {sorted(_OUTCOME_STATUSES)}, got {status!r}")
         _require_seconds(ttl_seconds, "ttl_seconds")
         await self._run("set_outcome", [request_id, str(status), web_socket_url or "", message or "",
-                                        _num(ttl_seconds)], self._request_keys(request_id))
+                                        _num(ttl_seconds)], self.request_keys(request_id))
 
     async def status(self, request_id: str) -> RequestStatus | None:
         """Current status of a request, or ``None`` if it was never seen."""
         _require_id(request_id, "request_id")
-        reply = await self._run("status", [request_id], self._request_keys(request_id))
-        if not reply:
-            return None
-        status, position, url, message = _text(reply[0]), int(reply[1]), _text(reply[2]), _text(reply[3])
-        return RequestStatus(status=RequestState(status), position=position or None, web_socket_url=url or None,
-                             message=message or None)
+        return status_of_reply(await self._run("status", [request_id], self.request_keys(request_id)))
 
     async def remove(self, request_id: str, *, message: str = LEFT_QUEUE_MESSAGE) -> Removed:
         """Drop a queued (or dispatching) entry because the client left or is gone; it then reads "failed"
         with ``message`` (what its client is told) for 24 h."""
         _require_id(request_id, "request_id")
-        reply = await self._run("remove", [request_id, message], self._request_keys(request_id))
+        reply = await self._run("remove", [request_id, message], self.request_keys(request_id))
         return _REMOVED[int(reply)]
 
     async def entry_data(self, request_id: str) -> dict | None:

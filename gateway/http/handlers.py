@@ -175,18 +175,21 @@ class SessionStatusHandler(_Observed):
     service: SessionService
     path_argument = "uniqueRequestId"
 
-    poll_presence: Any = None  # async (request_id) -> None: a poll counts as the client being present
+    #: async (request_id) -> :class:`gateway.live.presence.Registration`: the status, with the poll of a waiting
+    #: request counted as its client being present (:meth:`PresenceStore.register`), in one round trip.
+    poll_presence: Any = None
 
     async def get(self, raw_id: str) -> None:
         request_id = self.request_id_of_path(raw_id)
         if request_id is None:
             return
         try:
-            status = await self.service.status(request_id)
-            if status is not None and status.status in (RequestState.QUEUED, RequestState.DISPATCHING) and self.poll_presence:
+            if self.poll_presence is not None:
                 # A client that polls instead of holding a hub connection is still waiting: without
                 # this it would be abandoned after Queue.RegisterTimeoutSeconds.
-                await self.poll_presence(request_id)
+                status = (await self.poll_presence(request_id)).status
+            else:
+                status = await self.service.status(request_id)
         except ServiceUnavailable as exc:
             self.store_unavailable(exc)
             return

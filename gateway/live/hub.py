@@ -176,25 +176,25 @@ class SessionHubService:
         request_id = _check_id(request_id)
         # Join first, read the status second: an outcome published in between reaches the group, and
         # one published before is in the status. (Both may happen; the client then hears it twice.)
+        # Joining costs no Redis command (the backplane's shared layout), so an id the store does not
+        # know costs one script call and nothing else.
         # A repeated Register that fails (say, during a Redis outage) must not undo the earlier one.
         already = request_id in self._by_connection.get(connection_id, ())
-        if not already:
-            # An id the store does not know costs one read and no subscription: a flood of made-up ids
-            # must not churn the backplane's subscriptions (a SUBSCRIBE and an UNSUBSCRIBE each).
-            await self._known_or_refused(request_id)
         await self.server.context.groups.add(connection_id, request_id)
         self._by_request.setdefault(request_id, set()).add(connection_id)
         self._by_connection.setdefault(connection_id, set()).add(request_id)
         try:
-            status = await self._sessions.status(request_id)
+            # One round trip: the status, and the presence record while the request waits.
+            registration = await self.presence.register(request_id)
+            status = registration.status
             if status is None or status.status is RequestState.EXPIRED:
                 raise HubError(UNKNOWN_ID_MESSAGE if status is None else EXPIRED_ID_MESSAGE)
-            if status.status in (RequestState.QUEUED, RequestState.DISPATCHING) and not await self.presence.register(request_id):
+            if registration.abandoned:
                 raise HubError(EXPIRED_ID_MESSAGE)
         except HubError:
             await self._forget(connection_id, request_id)
             raise
-        except (ServiceUnavailable, RedisError) as exc:
+        except RedisError as exc:
             if not already:
                 await self._forget(connection_id, request_id)
             self._store_error("hub")
@@ -211,16 +211,6 @@ class SessionHubService:
         elif status.status is RequestState.FAILED:
             self._after_completion(connection_id, "SessionFailed", {"message": status.message})
         return {"status": status.status, "queuePosition": status.position}
-
-    async def _known_or_refused(self, request_id: str) -> None:
-        try:
-            status = await self._sessions.status(request_id)
-        except (ServiceUnavailable, RedisError) as exc:
-            self._store_error("hub")
-            log.warning("Register(%s) failed, store unavailable: %s", request_id, exc)
-            raise HubError(UNAVAILABLE_MESSAGE) from exc
-        if status is None or status.status is RequestState.EXPIRED:
-            raise HubError(UNKNOWN_ID_MESSAGE if status is None else EXPIRED_ID_MESSAGE)
 
     async def leave(self, connection_id: str, request_id: Any) -> None:
         request_id = _check_id(request_id)

@@ -32,7 +32,8 @@ from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
 
-from gateway.admission.store import AdmissionStore
+from gateway.admission.store import AdmissionStore, status_of_reply
+from gateway.admission.types import RequestStatus
 from gateway.model.entry import QueueEntry
 
 #: Request ids per heartbeat script call: bounds the time one EVALSHA holds Redis.
@@ -44,7 +45,7 @@ FRONT_WINDOW = 100
 #: Seconds after which a due entry that was being dispatched (so not queued) is looked at again.
 DISPATCH_RECHECK = 5.0
 
-_SCRIPTS = ("register", "touch", "scan", "abandon")
+_SCRIPTS = ("touch", "scan", "abandon")
 
 
 @cache
@@ -58,6 +59,20 @@ def _text(value: Any) -> str:
 
 def _num(value: float) -> str:
     return f"{value:.6f}"
+
+
+class Registration(NamedTuple):
+    """What :meth:`PresenceStore.register` found and did.
+
+    :param status: where the request is now; ``None`` when the id was never seen.
+    :param recorded: the presence was recorded; ``False`` when the request does not wait (any more), or
+        waits but the reaper already abandoned it (:attr:`abandoned`).
+    :param abandoned: it still waits, but the reaper took it: the client must not be told it waits.
+    """
+
+    status: RequestStatus | None
+    recorded: bool
+    abandoned: bool
 
 
 class QueueSignature(NamedTuple):
@@ -190,14 +205,20 @@ class PresenceStore:
         self._clock = clock
         self._served_window = served_window
         self._scripts = {name: redis.register_script(_script_source(name)) for name in _SCRIPTS}
+        # Register reads the admission state and records presence atomically: it runs with the store's prelude.
+        self._register = admission.script(_script_source("register"))
         self._lock_token = secrets.token_hex(8)
 
-    async def register(self, request_id: str) -> bool:
-        """Record a Register; ``False`` when the reaper already abandoned the request."""
+    async def register(self, request_id: str) -> Registration:
+        """A client registered for (or polled) ``request_id``: where it is now, and, while it waits, the
+        record that someone waits for it, in one round trip (``presence_register.lua``)."""
         k = self.keys
-        reply = await self._scripts["register"](keys=[k.registered, k.last_seen, k.waiting, k.abandoned],
-                                                args=[_num(self._clock()), request_id])
-        return bool(int(reply))
+        reply = await self._register([*self._admission.request_keys(request_id), k.registered, k.last_seen,
+                                      k.waiting, k.abandoned], [request_id])
+        if not reply:
+            return Registration(status=None, recorded=False, abandoned=False)
+        recorded = int(reply[4])
+        return Registration(status=status_of_reply(reply), recorded=recorded == 1, abandoned=recorded == 0)
 
     async def touch(self, request_ids: Iterable[str]) -> int:
         """Mark live (or just left) connections of registered requests as seen now."""

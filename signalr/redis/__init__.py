@@ -5,5 +5,6 @@ the sans-IO channel names and envelopes, :mod:`.acks` the acknowledgements of gr
 """
 
 from signalr.redis.lifetime import RedisHubLifetimeManager
+from signalr.redis.protocol import BackplaneLayout
 
-__all__ = ["RedisHubLifetimeManager"]
+__all__ = ["BackplaneLayout", "RedisHubLifetimeManager"]

@@ -1,6 +1,6 @@
 """A lifetime manager that spans processes through Redis pub/sub (a scale-out backplane).
 
-The layout follows ASP.NET Core's Redis backplane:
+The default layout follows ASP.NET Core's Redis backplane:
 
 * every server subscribes to ``…:all``, ``…:internal:groups`` and its own ``…:internal:ack:<server>``;
 * a server subscribes to ``…:connection:<id>`` for each local connection and to ``…:group:<g>`` while
@@ -9,6 +9,11 @@ The layout follows ASP.NET Core's Redis backplane:
   messages carrying their own server id, so nothing is delivered twice;
 * adding or removing a connection hosted elsewhere goes over ``…:internal:groups``; the owning server
   applies it, subscribes as needed and acks on the origin's ack channel.
+
+The shared layout (``layout=BackplaneLayout.SHARED``, see :class:`~signalr.redis.protocol.BackplaneLayout`)
+replaces the per-connection and per-group channels by two fixed ones, ``…:groups`` and ``…:connections``:
+connecting, disconnecting, joining and leaving then cost no Redis command, and every server filters the
+group sends it reads by its own members.
 
 On a Redis Cluster (``sharded=True``) the same channels use sharded pub/sub (``SSUBSCRIBE``/``SPUBLISH``,
 Redis 7): a message then stays on the shard that owns its channel's slot, where a plain ``PUBLISH`` would be
@@ -48,6 +53,7 @@ from signalr.redis.acks import PendingAcks
 from signalr.redis.clients import RedisFactory, default_factory, without_credentials
 from signalr.redis.protocol import (
     BackplaneChannels,
+    BackplaneLayout,
     BackplaneProtocolError,
     GroupAck,
     GroupAction,
@@ -81,6 +87,8 @@ class RedisHubLifetimeManager(HubLifetimeManager):
     :param reconnect_max_delay: cap of the doubling reconnect delay, in seconds.
     :param sharded: sharded pub/sub (``SSUBSCRIBE``/``SPUBLISH``), for a Redis Cluster; every server of one
         backplane must agree (a sharded message never reaches a plain subscriber).
+    :param layout: which channels carry group and connection sends; every server of one backplane must
+        agree (a server of the other layout neither reads nor writes the same channels).
     """
 
     def __init__(
@@ -95,6 +103,7 @@ class RedisHubLifetimeManager(HubLifetimeManager):
         reconnect_initial_delay: float = 0.05,
         reconnect_max_delay: float = 5.0,
         sharded: bool = False,
+        layout: BackplaneLayout = BackplaneLayout.PER_TARGET,
     ) -> None:
         if ack_timeout <= 0:
             raise ValueError(f"ack_timeout must be positive, got {ack_timeout!r}")
@@ -107,8 +116,10 @@ class RedisHubLifetimeManager(HubLifetimeManager):
         self._subscriptions = RedisSubscriptions(
             self.channels, self.server_id, self._local, self._dispatch, confirm_timeout=ack_timeout,
             reconnect_initial=reconnect_initial_delay, reconnect_max=reconnect_max_delay, sharded=sharded,
-            on_resubscribed=self._resubscribed,
+            on_resubscribed=self._resubscribed, layout=layout,
         )
+        self.layout = layout
+        self._per_target = layout is BackplaneLayout.PER_TARGET
         self._resubscribe_callbacks: list[Callable[[], None]] = []
         self._sharded = sharded
         self._publisher: Redis | None = None
@@ -202,26 +213,29 @@ class RedisHubLifetimeManager(HubLifetimeManager):
 
     async def on_connected(self, connection: HubConnectionSink) -> None:
         self._local.add(connection)
-        await self._subscriptions.sync((self.channels.connection(connection.connection_id),))
+        if self._per_target:
+            await self._subscriptions.sync((self.channels.connection(connection.connection_id),))
 
     async def on_disconnected(self, connection: HubConnectionSink) -> None:
         emptied = self._local.remove(connection.connection_id)
-        await self._subscriptions.sync(
-            [self.channels.connection(connection.connection_id), *map(self.channels.group, emptied)]
-        )
+        if self._per_target:
+            await self._subscriptions.sync(
+                [self.channels.connection(connection.connection_id), *map(self.channels.group, emptied)]
+            )
 
     async def add_to_group(self, connection_id: str, group: str) -> None:
         if connection_id in self._local:
             self._local.join(connection_id, group)
-            # Also when the group already had members: an earlier subscribe may still await its
-            # confirmation, and a send right after this call returns must reach the connection.
-            await self._subscriptions.sync((self.channels.group(group),))
+            if self._per_target:
+                # Also when the group already had members: an earlier subscribe may still await its
+                # confirmation, and a send right after this call returns must reach the connection.
+                await self._subscriptions.sync((self.channels.group(group),))
             return
         await self._remote_group_action(GroupAction.ADD, connection_id, group)
 
     async def remove_from_group(self, connection_id: str, group: str) -> None:
         if connection_id in self._local:
-            if self._local.leave(connection_id, group):
+            if self._local.leave(connection_id, group) and self._per_target:
                 await self._subscriptions.sync((self.channels.group(group),))
             return
         await self._remote_group_action(GroupAction.REMOVE, connection_id, group)
@@ -269,6 +283,10 @@ class RedisHubLifetimeManager(HubLifetimeManager):
         if connection_id in self._local:
             self._local.deliver_to((connection_id,), message)
             return
+        if not self._per_target:
+            payload = self._envelope(method, message.message.arguments, connections=(connection_id,))
+            await self._publish(self.channels.connections, payload)
+            return
         payload = self._envelope(method, message.message.arguments)
         await self._publish(self.channels.connection(connection_id), payload)
 
@@ -276,23 +294,36 @@ class RedisHubLifetimeManager(HubLifetimeManager):
         message = invocation(method, args)
         ids = list(dict.fromkeys(id_collection(connection_ids, "connection_ids")))
         remote = [cid for cid in ids if cid not in self._local]
-        payload = self._envelope(method, message.message.arguments) if remote else b""
         self._local.deliver_to(ids, message)
+        if not remote:
+            return
+        if not self._per_target:
+            # One message for all of them: each server delivers to those it hosts.
+            payload = self._envelope(method, message.message.arguments, connections=tuple(remote))
+            await self._publish(self.channels.connections, payload)
+            return
+        payload = self._envelope(method, message.message.arguments)
         for connection_id in remote:
             await self._publish(self.channels.connection(connection_id), payload)
 
     async def send_group(self, group: str, method: str, args: Sequence[Any], exclude: Collection[str] = ()) -> None:
         message = invocation(method, args)
         excluded = exclusion_set(exclude)
-        payload = self._envelope(method, message.message.arguments, exclude=frozenset(excluded))
+        shared = not self._per_target
+        payload = self._envelope(method, message.message.arguments, exclude=frozenset(excluded),
+                                 groups=(group,) if shared else ())
         self._local.deliver_group(group, message, excluded)
-        await self._publish(self.channels.group(group), payload)
+        await self._publish(self.channels.groups if shared else self.channels.group(group), payload)
 
     async def send_groups(self, groups: Collection[str], method: str, args: Sequence[Any]) -> None:
         message = invocation(method, args)
         ordered = list(dict.fromkeys(id_collection(groups, "groups")))
         payload = self._envelope(method, message.message.arguments, groups=tuple(ordered))
         self._local.deliver_groups(ordered, message)
+        if not self._per_target:
+            if ordered:
+                await self._publish(self.channels.groups, payload)
+            return
         for group in ordered:
             await self._publish(self.channels.group(group), payload)
 
@@ -337,6 +368,19 @@ class RedisHubLifetimeManager(HubLifetimeManager):
                 envelope = decode_invocation(data)
                 if envelope.origin != self.server_id:
                     self._local.deliver_all(invocation(envelope.target, envelope.arguments), envelope.exclude)
+            elif channel == channels.groups:
+                envelope = decode_invocation(data)
+                if envelope.origin == self.server_id or not envelope.groups:
+                    return
+                message = invocation(envelope.target, envelope.arguments)
+                if len(envelope.groups) == 1:
+                    self._local.deliver_group(envelope.groups[0], message, envelope.exclude)
+                else:
+                    self._local.deliver_groups(envelope.groups, message)
+            elif channel == channels.connections:
+                envelope = decode_invocation(data)
+                if envelope.origin != self.server_id:
+                    self._local.deliver_to(envelope.connections, invocation(envelope.target, envelope.arguments))
             elif channel.startswith(channels.group_prefix):
                 envelope = decode_invocation(data)
                 if envelope.origin == self.server_id:
@@ -374,5 +418,6 @@ class RedisHubLifetimeManager(HubLifetimeManager):
         task.add_done_callback(self._tasks.discard)
 
     async def _finish_group_command(self, command: GroupCommand) -> None:
-        await self._subscriptions.sync((self.channels.group(command.group),))
+        if self._per_target:
+            await self._subscriptions.sync((self.channels.group(command.group),))
         await self._publish(self.channels.ack(command.origin), encode_ack(GroupAck(id=command.id)))

@@ -10,17 +10,22 @@ pre-serialized for every hub protocol, we ship the invocation's target and argum
 serializes once per hub protocol in use there, so the envelope does not depend on which protocols a
 peer has enabled.
 
-Channels (see :class:`BackplaneChannels`), all under ``{prefix}:{hub}``: ``:all``, ``:group:{name}``,
-``:connection:{id}``, ``:internal:groups`` and ``:internal:ack:{server id}``.
+Channels (see :class:`BackplaneChannels`), all under ``{prefix}:{hub}``: ``:all``, ``:internal:groups`` and
+``:internal:ack:{server id}``, and then, by the backplane's :class:`BackplaneLayout` (every server of one
+backplane must use the same): ``:group:{name}`` and ``:connection:{id}`` (per target), or ``:groups`` and
+``:connections`` (shared).
 
-Invocation (published on ``…:all``, ``…:group:<g>`` and ``…:connection:<id>``)::
+Invocation (published on ``…:all``, ``…:group:<g>``, ``…:connection:<id>``, ``…:groups`` and
+``…:connections``)::
 
     {"origin": str,            # server id of the publisher; a server ignores its own messages
      "target": str,            # client method name
      "args": [any, …],         # invocation arguments
      "exclude": [str, …],      # optional: connection ids that must not receive it
-     "groups": [str, …]}       # optional: every group of one send_groups call, in order, so a
-                               # connection in several of them receives the message only once
+     "groups": [str, …],       # optional: every group of one send_groups call, in order, so a
+                               # connection in several of them receives the message only once;
+                               # on ``…:groups``, the group(s) addressed
+     "connections": [str, …]}  # on ``…:connections``: the connection ids addressed
 
 Group command (published on ``…:internal:groups``)::
 
@@ -39,7 +44,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 from typing import Any
 
 import msgpack
@@ -48,6 +53,7 @@ from signalr.errors import SignalRError
 
 __all__ = [
     "BackplaneChannels",
+    "BackplaneLayout",
     "BackplaneProtocolError",
     "GroupAck",
     "GroupAction",
@@ -66,6 +72,25 @@ class BackplaneProtocolError(SignalRError, ValueError):
     """A backplane message could not be encoded or decoded."""
 
 
+class BackplaneLayout(StrEnum):
+    """Which channels carry sends to groups and to single connections.
+
+    ``PER_TARGET`` is ASP.NET Core's layout: a channel per connection and per group, which a server
+    subscribes to while it hosts the connection or a member of the group. A message then reaches only
+    the servers concerned, but every connect, disconnect and first join or last leave on a server is a
+    ``SUBSCRIBE`` or ``UNSUBSCRIBE`` that Redis must confirm.
+
+    ``SHARED``: one channel for every group send and one for every send to a connection elsewhere; each
+    server subscribes to both once, reads every such message and delivers what concerns its own
+    connections. Connects and joins then touch no Redis at all, and are effective at once; the price is
+    that each server decodes each group send. It suits hubs with many short-lived connections and
+    groups and few cross-server sends per second (a waiting queue: one outcome per served client).
+    """
+
+    PER_TARGET = "per-target"
+    SHARED = "shared"
+
+
 class GroupAction(IntEnum):
     """What a group command asks the owning server to do (values are on the wire)."""
 
@@ -81,7 +106,9 @@ class InvocationEnvelope:
     :param target: name of the client method to invoke.
     :param arguments: the invocation arguments (JSON-able values).
     :param exclude: connection ids that must not receive the invocation.
-    :param groups: all groups addressed by one ``send_groups`` call, in order (empty otherwise).
+    :param groups: all groups addressed by one ``send_groups`` call, in order; in the shared layout also
+        the one group of a ``send_group`` (empty otherwise).
+    :param connections: in the shared layout, the connections addressed (empty otherwise).
     """
 
     origin: str
@@ -89,6 +116,7 @@ class InvocationEnvelope:
     arguments: tuple[Any, ...] = ()
     exclude: frozenset[str] = field(default_factory=frozenset)
     groups: tuple[str, ...] = ()
+    connections: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -150,6 +178,16 @@ class BackplaneChannels:
     def connection_prefix(self) -> str:
         return f"{self.base}:connection:"
 
+    @property
+    def groups(self) -> str:
+        """The shared layout's one channel for group sends."""
+        return f"{self.base}:groups"
+
+    @property
+    def connections(self) -> str:
+        """The shared layout's one channel for sends to connections on other servers."""
+        return f"{self.base}:connections"
+
     def group(self, name: str) -> str:
         return self.group_prefix + name
 
@@ -208,6 +246,8 @@ def encode_invocation(envelope: InvocationEnvelope) -> bytes:
         payload["exclude"] = sorted(envelope.exclude)
     if envelope.groups:
         payload["groups"] = list(envelope.groups)
+    if envelope.connections:
+        payload["connections"] = list(envelope.connections)
     return _pack(payload, f"invocation of {envelope.target!r}")
 
 
@@ -224,6 +264,7 @@ def decode_invocation(data: bytes) -> InvocationEnvelope:
         arguments=tuple(_require(payload, "args", (list, tuple), what)),
         exclude=frozenset(_string_list(payload, "exclude", what)),
         groups=tuple(_string_list(payload, "groups", what)),
+        connections=tuple(_string_list(payload, "connections", what)),
     )
 
 

@@ -1,7 +1,8 @@
 """The Redis backplane's pub/sub side: which channels a server subscribes to, and the listener.
 
-A server needs ``…:all``, ``…:internal:groups`` and its own ``…:internal:ack:<server>`` always, plus
-``…:connection:<id>`` for each local connection and ``…:group:<g>`` while ``g`` has a local member.
+A server needs ``…:all``, ``…:internal:groups`` and its own ``…:internal:ack:<server>`` always. In the
+per-target layout it also needs ``…:connection:<id>`` for each local connection and ``…:group:<g>`` while
+``g`` has a local member; in the shared layout only ``…:groups`` and ``…:connections``, fixed.
 :class:`RedisSubscriptions` keeps the subscription set equal to that, reads every message on one
 dedicated connection and hands it to a callback. When Redis drops, it goes offline (no reconnect is
 visible to callers), waits with capped exponential backoff and re-subscribes to whatever is needed then.
@@ -22,7 +23,7 @@ from redis.exceptions import RedisError
 
 from signalr.hubs.lifetime import LocalConnections
 from signalr.redis.acks import fail_unawaited
-from signalr.redis.protocol import BackplaneChannels
+from signalr.redis.protocol import BackplaneChannels, BackplaneLayout
 
 __all__ = ["RedisSubscriptions", "reconnect_delay"]
 
@@ -53,6 +54,7 @@ class RedisSubscriptions:
     :param reconnect_initial: first delay, in seconds, before re-subscribing after Redis dropped.
     :param reconnect_max: cap of the doubling reconnect delay, in seconds.
     :param sharded: ``SSUBSCRIBE``/``SUNSUBSCRIBE`` (sharded pub/sub) instead of ``SUBSCRIBE``/``UNSUBSCRIBE``.
+    :param layout: per target (a channel per local connection and group) or shared (fixed channels).
     """
 
     def __init__(
@@ -67,8 +69,10 @@ class RedisSubscriptions:
         reconnect_max: float,
         sharded: bool = False,
         on_resubscribed: Callable[[], None] | None = None,
+        layout: BackplaneLayout = BackplaneLayout.PER_TARGET,
     ) -> None:
         self._channels = channels
+        self._per_target = layout is BackplaneLayout.PER_TARGET
         self._on_resubscribed = on_resubscribed
         #: The connection was lost since the subscriptions were last confirmed (messages may be missed).
         self._lost = False
@@ -112,8 +116,15 @@ class RedisSubscriptions:
 
     # -- which channels ----------------------------------------------------------------------------
 
+    def _fixed_channels(self) -> list[str]:
+        channels = self._channels
+        fixed = [channels.all, channels.internal_groups, channels.ack(self._server_id)]
+        return fixed if self._per_target else [*fixed, channels.groups, channels.connections]
+
     def _wants(self, channel: str) -> bool:
         channels = self._channels
+        if not self._per_target:
+            return channel in self._fixed_channels()
         if channel.startswith(channels.connection_prefix):
             return channel[len(channels.connection_prefix):] in self._local
         if channel.startswith(channels.group_prefix):
@@ -122,10 +133,10 @@ class RedisSubscriptions:
 
     def _needed_channels(self) -> list[str]:
         channels = self._channels
+        if not self._per_target:
+            return self._fixed_channels()
         return [
-            channels.all,
-            channels.internal_groups,
-            channels.ack(self._server_id),
+            *self._fixed_channels(),
             *map(channels.connection, self._local.connection_ids()),
             *map(channels.group, self._local.group_names()),
         ]

@@ -230,3 +230,29 @@ local function claim_eligible(out, caps, global_cap, lease_seconds, limit, nonce
 end
 
 -- ===== operation script follows =====
+
+-- Where a request is now: {status, position, web_socket_url, message} with status "queued" (position >= 1),
+-- "dispatching", "ready", "failed" or "expired" (position 0, strings "" when absent), or nil when the id was
+-- never seen. outcome_key and tomb_key are the request's own keys (AdmissionKeys.outcome / .tombstone).
+-- Shared by status.lua and the hub's Register (gateway/live/lua/presence_register.lua). O(log N).
+local function request_status(request_id, outcome_key, tomb_key)
+  local outcome = redis.call('HMGET', outcome_key, 'status', 'web_socket_url', 'message', 'until')
+  if outcome[1] and tonumber(outcome[4]) and tonumber(outcome[4]) > NOW then
+    return {outcome[1], 0, outcome[2] or '', outcome[3] or ''}
+  end
+  local rank = redis.call('ZRANK', K_QUEUE, request_id)
+  if rank then
+    return {'queued', rank + 1, '', ''}
+  end
+  if redis.call('HEXISTS', K_ENTRIES, request_id) == 1 then
+    return {'dispatching', 0, '', ''}
+  end
+  local tomb = redis.call('HMGET', tomb_key, 'status', 'message')
+  if tomb[1] then
+    return {tomb[1], 0, '', tomb[2] or ''}
+  end
+  if outcome[1] then
+    return {'expired', 0, '', ''}
+  end
+  return nil
+end

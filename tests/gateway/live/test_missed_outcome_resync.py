@@ -46,7 +46,7 @@ def _drop_published_outcomes(stack: Stack) -> list[str]:
     lost: list[str] = []
 
     async def lossy(channel: str, payload: bytes) -> int | None:
-        if channel.startswith(lifetime.channels.group_prefix):
+        if channel == lifetime.channels.groups or channel.startswith(lifetime.channels.group_prefix):
             lost.append(channel)
             return None
         return await original(channel, payload)

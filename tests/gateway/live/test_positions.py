@@ -224,7 +224,9 @@ def test_presence_script_headers_document_keys_arguments_and_return(name: str) -
     head = "\n".join(header)
     for kind in ("KEYS", "ARGV"):
         used = {int(n) for n in re.findall(kind + r"\[(\d+)\]", code)}
-        documented = {int(n) for n in re.findall(r"^--\s+" + kind + r"\[(\d+)", head, re.MULTILINE)}
+        # "KEYS[1..13]" documents a range (the admission prelude's shared keys).
+        documented = {n for first, last in re.findall(r"^--\s+" + kind + r"\[(\d+)(?:\.\.(\d+))?", head, re.MULTILINE)
+                      for n in range(int(first), int(last or first) + 1)}
         assert used <= documented, (kind, used - documented)
     assert "-- Returns" in head
 

@@ -66,7 +66,7 @@ async def test_register_and_touch_move_the_deadline(parts: Parts) -> None:
     assert await parts.scan() == []
     assert await parts.score(keys.waiting, "a") == t0          # first seen: due at t0 + timeout
     parts.clock.advance(10)
-    assert await parts.presence.register("a") is True
+    assert (await parts.presence.register("a")).recorded is True
     assert await parts.score(keys.waiting, "a") is None       # the register timeout no longer applies
     assert await parts.score(keys.last_seen, "a") == t0 + 10
     parts.clock.advance(10)
@@ -86,7 +86,7 @@ async def test_never_registered_entry_goes_after_the_timeout_and_not_before(part
     await parts.queue("never", "later")
     assert await parts.reaper.run_once() == []                # first sight of both
     parts.clock.now = t0 + TIMEOUT - 0.5
-    assert await parts.presence.register("later") is True
+    assert (await parts.presence.register("later")).recorded is True
     assert await parts.reaper.run_once() == []
     assert await parts.store.queue_ids() == ["never", "later"]
     parts.clock.now = t0 + TIMEOUT
@@ -104,12 +104,12 @@ async def test_reconnecting_client_keeps_its_place(parts: Parts) -> None:
     t0 = parts.clock.now
     await parts.queue("a", "b", "c")
     for rid in ("a", "b", "c"):
-        assert await parts.presence.register(rid)
+        assert (await parts.presence.register(rid)).recorded
     parts.clock.advance(5)
     await parts.presence.touch(["a", "b", "c"])               # b's last connection goes now
     parts.clock.now = t0 + 5 + GRACE - 1
     await parts.presence.touch(["a", "c"])
-    assert await parts.presence.register("b") is True         # b reconnected within its grace
+    assert (await parts.presence.register("b")).recorded is True         # b reconnected within its grace
     parts.clock.now = t0 + 5 + GRACE + 1
     await parts.presence.touch(["a", "c"])
     assert await parts.reaper.run_once() == []
@@ -126,18 +126,42 @@ async def test_a_client_coming_back_and_the_reaper_cannot_both_win(parts: Parts)
     await parts.scan()
     parts.clock.advance(TIMEOUT)
     assert await parts.scan() == ["back", "gone"]             # the reaper's snapshot: both due
-    assert await parts.presence.register("back") is True      # the client wins the race...
+    assert (await parts.presence.register("back")).recorded is True      # the client wins the race...
     assert await parts.presence.abandon("back", register_timeout=TIMEOUT, disconnect_grace=GRACE) is None
     assert await parts.presence.abandon("gone", register_timeout=TIMEOUT,
                                         disconnect_grace=GRACE) is Absence.UNREGISTERED
-    assert await parts.presence.register("gone") is False     # ...or the reaper does
+    gone = await parts.presence.register("gone")                          # ...or the reaper does
+    assert (gone.recorded, gone.abandoned, gone.status.status) == (False, True, "queued")
     assert await parts.scan() == ["gone"]
+
+
+async def test_register_reads_the_status_and_records_only_a_waiting_request(parts: Parts) -> None:
+    keys = parts.presence.keys
+    unknown = await parts.presence.register("never-seen")
+    assert unknown == (None, False, False)
+    assert await parts.client.hexists(keys.registered, "never-seen") == 0
+    await parts.queue("first", "second")
+    second = await parts.presence.register("second")
+    assert (second.status.status, second.status.position, second.recorded, second.abandoned) == (
+        "queued", 2, True, False)
+    (claimed,) = await parts.store.claim(caps=Caps(global_cap=1), pending_lease_seconds=30, limit=1)
+    assert claimed.request_id == "first"
+    dispatching = await parts.presence.register("first")
+    assert (dispatching.status.status, dispatching.recorded) == ("dispatching", True)
+    await parts.client.hdel(keys.registered, "first")
+    await parts.store.set_outcome("first", status="ready", web_socket_url="wss://audio/1", ttl_seconds=60)
+    served = await parts.presence.register("first")
+    assert (served.status.status, served.status.web_socket_url, served.recorded) == ("ready", "wss://audio/1", False)
+    assert await parts.client.hexists(keys.registered, "first") == 0  # nobody waits for a served request
+    # The same answer as the admission store's own status, field for field.
+    assert served.status == await parts.store.status("first")
+    assert (await parts.presence.register("second")).status == await parts.store.status("second")
 
 
 async def test_entry_being_dispatched_is_kept_and_looked_at_again(parts: Parts) -> None:
     keys = parts.presence.keys
     await parts.queue("a")
-    assert await parts.presence.register("a")
+    assert (await parts.presence.register("a")).recorded
     (claimed,) = await parts.store.claim(caps=Caps(global_cap=1), pending_lease_seconds=30, limit=1)
     parts.clock.advance(GRACE + 1)
     assert await parts.scan() == []                           # not queued: nothing to abandon
@@ -154,7 +178,7 @@ async def test_presence_of_finished_requests_is_forgotten_when_due(parts: Parts)
     keys = parts.presence.keys
     await parts.queue("served", "left", "live")
     for rid in ("served", "left", "live"):
-        assert await parts.presence.register(rid)
+        assert (await parts.presence.register(rid)).recorded
     await parts.store.set_outcome("served", status="ready", web_socket_url="wss://x", ttl_seconds=60)
     assert await parts.store.remove("left")
     parts.clock.advance(GRACE)
@@ -215,7 +239,9 @@ def test_presence_script_headers_match_their_code() -> None:
         head, code = "\n".join(lines[:end]), "\n".join(line.split("--", 1)[0] for line in lines[end:])
         for kind in ("KEYS", "ARGV"):
             used = {int(n) for n in re.findall(kind + r"\[(\d+)\]", code)}
-            documented = {int(n) for n in re.findall(r"^--\s+" + kind + r"\[(\d+)", head, re.MULTILINE)}
+            # "KEYS[1..13]" documents a range (the admission prelude's shared keys).
+            documented = {n for first, last in re.findall(r"^--\s+" + kind + r"\[(\d+)(?:\.\.(\d+))?", head, re.MULTILINE)
+                          for n in range(int(first), int(last or first) + 1)}
             assert used <= documented == set(range(1, max(documented) + 1)), (name, kind)
         assert "-- Returns" in head and "Complexity" in head, name
 
@@ -246,7 +272,7 @@ async def test_a_round_over_10000_live_entries_reads_only_what_is_due(own_redis:
     async def join(rid: str) -> None:
         await parts.store.admit(request_id=rid, campaign="c", data={}, caps=FULL, pending_lease_seconds=30,
                                 max_queue_length=100_000)
-        await parts.presence.register(rid)
+        (await parts.presence.register(rid)).recorded
 
     for start in range(0, len(ids), 50):                      # 50 clients at a time: quicker set-up
         await asyncio.gather(*(join(rid) for rid in ids[start:start + 50]))

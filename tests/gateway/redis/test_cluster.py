@@ -95,6 +95,7 @@ def test_every_name_of_a_cluster_deployment_lies_in_one_slot() -> None:
         limiter.key_for(Rule(policy=Policy.CONCURRENT, subject="ip:10.0.0.1", limit=1)),
         space.rate_limits + BINDING_INFIX + "conversation",
         channels.all, channels.internal_groups, channels.ack("server"), channels.group("g"), channels.connection("c"),
+        channels.groups, channels.connections,
     ]
     assert len(names) > 25
     assert {name: key_slot(name.encode()) for name in names} == {name: SLOT for name in names}

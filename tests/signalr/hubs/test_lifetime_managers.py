@@ -1,7 +1,8 @@
 """One specification suite for every hub lifetime manager.
 
 Each ``cluster`` test runs against the in-memory manager (both "servers" are the same instance) and
-against the Redis backplane (two ``RedisHubLifetimeManager`` instances on one real redis-server).
+against the Redis backplane (two ``RedisHubLifetimeManager`` instances on one real redis-server), in each
+of its two channel layouts.
 
 Absence of a message is never checked by waiting: after the send under test, a *barrier* message is
 sent to the same connection through a path ordered after it (Redis delivers one subscriber's messages
@@ -29,6 +30,7 @@ from signalr.hubs.lifetime import (
 )
 from signalr.protocol import HubMessage, HubProtocol, InvocationMessage, get_protocol
 from signalr.redis.lifetime import RedisHubLifetimeManager, reconnect_delay
+from signalr.redis.protocol import BackplaneLayout
 from tests.harness.redis_process import RedisProcess, free_port
 
 TIMEOUT = 5.0
@@ -110,7 +112,8 @@ async def barrier(sender: HubLifetimeManager, *clients: Client) -> None:
         await client.expect("barrier", token)
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis),
+                        pytest.param("redis-shared", marks=pytest.mark.redis)])
 async def cluster(request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
     if request.param == "memory":
         manager = InMemoryHubLifetimeManager()
@@ -120,8 +123,9 @@ async def cluster(request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
         return
     url = request.getfixturevalue("redis_url")
     prefix = f"spec-{uuid.uuid4().hex[:8]}"
-    a = RedisHubLifetimeManager(url, prefix=prefix, server_id="A", ack_timeout=TIMEOUT)
-    b = RedisHubLifetimeManager(url, prefix=prefix, server_id="B", ack_timeout=TIMEOUT)
+    layout = BackplaneLayout.SHARED if request.param == "redis-shared" else BackplaneLayout.PER_TARGET
+    a = RedisHubLifetimeManager(url, prefix=prefix, server_id="A", ack_timeout=TIMEOUT, layout=layout)
+    b = RedisHubLifetimeManager(url, prefix=prefix, server_id="B", ack_timeout=TIMEOUT, layout=layout)
     await a.start()
     await b.start()
     assert a.online and b.online
@@ -439,6 +443,61 @@ async def test_subscriptions_follow_local_membership(redis_url: str) -> None:
         await b.on_disconnected(client)
         assert await subscribers(channels.connection(client.connection_id)) == 0
         assert await subscribers(channels.group("g2")) == 0
+    finally:
+        await probe.aclose()
+        await a.close()
+        await b.close()
+
+
+@pytest.mark.redis
+async def test_the_shared_layout_subscribes_once_and_never_per_connection_or_group(redis_url: str) -> None:
+    a, b = await _redis_pair(redis_url, layout=BackplaneLayout.SHARED)
+    probe = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        channels = a.channels
+        base = channels.base.encode()
+
+        async def backplane_channels() -> dict[bytes, int]:
+            names = await probe.pubsub_channels(channels.base + ":*")
+            return dict(await probe.pubsub_numsub(*names)) if names else {}
+
+        fixed = {channels.all: 2, channels.internal_groups: 2, channels.groups: 2, channels.connections: 2,
+                 channels.ack("A"): 1, channels.ack("B"): 1}
+        expected = {name.encode(): count for name, count in fixed.items()}
+        assert await backplane_channels() == expected
+        clients = [Client(CountingProtocol("json")) for _ in range(3)]
+        for client in clients:
+            await b.on_connected(client)
+            await b.add_to_group(client.connection_id, f"g-{client.connection_id}")
+        await a.add_to_group(clients[0].connection_id, "remote")  # applied by b, acked
+        await a.send_group("remote", "joined-remotely", [1])
+        await clients[0].expect("joined-remotely", 1)
+        # Not one subscription more on Redis for three connections in four groups.
+        assert await backplane_channels() == expected
+        # A send to several groups (or connections) elsewhere is one message, and each connection gets it once.
+        listener = probe.pubsub()
+        await listener.subscribe(channels.groups, channels.connections)
+        await a.send_groups(["remote", f"g-{clients[0].connection_id}", f"g-{clients[1].connection_id}"], "many", [])
+        await a.send_connections([c.connection_id for c in clients[1:]], "direct", [])
+        for client in clients[:2]:
+            await client.expect("many")
+        for client in clients[1:]:
+            await client.expect("direct")
+        await barrier(a, *clients)
+        published = []
+        while len(published) < 2 + len(clients):  # the two sends and a barrier per client
+            message = await listener.get_message(timeout=TIMEOUT)
+            assert message is not None
+            if message["type"] == "message":
+                published.append(message["channel"])
+        assert published == [channels.groups.encode(), *[channels.connections.encode()] * (1 + len(clients))]
+        for client in clients:
+            await b.on_disconnected(client)
+        # (the listener is the third subscriber of those two)
+        assert await backplane_channels() == {**expected, channels.groups.encode(): 3,
+                                              channels.connections.encode(): 3}
+        await listener.aclose()
+        assert all(name.startswith(base) for name in expected)
     finally:
         await probe.aclose()
         await a.close()
