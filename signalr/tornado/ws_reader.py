@@ -10,7 +10,8 @@ from collections.abc import Awaitable
 from typing import Any
 
 import tornado.websocket
-from tornado.iostream import StreamClosedError
+from tornado.ioloop import IOLoop
+from tornado.iostream import IOStream, SSLIOStream, StreamClosedError
 from tornado.util import _websocket_mask
 
 from signalr.tornado.flow import TCP_FIN_WAIT1, TCP_FIN_WAIT2, peer_gone, tcp_state
@@ -26,6 +27,11 @@ _REFUSED = object()
 # Like Tornado's own loop: give other connections a turn after this much work (a frame counts 1 KiB).
 _YIELD_AFTER = 256 * 1024
 _FRAME_COST = 1024
+#: One read's scratch space for every connection of the process (the loop runs one read at a time).
+_SCRATCH = bytearray(_READ_CHUNK)
+_SCRATCH_VIEW = memoryview(_SCRATCH)
+#: What :func:`_read_socket` returns when the socket has nothing now.
+_NOTHING = None
 
 
 class HubWebSocketProtocol(tornado.websocket.WebSocketProtocol13):
@@ -150,15 +156,53 @@ class HubWebSocketProtocol(tornado.websocket.WebSocketProtocol13):
         return self._handle_message(opcode, data)
 
 
+def _can_watch(stream: Any) -> bool:
+    """Whether the reader may wait for ``stream``'s socket itself: a plain socket stream (TLS keeps bytes
+    the socket no longer shows as readable) that holds no bytes, awaits no read, and whose socket Tornado
+    watches for reads only to notice a close (an idle stream: Tornado's reader is then ours to borrow)."""
+    if not isinstance(stream, IOStream) or isinstance(stream, SSLIOStream) or stream.closed():
+        return False
+    io_loop = stream.io_loop
+    readers = getattr(io_loop, "readers", None)
+    return (stream._read_buffer_size == 0 and stream._read_future is None  # type: ignore[attr-defined]
+            and readers is not None and stream.fileno().fileno() in readers  # type: ignore[union-attr]
+            and hasattr(io_loop, "selector_loop"))
+
+
+def _read_socket(stream: IOStream) -> bytes | None:
+    """What the stream's socket has now, through the stream's own ``read_from_fd`` (a subclass may hand
+    out bytes of its own first); ``None`` when nothing, ``b""`` once closed or failed (the stream closed)."""
+    try:
+        count = stream.read_from_fd(_SCRATCH_VIEW)
+    except OSError as exc:
+        stream.close(exc_info=exc)
+        return b""
+    if count is None:
+        return _NOTHING
+    if count == 0:
+        stream.close()
+        return b""
+    return bytes(_SCRATCH_VIEW[:count])
+
+
 class _FrameReader:
     """The receive loop of one :class:`HubWebSocketProtocol` as callbacks on the stream's reads.
 
     Kept alive by the read it waits for (the stream holds the future, the future this reader's
-    callback), and apart from the protocol so that the protocol's own attributes stay as Tornado
-    made them (one more would turn every protocol's shared-key dict into a larger one of its own).
+    callback; or, while it watches the socket itself, the event loop holds its callback), and apart
+    from the protocol so that the protocol's own attributes stay as Tornado made them (one more would
+    turn every protocol's shared-key dict into a larger one of its own).
+
+    Between frames an idle client's socket is watched by the reader itself: when it becomes readable the
+    reader reads it and cuts the frames at once. Tornado's own path per small frame (its event handler, a
+    read, a second read that finds nothing, a future and its callback on the next turn of the loop) was
+    most of the CPU a crowd of idle clients costs with its keep-alive Pings. The reader borrows the event
+    loop's read callback of the socket, which Tornado keeps registered on an idle stream only to notice a
+    close, and gives it back whenever Tornado's path is needed again (a frame larger than one read, a
+    full hub inbox, a turn yielded to other connections, a close); Tornado's write path is untouched.
     """
 
-    __slots__ = ("_protocol", "_unread", "_work", "_done", "_held")
+    __slots__ = ("_done", "_held", "_protocol", "_unread", "_watching", "_work")
 
     def __init__(self, protocol: HubWebSocketProtocol) -> None:
         self._protocol = protocol
@@ -166,6 +210,7 @@ class _FrameReader:
         self._work = 0
         self._done = False
         self._held: asyncio.Future[None] | None = None  # a wait for the hub or a lingering close
+        self._watching = False  # the socket's read callback is this reader's
 
     def read_next(self, missing: int | None) -> None:
         """Read on: ask the stream for more bytes (``missing``: the rest of a big frame, read whole).
@@ -174,6 +219,17 @@ class _FrameReader:
         read went on without yielding: only a read that has to wait for the socket ends the turn.
         """
         while missing is not None:
+            stream = self._protocol.stream
+            if missing <= _READ_CHUNK and _can_watch(stream):
+                chunk = _read_socket(stream)
+                if chunk is _NOTHING:
+                    self._watch(stream)
+                    return
+                if not chunk:
+                    self._abort()
+                    return
+                missing = self._take_bytes(chunk)
+                continue
             try:
                 if missing > _READ_CHUNK:
                     # The rest of a big frame in one read: no quadratic re-joining of small chunks.
@@ -198,9 +254,57 @@ class _FrameReader:
         except StreamClosedError:
             self._abort()
             return None
+        return self._take_bytes(chunk)
+
+    def _take_bytes(self, chunk: bytes) -> int | None:
         self._protocol._wire_bytes_in += len(chunk)
         self._unread = self._unread + chunk if self._unread else chunk
         return self._take_frames()
+
+    # -- watching the socket between frames ------------------------------------------------------------
+
+    def _watch(self, stream: IOStream) -> None:
+        stream.io_loop.selector_loop.add_reader(stream.fileno().fileno(), self._on_readable)  # type: ignore[attr-defined,union-attr]
+        self._watching = True
+
+    def _unwatch(self) -> None:
+        """Give the socket's read callback back to Tornado (unless the stream closed, which removed it)."""
+        if not self._watching:
+            return
+        self._watching = False
+        stream = self._protocol.stream
+        if stream is None or stream.closed():
+            return
+        io_loop = stream.io_loop
+        fd = stream.fileno().fileno()  # type: ignore[union-attr]
+        if fd in io_loop.readers:  # type: ignore[attr-defined]
+            # What Tornado's AsyncIOLoop registers for a stream that waits for reads (add_handler).
+            io_loop.selector_loop.add_reader(fd, io_loop._handle_events, fd, IOLoop.READ)  # type: ignore[attr-defined]
+        else:
+            io_loop.selector_loop.remove_reader(fd)  # type: ignore[attr-defined]
+
+    def _on_readable(self) -> None:
+        stream = self._protocol.stream
+        if not self._watching or stream is None or stream.closed():
+            return
+        try:
+            chunk = _read_socket(stream)
+            if chunk is _NOTHING:
+                return
+            if not chunk:
+                self._watching = False  # the stream closed, and took its read callback away with it
+                self._abort()
+                return
+            missing = self._take_bytes(chunk)
+            if missing is not None and missing <= _READ_CHUNK and not stream.closed() and self._watching:
+                return  # keep watching: the next frame comes the same way
+            self._unwatch()
+            if missing is not None:
+                self.read_next(missing)
+        except Exception:  # a bug here must end this connection, not leave it unread forever
+            log.exception("websocket reader failed")
+            self._unwatch()
+            self._abort()
 
     def _take_frames(self) -> int | None:
         """Hand every whole frame read so far to Tornado's message handling; returns the bytes to read
