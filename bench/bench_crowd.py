@@ -52,6 +52,8 @@ from crowd_clients import ClientProcess, raise_open_files  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 WARM_UP = 200
+#: A SessionReady sample this late (seconds) is looked at: did its client process collect garbage meanwhile?
+LATE_SAMPLE = 0.050
 
 
 class CrowdServers(Servers):
@@ -180,12 +182,26 @@ async def run(waiting: int, args: argparse.Namespace, workdir: Path) -> dict[str
             missing = sum(a["missing"] for a in arrived)
             spreads.append(max(a["last"] for a in arrived) - started if not missing else float("inf"))
         latencies = []
+        samples: list[tuple[float, float, int]] = []  # (release, arrival, client index)
         for _ in range(args.samples):
             started = await release()
             at, conversation = await crowd.ready(front)
             latencies.append(at - started)
+            samples.append((started, at, front))
             conversations.append(conversation)
             front += 1
+        # Which samples found the receiving client's process stalled, by its own garbage collection or by
+        # the other clients' messages it handled (see crowd_clients: no real browser holds thousands).
+        stalls = [await child.call("stalls", since=samples[0][0]) for child in children]
+
+        def stalled(begin: float, end: float, index: int, *, collecting: bool = False) -> bool:
+            return any(start < end and start + seconds > begin and (gc_ran or not collecting)
+                       for start, seconds, gc_ran in stalls[index % len(children)])
+
+        late = [(s, e, i) for s, e, i in samples if e - s >= LATE_SAMPLE]
+        late_client_stalled = sum(stalled(s, e, i) for s, e, i in late)
+        late_client_collecting = sum(stalled(s, e, i, collecting=True) for s, e, i in late)
+        unstalled = [e - s for s, e, i in samples if not stalled(s, e, i)]
         # The drain: releases at a steady rate; every client served must be served in queue order.
         drained = list(range(front, front + args.drain))
         harvested = 0  # the served clients whose sessions can be ended in turn (the cap's live sessions)
@@ -209,6 +225,10 @@ async def run(waiting: int, args: argparse.Namespace, workdir: Path) -> dict[str
             "waiting": waiting, "setup_cpu_ms": 1000 * setup_cpu / waiting, "opens_per_s": waiting / setup_wall,
             "kib_per_client": (rss1 - rss0) / waiting, "idle_cpu": idle, "positions_s": spreads,
             "ready_p50_ms": 1000 * percentile(latencies, 50), "ready_p99_ms": 1000 * percentile(latencies, 99),
+            "late": len(late), "late_client_stalled": late_client_stalled,
+            "late_client_collecting": late_client_collecting,
+            "ready_p99_unstalled_ms": 1000 * percentile(unstalled, 99) if unstalled else None,
+            "unstalled": len(unstalled),
             "fifo": fifo, "overtakes": len(overtakes), "overtake_max_ms": 1000 * max(overtakes, default=0.0),
             "positions_only_fall": monotone, "load": load, "client_processes": len(children),
         }
@@ -290,6 +310,10 @@ def compare_setup(args: argparse.Namespace) -> None:
         print(f"{target:20s} median {median:.2f} ms CPU per connection", flush=True)
 
 
+def _ms(value: float | None) -> str:
+    return "none" if value is None else f"{value:.1f} ms"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--waiting", type=int, nargs="+", default=[5000, 10000, 20000])
@@ -331,7 +355,10 @@ def main() -> None:
         print(f"{waiting:6d} waiting: {r['kib_per_client']:.1f} KiB/client (target <= 20); idle CPU "
               f"{100 * r['idle_cpu']:.1f} % of a core (< 10); set-up {r['setup_cpu_ms']:.2f} ms CPU/connection, "
               f"{r['opens_per_s']:.0f} opens/s; all positions after a release in {positions} ms (<= 1000); "
-              f"SessionReady p50 {r['ready_p50_ms']:.1f} / p99 {r['ready_p99_ms']:.1f} ms (< 50); "
+              f"SessionReady p50 {r['ready_p50_ms']:.1f} / p99 {r['ready_p99_ms']:.1f} ms (< 50; {r['late']} "
+              f"samples over {1000 * LATE_SAMPLE:.0f} ms, {r['late_client_stalled']} of them while their client "
+              f"process stalled ({r['late_client_collecting']} collecting garbage); p99 of the {r['unstalled']} "
+              f"samples whose client process did not stall: {_ms(r['ready_p99_unstalled_ms'])}); "
               f"FIFO {'yes' if r['fifo'] else 'NO'} ({r['overtakes']} adjacent overtakes, at most "
               f"{r['overtake_max_ms']:.0f} ms); positions only fall {'yes' if r['positions_only_fall'] else 'NO'}; "
               f"{r['client_processes']} client processes, load average {r['load']:.1f} before the set-up",

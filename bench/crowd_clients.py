@@ -20,6 +20,11 @@ Commands (``op``), each answered once its work is done:
 * ``ready {index}``: wait for that client's ``SessionReady``; answers ``[time, conversation id]``;
 * ``ready_times {indexes, timeout}``: wait for all of theirs; answers their times;
 * ``monotone``: whether every client's positions only ever fell;
+* ``stalls {since}``: the moments since ``since`` when this child's event loop was held up for at least
+  10 ms, as ``[start, seconds, collecting]`` (``collecting``: its garbage collector ran meanwhile): a child
+  that holds thousands of clients handles every one's messages (after a release, thousands of positions)
+  and collects their garbage in one loop, which no real visitor's browser does, and a message that arrives
+  meanwhile is timed late;
 * ``quit``: close every client and end.
 """
 
@@ -28,10 +33,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import gc
 import json
 import os
 import resource
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +56,40 @@ PING_SECONDS = float(os.environ.get("CROWD_PING_SECONDS", "15"))
 PING_BURST = os.environ.get("CROWD_PING_BURST") == "1"
 #: How often the spread pinger wakes up to ping the clients whose turn it is.
 PING_TICK_SECONDS = 0.1
+#: This process's collector pauses of at least ``GC_PAUSE_NOTED`` seconds: (start, seconds), the last 10,000.
+GC_PAUSES: collections.deque[tuple[float, float]] = collections.deque(maxlen=10_000)
+GC_PAUSE_NOTED = 0.002
+_gc_started = 0.0
+#: The loop's stalls: (start, seconds) when a probe due every ``STALL_PROBE`` s ran ``STALL_NOTED`` s late.
+STALLS: collections.deque[tuple[float, float]] = collections.deque(maxlen=10_000)
+STALL_PROBE = 0.005
+STALL_NOTED = 0.010
+
+
+async def watch_stalls() -> None:
+    while True:
+        due = time.perf_counter() + STALL_PROBE
+        await asyncio.sleep(STALL_PROBE)
+        late = time.perf_counter() - due
+        if late >= STALL_NOTED:
+            STALLS.append((due, late))
+
+
+def stalls_since(since: float) -> list[list[Any]]:
+    return [[start, seconds, any(g < start + seconds and g + d > start for g, d in GC_PAUSES)]
+            for start, seconds in STALLS if start + seconds >= since]
+
+
+def _note_gc(phase: str, info: dict[str, Any]) -> None:
+    global _gc_started
+    now = time.perf_counter()
+    if phase == "start":
+        _gc_started = now
+    elif now - _gc_started >= GC_PAUSE_NOTED:
+        GC_PAUSES.append((_gc_started, now - _gc_started))
+
+
+gc.callbacks.append(_note_gc)
 
 
 class TokenClient(Client):
@@ -206,6 +247,7 @@ async def serve_commands() -> None:
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     crowd = ClientCrowd()
     pinger = asyncio.ensure_future(crowd.keep_alive())
+    stall_watch = asyncio.ensure_future(watch_stalls())
     running: set[asyncio.Task[None]] = set()
 
     def answer(command_id: int, result: Any = None, error: str | None = None) -> None:
@@ -227,6 +269,8 @@ async def serve_commands() -> None:
                 result = await crowd.ready_times(command["indexes"], command["timeout"])
             elif op == "monotone":
                 result = crowd.monotone()
+            elif op == "stalls":
+                result = stalls_since(command["since"])
             else:
                 raise ValueError(f"unknown command {op!r}")
         except Exception as exc:  # noqa: BLE001 - the parent reports it and stops the run
@@ -244,6 +288,7 @@ async def serve_commands() -> None:
             task.add_done_callback(running.discard)
     finally:
         pinger.cancel()
+        stall_watch.cancel()
         for task in running:
             task.cancel()
         crowd.close()

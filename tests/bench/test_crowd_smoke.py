@@ -26,6 +26,7 @@ def test_the_crowd_bench_runs_and_the_queue_drains_in_order() -> None:
     assert "   100 waiting:" in done.stdout, done.stdout
     assert "FIFO yes (" in done.stdout and "positions only fall yes" in done.stdout, done.stdout
     assert "lost" not in done.stdout, done.stdout
+    assert "samples whose client process did not stall" in done.stdout, done.stdout
 
 
 def test_the_set_up_comparison_runs_for_aiosignalr_and_the_gateway() -> None:
