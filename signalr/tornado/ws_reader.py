@@ -6,6 +6,7 @@ import asyncio
 import logging
 import socket
 import struct
+import threading
 from collections.abc import Awaitable
 from typing import Any
 
@@ -27,9 +28,9 @@ _REFUSED = object()
 # Like Tornado's own loop: give other connections a turn after this much work (a frame counts 1 KiB).
 _YIELD_AFTER = 256 * 1024
 _FRAME_COST = 1024
-#: One read's scratch space for every connection of the process (the loop runs one read at a time).
-_SCRATCH = bytearray(_READ_CHUNK)
-_SCRATCH_VIEW = memoryview(_SCRATCH)
+#: One read's scratch space for every connection of a thread's event loop, which runs one read at a time
+#: (per thread: ``recv_into`` releases the GIL, so two loops in two threads must not share one).
+_scratch = threading.local()
 #: What :func:`_read_socket` returns when the socket has nothing now.
 _NOTHING = None
 
@@ -172,8 +173,11 @@ def _can_watch(stream: Any) -> bool:
 def _read_socket(stream: IOStream) -> bytes | None:
     """What the stream's socket has now, through the stream's own ``read_from_fd`` (a subclass may hand
     out bytes of its own first); ``None`` when nothing, ``b""`` once closed or failed (the stream closed)."""
+    view = getattr(_scratch, "view", None)
+    if view is None:
+        view = _scratch.view = memoryview(bytearray(_READ_CHUNK))
     try:
-        count = stream.read_from_fd(_SCRATCH_VIEW)
+        count = stream.read_from_fd(view)
     except OSError as exc:
         stream.close(exc_info=exc)
         return b""
@@ -182,7 +186,7 @@ def _read_socket(stream: IOStream) -> bytes | None:
     if count == 0:
         stream.close()
         return b""
-    return bytes(_SCRATCH_VIEW[:count])
+    return bytes(view[:count])
 
 
 class _FrameReader:
