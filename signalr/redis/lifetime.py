@@ -294,15 +294,16 @@ class RedisHubLifetimeManager(HubLifetimeManager):
         message = invocation(method, args)
         ids = list(dict.fromkeys(id_collection(connection_ids, "connection_ids")))
         remote = [cid for cid in ids if cid not in self._local]
+        # Encoded before any local delivery, so arguments that cannot cross processes fail the whole call.
+        if remote:
+            shared = not self._per_target  # one message for all of them: each server delivers to its own
+            payload = self._envelope(method, message.message.arguments, connections=tuple(remote) if shared else ())
         self._local.deliver_to(ids, message)
         if not remote:
             return
-        if not self._per_target:
-            # One message for all of them: each server delivers to those it hosts.
-            payload = self._envelope(method, message.message.arguments, connections=tuple(remote))
+        if shared:
             await self._publish(self.channels.connections, payload)
             return
-        payload = self._envelope(method, message.message.arguments)
         for connection_id in remote:
             await self._publish(self.channels.connection(connection_id), payload)
 

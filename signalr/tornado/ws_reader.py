@@ -270,6 +270,15 @@ class _FrameReader:
     def _watch(self, stream: IOStream) -> None:
         stream.io_loop.selector_loop.add_reader(stream.fileno().fileno(), self._on_readable)  # type: ignore[attr-defined,union-attr]
         self._watching = True
+        # A close by anyone else (Tornado's close-handshake timeout, a failed write, the hub ending the
+        # connection) takes this callback away with the stream's handlers, and no read is pending to fail:
+        # the stream's close callback is then how the reader learns of it and ends the connection.
+        stream.set_close_callback(self._closed_while_watching)
+
+    def _closed_while_watching(self) -> None:
+        if self._watching:
+            self._watching = False
+            self._abort()
 
     def _unwatch(self) -> None:
         """Give the socket's read callback back to Tornado (unless the stream closed, which removed it)."""
@@ -278,7 +287,8 @@ class _FrameReader:
         self._watching = False
         stream = self._protocol.stream
         if stream is None or stream.closed():
-            return
+            return  # (its close callback, if still to come, finds the reader no longer watching)
+        stream.set_close_callback(None)
         io_loop = stream.io_loop
         fd = stream.fileno().fileno()  # type: ignore[union-attr]
         if fd in io_loop.readers:  # type: ignore[attr-defined]

@@ -135,3 +135,15 @@ async def test_a_client_that_leaves_while_watched_is_noticed() -> None:
                 client.writer.close()
                 await wait_until(lambda: not h.server.sessions)
                 assert protocol.stream.closed()
+
+
+async def test_a_close_by_the_server_while_watched_ends_the_hub_connection() -> None:
+    """Tornado's close-handshake timeout, a failed write or the hub close the stream from outside the
+    reader; with no read pending, the reader must still learn of it and end the connection."""
+    async with running() as h, _connected(h) as client:
+        protocol = _server_protocol()
+        await wait_until(lambda: _watched_by_the_reader(protocol) and len(h.server.sessions) == 1)
+        protocol.stream.close()  # what Tornado's _abort does when a client never answers a close
+        await wait_until(lambda: not h.server.sessions)
+        assert protocol.handler.ws_connection is None  # the handler heard of the close (on_close ran)
+        assert await client.reader.read() == b""  # and the client sees the connection end

@@ -563,6 +563,24 @@ async def test_arguments_that_cannot_cross_processes_raise_before_any_delivery(r
 
 
 @pytest.mark.redis
+@pytest.mark.parametrize("layout", list(BackplaneLayout))
+async def test_a_send_to_connections_that_cannot_cross_processes_raises_before_any_delivery(
+        redis_url: str, layout: BackplaneLayout) -> None:
+    a, b = await _redis_pair(redis_url, layout=layout)
+    try:
+        local, remote = Client(CountingProtocol("json")), Client(CountingProtocol("json"))
+        await a.on_connected(local)
+        await b.on_connected(remote)
+        # JSON carries an integer this large to a local client; MessagePack, the backplane's format, cannot.
+        with pytest.raises(ValueError, match="cannot encode invocation of 'x' for the backplane"):
+            await a.send_connections([local.connection_id, remote.connection_id], "x", [10**30])
+        await barrier(a, local, remote)  # neither got the half-sent message
+    finally:
+        await a.close()
+        await b.close()
+
+
+@pytest.mark.redis
 async def test_redis_restart_keeps_local_delivery_and_resumes(caplog: pytest.LogCaptureFixture) -> None:
     server = RedisProcess(port=free_port())
     server.start()
