@@ -212,25 +212,6 @@ async def test_broadcaster_coalesces_bursts() -> None:
         await broadcaster.stop()
 
 
-@pytest.mark.parametrize("name", ["register", "touch", "scan", "abandon"])
-def test_presence_script_headers_document_keys_arguments_and_return(name: str) -> None:
-    import re
-    from importlib import resources
-
-    text = (resources.files("gateway.live") / "lua" / f"presence_{name}.lua").read_text()
-    lines = text.splitlines()
-    header = [line for line in lines[:next(i for i, line in enumerate(lines) if not line.startswith("--"))]]
-    code = "\n".join(line.split("--", 1)[0] for line in lines[len(header):])
-    head = "\n".join(header)
-    for kind in ("KEYS", "ARGV"):
-        used = {int(n) for n in re.findall(kind + r"\[(\d+)\]", code)}
-        # "KEYS[1..13]" documents a range (the admission prelude's shared keys).
-        documented = {n for first, last in re.findall(r"^--\s+" + kind + r"\[(\d+)(?:\.\.(\d+))?", head, re.MULTILINE)
-                      for n in range(int(first), int(last or first) + 1)}
-        assert used <= documented, (kind, used - documented)
-    assert "-- Returns" in head
-
-
 # -- encoding ------------------------------------------------------------------------------------
 
 
