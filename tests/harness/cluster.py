@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 import shutil
 import subprocess
+import time
 
 import redis
 
@@ -111,6 +112,25 @@ class ClusterDeployment(Deployment):
 
         _wait(promoted, f"a failover of slot {slot} to a new primary", timeout)
         return self.owner_port(slot)
+
+    def fail_over_gracefully(self, slot: int, timeout: float = 30.0) -> tuple[int, int]:
+        """``CLUSTER FAILOVER`` on the replica of ``slot``'s primary, until it owns the slot; returns (old port,
+        new port). Asked again while it has not happened: Redis drops a manual failover the replica could not
+        finish within 5 s (it must first catch up with its primary, which a busy machine can delay) without a
+        word to anyone, so one request is not always enough."""
+        old = self.owner_port(slot)
+        with _client(old) as primary:
+            replica_port = int(primary.info("replication")["slave0"]["port"])
+        deadline = time.monotonic() + timeout
+        while True:
+            with _client(replica_port) as replica:
+                if replica.info("replication").get("role") != "master":
+                    replica.execute_command("CLUSTER", "FAILOVER")
+            try:
+                return old, self.wait_for_new_owner(slot, old, timeout=min(8.0, max(0.5, deadline - time.monotonic())))
+            except TimeoutError:
+                if time.monotonic() >= deadline:
+                    raise
 
     def close(self) -> None:
         for node in self.nodes:

@@ -81,13 +81,10 @@ async def test_the_backplane_follows_the_slot_to_its_new_owner(how: str) -> None
             old = deployment.owner_port(SLOT)
             assert f"{SPACE.backplane}:hub:all".encode() in _shard_channels(old)
             if how == "graceful":
-                with redis.Redis(port=old) as primary:
-                    replica_port = int(primary.info("replication")["slave0"]["port"])
-                with redis.Redis(port=replica_port) as replica:
-                    replica.execute_command("CLUSTER", "FAILOVER")
+                _, new = await asyncio.to_thread(deployment.fail_over_gracefully, SLOT)
             else:
                 deployment.kill_owner(SLOT)
-            new = await asyncio.to_thread(deployment.wait_for_new_owner, SLOT, old)
+                new = await asyncio.to_thread(deployment.wait_for_new_owner, SLOT, old)
             # Both listeners come back on the new owner (they may have stayed online on a graceful switch: a
             # demoted primary keeps serving its shard's subscribers as a replica, and then they move at the next
             # reconnect; a send that reaches both is what counts).
