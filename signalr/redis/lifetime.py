@@ -34,7 +34,7 @@ import asyncio
 import logging
 import secrets
 import socket
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -211,32 +211,35 @@ class RedisHubLifetimeManager(HubLifetimeManager):
             except Exception:
                 logger.exception("A resubscribe callback failed")
 
+    async def _follow(self, connection_id: str | None = None, groups: Iterable[str] = ()) -> None:
+        """Make the subscriptions to this connection's and these groups' channels match local state, and
+        wait for Redis to confirm; nothing to do in the shared layout, whose channels are fixed."""
+        if self._per_target:
+            channels = self.channels
+            own = (channels.connection(connection_id),) if connection_id is not None else ()
+            await self._subscriptions.sync([*own, *map(channels.group, groups)])
+
     async def on_connected(self, connection: HubConnectionSink) -> None:
         self._local.add(connection)
-        if self._per_target:
-            await self._subscriptions.sync((self.channels.connection(connection.connection_id),))
+        await self._follow(connection.connection_id)
 
     async def on_disconnected(self, connection: HubConnectionSink) -> None:
         emptied = self._local.remove(connection.connection_id)
-        if self._per_target:
-            await self._subscriptions.sync(
-                [self.channels.connection(connection.connection_id), *map(self.channels.group, emptied)]
-            )
+        await self._follow(connection.connection_id, emptied)
 
     async def add_to_group(self, connection_id: str, group: str) -> None:
         if connection_id in self._local:
             self._local.join(connection_id, group)
-            if self._per_target:
-                # Also when the group already had members: an earlier subscribe may still await its
-                # confirmation, and a send right after this call returns must reach the connection.
-                await self._subscriptions.sync((self.channels.group(group),))
+            # Also when the group already had members: an earlier subscribe may still await its
+            # confirmation, and a send right after this call returns must reach the connection.
+            await self._follow(groups=(group,))
             return
         await self._remote_group_action(GroupAction.ADD, connection_id, group)
 
     async def remove_from_group(self, connection_id: str, group: str) -> None:
         if connection_id in self._local:
-            if self._local.leave(connection_id, group) and self._per_target:
-                await self._subscriptions.sync((self.channels.group(group),))
+            if self._local.leave(connection_id, group):
+                await self._follow(groups=(group,))
             return
         await self._remote_group_action(GroupAction.REMOVE, connection_id, group)
 
@@ -294,14 +297,12 @@ class RedisHubLifetimeManager(HubLifetimeManager):
         message = invocation(method, args)
         ids = list(dict.fromkeys(id_collection(connection_ids, "connection_ids")))
         remote = [cid for cid in ids if cid not in self._local]
+        shared = not self._per_target  # one message for all of them: each server delivers to its own
         # Encoded before any local delivery, so arguments that cannot cross processes fail the whole call.
-        if remote:
-            shared = not self._per_target  # one message for all of them: each server delivers to its own
-            payload = self._envelope(method, message.message.arguments, connections=tuple(remote) if shared else ())
+        payload = (self._envelope(method, message.message.arguments, connections=tuple(remote) if shared else ())
+                   if remote else b"")
         self._local.deliver_to(ids, message)
-        if not remote:
-            return
-        if shared:
+        if remote and shared:
             await self._publish(self.channels.connections, payload)
             return
         for connection_id in remote:
@@ -419,6 +420,5 @@ class RedisHubLifetimeManager(HubLifetimeManager):
         task.add_done_callback(self._tasks.discard)
 
     async def _finish_group_command(self, command: GroupCommand) -> None:
-        if self._per_target:
-            await self._subscriptions.sync((self.channels.group(command.group),))
+        await self._follow(groups=(command.group,))
         await self._publish(self.channels.ack(command.origin), encode_ack(GroupAck(id=command.id)))
